@@ -1,0 +1,42 @@
+# AgentSwarm: `make swarm` runs a swarm, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-slow test-all lint swarm services migrate bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+services: install
+	$(BIN)/agentswarm check
+
+migrate: services
+	$(BIN)/agentswarm db upgrade
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+test-all: install
+	$(BIN)/python -m pytest -m ''
+
+lint: install
+	$(BIN)/ruff check agentswarm tests bench migrations infra
+
+swarm: install
+	$(BIN)/agentswarm swarm
+
+bench: install
+	$(BIN)/python bench/merge_queue.py
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,185 @@
+"""The two documents that cross the sandbox boundary: task.json in, result.json out.
+
+Standard library only: this module is imported inside slim sandbox images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+TASK_KINDS = ("feature", "fix", "conflict", "manual")
+HANDOFF_STATUSES = ("complete", "failed", "blocked")
+
+
+class ContractError(ValueError):
+    """A task.json or result.json document that does not follow the contract."""
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ContractError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ContractError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ContractError(f"{where}: {exc}") from None
+
+
+@dataclass
+class LLMSettings:
+    """How the agent reaches the model. The API key is never written here: it comes from the env."""
+
+    base_url: str
+    model: str
+    max_tokens: int = 8192
+    temperature: float = 0.7
+    timeout_s: float = 300.0
+
+
+@dataclass
+class Limits:
+    timeout_s: int = 1800
+    max_steps: int = 60
+    max_tokens: int = 400_000
+
+
+@dataclass
+class TaskSpec:
+    """task.json: everything the worker runner needs, and nothing secret."""
+
+    id: str
+    run_id: str
+    description: str
+    branch: str
+    base_sha: str
+    repo_url: str
+    llm: LLMSettings
+    title: str = ""
+    scope: list[str] = field(default_factory=list)
+    acceptance: list[str] = field(default_factory=list)
+    priority: int = 5
+    parent_id: str | None = None
+    kind: str = "feature"
+    feature_ids: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    agent: str = "builtin"
+    context: dict[str, Any] = field(default_factory=dict)
+    version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):
+            self.llm = _build(LLMSettings, self.llm, "task.llm")
+        if isinstance(self.limits, dict):
+            self.limits = _build(Limits, self.limits, "task.limits")
+        if self.kind not in TASK_KINDS:
+            raise ContractError(f"task.kind: must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
+        if self.version != SCHEMA_VERSION:
+            raise ContractError(f"task.version: this runner reads version {SCHEMA_VERSION}, got {self.version}")
+        if isinstance(self.acceptance, str):
+            self.acceptance = [self.acceptance]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        return _build(cls, data, "task")
+
+    @classmethod
+    def load(cls, path: str) -> TaskSpec:
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ContractError(f"{path}: not JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dump(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+@dataclass
+class LLMCallRecord:
+    """One model call made inside the sandbox; the orchestrator stores it with role=worker."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    model: str = ""
+    ok: bool = True
+    error: str | None = None
+
+
+@dataclass
+class Handoff:
+    """result.json: what the task did, measured from git rather than taken from the agent's word."""
+
+    task_id: str
+    status: str
+    summary: str = ""
+    commits: list[str] = field(default_factory=list)
+    head_sha: str | None = None
+    files_changed: list[str] = field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    llm_calls: list[LLMCallRecord] = field(default_factory=list)
+    duration_s: float = 0.0
+    error: str | None = None
+    transcript: str = ""
+    transcript_truncated: bool = False
+    version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in HANDOFF_STATUSES:
+            raise ContractError(
+                f"handoff.status: must be one of {', '.join(HANDOFF_STATUSES)}, got {self.status!r}"
+            )
+        self.llm_calls = [
+            _build(LLMCallRecord, c, "handoff.llm_calls[]") if isinstance(c, dict) else c for c in self.llm_calls
+        ]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Handoff:
+        return _build(cls, data, "handoff")
+
+    @classmethod
+    def load(cls, path: str) -> Handoff:
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ContractError(f"{path}: not JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dump(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON so that a reader sees either the old file or the whole new one, never a part."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,103 @@
+"""The Celery app: queues, routes, priorities, acknowledgement policy and the beat schedule.
+
+Priorities. A task's priority runs 1 (most urgent) to 10 (least), as in the seed. On the
+Redis transport Celery's 0 is the most urgent and 9 the least, so a task of priority p is
+sent with Celery priority p - 1 (`celery_priority`). Kombu's Redis transport merges levels
+into the steps [0, 3, 6, 9] by default; `priority_steps=range(10)` keeps all ten, and
+`queue_order_strategy="priority"` makes a worker drain the most urgent list first.
+A message published with no priority would be read as 0, the most urgent: the route of
+`run_task` (used by `apply_async`, `send_task` and `celery call` alike) therefore carries
+the least urgent level, so a manually injected task waits its turn instead of jumping.
+
+Redelivery. An unacknowledged Redis message is handed to another worker after
+`visibility_timeout`; it is set well above WORKER_TIMEOUT for the broker and the result
+backend, so a long task is not run twice while it is still running.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+from agentswarm.config import Settings, get_settings
+from agentswarm.errors import ConfigError
+
+QUEUES = ("plan", "work", "merge", "reconcile", "monitor")
+CONTROL_QUEUES = ("plan", "reconcile", "monitor")
+PRIORITY_MOST_URGENT = 1
+PRIORITY_LEAST_URGENT = 10
+UNSET_CELERY_PRIORITY = PRIORITY_LEAST_URGENT - 1
+
+TASK_ROUTES = {
+    "agentswarm.tasks.plan_tick": {"queue": "plan"},
+    "agentswarm.tasks.run_task": {"queue": "work", "priority": UNSET_CELERY_PRIORITY},
+    "agentswarm.tasks.merge_branch": {"queue": "merge"},
+    "agentswarm.tasks.reconcile_tick": {"queue": "reconcile"},
+    "agentswarm.tasks.monitor_tick": {"queue": "monitor"},
+}
+
+
+def celery_priority(task_priority: int) -> int:
+    """Map a task priority (1 most urgent .. 10 least) to the Redis transport's 0..9."""
+    p = min(max(int(task_priority), PRIORITY_MOST_URGENT), PRIORITY_LEAST_URGENT)
+    return p - 1
+
+
+def transport_options(settings: Settings) -> dict:
+    """Broker transport options shared by the broker and the result backend."""
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "priority_steps": list(range(10)),
+        "queue_order_strategy": "priority",
+    }
+
+
+def celery_config(settings: Settings) -> dict:
+    """The whole Celery configuration derived from settings."""
+    opts = transport_options(settings)
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": opts,
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": "work",
+        "task_routes": TASK_ROUTES,
+        "task_default_priority": UNSET_CELERY_PRIORITY,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "plan-tick": {"task": "agentswarm.tasks.plan_tick",
+                          "schedule": timedelta(seconds=settings.plan_interval_s)},
+            "reconcile-tick": {"task": "agentswarm.tasks.reconcile_tick",
+                               "schedule": timedelta(seconds=settings.reconcile_interval_s)},
+            "monitor-tick": {"task": "agentswarm.tasks.monitor_tick",
+                             "schedule": timedelta(seconds=settings.monitor_interval_s)},
+        },
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from settings."""
+    app = Celery("agentswarm", include=["agentswarm.tasks"])
+    app.conf.update(celery_config(settings or get_settings()))
+    return app
+
+
+try:
+    app = create_app()
+except ConfigError as exc:  # a celery CLI importing us: one line, no traceback
+    print(f"agentswarm: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -1,0 +1,185 @@
+"""One typed settings object, read from the environment and a `.env` file.
+
+Names follow the seed (LLM_BASE_URL, MAX_WORKERS, ...). A bad value stops start-up with
+one line naming the variable: see `load_settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentswarm.errors import ConfigError
+
+
+class MergeStrategyName(str, Enum):
+    fast_forward = "fast-forward"
+    rebase = "rebase"
+    merge_commit = "merge-commit"
+
+
+class SandboxBackendName(str, Enum):
+    local = "local"
+    modal = "modal"
+
+
+class ConflictPolicy(str, Enum):
+    resolve = "resolve"
+    skip = "skip"
+
+
+def normalize_base_url(url: str) -> str:
+    """Strip whitespace, trailing slashes and one trailing `/v1`."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")].rstrip("/")
+    return url
+
+
+class Settings(BaseSettings):
+    """Every knob of a swarm. Field names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # The model
+    llm_base_url: str = Field("", description="OpenAI-compatible endpoint; empty means demo mode")
+    llm_api_key: str = Field("", description="bearer key for the endpoint (never logged)", repr=False)
+    llm_model: str = "glm-5"
+    llm_max_tokens: int = Field(8192, gt=0)
+    llm_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(300.0, gt=0)
+    llm_max_retries: int = Field(4, ge=0)
+    llm_price_in_per_mtok: float = Field(0.0, ge=0, description="dollars per million prompt tokens")
+    llm_price_out_per_mtok: float = Field(0.0, ge=0, description="dollars per million completion tokens")
+    llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour")
+
+    # Git
+    git_repo_url: str = Field("", description="remote hub; empty means a local bare hub")
+    git_token: str = Field("", repr=False)
+    target_repo_path: Path = Path("./target-repo")
+    hub_path: Path = Path("./var/hub.git")
+    merge_strategy: MergeStrategyName = MergeStrategyName.fast_forward
+    merge_delete_branch: bool = True
+    conflict_policy: ConflictPolicy = ConflictPolicy.resolve
+    max_conflict_tasks: int = Field(2, ge=0)
+
+    # Workers and sandboxes
+    max_workers: int = Field(4, gt=0, le=1000)
+    worker_timeout: int = Field(1800, gt=0, description="seconds one task may run")
+    max_attempts: int = Field(3, gt=0)
+    sandbox_backend: SandboxBackendName = SandboxBackendName.local
+    sandbox_root: Path = Path("./var/sandboxes")
+    sandbox_cpu: float = Field(2.0, gt=0)
+    sandbox_memory_mb: int = Field(4096, gt=0)
+    sandbox_create_concurrency: int = Field(8, gt=0)
+    sandbox_create_rate: float = Field(5.0, gt=0, description="sandbox creations per second")
+    modal_app_name: str = "agentswarm"
+    agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
+    agent_max_steps: int = Field(60, gt=0)
+    agent_max_tokens: int = Field(400_000, gt=0)
+
+    # Planning and budgets
+    max_planner_iterations: int = Field(100, gt=0)
+    planner_batch_size: int = Field(20, gt=0)
+    subplanner_max_depth: int = Field(2, ge=0)
+    subplanner_max_children: int = Field(5, gt=0)
+    run_max_tasks: int = Field(1000, gt=0)
+    run_max_tokens: int = Field(50_000_000, gt=0)
+    run_max_dollars: float = Field(100.0, gt=0)
+    run_deadline_s: int = Field(6 * 3600, gt=0)
+
+    # Ticks (seconds)
+    plan_interval_s: float = Field(10.0, gt=0)
+    reconcile_interval_s: float = Field(300.0, gt=0)
+    monitor_interval_s: float = Field(15.0, gt=0)
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    stale_heartbeat_s: float = Field(120.0, gt=0)
+
+    # Services
+    database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False)
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    visibility_timeout_s: int = Field(4 * 3600, gt=0)
+    flower_port: int = Field(5555, gt=0, lt=65536)
+    dashboard_port: int = Field(8080, gt=0, lt=65536)
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        value = normalize_base_url(value)
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts_agree(self) -> Settings:
+        if self.visibility_timeout_s <= self.worker_timeout * 2:
+            raise ValueError(
+                "VISIBILITY_TIMEOUT_S must be well above WORKER_TIMEOUT (more than twice), "
+                f"got {self.visibility_timeout_s} <= 2 x {self.worker_timeout}"
+            )
+        return self
+
+    @property
+    def demo_mode(self) -> bool:
+        """No endpoint configured: the built-in simulator plays the model."""
+        return not self.llm_base_url
+
+    @property
+    def hub_url(self) -> str:
+        """Where sandboxes clone from and push to."""
+        return self.git_repo_url or str(self.hub_path.resolve())
+
+
+def _describe(field_name: str, error: dict[str, Any]) -> str:
+    field = Settings.model_fields.get(field_name)
+    annotation = getattr(field, "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        accepted = ", ".join(m.value for m in annotation)
+        return f"must be one of {accepted}"
+    msg = error.get("msg", "invalid")
+    return msg[0].lower() + msg[1:] if msg else "invalid"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per bad variable: `NAME: what it accepts (got 'value')`."""
+    lines = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        name = str(loc[0]).upper() if loc else "SETTINGS"
+        got = err.get("input")
+        shown = "" if name in {"LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL"} else f" (got {got!r})"
+        if not loc:
+            lines.append(f"configuration: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{name}: {_describe(str(loc[0]), err).removeprefix('value error, ')}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from env/.env; raise ConfigError with one clear line on bad values."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached)."""
+    return load_settings()

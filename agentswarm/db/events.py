@@ -1,0 +1,23 @@
+"""The append-only event feed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Event
+
+log = logging.getLogger("agentswarm.events")
+
+
+def record_event(
+    session: Session, kind: str, message: str = "", *, run_id: str | None = None,
+    task_id: str | None = None, **data: Any,
+) -> Event:
+    """Add one event to the feed (committed with the caller's transaction) and log it."""
+    ev = Event(run_id=run_id, task_id=task_id, kind=kind, message=message, data=data)
+    session.add(ev)
+    log.info("%s %s%s", kind, f"[{task_id}] " if task_id else "", message)
+    return ev

@@ -1,0 +1,232 @@
+"""SQLAlchemy 2 models: the record of every run, task, handoff, merge, LLM call and event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    """A short random id; task ids also name branches (`swarm/<id>`)."""
+    return uuid.uuid4().hex[:12]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: JSONB, list[Any]: JSONB}
+
+
+class TaskStatus(str, Enum):
+    pending = "pending"
+    assigned = "assigned"
+    running = "running"
+    complete = "complete"
+    failed = "failed"
+    blocked = "blocked"
+    cancelled = "cancelled"
+
+
+class TaskKind(str, Enum):
+    feature = "feature"
+    fix = "fix"
+    conflict = "conflict"
+    manual = "manual"
+
+
+class RunStatus(str, Enum):
+    active = "active"
+    finished = "finished"
+    stopped = "stopped"
+
+
+class MergeStatus(str, Enum):
+    queued = "queued"
+    merged = "merged"
+    conflict = "conflict"
+    failed = "failed"
+
+
+class FeatureStatus(str, Enum):
+    pending = "pending"
+    in_progress = "in_progress"
+    done = "done"
+    failed = "failed"
+
+
+def _str_enum(enum: type[Enum]) -> String:
+    # Plain strings (not PG enums): adding a state needs no type migration.
+    return String(max(len(m.value) for m in enum) + 8)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(_str_enum(RunStatus), default=RunStatus.active.value, index=True)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_tasks: Mapped[int] = mapped_column(Integer)
+    max_tokens: Mapped[int] = mapped_column(BigInteger)
+    max_dollars: Mapped[float] = mapped_column(Float)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    planner_iterations: Mapped[int] = mapped_column(Integer, default=0)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_run_id_status", "run_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
+    origin_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="SET NULL"), index=True
+    )  # the task a conflict/fix task was made for
+    kind: Mapped[str] = mapped_column(_str_enum(TaskKind), default=TaskKind.feature.value)
+    status: Mapped[str] = mapped_column(_str_enum(TaskStatus), default=TaskStatus.pending.value)
+    title: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text)
+    scope: Mapped[list[str]] = mapped_column(default=list)
+    acceptance: Mapped[list[str]] = mapped_column(default=list)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    branch: Mapped[str] = mapped_column(String(128))
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    feature_ids: Mapped[list[str]] = mapped_column(default=list)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    sandbox_id: Mapped[str | None] = mapped_column(String(128))
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    summary: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    children: Mapped[list[Task]] = relationship(foreign_keys=[parent_id], back_populates="parent")
+    parent: Mapped[Task | None] = relationship(
+        foreign_keys=[parent_id], back_populates="children", remote_side=[id]
+    )
+
+
+class Handoff(Base):
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    commits: Mapped[list[str]] = mapped_column(default=list)
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    files_changed: Mapped[list[str]] = mapped_column(default=list)
+    insertions: Mapped[int] = mapped_column(Integer, default=0)
+    deletions: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class MergeAttempt(Base):
+    __tablename__ = "merge_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    branch: Mapped[str] = mapped_column(String(128))
+    strategy: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(_str_enum(MergeStatus), default=MergeStatus.queued.value, index=True)
+    main_before: Mapped[str | None] = mapped_column(String(64))
+    main_after: Mapped[str | None] = mapped_column(String(64))
+    conflict_files: Mapped[list[str]] = mapped_column(default=list)
+    commits_landed: Mapped[list[str]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class LLMCall(Base):
+    __tablename__ = "llm_calls"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # planner|subplanner|worker|reconciler
+    model: Mapped[str] = mapped_column(String(128), default="")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Feature(Base):
+    __tablename__ = "features"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    status: Mapped[str] = mapped_column(_str_enum(FeatureStatus), default=FeatureStatus.pending.value)
+    files: Mapped[list[str]] = mapped_column(default=list)
+    dependencies: Mapped[list[str]] = mapped_column(default=list)
+    acceptance: Mapped[list[str]] = mapped_column(default=list)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Event(Base):
+    """Append-only feed for the CLI and dashboard."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,74 @@
+"""The legal task transitions, applied as conditional UPDATEs so two workers never both win."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Task, TaskStatus
+from agentswarm.errors import IllegalTransition
+
+S = TaskStatus
+
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    S.pending: frozenset({S.assigned, S.cancelled}),
+    S.assigned: frozenset({S.running, S.pending, S.failed, S.cancelled}),
+    S.running: frozenset({S.complete, S.failed, S.blocked, S.cancelled, S.pending}),
+    S.failed: frozenset({S.pending}),
+    S.blocked: frozenset({S.pending, S.cancelled}),
+    S.complete: frozenset(),
+    S.cancelled: frozenset(),
+}
+# running -> pending and assigned -> pending are the monitor's recovery of lost work.
+
+TERMINAL = frozenset({S.complete, S.failed, S.blocked, S.cancelled})
+IN_FLIGHT = frozenset({S.assigned, S.running})
+
+
+def check_transition(src: TaskStatus | str, dst: TaskStatus | str) -> None:
+    """Raise IllegalTransition unless src -> dst is allowed."""
+    src, dst = TaskStatus(src), TaskStatus(dst)
+    if dst not in TRANSITIONS[src]:
+        raise IllegalTransition(f"task cannot go from {src.value} to {dst.value}")
+
+
+def transition(
+    session: Session,
+    task_id: str,
+    src: TaskStatus | str | Iterable[TaskStatus | str],
+    dst: TaskStatus | str,
+    **values: Any,
+) -> bool:
+    """Move a task from `src` (one state or several) to `dst` if it is still there.
+
+    Returns True when this caller made the change, False when the task was not in `src`
+    (someone else moved it first). Illegal transitions raise before touching the row.
+    """
+    sources = [src] if isinstance(src, str | TaskStatus) else list(src)
+    for s in sources:
+        check_transition(s, dst)
+    dst = TaskStatus(dst)
+    now = datetime.now(UTC)
+    values.setdefault("updated_at", now)
+    if dst is S.running:
+        values.setdefault("started_at", now)
+        values.setdefault("heartbeat_at", now)
+    if dst in TERMINAL:
+        values.setdefault("finished_at", now)
+    stmt = (
+        update(Task)
+        .where(Task.id == task_id, Task.status.in_([TaskStatus(s).value for s in sources]))
+        .values(status=dst.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(stmt)
+    changed = result.rowcount == 1
+    if changed:
+        obj = session.identity_map.get((Task, (task_id,), None))
+        if obj is not None:
+            session.expire(obj)
+    return changed

@@ -1,0 +1,21 @@
+"""The project's exception tree."""
+
+
+class SwarmError(Exception):
+    """Root of every AgentSwarm error."""
+
+
+class ConfigError(SwarmError):
+    """A missing or invalid setting; the message is one line naming the variable."""
+
+
+class ServiceUnavailable(SwarmError):
+    """Postgres or Redis does not answer."""
+
+
+class IllegalTransition(SwarmError):
+    """A task state change that the state machine does not allow."""
+
+
+class BudgetExceeded(SwarmError):
+    """A run reached one of its budgets."""

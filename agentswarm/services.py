@@ -1,0 +1,90 @@
+"""Make sure Redis and Postgres answer: start them from local binaries when they are installed."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import socket
+import subprocess
+import time
+from urllib.parse import urlparse
+
+import psycopg
+
+from agentswarm.errors import ServiceUnavailable
+
+INSTALL_HINT = (
+    "install them (Debian/Ubuntu: `apt-get install redis-server postgresql`; macOS: "
+    "`brew install redis postgresql@16`) or run `docker compose up -d redis postgres`"
+)
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(host: str, port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _port_open(host, port):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def ensure_redis(url: str) -> str:
+    """Return how Redis was found ('running'/'started'), starting redis-server if needed."""
+    u = urlparse(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 6379
+    if _port_open(host, port):
+        return "running"
+    if host not in ("127.0.0.1", "localhost") or not shutil.which("redis-server"):
+        raise ServiceUnavailable(f"REDIS_URL: nothing answers at {host}:{port}; {INSTALL_HINT}")
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
+         "--save", "", "--appendonly", "no"],
+        check=False, capture_output=True,
+    )
+    if not _wait(host, port, 10):
+        raise ServiceUnavailable(f"REDIS_URL: started redis-server but {host}:{port} does not answer")
+    return "started"
+
+
+def _start_postgres() -> bool:
+    if shutil.which("pg_ctlcluster"):
+        for version in sorted(glob.glob("/etc/postgresql/*"), reverse=True):
+            v = version.rsplit("/", 1)[-1]
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", v, "main", "start"],
+                           check=False, capture_output=True)
+            return True
+    if shutil.which("brew"):
+        subprocess.run(["brew", "services", "start", "postgresql@16"], check=False, capture_output=True)
+        return True
+    return False
+
+
+def ensure_postgres(url: str) -> str:
+    """Return 'running'/'started'; also create the database named in the URL if it is missing."""
+    u = urlparse(url.replace("postgresql+psycopg://", "postgresql://"))
+    host, port = u.hostname or "127.0.0.1", u.port or 5432
+    how = "running"
+    if not _port_open(host, port):
+        if host not in ("127.0.0.1", "localhost") or not _start_postgres() or not _wait(host, port, 20):
+            raise ServiceUnavailable(f"DATABASE_URL: nothing answers at {host}:{port}; {INSTALL_HINT}")
+        how = "started"
+    dbname = (u.path or "/").lstrip("/") or "postgres"
+    admin = u._replace(path="/postgres").geturl()
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
+            if not exists:
+                conn.execute(f'create database "{dbname}"')
+                how += ", database created"
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceUnavailable(f"DATABASE_URL: cannot connect to Postgres ({first})") from None
+    return how

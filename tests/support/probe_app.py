@@ -1,0 +1,20 @@
+"""The real Celery configuration plus one probe task on `work` that records the order it ran in."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from agentswarm.celery_app import TASK_ROUTES, create_app
+
+app = create_app()
+PROBE = "tests.support.probe_app.probe"
+app.conf.task_routes = {**TASK_ROUTES, PROBE: TASK_ROUTES["agentswarm.tasks.run_task"]}
+
+
+@app.task(name=PROBE, acks_late=True)
+def probe(label: str) -> None:
+    """Append `label` to the Redis list `probe:order`."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client.rpush("probe:order", label)
