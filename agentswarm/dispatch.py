@@ -1,0 +1,85 @@
+"""Sending work: pending tasks go to the `work` queue after commit, unless their scope is busy.
+
+A task whose scope overlaps the scope of a task in flight (or of one already sent) is held:
+it stays pending with no message until the other ends, which keeps merge conflicts rare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.session import after_commit
+
+
+def _norm(path: str) -> str:
+    return path.strip().strip("/")
+
+
+def scopes_overlap(a: Iterable[str], b: Iterable[str]) -> bool:
+    """True when a path of one scope equals, contains or lies inside a path of the other."""
+    left = [_norm(p) for p in a if _norm(p)]
+    right = [_norm(p) for p in b if _norm(p)]
+    for x in left:
+        for y in right:
+            if x == y or x.startswith(y + "/") or y.startswith(x + "/"):
+                return True
+    return False
+
+
+def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None) -> list[list[str]]:
+    """Scopes held by this run's tasks in flight or already sent to a worker.
+
+    A decomposed parent waits in `running` while its children work inside its scope, so it
+    holds nothing itself.
+    """
+    child = select(Task.parent_id).where(Task.parent_id.is_not(None), Task.run_id == run_id)
+    rows = session.execute(
+        select(Task.id, Task.scope).where(
+            Task.run_id == run_id,
+            (Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]))
+            | ((Task.status == TaskStatus.pending.value) & Task.enqueued_at.is_not(None)),
+            Task.id.not_in(child),
+        )
+    ).all()
+    return [scope for tid, scope in rows if tid != exclude]
+
+
+def send_run_task(task_id: str, priority: int) -> None:
+    """Publish run_task(task_id) on `work` with the task's priority (call after commit)."""
+    from agentswarm.celery_app import celery_priority
+    from agentswarm.tasks import run_task
+
+    run_task.apply_async(args=[task_id], queue="work", priority=celery_priority(priority))
+
+
+def enqueue(session: Session, task: Task) -> None:
+    """Mark a pending task as sent and publish it once the session commits."""
+    now = datetime.now(UTC)
+    session.execute(update(Task).where(Task.id == task.id).values(enqueued_at=now))
+    task_id, priority = task.id, task.priority
+    after_commit(session, lambda: send_run_task(task_id, priority))
+
+
+def dispatch_pending(session: Session, run_id: str, limit: int | None = None) -> list[str]:
+    """Send this run's unsent pending tasks whose scopes are free, most urgent first."""
+    busy = busy_scopes(session, run_id)
+    pending = session.scalars(
+        select(Task)
+        .where(Task.run_id == run_id, Task.status == TaskStatus.pending.value, Task.enqueued_at.is_(None))
+        .order_by(Task.priority, Task.created_at)
+    ).all()
+    sent: list[str] = []
+    for task in pending:
+        if limit is not None and len(sent) >= limit:
+            break
+        if any(scopes_overlap(task.scope, other) for other in busy):
+            continue
+        enqueue(session, task)
+        busy.append(task.scope)
+        sent.append(task.id)
+    return sent

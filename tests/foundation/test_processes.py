@@ -1,0 +1,65 @@
+"""docker-compose.yml and the Procfile run the same processes that celery_app routes to."""
+
+import shlex
+from pathlib import Path
+
+import yaml
+
+from agentswarm.celery_app import CONTROL_QUEUES, QUEUES, TASK_ROUTES, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _argv(cmd) -> list[str]:
+    if isinstance(cmd, str):
+        return shlex.split(cmd)
+    if cmd[:2] == ["sh", "-c"]:
+        return shlex.split(cmd[2].removeprefix("exec "))
+    return list(cmd)
+
+
+def _opt(argv, flag):
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def _check_process_set(commands: dict[str, list[str]]):
+    workers = {n: a for n, a in commands.items() if "worker" in a}
+    queues_served = {q for a in workers.values() for q in _opt(a, "-Q").split(",")}
+    assert queues_served == set(QUEUES)
+    routed = {r["queue"] for r in TASK_ROUTES.values()}
+    assert routed <= queues_served
+    by_queue = {tuple(_opt(a, "-Q").split(",")): a for a in workers.values()}
+    assert tuple(CONTROL_QUEUES) in by_queue
+    work = by_queue[("work",)]
+    assert _opt(work, "-P") == "threads" and "MAX_WORKERS" in _opt(work, "-c")
+    assert _opt(by_queue[("merge",)], "-c") == "1"
+    beats = [a for a in commands.values() if "beat" in a]
+    assert len(beats) == 1
+    assert any("flower" in a for a in commands.values())
+    for a in commands.values():
+        assert _opt(a, "-A") == "agentswarm.celery_app"
+
+
+def test_compose_services_agree_with_celery_app():
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = doc["services"]
+    assert {"redis", "postgres", "migrate"} <= set(services)
+    assert services["migrate"]["command"] == ["agentswarm", "db", "upgrade"]
+    app_services = {n: s for n, s in services.items() if "celery" in " ".join(_argv(s.get("command", [])))}
+    _check_process_set({n: _argv(s["command"]) for n, s in app_services.items()})
+    for s in app_services.values():
+        assert s.get("env_file") == ".env"
+
+
+def test_procfile_agrees_with_celery_app():
+    lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip()]
+    commands = {name.strip(): shlex.split(cmd) for name, cmd in lines}
+    _check_process_set({n: a for n, a in commands.items() if a[0] == "celery"})
+
+
+def test_every_task_has_a_route():
+    app = create_app()
+    import agentswarm.tasks  # noqa: F401
+
+    ours = {n for n in app.tasks if n.startswith("agentswarm.")}
+    assert ours == set(TASK_ROUTES)
