@@ -1,0 +1,139 @@
+"""The merge queue: the only writer of `main`.
+
+One merge at a time, across processes and machines: a merge runs inside a Postgres
+transaction that holds an advisory lock (released at commit, or when the connection dies),
+and `main` moves only by a compare-and-swap ref update inside `mergeops`. A conflict
+becomes a conflict-resolution task that goes through the swarm like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from agentswarm import gitops
+from agentswarm.config import ConflictPolicy, Settings, get_settings
+from agentswarm.db.events import record_event
+from agentswarm.db.locks import xact_lock
+from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskKind, TaskStatus
+from agentswarm.db.session import session_scope
+from agentswarm.dispatch import dispatch_pending
+from agentswarm.mergeops import MergeResult, MergeStrategy, delete_branch, merge_branch
+
+log = logging.getLogger(__name__)
+CONFLICT_PRIORITY = 1
+
+
+def _remote_sync_in(settings: Settings, branch: str) -> None:
+    """With a remote hub, bring the branch and main into the local mirror first."""
+    if settings.git_repo_url:
+        gitops.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}", "refs/heads/main"])
+
+
+def _remote_push_main(settings: Settings) -> None:
+    if settings.git_repo_url:
+        gitops.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
+
+
+def conflict_task_for(db, task: Task, result: MergeResult) -> Task | None:
+    """Create a conflict-resolution task unless the cap for this task is reached."""
+    origin_id = task.origin_id if task.kind == TaskKind.conflict.value and task.origin_id else task.id
+    made = db.scalar(select(func.count()).where(Task.origin_id == origin_id,
+                                                Task.kind == TaskKind.conflict.value))
+    settings = get_settings()
+    if made >= settings.max_conflict_tasks:
+        return None
+    scope = sorted(set(task.scope) | set(result.conflict_files))
+    child = Task(
+        run_id=task.run_id, origin_id=origin_id, kind=TaskKind.conflict.value, priority=CONFLICT_PRIORITY,
+        title=f"Resolve merge conflict: {task.title or task.id}"[:200],
+        description=(
+            f"The branch {task.branch} of task {task.id} conflicts with main in "
+            f"{', '.join(result.conflict_files)}. Re-apply that task's change on top of the current "
+            f"main (it is available as origin/{task.branch}; `git diff {result.main_before}...origin/"
+            f"{task.branch}` shows it), keeping what main gained meanwhile.\n\nOriginal task:\n{task.description}"
+        ),
+        scope=scope, acceptance=list(task.acceptance), feature_ids=list(task.feature_ids),
+        base_sha=result.main_before, branch="pending", max_attempts=task.max_attempts,
+        context={"conflict": {"task_id": task.id, "branch": task.branch,
+                              "files": result.conflict_files, "main": result.main_before}},
+    )
+    db.add(child)
+    db.flush()
+    child.branch = f"swarm/{child.id}"
+    return child
+
+
+def _mark_done(db, task: Task) -> None:
+    if task.feature_ids:
+        from agentswarm.feature_store import set_feature_status
+
+        set_feature_status(db, task.feature_ids, "done")
+
+
+def _record(db, task: Task, strategy: str, result: MergeResult, started_at: datetime, settings: Settings):
+    status = {"merged": MergeStatus.merged, "already_merged": MergeStatus.merged,
+              "conflict": MergeStatus.conflict}.get(result.status, MergeStatus.failed)
+    attempt = MergeAttempt(
+        task_id=task.id, branch=task.branch, strategy=strategy, status=status.value,
+        main_before=result.main_before, main_after=result.main_after, conflict_files=result.conflict_files,
+        commits_landed=result.commits_landed, error=result.error, started_at=started_at,
+        finished_at=datetime.now(UTC), duration_ms=result.duration_ms,
+    )
+    db.add(attempt)
+    if status is MergeStatus.merged:
+        _mark_done(db, task)
+        record_event(db, "merge.merged", f"{task.branch} -> main {(result.main_after or '')[:10]}",
+                     run_id=task.run_id, task_id=task.id, commits=len(result.commits_landed),
+                     already=result.status == "already_merged", ms=round(result.duration_ms, 1))
+    elif status is MergeStatus.conflict:
+        record_event(db, "merge.conflict", ", ".join(result.conflict_files)[:500], run_id=task.run_id,
+                     task_id=task.id, files=result.conflict_files)
+        if settings.conflict_policy is ConflictPolicy.resolve:
+            child = conflict_task_for(db, task, result)
+            if child is not None:
+                record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,
+                             origin=task.id)
+                dispatch_pending(db, task.run_id)
+            else:
+                record_event(db, "merge.needs_person", f"conflict cap reached for {task.id}",
+                             run_id=task.run_id, task_id=task.id)
+    else:
+        record_event(db, "merge.failed", (result.error or "")[:500], run_id=task.run_id, task_id=task.id)
+    return attempt
+
+
+def merge_task(task_id: str, settings: Settings | None = None) -> str:
+    """Land a complete task's branch on main; a branch already landed is a successful no-op."""
+    settings = settings or get_settings()
+    with session_scope() as db:
+        xact_lock(db, "merge")  # held until this transaction ends: one merge at a time
+        task = db.get(Task, task_id)
+        if task is None:
+            return "missing"
+        if task.status != TaskStatus.complete.value:
+            return f"not-complete:{task.status}"
+        done = db.scalar(select(MergeAttempt.status).where(
+            MergeAttempt.task_id == task_id, MergeAttempt.status.in_(["merged", "conflict"])).limit(1))
+        if done:
+            return f"already:{done}"
+        started_at, t0 = datetime.now(UTC), time.perf_counter()
+        strategy = MergeStrategy(settings.merge_strategy.value)
+        try:
+            _remote_sync_in(settings, task.branch)
+            result = merge_branch(str(settings.hub_path), task.branch, strategy,
+                                  message=f"{task.title or task.id} ({task.branch})")
+            if result.status in ("merged", "already_merged"):
+                _remote_push_main(settings)
+        except Exception as exc:  # git broke in an unexpected way: record, keep the worker alive
+            log.exception("merge of %s failed", task.branch)
+            result = MergeResult(status="failed", branch=task.branch, main_before="", main_after=None,
+                                 conflict_files=[], commits_landed=[], error=f"{type(exc).__name__}: {exc}",
+                                 duration_ms=(time.perf_counter() - t0) * 1000)
+        _record(db, task, strategy.value, result, started_at, settings)
+        if result.status in ("merged", "already_merged") and settings.merge_delete_branch:
+            delete_branch(str(settings.hub_path), task.branch)
+        return result.status
