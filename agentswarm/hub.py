@@ -1,0 +1,138 @@
+"""The hub: the bare git repository every agent clones and pushes its `swarm/<task-id>` branch to.
+
+Only the merge queue moves `main`, with `git update-ref refs/heads/main NEW OLD` run on the
+hub itself; that bypasses hooks, while every push goes through the `pre-receive` hook
+installed here, which refuses `main` and anything outside `refs/heads/swarm/`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from agentswarm.errors import SwarmError
+
+EXCLUDED_DIRS = frozenset({".git", "node_modules", "dist"})
+BRANCH_PREFIX = "refs/heads/swarm/"
+_IDENTITY = {"GIT_AUTHOR_NAME": "AgentSwarm", "GIT_AUTHOR_EMAIL": "agentswarm@localhost",
+             "GIT_COMMITTER_NAME": "AgentSwarm", "GIT_COMMITTER_EMAIL": "agentswarm@localhost"}
+
+PRE_RECEIVE = """#!/bin/sh
+# Installed by agentswarm.hub: agents push only their own swarm/<task-id> branch.
+# main moves only through the merge queue (git update-ref on the hub, which runs no hook).
+status=0
+while read -r old new ref; do
+    case "$ref" in
+        refs/heads/main)
+            echo "agentswarm hub: refusing push to $ref: main is updated only by the merge queue" >&2
+            status=1 ;;
+        refs/heads/swarm/?*) ;;
+        *)
+            echo "agentswarm hub: refusing push to $ref: only swarm/<task-id> branches may be pushed" >&2
+            status=1 ;;
+    esac
+done
+exit $status
+"""
+
+
+class HubError(SwarmError):
+    """The hub repository could not be created or read."""
+
+
+def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, data: bytes | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True,
+                          env={**os.environ, **_IDENTITY, **(env or {})})
+    if proc.returncode != 0:
+        raise HubError(f"git {' '.join(args[:3])} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode().strip()
+
+
+def main_sha(hub_path: Path) -> str | None:
+    """The commit `main` points at in the hub, or None if it has none."""
+    proc = subprocess.run(["git", "--git-dir", str(hub_path), "rev-parse", "--verify", "-q", "refs/heads/main"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _source_entries(git_dir: Path, source_dir: Path) -> list[str]:
+    """`update-index --index-info` lines for every file of source_dir, excluded directories left out."""
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(source_dir):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = Path(dirpath) / name
+            files.append((full.relative_to(source_dir).as_posix(), full))
+    gd = ["--git-dir", str(git_dir)]
+    regular = [(rel, full) for rel, full in files if full.is_file() and not full.is_symlink()]
+    paths = "\n".join(str(full) for _, full in regular).encode()
+    shas = _git(*gd, "hash-object", "-w", "--no-filters", "--stdin-paths", data=paths).split() if regular else []
+    lines = [f"{'100755' if os.stat(full).st_mode & stat.S_IXUSR else '100644'} {sha}\t{rel}"
+             for (rel, full), sha in zip(regular, shas, strict=True)]
+    for rel, full in files:
+        if full.is_symlink():
+            sha = _git(*gd, "hash-object", "-w", "--stdin", data=os.readlink(full).encode())
+            lines.append(f"120000 {sha}\t{rel}")
+    return lines
+
+
+def create_hub(hub_path: Path, source_dir: Path) -> str:
+    """Create the bare hub with the source's files as the first commit on main; an existing hub is kept."""
+    hub_path, source_dir = Path(hub_path).resolve(), Path(source_dir).resolve()
+    existing = main_sha(hub_path) if (hub_path / "HEAD").exists() else None
+    if existing:
+        install_hooks(hub_path)
+        return existing
+    if not source_dir.is_dir():
+        raise HubError(f"source directory {source_dir} does not exist")
+    hub_path.mkdir(parents=True, exist_ok=True)
+    _git("init", "--bare", "--quiet", "--initial-branch=main", str(hub_path))
+    gd = ["--git-dir", str(hub_path)]
+    with tempfile.TemporaryDirectory() as tmp:
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        entries = _source_entries(hub_path, source_dir)
+        if entries:
+            _git(*gd, "update-index", "--add", "--index-info", env=index, data="\n".join(entries).encode() + b"\n")
+        tree = _git(*gd, "write-tree", env=index)
+    commit = _git(*gd, "commit-tree", tree, "-m", f"Initial import of {source_dir.name}")
+    try:
+        _git(*gd, "update-ref", "refs/heads/main", commit, "")  # only if main does not exist yet
+    except HubError:
+        pass  # another `init` won the race; its main stands
+    install_hooks(hub_path)
+    sha = main_sha(hub_path)
+    if sha is None:
+        raise HubError(f"{hub_path}: main is missing after creation")
+    return sha
+
+
+def install_hooks(hub_path: Path) -> Path:
+    """Install (or refresh) the pre-receive hook that protects main; returns the hook's path."""
+    hooks = Path(hub_path) / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    hook = hooks / "pre-receive"
+    tmp = hooks / ".pre-receive.tmp"
+    tmp.write_text(PRE_RECEIVE)
+    tmp.chmod(0o755)
+    os.replace(tmp, hook)
+    # An explicit hooksPath elsewhere would silently skip this hook.
+    subprocess.run(["git", "--git-dir", str(hub_path), "config", "--unset-all", "core.hooksPath"],
+                   capture_output=True)
+    return hook
+
+
+def hub_url(git_repo_url: str | None, hub_path: Path | str) -> str:
+    """Where agents clone from and push to: GIT_REPO_URL when set, else the local hub's absolute path."""
+    if git_repo_url and git_repo_url.strip():
+        return git_repo_url.strip()
+    return str(Path(hub_path).resolve())
+
+
+def ensure_hub(git_repo_url: str | None, hub_path: Path, source_dir: Path) -> str:
+    """What `agentswarm init` does: use GIT_REPO_URL as is, or create the local hub; returns the hub URL."""
+    if not (git_repo_url and git_repo_url.strip()):
+        create_hub(hub_path, source_dir)
+    return hub_url(git_repo_url, hub_path)

@@ -1,0 +1,295 @@
+"""The local backend: one directory and one process group per command, a scrubbed environment, rlimits.
+
+Layout of a sandbox: `<root>/<run_id>/<task_id>-a<attempt>/` holding `meta.json`, `work/`
+(the handle's workdir: task.json, result.json, repo), `home/`, `tmp/` and `logs/`.
+Every process started in it carries `AGENTSWARM_SANDBOX=<that directory>` in its
+environment, so list() and terminate() find its processes from any process, even
+after the worker that created it crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import agentswarm
+from agentswarm.sandbox import procs
+from agentswarm.sandbox.admission import AdmissionController
+from agentswarm.sandbox.base import (
+    OUTPUT_CAP_BYTES,
+    ExecResult,
+    SandboxGone,
+    SandboxHandle,
+    SandboxInfo,
+    check_id,
+    check_relpath,
+)
+
+_SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
+_PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
+# Runs before the command: set the limits, then exec. A launcher rather than preexec_fn, because
+# preexec_fn may deadlock in a process with many threads (the work worker runs a hundred).
+_LAUNCHER = (
+    "import json,os,resource,sys\n"
+    "for n,v in json.loads(sys.argv[1]).items():\n"
+    "    r=getattr(resource,n); s,h=resource.getrlimit(r)\n"
+    "    v=v if h==resource.RLIM_INFINITY else min(v,h)\n"
+    "    resource.setrlimit(r,(v,v))\n"
+    "try:\n"
+    "    os.execvp(sys.argv[2],sys.argv[2:])\n"
+    "except OSError as e:\n"
+    "    print(f'sandbox: cannot run {sys.argv[2]!r}: {e}',file=sys.stderr); sys.exit(127)\n"
+)
+
+
+class LocalSandboxConfig(BaseModel):
+    """Settings of the local backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(Path("var/sandboxes"), description="Directory holding one sub-directory per sandbox.")
+    python: str = Field(sys.executable, description="Python interpreter for the launcher and the worker runner.")
+    path: str | None = Field(None, description="PATH of sandboxed commands; default: the interpreter's bin dir + this PATH.")
+    cpu_seconds: int | None = Field(3600, description="RLIMIT_CPU of each process, in CPU seconds.")
+    memory_mb: int | None = Field(4096, description="RLIMIT_DATA of each process (not RLIMIT_AS: V8 and wasm reserve huge ranges).")
+    max_file_mb: int | None = Field(1024, description="RLIMIT_FSIZE: the largest file a process may write.")
+    max_processes: int | None = Field(8192, description="RLIMIT_NPROC: counts every thread of the user, so keep it generous.")
+    max_open_files: int | None = Field(4096, description="RLIMIT_NOFILE of each process.")
+    output_cap_bytes: int = Field(OUTPUT_CAP_BYTES, description="Most bytes of stdout (and of stderr) returned by exec.")
+    create_concurrency: int = Field(8, description="Most sandboxes being created at once in this process.")
+    create_rate: float = Field(10.0, description="Most sandbox creations per second in this process.")
+
+
+class LocalSandboxBackend:
+    """Sandboxes as directories and process groups on this machine."""
+
+    name = "local"
+
+    def __init__(self, config: LocalSandboxConfig | None = None, *, admission: AdmissionController | None = None):
+        self.config = config or LocalSandboxConfig()
+        self.root = self.config.root.resolve()
+        self.admission = admission or AdmissionController.shared(
+            self.config.create_concurrency, self.config.create_rate
+        )
+        self._envs: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def create(self, *, run_id: str, task_id: str, attempt: int, env: dict[str, str]) -> SandboxHandle:
+        """Make the sandbox's empty workspace; the same (run, task, attempt) always yields the same sandbox."""
+        sid = f"{check_id('run_id', run_id)}/{check_id('task_id', task_id)}-a{int(attempt)}"
+        sbdir = self.root / sid
+        with self.admission:
+            sbdir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                sbdir.mkdir()
+            except FileExistsError:
+                handle = self._wait_for_meta(sid)
+            else:
+                for sub in ("work", "home", "tmp", "logs"):
+                    (sbdir / sub).mkdir()
+                meta = {"id": sid, "run_id": run_id, "task_id": task_id, "attempt": int(attempt),
+                        "created_at": datetime.now(UTC).isoformat(), "creator_pid": os.getpid()}
+                _write_atomic(sbdir / "meta.json", json.dumps(meta).encode())
+                handle = self._handle(sid, meta)
+        with self._lock:
+            self._envs[sid] = {str(k): str(v) for k, v in env.items()}
+        return handle
+
+    def attach(self, sandbox_id: str) -> SandboxHandle | None:
+        """The handle of an existing sandbox, or None if it is gone."""
+        if not _SID_RE.match(sandbox_id):
+            return None
+        meta = self._read_meta(sandbox_id)
+        return None if meta is None else self._handle(sandbox_id, meta)
+
+    def terminate(self, sb_or_id: SandboxHandle | str) -> None:
+        """Kill every process of the sandbox and remove its directory; a sandbox already gone is fine."""
+        sid = sb_or_id.id if isinstance(sb_or_id, SandboxHandle) else sb_or_id
+        if not _SID_RE.match(sid):
+            raise ValueError(f"not a local sandbox id: {sid!r}")
+        sbdir = self.root / sid
+        procs.kill_marked(str(sbdir))
+        for _ in range(5):
+            shutil.rmtree(sbdir, onerror=_force_remove)
+            if not sbdir.exists():
+                break
+            procs.kill_marked(str(sbdir))
+        with self._lock:
+            self._envs.pop(sid, None)
+
+    def list(self, run_id: str | None = None) -> list[SandboxInfo]:
+        """Sandboxes of this run (or of every run) found as directories or as live marked processes."""
+        prefix = f"{self.root}/{check_id('run_id', run_id)}/" if run_id else f"{self.root}/"
+        live = procs.marked_processes(prefix)
+        live_ids = {marker[len(str(self.root)) + 1 :] for marker in live}
+        found: dict[str, SandboxInfo] = {}
+        run_dirs = [self.root / run_id] if run_id else (list(self.root.iterdir()) if self.root.is_dir() else [])
+        for run_dir in run_dirs:
+            if not run_dir.is_dir():
+                continue
+            for sbdir in run_dir.iterdir():
+                sid = f"{run_dir.name}/{sbdir.name}"
+                if _SID_RE.match(sid):
+                    meta = self._read_meta(sid) or {}
+                    found[sid] = _info(sid, meta.get("created_at"), sid in live_ids)
+        for sid in live_ids - set(found):
+            if _SID_RE.match(sid):
+                found[sid] = _info(sid, None, True)
+        return sorted(found.values(), key=lambda info: info.id)
+
+    # -- files and commands ----------------------------------------------------------------------
+
+    def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
+        """Write a file under the sandbox's workdir, never through a link that leaves it."""
+        target = self._inside(sb, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._inside(sb, path)  # the parents may have been links
+        _write_atomic(target, data)
+
+    def get_file(self, sb: SandboxHandle, path: str) -> bytes | None:
+        """Read a file under the sandbox's workdir; None if absent (or a link leading outside)."""
+        check_relpath(path)
+        if not Path(sb.workdir).is_dir():
+            raise SandboxGone(sb.id)
+        try:
+            target = self._inside(sb, path)
+            return target.read_bytes() if target.is_file() else None
+        except (ValueError, OSError):
+            return None
+
+    def exec(self, sb: SandboxHandle, argv: list[str], *, timeout_s: float) -> ExecResult:
+        """Run argv in the workdir, in its own process group; at the limit the whole group is killed."""
+        if not argv:
+            raise ValueError("argv must not be empty")
+        sbdir = self.root / sb.id
+        if not (sbdir / "work").is_dir():
+            raise SandboxGone(sb.id)
+        stem = sbdir / "logs" / f"exec-{uuid.uuid4().hex[:12]}"
+        out_path, err_path = stem.with_suffix(".out"), stem.with_suffix(".err")
+        cmd = [self.config.python, "-I", "-S", "-c", _LAUNCHER, json.dumps(self._limits()), *argv]
+        started = time.monotonic()
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=sb.workdir, env=self._child_env(sb), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True, close_fds=True)
+        timed_out = False
+        try:
+            code = proc.wait(timeout=max(0.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            procs.kill_group(proc.pid)
+            proc.wait()
+            code = -1
+        duration = time.monotonic() - started
+        stdout, stderr = (_read_capped(p, self.config.output_cap_bytes) for p in (out_path, err_path))
+        for p in (out_path, err_path):
+            p.unlink(missing_ok=True)
+        if code < 0 and not timed_out:
+            code = 128 - code  # killed by a signal: the shell's convention, as Modal reports it
+        return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_s=duration)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _child_env(self, sb: SandboxHandle) -> dict[str, str]:
+        sbdir = self.root / sb.id
+        path = self.config.path or os.pathsep.join(
+            [str(Path(self.config.python).parent), os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]
+        )
+        env = {"PATH": path, "HOME": str(sbdir / "home"), "TMPDIR": str(sbdir / "tmp"),
+               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONPATH": _PACKAGE_PARENT,
+               "PYTHONUNBUFFERED": "1", "GIT_TERMINAL_PROMPT": "0"}
+        with self._lock:
+            env.update(self._envs.get(sb.id, {}))
+        env[procs.MARKER] = str(sbdir)
+        return env
+
+    def _limits(self) -> dict[str, int]:
+        mib = 1024 * 1024
+        c = self.config
+        wanted = {"RLIMIT_CPU": c.cpu_seconds, "RLIMIT_DATA": c.memory_mb and c.memory_mb * mib,
+                  "RLIMIT_FSIZE": c.max_file_mb and c.max_file_mb * mib, "RLIMIT_NPROC": c.max_processes,
+                  "RLIMIT_NOFILE": c.max_open_files, "RLIMIT_CORE": 0}
+        return {name: value for name, value in wanted.items() if value is not None}
+
+    def _inside(self, sb: SandboxHandle, path: str) -> Path:
+        workdir = Path(sb.workdir).resolve()
+        target = (workdir / check_relpath(path)).resolve()
+        if target != workdir and workdir not in target.parents:
+            raise ValueError(f"{path!r} leads outside the sandbox")
+        return target
+
+    def _handle(self, sid: str, meta: dict) -> SandboxHandle:
+        m = _SID_RE.match(sid)
+        assert m is not None
+        return SandboxHandle(id=sid, run_id=m["run"], task_id=m["task"], backend=self.name,
+                             workdir=str(self.root / sid / "work"),
+                             meta={"attempt": int(m["attempt"]), "created_at": meta.get("created_at"),
+                                   "dir": str(self.root / sid)})
+
+    def _read_meta(self, sid: str) -> dict | None:
+        try:
+            return json.loads((self.root / sid / "meta.json").read_text())
+        except FileNotFoundError:
+            return None if not (self.root / sid).is_dir() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _wait_for_meta(self, sid: str, wait_s: float = 5.0) -> SandboxHandle:
+        deadline = time.monotonic() + wait_s
+        while True:  # a concurrent create of the same sandbox may still be writing meta.json
+            meta = self._read_meta(sid)
+            if meta or time.monotonic() > deadline:
+                return self._handle(sid, meta or {})
+            time.sleep(0.02)
+
+
+def _info(sid: str, created_at: str | None, alive: bool) -> SandboxInfo:
+    m = _SID_RE.match(sid)
+    assert m is not None
+    when = datetime.fromisoformat(created_at) if created_at else None
+    return SandboxInfo(id=sid, run_id=m["run"], task_id=m["task"], created_at=when, alive=alive)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_capped(path: Path, cap: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= cap:
+                return f.read().decode("utf-8", "replace")
+            head = f.read(cap // 2)
+            f.seek(size - (cap - cap // 2))
+            tail = f.read()
+    except FileNotFoundError:
+        return ""
+    marker = f"\n[... {size - len(head) - len(tail)} bytes truncated ...]\n".encode()
+    return (head + marker + tail).decode("utf-8", "replace")
+
+
+def _force_remove(func, path, _exc_info) -> None:
+    """rmtree error handler: make a read-only entry (and its directory) writable and retry once."""
+    try:
+        os.chmod(os.path.dirname(path), stat.S_IRWXU)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, stat.S_IRWXU)
+        func(path)
+    except OSError:
+        pass
