@@ -75,6 +75,142 @@ def fake_llm(port: int, host: str, latency: float) -> None:
     serve_forever(port=port, host=host, latency_s=latency)
 
 
+@cli.command()
+def init() -> None:
+    """Create the local hub from TARGET_REPO_PATH (unless GIT_REPO_URL is set) and load FEATURES.json."""
+    from agentswarm.db.session import session_scope
+    from agentswarm.feature_store import sync_features
+    from agentswarm.hub import ensure_hub
+
+    s = _settings()
+    sha = ensure_hub(s.git_repo_url or None, s.hub_path, s.target_repo_path)
+    click.echo(f"hub {s.hub_url} at main {sha[:12] if sha else '?'}")
+    features = s.target_repo_path / "FEATURES.json"
+    if features.exists():
+        with session_scope() as db:
+            n = sync_features(db, features)
+        click.echo(f"features: {n} loaded from {features}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """The current run: tasks by state, merges, tokens, dollars, and the latest events."""
+    import json
+
+    from agentswarm.db.session import session_scope
+    from agentswarm.status import latest_run, recent_events, run_summary
+
+    with session_scope() as db:
+        run = latest_run(db)
+        if run is None:
+            click.echo("no run yet: start one with `make swarm` or `agentswarm run start`")
+            return
+        summary, events = run_summary(db, run), recent_events(db, run.id, 15)
+    if as_json:
+        click.echo(json.dumps({**summary, "events": events}, indent=2))
+        return
+    click.echo(f"run {summary['run']} ({summary['status']}{', demo' if summary['demo'] else ''})"
+               + (f" stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""))
+    click.echo("tasks:  " + ", ".join(f"{k} {v}" for k, v in sorted(summary["tasks"].items())) or "none")
+    click.echo("merges: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["merges"].items())) or "none")
+               + f"; {summary['merged_last_hour']} in the last hour")
+    llm = summary["llm"]
+    click.echo(f"llm:    {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
+               f"${llm['cost_usd']:.4f}")
+    for e in events:
+        click.echo(f"  {e['at']} {e['kind']:<18} {e['task'] or '':<12} {e['message'][:90]}")
+
+
+@cli.command()
+def features() -> None:
+    """Feature progress by category."""
+    from agentswarm.db.session import session_scope
+    from agentswarm.status import feature_progress
+
+    with session_scope() as db:
+        progress = feature_progress(db)
+    if not progress:
+        click.echo("no features loaded: run `agentswarm init`")
+        return
+    total = {"done": 0, "all": 0}
+    for category, counts in progress.items():
+        n = sum(counts.values())
+        done = counts.get("done", 0)
+        total["done"] += done
+        total["all"] += n
+        bar = "#" * round(20 * done / n) if n else ""
+        click.echo(f"{category:<12} {done:>3}/{n:<3} [{bar:<20}] "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "done"))
+    click.echo(f"{'total':<12} {total['done']:>3}/{total['all']}")
+
+
+@cli.group()
+def run() -> None:
+    """Start or stop a run."""
+
+
+@run.command("start")
+def run_start() -> None:
+    """Start a run (or show the one already active)."""
+    from agentswarm.db.session import session_scope
+    from agentswarm.runs import start_run
+
+    with session_scope() as db:
+        r = start_run(db, _settings())
+        click.echo(f"run {r.id} active")
+
+
+@run.command("stop")
+@click.option("--reason", default="stopped by a person")
+def run_stop(reason: str) -> None:
+    """Stop the active run: no new work is planned; tasks in flight finish."""
+    from agentswarm.db.session import session_scope
+    from agentswarm.runs import end_run
+    from agentswarm.status import latest_run
+
+    with session_scope() as db:
+        r = latest_run(db)
+        if r is None or r.status != "active":
+            click.echo("no active run")
+            return
+        end_run(db, r.id, "stopped", reason)
+        click.echo(f"run {r.id} stopped: {reason}")
+
+
+@cli.command("add-task")
+@click.argument("description")
+@click.option("--scope", multiple=True, help="A path the task may touch (repeatable).")
+@click.option("--priority", default=3, type=click.IntRange(1, 10), show_default=True)
+@click.option("--title", default="")
+def add_task(description: str, scope: tuple[str, ...], priority: int, title: str) -> None:
+    """Inject a manual task into the active run (steer the swarm by hand)."""
+    from agentswarm.db.events import record_event
+    from agentswarm.db.models import Task
+    from agentswarm.db.session import session_scope
+    from agentswarm.dispatch import dispatch_pending
+    from agentswarm.hub import main_sha
+    from agentswarm.planning.parsing import check_scope_path
+    from agentswarm.status import latest_run
+
+    s = _settings()
+    for path in scope:
+        check_scope_path(path)
+    with session_scope() as db:
+        r = latest_run(db)
+        if r is None or r.status != "active":
+            raise click.ClickException("no active run: start one first")
+        t = Task(run_id=r.id, kind="manual", title=title or description[:80], description=description,
+                 scope=list(scope), priority=priority, branch="pending", max_attempts=s.max_attempts,
+                 base_sha=main_sha(s.hub_path))
+        db.add(t)
+        db.flush()
+        t.branch = f"swarm/{t.id}"
+        record_event(db, "task.created", "manual", run_id=r.id, task_id=t.id)
+        dispatch_pending(db, r.id)
+        click.echo(f"task {t.id} added (priority {priority})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print one line and exit 2, never a traceback."""
     try:

@@ -25,6 +25,7 @@ from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
 from agentswarm.dispatch import scopes_overlap
 from agentswarm.handoffs import finish_task
+from agentswarm.hub import main_sha
 from agentswarm.sandbox import SandboxBackend, SandboxError, SandboxHandle, get_backend
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,10 @@ def run_task(task_id: str, settings: Settings | None = None) -> str:
     try:
         sb = backend.create(run_id=task.run_id, task_id=task.id, attempt=task.attempts,
                             env=sandbox_env(settings))
+        # Start from main as it is now, not as it was when planned: fewer conflicts at merge time.
+        task.base_sha = main_sha(settings.hub_path) or task.base_sha
         with session_scope() as db:  # recorded before any agent work, so a crash can be reaped
-            db.execute(update(Task).where(Task.id == task_id).values(sandbox_id=sb.id))
+            db.execute(update(Task).where(Task.id == task_id).values(sandbox_id=sb.id, base_sha=task.base_sha))
             record_event(db, "sandbox.created", sb.id, run_id=task.run_id, task_id=task_id)
         with Heartbeat(task_id, sb.id, settings.heartbeat_interval_s):
             handoff = _drive(backend, sb, build_spec(task, settings), settings)
