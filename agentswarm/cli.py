@@ -211,6 +211,14 @@ def add_task(description: str, scope: tuple[str, ...], priority: int, title: str
         click.echo(f"task {t.id} added (priority {priority})")
 
 
+@cli.command()
+def swarm() -> None:
+    """Run a whole swarm (what `make swarm` does); demo mode when no LLM_BASE_URL is set."""
+    from agentswarm.swarm import launch
+
+    launch(_settings())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print one line and exit 2, never a traceback."""
     try:
