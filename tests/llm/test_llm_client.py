@@ -1,0 +1,305 @@
+"""LLMClient over real HTTP against FakeLLMServer (and a raw loopback server for odd answers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from agentswarm.llm import (
+    ChatReply,
+    LLMClient,
+    LLMConnectionError,
+    LLMError,
+    LLMHTTPError,
+    LLMProtocolError,
+    LLMTimeout,
+    ToolCall,
+    Usage,
+    estimate_cost_usd,
+    normalize_base_url,
+    parse_retry_after,
+)
+from agentswarm.testing import FakeLLMServer, Fault
+
+KEY = "sk-test-9f8e7d6c5b4a-secret"
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+def client(server: FakeLLMServer, **kw) -> LLMClient:
+    kw.setdefault("backoff_base_s", 0.01)
+    kw.setdefault("timeout_s", 5.0)
+    return LLMClient(server.url, kw.pop("api_key", None), "fake-glm", **kw)
+
+
+def test_plain_reply_has_content_usage_and_latency():
+    with FakeLLMServer(["The answer is 42."], latency_s=0.05) as srv:
+        reply = client(srv).chat(HELLO, max_tokens=100, temperature=0.2)
+    assert reply.content == "The answer is 42."
+    assert reply.tool_calls == [] and reply.reasoning is None
+    assert reply.finish_reason == "stop"
+    assert reply.model == "fake-glm"
+    assert reply.usage == Usage(prompt_tokens=3, completion_tokens=5)  # ceil(11/4), ceil(17/4)
+    assert reply.latency_s >= 0.05
+    body = srv.requests[0]
+    assert body["messages"] == HELLO and body["max_tokens"] == 100 and body["temperature"] == 0.2
+    assert "stream" not in body and "tools" not in body
+    assert srv.usage_total == reply.usage
+
+
+def test_tool_calls_are_parsed_and_round_trip_into_history():
+    script = [{"content": None, "tool_calls": [
+        {"name": "write_file", "arguments": {"path": "src/a.ts", "content": "export {};"}},
+        {"name": "run", "arguments": '{"command": "git status --short"}'},
+    ]}]
+    tools = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object"}}}]
+    with FakeLLMServer(script) as srv:
+        reply = client(srv).chat(HELLO, tools=tools, tool_choice="auto")
+    assert srv.requests[0]["tools"] == tools and srv.requests[0]["tool_choice"] == "auto"
+    assert [c.name for c in reply.tool_calls] == ["write_file", "run"]
+    assert reply.tool_calls[0].parsed_arguments() == {"path": "src/a.ts", "content": "export {};"}
+    assert reply.tool_calls[1].arguments == '{"command": "git status --short"}'
+    assert reply.finish_reason == "tool_calls"
+    msg = reply.assistant_message()
+    assert msg["role"] == "assistant" and msg["content"] is None
+    assert msg["tool_calls"][0] == {"id": reply.tool_calls[0].id, "type": "function", "function": {
+        "name": "write_file", "arguments": reply.tool_calls[0].arguments}}
+
+
+def test_parsed_arguments_rejects_bad_json_and_non_objects():
+    with pytest.raises(ValueError, match=r"tool call 'edit_file': arguments are not valid JSON"):
+        ToolCall("c1", "edit_file", '{"path": "a.ts", "old": ').parsed_arguments()
+    with pytest.raises(ValueError, match="must be a JSON object, got list"):
+        ToolCall("c2", "run", '["ls"]').parsed_arguments()
+    assert ToolCall("c3", "list_files", "").parsed_arguments() == {}
+
+
+def test_reasoning_is_kept_apart_from_the_answer():
+    script = [{"content": "Final answer.", "reasoning": "Let me think about chunk sizes first."}]
+    with FakeLLMServer(script) as srv:
+        reply = client(srv).chat(HELLO)
+    assert reply.content == "Final answer."
+    assert reply.reasoning == "Let me think about chunk sizes first."
+    assert "think" not in json.dumps(reply.assistant_message())
+
+
+def test_reasoning_field_think_block_and_unknown_fields_go_to_extras(raw_server):
+    def respond(headers, body):
+        return 200, {}, {
+            "id": "x", "object": "chat.completion", "model": "glm-5", "system_fingerprint": "fp1",
+            "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": 151336,
+                         "message": {"role": "assistant", "content": "<think>hmm, tiles</think>\nUse 16.",
+                                     "refusal": None, "annotations": ["a"]}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+        }
+
+    reply = LLMClient(raw_server(respond)).chat(HELLO)
+    assert reply.content == "Use 16." and reply.reasoning == "hmm, tiles"
+    assert reply.extras == {"system_fingerprint": "fp1", "stop_reason": 151336, "annotations": ["a"]}
+    assert reply.model == "glm-5" and reply.usage == Usage(7, 3)
+
+    def respond2(headers, body):
+        return 200, {}, {"choices": [{"message": {"role": "assistant", "content": "ok", "reasoning": "why"}}]}
+
+    reply = LLMClient(raw_server(respond2), model="m").chat(HELLO)
+    assert (reply.content, reply.reasoning, reply.usage, reply.model) == ("ok", "why", Usage(0, 0), "m")
+
+
+def test_streaming_assembles_the_same_reply_with_tool_call_deltas():
+    item = {"content": "Writing the chunk module now.", "reasoning": "Scope has one file.",
+            "tool_calls": [{"name": "write_file", "arguments": {"path": "src/world/chunk.ts", "content": "x" * 40}},
+                           {"name": "finish", "arguments": {"status": "complete", "summary": "done"}}]}
+    with FakeLLMServer([item, item]) as srv:
+        c = client(srv)
+        plain = c.chat(HELLO)
+        streamed = c.chat(HELLO, stream=True)
+    assert srv.requests[1]["stream"] is True
+    assert srv.requests[1]["stream_options"] == {"include_usage": True}
+    assert streamed.content == plain.content == item["content"]
+    assert streamed.reasoning == plain.reasoning == item["reasoning"]
+    assert [(t.name, t.parsed_arguments()) for t in streamed.tool_calls] == [
+        (t.name, t.parsed_arguments()) for t in plain.tool_calls]
+    assert streamed.tool_calls[0].id == "call_2_0"
+    assert streamed.finish_reason == "tool_calls"
+    assert streamed.usage == plain.usage and streamed.usage.completion_tokens > 0
+    assert streamed.latency_s > 0
+    assert srv.usage_total == plain.usage + streamed.usage
+
+
+def test_rate_limit_retry_after_is_waited_out():
+    with FakeLLMServer(["finally"], faults=[Fault.rate_limit(retry_after=2)]) as srv:
+        started = time.monotonic()
+        reply = client(srv).chat(HELLO)
+        elapsed = time.monotonic() - started
+    assert reply.content == "finally"
+    assert elapsed >= 2.0
+    assert len(srv.requests) == 2
+
+
+def test_retry_after_is_capped_by_max_backoff():
+    with FakeLLMServer(["ok"], faults=[Fault.rate_limit(retry_after=120)]) as srv:
+        started = time.monotonic()
+        assert client(srv, max_backoff_s=0.2).chat(HELLO).content == "ok"
+    assert time.monotonic() - started < 2
+
+
+def test_parse_retry_after_accepts_seconds_and_http_dates():
+    now = 1_700_000_000.0
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now=now) == pytest.approx(10.0)
+    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_server_error_is_retried_then_succeeds():
+    with FakeLLMServer(["recovered"], faults=[Fault.server_error(500), Fault.server_error(503)]) as srv:
+        assert client(srv).chat(HELLO).content == "recovered"
+    assert len(srv.requests) == 3
+
+
+def test_retries_are_bounded_and_the_error_carries_status_and_body():
+    with FakeLLMServer(["never"], faults=[Fault.server_error(502, "upstream worker died")] * 10) as srv:
+        with pytest.raises(LLMHTTPError) as info:
+            client(srv, max_retries=2).chat(HELLO)
+    assert len(srv.requests) == 3
+    assert info.value.status == 502
+    assert "upstream worker died" in info.value.body_excerpt
+    assert "gave up after 3 attempts" in str(info.value)
+
+
+def test_client_errors_are_not_retried():
+    with FakeLLMServer(["never"], faults=[Fault.server_error(400, "bad tool schema")]) as srv:
+        with pytest.raises(LLMHTTPError) as info:
+            client(srv).chat(HELLO)
+    assert info.value.status == 400 and "bad tool schema" in str(info.value)
+    assert len(srv.requests) == 1
+
+
+def test_long_error_bodies_are_cut_to_an_excerpt(raw_server):
+    url = raw_server(lambda h, b: (422, {}, b"E" * 5000))
+    with pytest.raises(LLMHTTPError) as info:
+        LLMClient(url).chat(HELLO)
+    assert 500 <= len(info.value.body_excerpt) < 600 and len(str(info.value)) < 800
+
+
+def test_hang_times_out_within_about_the_timeout():
+    with FakeLLMServer(["late"], faults=[Fault.hang(5)]) as srv:
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout):
+            client(srv, timeout_s=0.5).chat(HELLO)
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_stream_that_stalls_half_way_times_out():
+    with FakeLLMServer(["unused"], faults=[Fault.stall(5)]) as srv:
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout, match="stream stalled"):
+            client(srv, timeout_s=0.5).chat(HELLO, stream=True)
+        assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", [Fault.malformed_json(), Fault.truncated()], ids=["malformed", "truncated"])
+def test_malformed_and_truncated_answers_are_protocol_errors(fault, stream):
+    with FakeLLMServer(["unused"], faults=[fault]) as srv:
+        with pytest.raises(LLMProtocolError) as info:
+            client(srv).chat(HELLO, stream=stream)
+    assert info.value.status == 200
+    assert len(srv.requests) == 1  # a broken 200 is not retried: the tokens were already spent
+
+
+def test_answer_without_choices_is_a_protocol_error(raw_server):
+    url = raw_server(lambda h, b: (200, {}, {"id": "x", "choices": []}))
+    with pytest.raises(LLMProtocolError, match="no choices"):
+        LLMClient(url).chat(HELLO)
+
+
+def test_dead_endpoint_fails_fast_with_a_connection_error(closed_port):
+    c = LLMClient(f"http://127.0.0.1:{closed_port}/v1", max_retries=2, backoff_base_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(LLMConnectionError, match="cannot connect"):
+        c.chat(HELLO)
+    assert time.monotonic() - started < 2.0
+
+
+def test_bearer_header_is_sent_only_when_a_key_is_set():
+    with FakeLLMServer(["a", "b", "c"]) as srv:
+        client(srv, api_key=KEY).chat(HELLO)
+        client(srv).chat(HELLO)
+        client(srv, api_key="  ").chat(HELLO)
+    headers = srv.request_headers
+    assert headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert "Authorization" not in headers[1] and "Authorization" not in headers[2]
+    assert headers[0]["User-Agent"] == "agentswarm"
+
+
+def test_the_key_never_leaks_even_when_the_server_echoes_it(caplog, raw_server):
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    with FakeLLMServer(["x"], faults=[Fault.echo_auth(401)] + [Fault.echo_auth(500)] * 3) as srv:
+        c = client(srv, api_key=KEY, max_retries=2)
+        for _ in range(2):
+            with pytest.raises(LLMHTTPError) as info:
+                c.chat(HELLO)
+            err = info.value
+            assert "Authorization" in err.body_excerpt  # the echo reached us, scrubbed
+            seen += [str(err), repr(err), err.body_excerpt, repr(err.args)]
+        seen += [repr(c), str(c)]
+    echo = raw_server(lambda h, b: (200, {}, {"choices": [{"message": {
+        "role": "assistant", "content": f"you sent {h.get('Authorization')}", "debug_key": h.get("Authorization")}}]}))
+    reply = LLMClient(echo, KEY).chat(HELLO)
+    assert reply.content == "you sent Bearer ***"
+    seen += [repr(reply), json.dumps(reply.raw), json.dumps(reply.extras)]
+    seen.append(caplog.text)
+    assert "retry" in caplog.text  # the retries were logged, so the log check is not vacuous
+    for text in seen:
+        assert KEY not in text
+
+
+def test_models_lists_the_served_model():
+    with FakeLLMServer(["x"], model="glm-5-fp8") as srv:
+        assert LLMClient(srv.url + "/v1/").models() == ["glm-5-fp8"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("http://h:8000", "http://h:8000"),
+    (" https://h/openai/v1/ ", "https://h/openai"),
+    ("http://h/v1", "http://h"),
+    ("http://h/api/", "http://h/api"),
+])
+def test_normalize_base_url(raw, expected):
+    assert normalize_base_url(raw) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "h:8000", "ftp://h"])
+def test_bad_base_urls_are_refused(bad):
+    with pytest.raises(ValueError, match="base URL"):
+        LLMClient(bad)
+
+
+def test_bad_arguments_are_refused_clearly():
+    c = LLMClient("http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="non-empty list"):
+        c.chat([])
+    with pytest.raises(ValueError, match=r"messages\[1\] must be a dict with a 'role'"):
+        c.chat([{"role": "user", "content": "a"}, {"content": "b"}])
+    with pytest.raises(ValueError, match="timeout_s"):
+        LLMClient("http://h", timeout_s=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        LLMClient("http://h", max_retries=-1)
+
+
+def test_estimate_cost_uses_gpu_time_when_priced_else_tokens():
+    usage = Usage(prompt_tokens=2_000_000, completion_tokens=500_000)
+    assert estimate_cost_usd(usage, 1.0, price_in_per_mtok=0.5, price_out_per_mtok=2.0) == pytest.approx(2.0)
+    assert estimate_cost_usd(usage, 36.0, price_in_per_mtok=0.5, gpu_price_per_hour=50.0) == pytest.approx(0.5)
+    assert estimate_cost_usd(usage, 3.0) == 0.0
+    with pytest.raises(ValueError, match="latency_s"):
+        estimate_cost_usd(usage, -1.0)
+
+
+def test_reply_types_are_errors_of_one_family():
+    assert all(issubclass(e, LLMError) for e in (LLMHTTPError, LLMTimeout, LLMConnectionError, LLMProtocolError))
+    assert ChatReply(None, [], None, None, Usage(), 0.0, "m").assistant_message() == {"role": "assistant", "content": None}
