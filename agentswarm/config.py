@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentswarm.errors import ConfigError
+from agentswarm.llm import normalize_base_url
 
 
 class MergeStrategyName(str, Enum):
@@ -31,14 +32,6 @@ class SandboxBackendName(str, Enum):
 class ConflictPolicy(str, Enum):
     resolve = "resolve"
     skip = "skip"
-
-
-def normalize_base_url(url: str) -> str:
-    """Strip whitespace, trailing slashes and one trailing `/v1`."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")].rstrip("/")
-    return url
 
 
 class Settings(BaseSettings):
