@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     @field_validator("llm_base_url")
     @classmethod
     def _normalize_url(cls, value: str) -> str:
+        if not value.strip():
+            return ""
         value = normalize_base_url(value)
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
