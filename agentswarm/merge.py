@@ -30,7 +30,8 @@ CONFLICT_PRIORITY = 1
 def _remote_sync_in(settings: Settings, branch: str) -> None:
     """With a remote hub, bring the branch and main into the local mirror first."""
     if settings.git_repo_url:
-        gitops.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}", "refs/heads/main"])
+        # main is not fetched: only this queue writes it, and the local mirror may be ahead after a failed push
+        gitops.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
 
 
 def _remote_push_main(settings: Settings) -> None:

@@ -1,0 +1,279 @@
+"""Landing one branch on `main` in a bare hub: fast-forward, rebase or merge commit. Pure git.
+
+The only write to `main` is `update-ref main NEW OLD` (compare-and-swap), and NEW always has OLD
+as an ancestor, so `main` only moves forward; a lost race is retried from the new `main`.
+
+Rebasing without a working tree on git 2.39 (no `git replay`, no `merge-tree --merge-base`):
+a commit C with parent P is replayed onto N by `merge-tree --write-tree X C`, where X is N's
+tree committed with P as its only parent, so merge-base(X, C) = P and the result is exactly
+cherry-pick's three-way merge (base P, ours N, theirs C) by the same ort engine, renames
+included. The throwaway X is needed only when P is itself a replayed commit (2nd+ commit of
+a branch); when P is reachable from `main`, merge-base(N, C) is already P and C is merged
+directly. This keeps one merge engine, no temporary index and no per-file `merge-file`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from agentswarm import gitops
+from agentswarm.gitops import GitError, GitRepo, delete_branch
+
+__all__ = ["MergeStrategy", "MergeResult", "merge_branch", "list_conflicting_files", "branch_changes",
+           "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER"]
+
+MAX_CAS_ATTEMPTS = 5
+# Plumbing never triggers `gc --auto`, so without this every ancestry walk (rev-list, the
+# merge base inside merge-tree) parses loose commits back to the fork point: 4x slower at 500.
+COMMIT_GRAPH_EVERY = 50
+_landings: dict[str, int] = {}
+DEFAULT_COMMITTER = ("AgentSwarm Merge Queue", "merge-queue@agentswarm.local")
+_FIELDS = "%H%x00%T%x00%P%x00%an%x00%ae%x00%ad%x00%B%x00"
+
+
+class MergeStrategy(str, Enum):
+    FAST_FORWARD = "fast-forward"
+    REBASE = "rebase"
+    MERGE_COMMIT = "merge-commit"
+
+
+@dataclass
+class MergeResult:
+    """What one merge attempt did; `main` moved only when status is "merged"."""
+
+    status: Literal["merged", "already_merged", "conflict", "failed"]
+    branch: str
+    main_before: str
+    main_after: str | None
+    conflict_files: list[str] = field(default_factory=list)
+    commits_landed: list[str] = field(default_factory=list)  # main_before..main_after, oldest first
+    error: str | None = None
+    duration_ms: float = 0.0
+    attempts: int = 1  # reads of main: more than one means a compare-and-swap was lost and retried
+
+
+@dataclass(frozen=True)
+class _Main:
+    sha: str
+    tree: str
+
+
+@dataclass(frozen=True)
+class _Commit:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    author: tuple[str, str, str]  # name, email, raw date
+    message: bytes
+
+
+@dataclass
+class _Outcome:
+    status: Literal["merged", "already_merged", "conflict", "failed"]
+    new_head: str | None = None
+    landed: list[str] = field(default_factory=list)
+    conflict_files: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BranchChanges:
+    """What a conflict-resolution task needs to know about a branch against main."""
+
+    main: str
+    head: str
+    merge_base: str | None
+    commits: list[str]  # main..head, oldest first
+    files: list[str]  # changed between merge_base and head
+    conflict_files: list[str]  # paths that conflict when head is merged into main now
+
+
+def _range(git: GitRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
+    """main with its tree, and the commits in main..head oldest first, from one `rev-list`."""
+    # `head ^main^@ main` is main..head plus main itself: main's tree without reading the ref again.
+    out = git.run("rev-list", "--reverse", "--topo-order", "--no-commit-header", "--date=raw",
+                  f"--format={_FIELDS}", head, f"^{main}^@", main, "--")
+    if out.returncode != 0:
+        raise GitError(f"git rev-list {main}..{head}: {out.stderr.decode(errors='replace').strip()}")
+    parts = out.stdout.split(b"\0")
+    main_tip, commits = None, []
+    for i in range(0, len(parts) - 7, 7):
+        sha, tree, parents, name, email, date, message = (parts[i].strip(), *parts[i + 1:i + 7])
+        if sha.decode() == main:
+            main_tip = _Main(main, tree.decode())
+            continue
+        author = (name.decode(errors="surrogateescape"), email.decode(errors="surrogateescape"), date.decode())
+        commits.append(_Commit(sha.decode(), tree.decode(), tuple(parents.decode().split()), author, message))
+    if main_tip is None:
+        raise GitError(f"git rev-list {main}..{head} did not list {main}")
+    return main_tip, commits
+
+
+def _merge_trees(git: GitRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
+    """`merge-tree --write-tree`: (tree, []) when clean, (tree, conflicting paths) on conflict."""
+    proc = git.run("merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs)
+    fields = proc.stdout.decode(errors="surrogateescape").split("\0")
+    if proc.returncode == 0:
+        return fields[0], []
+    if proc.returncode == 1:
+        files = sorted({f for f in fields[1:] if f})
+        if not files:  # a conflict must name its files; never read an empty list as clean
+            raise GitError(f"git merge-tree {ours} {theirs} reported a conflict without files")
+        return fields[0], files
+    raise GitError(f"git merge-tree {ours} {theirs} failed ({proc.returncode}): "
+                   f"{proc.stderr.decode(errors='replace').strip()}")
+
+
+def _commit_tree(git: GitRepo, tree: str, parents: list[str], message: bytes,
+                 author: tuple[str, str, str] | None, committer: tuple[str, str]) -> str:
+    env = {"GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
+    name, email, date = author or (committer[0], committer[1], "")
+    env.update(GIT_AUTHOR_NAME=name, GIT_AUTHOR_EMAIL=email)
+    if date:
+        env["GIT_AUTHOR_DATE"] = "@" + date
+    args = ["commit-tree", tree]
+    for p in parents:
+        args += ["-p", p]
+    return git.out(*args, "-F", "-", input=message, env=env)
+
+
+def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
+    """Cherry-pick each non-merge commit onto main in order; merges are dropped as `git rebase` does."""
+    in_range = {c.sha for c in commits}
+    cur, cur_tree, landed = main.sha, main.tree, []
+    for c in commits:
+        if len(c.parents) != 1:
+            if not c.parents:
+                return _Outcome("failed", error=f"commit {c.sha} has no common history with main")
+            continue
+        parent = c.parents[0]
+        # merge-base(cur, c) is `parent` unless parent was itself replayed: then pin it (see module doc).
+        ours = _commit_tree(git, cur_tree, [parent], b"replay base\n", None, committer) \
+            if parent in in_range else cur
+        tree, conflicts = _merge_trees(git, ours, c.sha)
+        if conflicts:
+            return _Outcome("conflict", conflict_files=conflicts,
+                            error=f"commit {c.sha[:12]} conflicts with main in {len(conflicts)} file(s)")
+        if tree == cur_tree:
+            continue  # its change is already on main (a re-landing, or an empty commit)
+        cur = _commit_tree(git, tree, [cur], c.message, c.author, committer)
+        cur_tree = tree
+        landed.append(cur)
+    if not landed:
+        return _Outcome("already_merged")
+    return _Outcome("merged", new_head=cur, landed=landed)
+
+
+def _merge_commit(git: GitRepo, main: _Main, head: str, commits: list[_Commit], message: bytes,
+                  committer: tuple[str, str]) -> _Outcome:
+    tree, conflicts = _merge_trees(git, main.sha, head)
+    if conflicts:
+        return _Outcome("conflict", conflict_files=conflicts,
+                        error=f"branch conflicts with main in {len(conflicts)} file(s)")
+    if tree == main.tree:
+        return _Outcome("already_merged")
+    merge = _commit_tree(git, tree, [main.sha, head], message, None, committer)
+    return _Outcome("merged", new_head=merge, landed=[c.sha for c in commits] + [merge])
+
+
+def _plan(git: GitRepo, strategy: MergeStrategy, main_sha: str, head: str, branch: str,
+          message: str | None, committer: tuple[str, str]) -> _Outcome:
+    """Build (but do not publish) the new main for this branch."""
+    main, commits = _range(git, main_sha, head)
+    if not commits:
+        return _Outcome("already_merged")  # head is main or an ancestor of it
+    if strategy is MergeStrategy.MERGE_COMMIT:
+        text = message or f"Merge branch '{branch.removeprefix('refs/heads/')}'"
+        return _merge_commit(git, main, head, commits, text.rstrip("\n").encode() + b"\n", committer)
+    main_is_base = any(main.sha in c.parents for c in commits)
+    linear = all(len(c.parents) == 1 for c in commits)
+    if main_is_base and (strategy is MergeStrategy.FAST_FORWARD or linear):
+        return _Outcome("merged", new_head=head, landed=[c.sha for c in commits])
+    return _replay(git, main, commits, committer)
+
+
+def _after_landing(git: GitRepo, head: str) -> None:
+    """Refresh the commit-graph on the first landing in this process and every COMMIT_GRAPH_EVERY after."""
+    key = str(git.git_dir)
+    n = _landings.get(key, 0)
+    _landings[key] = n + 1
+    if n % COMMIT_GRAPH_EVERY == 0:
+        gitops.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
+
+
+def merge_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
+                 main_ref: str = "refs/heads/main", message: str | None = None,
+                 committer: tuple[str, str] = DEFAULT_COMMITTER) -> MergeResult:
+    """Land branch on main with strategy; expected failures come back as a result, never raised."""
+    gitops.require_git()
+    try:
+        strategy = MergeStrategy(strategy)
+    except ValueError:
+        raise ValueError(f"unknown merge strategy {strategy!r}: use one of "
+                         f"{', '.join(s.value for s in MergeStrategy)}") from None
+    t0, seen = time.perf_counter(), []  # every value of main read, one per attempt
+
+    def result(status, main_before="", **kw) -> MergeResult:
+        return MergeResult(status=status, branch=branch, main_before=main_before, attempts=max(1, len(seen)),
+                           duration_ms=(time.perf_counter() - t0) * 1000, **kw)
+
+    try:
+        ref, main_ref = gitops.branch_ref(branch), gitops.branch_ref(main_ref)
+        git = gitops.open_repo(repo_path)
+    except (ValueError, GitError) as exc:
+        return result("failed", main_after=None, error=str(exc))
+    for attempt in range(MAX_CAS_ATTEMPTS):
+        if attempt:  # lost a race: jitter so two unlocked mergers stop colliding in step
+            time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
+        try:
+            tips = gitops.rev_parse_many(git, [main_ref, ref])
+            main, head = tips[main_ref], tips[ref]
+            if main is None:
+                return result("failed", main_after=None, error=f"{main_ref} does not exist in {repo_path}")
+            if head is None:
+                return result("failed", main, main_after=None, error=f"unknown branch {branch!r}")
+            seen.append(main)
+            out = _plan(git, strategy, main, head, ref, message, committer)
+            if out.status != "merged":
+                after = main if out.status == "already_merged" else None
+                return result(out.status, main, main_after=after, conflict_files=out.conflict_files,
+                              error=out.error)
+            if gitops.update_ref_cas(git, main_ref, out.new_head, main):
+                _after_landing(git, out.new_head)
+                return result("merged", main, main_after=out.new_head, commits_landed=out.landed)
+        except GitError as exc:
+            return result("failed", seen[-1] if seen else "", main_after=None, error=str(exc))
+    return result("failed", seen[0], main_after=None,
+                  error=f"{main_ref} moved during each of {MAX_CAS_ATTEMPTS} attempts (last seen {seen[-1][:12]}); "
+                        "nothing was landed")
+
+
+def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[GitRepo, str, str]:
+    git, ref = gitops.open_repo(repo_path), gitops.branch_ref(branch)
+    tips = gitops.rev_parse_many(git, [main_ref, ref])
+    for name, sha in ((main_ref, tips[main_ref]), (branch, tips[ref])):
+        if sha is None:
+            raise GitError(f"{name} does not exist in {repo_path}")
+    return git, tips[main_ref], tips[ref]
+
+
+def list_conflicting_files(repo_path: str | os.PathLike[str], branch: str,
+                           main_ref: str = "refs/heads/main") -> list[str]:
+    """Paths that conflict if branch's head were merged into main now ([] when it merges cleanly)."""
+    git, main, head = _tips(repo_path, branch, main_ref)
+    return _merge_trees(git, main, head)[1]
+
+
+def branch_changes(repo_path: str | os.PathLike[str], branch: str,
+                   main_ref: str = "refs/heads/main") -> BranchChanges:
+    """Merge base, commits, changed files and current conflicts of branch against main."""
+    git, main, head = _tips(repo_path, branch, main_ref)
+    base = gitops.merge_base(git, main, head)
+    files = gitops.changed_files(git, base, head) if base else []
+    conflicts = _merge_trees(git, main, head)[1] if base else []
+    return BranchChanges(main, head, base, [c.sha for c in _range(git, main, head)[1]], files, conflicts)

@@ -1,0 +1,49 @@
+"""gitops against real repositories: opening, version parsing, mirror fetch and push."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from agentswarm import gitops
+from agentswarm.gitops import GitError
+from agentswarm.mergeops import merge_branch
+from tests.merge.hubkit import branch, git, new_hub
+
+
+def test_installed_git_is_new_enough_and_parsed():
+    version = gitops.git_version()
+    assert len(version) == 3 and gitops.require_git() == version and version[:2] >= gitops.MIN_GIT_VERSION
+
+
+def test_a_clone_with_a_working_tree_opens_at_its_git_dir(tmp_path):
+    hub, _ = new_hub(tmp_path / "hub.git", {"a": "1\n"})
+    subprocess.run(["git", "clone", "-q", str(hub), str(tmp_path / "clone")], check=True)
+    repo = gitops.open_repo(tmp_path / "clone")
+    assert repo.git_dir == (tmp_path / "clone" / ".git").resolve()
+    assert gitops.rev_parse(repo, "refs/heads/main") == gitops.rev_parse(hub, "refs/heads/main")
+    with pytest.raises(GitError, match="not a git repository"):
+        gitops.open_repo(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["-rf", "a b", "x..y", "x.lock", "x/", "@{0}", "a\\b"])
+def test_bad_branch_names_are_refused(bad):
+    with pytest.raises(ValueError, match="branch name"):
+        gitops.branch_ref(bad)
+
+
+def test_mirror_fetches_branch_and_main_merges_and_pushes_main_back(tmp_path):
+    remote, root = new_hub(tmp_path / "remote.git", {"a": "1\n"})
+    tip = branch(remote, "swarm/t1", root, {"b": "2\n"})[-1]
+    mirror = gitops.init_bare(tmp_path / "mirror.git")
+    git(mirror, "remote", "add", "origin", str(remote))
+    gitops.fetch_refs(mirror, "origin", ["refs/heads/swarm/t1", "refs/heads/main"])
+    assert gitops.list_branches(mirror) == {"refs/heads/swarm/t1": tip}
+    r = merge_branch(mirror, "swarm/t1", "merge-commit")
+    assert r.status == "merged"
+    gitops.push_ref(mirror, "origin", "refs/heads/main")
+    assert gitops.rev_parse(remote, "refs/heads/main") == r.main_after
+    assert gitops.is_ancestor(remote, root, r.main_after) and not gitops.is_ancestor(remote, r.main_after, root)
+    with pytest.raises(GitError, match="fetch"):
+        gitops.fetch_refs(mirror, "origin", ["refs/heads/swarm/missing"])
