@@ -80,11 +80,11 @@ def init() -> None:
     """Create the local hub from TARGET_REPO_PATH (unless GIT_REPO_URL is set) and load FEATURES.json."""
     from agentswarm.db.session import session_scope
     from agentswarm.feature_store import sync_features
-    from agentswarm.hub import ensure_hub
+    from agentswarm.hub import prepare_hub
 
     s = _settings()
-    sha = ensure_hub(s.git_repo_url or None, s.hub_path, s.target_repo_path)
-    click.echo(f"hub {s.hub_url} at main {sha[:12] if sha else '?'}")
+    url, sha = prepare_hub(s.git_repo_url or None, s.hub_path, s.target_repo_path)
+    click.echo(f"hub {url} at main {sha[:12] if sha else '?'}")
     features = s.target_repo_path / "FEATURES.json"
     if features.exists():
         with session_scope() as db:

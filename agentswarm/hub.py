@@ -136,3 +136,19 @@ def ensure_hub(git_repo_url: str | None, hub_path: Path, source_dir: Path) -> st
     if not (git_repo_url and git_repo_url.strip()):
         create_hub(hub_path, source_dir)
     return hub_url(git_repo_url, hub_path)
+
+
+def ensure_mirror(git_repo_url: str, hub_path: Path) -> str | None:
+    """With a remote hub, keep a bare mirror at hub_path for the merge queue; returns main's sha."""
+    if not (Path(hub_path) / "HEAD").exists():
+        Path(hub_path).parent.mkdir(parents=True, exist_ok=True)
+        _git("clone", "--quiet", "--bare", git_repo_url, str(hub_path))
+    return main_sha(Path(hub_path))
+
+
+def prepare_hub(git_repo_url: str | None, hub_path: Path, source_dir: Path) -> tuple[str, str | None]:
+    """The local hub (or the remote hub's local mirror), ready: (url agents use, main's sha)."""
+    url = ensure_hub(git_repo_url, hub_path, source_dir)
+    if git_repo_url and git_repo_url.strip():
+        return url, ensure_mirror(git_repo_url.strip(), hub_path)
+    return url, main_sha(Path(hub_path))

@@ -35,7 +35,7 @@ def prepare(settings: Settings) -> str:
     from agentswarm.db.migrate import upgrade
     from agentswarm.db.session import check_database, session_scope
     from agentswarm.feature_store import sync_features
-    from agentswarm.hub import ensure_hub
+    from agentswarm.hub import prepare_hub
     from agentswarm.runs import start_run
     from agentswarm.services import ensure_postgres, ensure_redis
 
@@ -43,8 +43,8 @@ def prepare(settings: Settings) -> str:
     click.echo(f"postgres: {ensure_postgres(settings.database_url)}")
     check_database(settings.database_url)
     upgrade(settings.database_url)
-    sha = ensure_hub(settings.git_repo_url or None, settings.hub_path, settings.target_repo_path)
-    click.echo(f"hub: {settings.hub_url} (main {str(sha)[:12]})")
+    url, sha = prepare_hub(settings.git_repo_url or None, settings.hub_path, settings.target_repo_path)
+    click.echo(f"hub: {url} (main {str(sha)[:12]})")
     with session_scope() as db:
         features = settings.target_repo_path / "FEATURES.json"
         if features.exists():

@@ -1,0 +1,126 @@
+"""The merge stage through real Celery workers, Redis, Postgres and a bare hub."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from agentswarm.db import MergeAttempt, Run, Task, session_scope
+from agentswarm.db.states import transition
+from agentswarm.mergeops import merge_branch as plumbing_merge
+from tests.merge.hubkit import branch, git, lines, new_hub, read
+
+
+def _complete_task(db, run_id: str, branch_name: str, scope: list[str], **kw) -> str:
+    t = Task(run_id=run_id, description=f"change {scope}", branch=branch_name, scope=scope, status="running",
+             title=f"task {branch_name}", **kw)
+    db.add(t)
+    db.flush()
+    assert transition(db, t.id, "running", "complete")
+    return t.id
+
+
+def _wait(predicate, timeout=120.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def _merged_count(db_url):
+    with session_scope(db_url) as db:
+        return len(db.scalars(select(MergeAttempt).where(MergeAttempt.status.in_(["merged", "conflict"]))).all())
+
+
+def test_two_merge_workers_lose_nothing_and_main_only_moves_forward(db, tmp_path, celery_worker, monkeypatch):
+    from agentswarm.tasks import merge_branch
+
+    files = {f"src/f{i}.ts": lines(5, f"f{i}") for i in range(300)}
+    hub, root = new_hub(tmp_path / "hub.git", files)
+    env = {"HUB_PATH": str(hub), "MERGE_STRATEGY": "rebase", "MERGE_DELETE_BRANCH": "false"}
+    with session_scope(db) as s:
+        run = Run(max_tasks=1000, max_tokens=10**9, max_dollars=100.0)
+        s.add(run)
+        s.flush()
+        ids = []
+        for i in range(240):
+            name = f"swarm/b{i}"
+            branch(hub, name, root, {f"src/f{i}.ts": lines(5, f"changed{i}")})
+            ids.append(_complete_task(s, run.id, name, [f"src/f{i}.ts"]))
+    for _ in range(2):  # two workers on purpose, each concurrency 1, same hub
+        celery_worker(queues="merge", pool="prefork", concurrency=1, env=env)
+    for tid in ids + ids[:40]:  # some sent twice: a duplicate is a no-op
+        merge_branch.apply_async(args=[tid], queue="merge")
+    assert _wait(lambda: _merged_count(db) >= len(ids)), f"only {_merged_count(db)} merged"
+    time.sleep(1.0)  # let duplicates drain
+    with session_scope(db) as s:
+        attempts = s.scalars(select(MergeAttempt)).all()
+    merged = [a for a in attempts if a.status == "merged"]
+    assert sorted(a.task_id for a in merged) == sorted(ids), "each task lands exactly once"
+    main = git(hub, "rev-parse", "main")
+    for i in range(240):
+        assert read(hub, main, f"src/f{i}.ts") == lines(5, f"changed{i}")
+    assert git(hub, "rev-list", "--merges", "main") == ""  # rebase keeps main linear
+    # main only moved forward: every value it took is an ancestor of the final main.
+    for a in merged:
+        assert git(hub, "merge-base", "--is-ancestor", a.main_before, main) == ""
+        assert git(hub, "merge-base", "--is-ancestor", a.main_after, main) == ""
+    chain = git(hub, "rev-list", "--first-parent", "--count", "main")
+    assert int(chain) == 1 + 240
+
+
+def test_conflict_records_files_and_creates_one_conflict_task_that_lands(db, tmp_path, monkeypatch):
+    from agentswarm.config import get_settings
+    from agentswarm.merge import merge_task
+
+    hub, root = new_hub(tmp_path / "hub.git", {"src/a.ts": lines(3), "src/b.ts": lines(3)})
+    monkeypatch.setenv("HUB_PATH", str(hub))
+    monkeypatch.setenv("MERGE_STRATEGY", "fast-forward")
+    get_settings.cache_clear()
+    sent = []
+    monkeypatch.setattr("agentswarm.dispatch.send_run_task", lambda tid, p: sent.append((tid, p)))
+    try:
+        branch(hub, "swarm/one", root, {"src/a.ts": "one\n"})
+        branch(hub, "swarm/two", root, {"src/a.ts": "two\n"})
+        with session_scope(db) as s:
+            run = Run(max_tasks=10, max_tokens=10**6, max_dollars=1.0)
+            s.add(run)
+            s.flush()
+            one = _complete_task(s, run.id, "swarm/one", ["src/a.ts"], feature_ids=[])
+            two = _complete_task(s, run.id, "swarm/two", ["src/a.ts"], feature_ids=[])
+        assert merge_task(one) == "merged"
+        assert merge_task(two) == "conflict"
+        assert merge_task(two).startswith("already")  # handled once
+        with session_scope(db) as s:
+            attempt = s.scalars(select(MergeAttempt).where(MergeAttempt.task_id == two)).one()
+            assert attempt.status == "conflict" and attempt.conflict_files == ["src/a.ts"]
+            conflict_tasks = s.scalars(select(Task).where(Task.kind == "conflict")).all()
+            assert len(conflict_tasks) == 1
+            ct = conflict_tasks[0]
+            assert ct.origin_id == two and ct.priority == 1 and "src/a.ts" in ct.scope
+            assert ct.context["conflict"]["files"] == ["src/a.ts"]
+            assert sent == [(ct.id, 1)]  # dispatched after commit, most urgent
+            # The conflict task's agent resolves on top of the new main (done by hand here).
+            main = git(hub, "rev-parse", "main")
+            branch(hub, ct.branch, main, {"src/a.ts": "one\ntwo\n"})
+            assert transition(s, ct.id, "pending", "assigned") and transition(s, ct.id, "assigned", "running")
+            assert transition(s, ct.id, "running", "complete")
+            ct_id = ct.id
+        assert merge_task(ct_id) == "merged"
+        assert read(hub, "main", "src/a.ts") == "one\ntwo\n"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_strategies_shape_history(tmp_path):
+    for strategy, merges in (("fast-forward", 0), ("rebase", 0), ("merge-commit", 3)):
+        hub, root = new_hub(tmp_path / f"{strategy}.git", {f"f{i}": "x\n" for i in range(3)})
+        for i in range(3):
+            branch(hub, f"swarm/s{i}", root, {f"f{i}": f"{strategy}\n"})
+            assert plumbing_merge(str(hub), f"swarm/s{i}", strategy).status == "merged"
+        found = git(hub, "rev-list", "--merges", "main").split()
+        assert len(found) == merges, strategy
+
