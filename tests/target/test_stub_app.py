@@ -1,0 +1,240 @@
+"""The VoxelCraft stub app builds, type-checks and tests with npm, and renders in headless Chromium.
+
+Everything runs in a temporary copy of target-repo/ (node_modules never lands in the source tree);
+one copy is built per module and shared by the node and browser tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TARGET = Path(__file__).resolve().parents[2] / "target-repo"
+STEPS = (("npm ci", ["npm", "ci", "--no-audit", "--no-fund"], 300),
+         ("npx tsc --noEmit", ["npx", "tsc", "--noEmit"], 120),
+         ("npm test", ["npm", "test"], 120),
+         ("npm run build", ["npm", "run", "build"], 120))
+PAGE_BACKGROUND = (0x10, 0x10, 0x14)  # index.html's body colour: what a page that never cleared would show
+# Chrome's own WebGL performance notes (caused by its screenshot readback), not messages from the page.
+BENIGN_CONSOLE = re.compile(r"GL Driver Message \(OpenGL, Performance")
+
+
+@dataclass
+class Build:
+    root: Path
+    results: list[tuple[str, int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.results) == len(STEPS) and all(code == 0 for _, code, _ in self.results)
+
+    def report(self) -> str:
+        return "\n".join(f"$ {name} -> exit {code}\n{out[-3000:]}" for name, code, out in self.results)
+
+
+def _copy_target(dest: Path) -> None:
+    shutil.copytree(TARGET, dest, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
+
+
+def _node_env() -> dict[str, str]:
+    return {**os.environ, "CI": "true", "NO_COLOR": "1", "FORCE_COLOR": "0", "npm_config_update_notifier": "false"}
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Build:
+    """A tmp copy of target-repo after npm ci, tsc, the tests and the build (stops at the first failure)."""
+    missing = [tool for tool in ("node", "npm", "npx") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{'/'.join(missing)} not found on PATH: install Node.js >= 20.19 to check the VoxelCraft stub")
+    root = tmp_path_factory.mktemp("voxelcraft") / "app"
+    _copy_target(root)
+    result = Build(root)
+    for name, argv, timeout in STEPS:
+        try:
+            proc = subprocess.run(argv, cwd=root, env=_node_env(), capture_output=True, text=True, timeout=timeout)
+            result.results.append((name, proc.returncode, proc.stdout + proc.stderr))
+        except subprocess.TimeoutExpired as exc:
+            result.results.append((name, -1, f"timed out after {timeout}s: {exc.output or ''}"))
+        if result.results[-1][1] != 0:
+            break
+    return result
+
+
+@pytest.mark.node
+def test_npm_ci_typecheck_tests_and_build_pass(build):
+    assert build.ok, build.report()
+    vitest = build.results[2][2]
+    assert re.search(r"Tests\s+\d+ passed", vitest), vitest
+    index = (build.root / "dist" / "index.html").read_text(encoding="utf-8")
+    scripts = re.findall(r'src="\./(assets/[^"]+\.js)"', index)
+    assert scripts and all((build.root / "dist" / s).is_file() for s in scripts), index
+    assert not (build.root / "dist" / "src").exists()
+
+
+# --- the browser ------------------------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("chromium not found on PATH (Debian: apt-get install -y chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def preview_url(build):
+    """The built app served by `vite preview` on a free loopback port."""
+    if not build.ok:
+        pytest.fail("the stub did not build, see test_npm_ci_typecheck_tests_and_build_pass:\n" + build.report())
+    for _attempt in range(3):
+        port = _free_port()
+        proc = subprocess.Popen(["npx", "vite", "preview", "--host", "127.0.0.1", "--port", str(port), "--strictPort"],
+                                cwd=build.root, env=_node_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            _stop(proc)
+            continue  # port taken between probe and bind, or a slow start: try another port
+        yield url
+        _stop(proc)
+        return
+    pytest.fail("vite preview did not serve the app on any of 3 ports")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{time.monotonic_ns()}"
+    argv = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+            "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+            "--window-size=800,600", "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=90)
+
+
+def _body_attributes(dom: str) -> dict[str, str]:
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:2000]
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
+
+
+def _console_errors(stderr: str) -> list[str]:
+    lines = [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return [line for line in lines if not BENIGN_CONSOLE.search(line)]
+
+
+def read_png(path: Path) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit, non-interlaced RGB/RGBA PNG into rows of RGBA bytes (stdlib only)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+        elif kind == b"IEND":
+            break
+    width, height, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, f"unsupported PNG {header}"
+    bpp = 4 if colour == 6 else 3
+    raw, stride = zlib.decompress(idat), width * bpp
+    rows, prev, i = [], bytearray(stride), 0
+    for _ in range(height):
+        kind, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
+        i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
+            if kind == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        prev = line
+        rows.append(bytes(line) if bpp == 4 else bytes(
+            v for px in range(width) for v in (*line[px * 3:px * 3 + 3], 255)))
+    return width, height, rows
+
+
+@pytest.mark.node
+@pytest.mark.browser
+def test_page_boots_webgl2_and_reports_ok(preview_url, tmp_path):
+    proc = _run_chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", preview_url)
+    attrs = _body_attributes(proc.stdout)
+    assert attrs.get("data-status") == "ok", f"{attrs}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert re.fullmatch(r"#[0-9a-f]{6}", attrs.get("data-clear-color", "")), attrs
+    assert re.search(r'<div id="message"[^>]*hidden[^>]*></div>', proc.stdout), "the message box is shown"
+    assert _console_errors(proc.stderr) == []
+
+
+@pytest.mark.node
+@pytest.mark.browser
+def test_screenshot_shows_the_cleared_canvas_without_console_errors(preview_url, tmp_path):
+    dom = _run_chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", preview_url)
+    clear = _body_attributes(dom.stdout).get("data-clear-color", "")
+    assert clear, dom.stdout[-2000:]
+    expected = bytes.fromhex(clear[1:])
+    assert tuple(expected) != PAGE_BACKGROUND
+
+    png = tmp_path / "stub.png"
+    proc = _run_chromium(tmp_path, f"--screenshot={png}", preview_url)
+    assert png.is_file(), proc.stderr[-3000:]
+    width, height, rows = read_png(png)
+    assert (width, height) == (800, 600)
+    pixels = [row[x:x + 3] for row in rows[::10] for x in range(0, width * 4, 40)]
+    matching = sum(1 for p in pixels if all(abs(a - b) <= 2 for a, b in zip(p, expected, strict=True)))
+    assert matching == len(pixels), f"{len(pixels) - matching} of {len(pixels)} samples differ from {clear}"
+    assert _console_errors(proc.stderr) == [], proc.stderr[-3000:]
+
+
+@pytest.mark.node
+@pytest.mark.browser
+def test_page_explains_a_missing_webgl2(preview_url, tmp_path):
+    proc = _run_chromium(tmp_path, "--disable-webgl", "--virtual-time-budget=5000", "--dump-dom", preview_url)
+    assert _body_attributes(proc.stdout).get("data-status") == "no-webgl2", proc.stdout[-2000:]
+    message = re.search(r'<div id="message"[^>]*>([^<]+)</div>', proc.stdout)
+    assert message and "needs WebGL2" in message.group(1), proc.stdout[-2000:]
