@@ -1,0 +1,134 @@
+"""The features table: FEATURES.json loaded into Postgres, and feature status kept there.
+
+Status moves pending -> in_progress (a task was planned) -> done (a task's branch landed) or
+failed (a task gave up). `done` is never taken back by a later failure or plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Feature, FeatureStatus, Task, TaskStatus
+from agentswarm.errors import SwarmError
+
+OPEN_TASK_STATES = (TaskStatus.pending.value, TaskStatus.assigned.value, TaskStatus.running.value)
+_SPEC_FIELDS = ("category", "title", "description", "priority", "files", "dependencies", "acceptance")
+
+
+class FeatureFileError(SwarmError):
+    """FEATURES.json is missing or not of the expected shape."""
+
+
+def _read(source: Path | str | dict | list) -> list[dict[str, Any]]:
+    if isinstance(source, str | Path):
+        try:
+            doc = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FeatureFileError(f"{source}: cannot read features ({exc})") from None
+    else:
+        doc = source
+    items = doc.get("features") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise FeatureFileError("FEATURES.json must hold a 'features' array")
+    return items
+
+
+def _row(item: Any, n: int) -> dict[str, Any]:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"].strip():
+        raise FeatureFileError(f"feature #{n} has no string 'id'")
+
+    def strs(key: str) -> list[str]:
+        value = item.get(key) or []
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    priority = item.get("priority", 5)
+    return {
+        "id": item["id"].strip()[:64], "category": str(item.get("category") or "general")[:32],
+        "title": str(item.get("title") or item["id"]), "description": str(item.get("description") or ""),
+        "priority": min(10, max(1, int(priority))) if isinstance(priority, int | float) else 5,
+        "files": strs("files"), "dependencies": strs("dependencies"), "acceptance": strs("acceptance"),
+    }
+
+
+def sync_features(session: Session, source: Path | str | dict | list) -> int:
+    """Insert new features and refresh the spec fields of known ones, keeping their status; returns the count."""
+    rows = [_row(item, n) for n, item in enumerate(_read(source))]
+    existing = {f.id: f for f in session.scalars(select(Feature).where(Feature.id.in_([r["id"] for r in rows])))}
+    for row in rows:
+        feature = existing.get(row["id"])
+        if feature is None:
+            feature = Feature(status=FeatureStatus.pending.value, **row)
+            session.add(feature)
+            existing[row["id"]] = feature
+        else:
+            for key in _SPEC_FIELDS:
+                if getattr(feature, key) != row[key]:
+                    setattr(feature, key, row[key])
+    session.flush()
+    return len(existing)
+
+
+def progress_by_category(session: Session) -> dict[str, dict[str, int]]:
+    """{category: {status: count}} over all features."""
+    out: dict[str, dict[str, int]] = {}
+    rows = session.execute(select(Feature.category, Feature.status, func.count())
+                           .group_by(Feature.category, Feature.status)).all()
+    for category, status, n in rows:
+        out.setdefault(category, {})[status] = n
+    return dict(sorted(out.items()))
+
+
+def _open_task_for(session: Session, feature_id: str) -> bool:
+    return session.scalar(select(func.count()).select_from(Task).where(
+        Task.status.in_(OPEN_TASK_STATES), Task.feature_ids.contains([feature_id]))) > 0
+
+
+def set_feature_status(session: Session, feature_ids: Iterable[str], status: str) -> list[str]:
+    """Move features to `status`; done is final, and failed waits while another task for it is open."""
+    target = FeatureStatus(status).value
+    ids = [f for f in dict.fromkeys(feature_ids) if f]
+    if not ids:
+        return []
+    session.flush()
+    changed = []
+    for fid in ids:
+        if target == FeatureStatus.failed.value and _open_task_for(session, fid):
+            continue
+        result = session.execute(
+            update(Feature).where(Feature.id == fid, Feature.status != FeatureStatus.done.value,
+                                  Feature.status != target)
+            .values(status=target).execution_options(synchronize_session=False))
+        if result.rowcount:
+            changed.append(fid)
+    for feature in session.identity_map.values():
+        if isinstance(feature, Feature) and feature.id in changed:
+            session.expire(feature)
+    return changed
+
+
+def mark_features_in_progress(session: Session, feature_ids: Iterable[str]) -> list[str]:
+    """A task was planned for these features."""
+    return set_feature_status(session, feature_ids, FeatureStatus.in_progress.value)
+
+
+def mark_features_done(session: Session, feature_ids: Iterable[str]) -> list[str]:
+    """A task for these features landed on main."""
+    return set_feature_status(session, feature_ids, FeatureStatus.done.value)
+
+
+def mark_features_failed(session: Session, feature_ids: Iterable[str]) -> list[str]:
+    """A task for these features gave up (ignored while another task for one is still open)."""
+    return set_feature_status(session, feature_ids, FeatureStatus.failed.value)
+
+
+def all_features_done(session: Session) -> bool:
+    """True when there is at least one feature and every feature is done."""
+    total, done = session.execute(select(
+        func.count(Feature.id), func.count(Feature.id).filter(Feature.status == FeatureStatus.done.value))).one()
+    return total > 0 and total == done

@@ -1,0 +1,114 @@
+"""What the planner reads from Postgres: ready features, open tasks, recent failures.
+
+A feature is ready when it is not done, no open task covers it, its dependencies are done, and
+it has not failed too often in this run. An in_progress feature whose tasks all ended without
+landing (blocked, cancelled) is ready again; one with a complete task waits for the merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Feature, FeatureStatus, Handoff, Task, TaskStatus
+from agentswarm.feature_store import OPEN_TASK_STATES
+
+FEATURES_SHOWN = 60
+IN_FLIGHT_SHOWN = 100
+FAILURES_SHOWN = 10
+ENDED_BADLY = (TaskStatus.failed.value, TaskStatus.blocked.value, TaskStatus.cancelled.value)
+
+
+@dataclass
+class Board:
+    """The planner's view of one run: which features it may plan now and which tasks are open."""
+
+    features: dict[str, Feature]
+    open_tasks: list[Task]
+    failures_by_feature: dict[str, int]
+    completed: set[str]
+    max_attempts: int
+
+    def why_not(self, feature_id: str) -> str | None:
+        """None if the feature may get a new task now, else the reason it may not."""
+        f = self.features.get(feature_id)
+        if f is None:
+            return f"unknown feature {feature_id}"
+        if f.status == FeatureStatus.done.value:
+            return f"feature {feature_id} is done"
+        if any(feature_id in (t.feature_ids or []) for t in self.open_tasks):
+            return f"feature {feature_id} already has a task in flight"
+        if f.status == FeatureStatus.in_progress.value and feature_id in self.completed:
+            return f"feature {feature_id} has a complete task waiting to land"
+        waiting = [d for d in f.dependencies or [] if d in self.features
+                   and self.features[d].status != FeatureStatus.done.value]
+        if waiting:
+            return f"feature {feature_id} waits for {', '.join(waiting)}"
+        if self.failures_by_feature.get(feature_id, 0) >= self.max_attempts:
+            return f"feature {feature_id} failed {self.failures_by_feature[feature_id]} times"
+        return None
+
+    def ready(self) -> list[Feature]:
+        """Features that may be planned now, most urgent first."""
+        ready = [f for f in self.features.values() if self.why_not(f.id) is None]
+        return sorted(ready, key=lambda f: (f.priority, f.id))
+
+    def duplicate_of(self, title: str, scope: list[str], feature_ids: list[str]) -> str | None:
+        """The id of an open task this proposal repeats, if any."""
+        key = " ".join(title.lower().split())
+        for t in self.open_tasks:
+            if " ".join((t.title or "").lower().split()) == key:
+                return t.id
+            if sorted(t.scope or []) == sorted(scope) and sorted(t.feature_ids or []) == sorted(feature_ids):
+                return t.id
+        return None
+
+
+def load_board(session: Session, run_id: str, max_attempts: int) -> Board:
+    """Read features, the run's open tasks and its count of failed tasks per feature."""
+    features = {f.id: f for f in session.scalars(select(Feature))}
+    open_tasks = list(session.scalars(select(Task).where(
+        Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES)).order_by(Task.created_at)))
+    failed: dict[str, int] = {}
+    completed: set[str] = set()
+    rows = session.execute(select(Task.status, Task.feature_ids).where(
+        Task.run_id == run_id, Task.parent_id.is_(None),
+        Task.status.in_([*ENDED_BADLY, TaskStatus.complete.value]))).all()
+    for status, ids in rows:
+        for fid in ids or []:
+            if status == TaskStatus.complete.value:
+                completed.add(fid)
+            else:
+                failed[fid] = failed.get(fid, 0) + 1
+    return Board(features, open_tasks, failed, completed, max_attempts)
+
+
+def features_input(board: Board) -> list[dict]:
+    """The <features> section: ready features only (their dependencies are done)."""
+    return [{"id": f.id, "category": f.category, "title": f.title, "description": f.description,
+             "status": f.status, "priority": f.priority, "files": f.files, "acceptance": f.acceptance,
+             "dependencies": f.dependencies} for f in board.ready()[:FEATURES_SHOWN]]
+
+
+def in_flight_input(board: Board) -> list[dict]:
+    """The <in_flight> section: open tasks with their scope and features."""
+    return [{"id": t.id, "title": t.title, "status": t.status, "scope": t.scope, "feature_ids": t.feature_ids}
+            for t in board.open_tasks[:IN_FLIGHT_SHOWN]]
+
+
+def failures_input(session: Session, run_id: str) -> list[dict]:
+    """The <recent_failures> section: the latest tasks that failed or were blocked, with handoff summaries."""
+    tasks = list(session.scalars(select(Task).where(
+        Task.run_id == run_id, Task.status.in_([TaskStatus.failed.value, TaskStatus.blocked.value]))
+        .order_by(Task.finished_at.desc().nulls_last()).limit(FAILURES_SHOWN)))
+    if not tasks:
+        return []
+    latest = select(Handoff.task_id, func.max(Handoff.id).label("hid")).where(
+        Handoff.task_id.in_([t.id for t in tasks])).group_by(Handoff.task_id).subquery()
+    summaries = dict(session.execute(select(Handoff.task_id, Handoff.summary).join(
+        latest, Handoff.id == latest.c.hid)).all())
+    return [{"title": t.title, "status": t.status, "scope": t.scope, "feature_ids": t.feature_ids,
+             "error": (t.error or "")[:500], "summary": (summaries.get(t.id) or t.summary or "")[:500]}
+            for t in tasks]

@@ -1,0 +1,44 @@
+"""Turning validated drafts into task rows, and recording why proposals were dropped."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from agentswarm.config import Settings
+from agentswarm.db.events import record_event
+from agentswarm.db.models import Task, TaskStatus
+from agentswarm.planning.parsing import Rejection, TaskDraft
+
+EVENTS_PER_REPLY = 20
+
+
+def store_task(session: Session, draft: TaskDraft, *, run_id: str, base_sha: str | None, settings: Settings,
+               parent: Task | None = None, context: dict | None = None) -> Task:
+    """Insert one pending task (branch `swarm/<id>`); the caller dispatches after."""
+    task = Task(
+        run_id=run_id, parent_id=parent.id if parent else None, kind=draft.kind, status=TaskStatus.pending.value,
+        title=draft.title, description=draft.description, scope=draft.scope, acceptance=draft.acceptance,
+        priority=draft.priority, feature_ids=draft.feature_ids, depth=parent.depth + 1 if parent else 0,
+        branch="pending", base_sha=base_sha, max_attempts=settings.max_attempts, context=context or {},
+    )
+    session.add(task)
+    session.flush()
+    task.branch = f"swarm/{task.id}"
+    session.flush()
+    return task
+
+
+def record_rejections(session: Session, rejections: list[Rejection], *, source: str, run_id: str,
+                      task_id: str | None = None) -> None:
+    """One event per dropped proposal (capped), and one summing up the rest."""
+    for r in rejections[:EVENTS_PER_REPLY]:
+        record_event(session, f"{source}.rejected", r.reason, run_id=run_id, task_id=task_id,
+                     index=r.index, proposal=r.excerpt)
+    rest = rejections[EVENTS_PER_REPLY:]
+    if rest:
+        reasons: dict[str, int] = {}
+        for r in rest:
+            key = r.reason if r.reason.startswith("over the limit") else r.reason.split(":")[0][:80]
+            reasons[key] = reasons.get(key, 0) + 1
+        record_event(session, f"{source}.rejected", f"{len(rest)} more proposals dropped", run_id=run_id,
+                     task_id=task_id, reasons=reasons)

@@ -1,0 +1,119 @@
+"""Runs: start (or resume) one with budgets from settings, check its budgets, end it with a reason.
+
+A run ends when every feature is done (finished), or when a budget is reached (stopped). Money
+and time stop it at once; tasks in flight finish, unsent pending work is cancelled. The task
+and planner-iteration budgets only stop planning: the run ends once the work it made has ended.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from agentswarm.config import Settings
+from agentswarm.db.events import record_event
+from agentswarm.db.locks import xact_lock
+from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
+from agentswarm.db.states import transition
+from agentswarm.feature_store import OPEN_TASK_STATES, all_features_done
+from agentswarm.planning.budget import BudgetHit, check_budgets
+
+
+def active_runs(session: Session) -> list[Run]:
+    """Runs still active, oldest first."""
+    return list(session.scalars(select(Run).where(Run.status == RunStatus.active.value).order_by(Run.started_at)))
+
+
+def start_run(session: Session, settings: Settings, *, demo: bool | None = None) -> Run:
+    """The active run if there is one, else a new run with budgets and a deadline from settings."""
+    xact_lock(session, "run-start")
+    runs = active_runs(session)
+    if runs:
+        return runs[0]
+    now = datetime.now(UTC)
+    run = Run(
+        status=RunStatus.active.value, demo=settings.demo_mode if demo is None else demo,
+        max_tasks=settings.run_max_tasks, max_tokens=settings.run_max_tokens, max_dollars=settings.run_max_dollars,
+        deadline_at=now + timedelta(seconds=settings.run_deadline_s), planner_iterations=0,
+        config={"max_planner_iterations": settings.max_planner_iterations, "model": settings.llm_model,
+                "max_workers": settings.max_workers, "planner_batch_size": settings.planner_batch_size},
+    )
+    session.add(run)
+    session.flush()
+    record_event(session, "run.started", f"budgets: {run.max_tasks} tasks, {run.max_tokens} tokens, "
+                 f"${run.max_dollars:.2f}, {settings.run_deadline_s}s", run_id=run.id)
+    return run
+
+
+def end_run(session: Session, run_id: str, status: str, reason: str) -> bool:
+    """Move an active run to finished/stopped with a reason; False if it had already ended."""
+    final = RunStatus(status)
+    if final is RunStatus.active:
+        raise ValueError("a run ends as finished or stopped")
+    session.flush()  # the expire below would otherwise drop unflushed changes to the run
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.active.value)
+        .values(status=final.value, stop_reason=reason[:1000], ended_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    run = session.identity_map.get((Run, (run_id,), None))
+    if run is not None:
+        session.expire(run)
+    cancelled = _cancel_unsent(session, run_id)
+    record_event(session, "run.ended", reason, run_id=run_id, status=final.value, cancelled=len(cancelled))
+    return True
+
+
+def _cancel_unsent(session: Session, run_id: str) -> list[str]:
+    """Pending tasks no worker was sent are cancelled; tasks sent or in flight are left to finish."""
+    from agentswarm.planning.subplanner import settle_parent
+
+    ids = list(session.scalars(select(Task.id).where(
+        Task.run_id == run_id, Task.status == TaskStatus.pending.value, Task.enqueued_at.is_(None))))
+    done = [t for t in ids if transition(session, t, "pending", "cancelled", error="run ended before it started")]
+    parents = set(session.scalars(select(Task.parent_id).where(Task.id.in_(done), Task.parent_id.is_not(None))))
+    for parent_id in parents:
+        settle_parent(session, parent_id)
+    return done
+
+
+def open_task_count(session: Session, run_id: str) -> int:
+    """Tasks of the run not yet ended (pending, assigned, running)."""
+    return int(session.scalar(select(func.count(Task.id)).where(
+        Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))) or 0)
+
+
+def enforce_limits(session: Session, run: Run, settings: Settings) -> str | None:
+    """End the run if it is over (features done, a budget reached); the reason planning must stop, or None."""
+    if all_features_done(session):
+        end_run(session, run.id, RunStatus.finished.value, "every feature is done")
+        return "every feature is done"
+    hit = check_budgets(session, run, settings)
+    if hit is None:
+        return None
+    _note_budget(session, run, hit)
+    if not hit.drain or open_task_count(session, run.id) == 0:
+        end_run(session, run.id, RunStatus.stopped.value, hit.reason)
+    return hit.reason
+
+
+def _note_budget(session: Session, run: Run, hit: BudgetHit) -> None:
+    """One budget event per budget per run, however many ticks see it."""
+    noted = list((run.config or {}).get("budgets_hit", []))
+    if hit.name in noted:
+        return
+    run.config = {**(run.config or {}), "budgets_hit": [*noted, hit.name]}
+    record_event(session, "run.budget", hit.reason, run_id=run.id, budget=hit.name, drain=hit.drain)
+
+
+def note_iteration(session: Session, run: Run) -> int:
+    """Count one planner call against the run's iteration budget; returns the new count."""
+    session.flush()
+    session.execute(update(Run).where(Run.id == run.id)
+                    .values(planner_iterations=Run.planner_iterations + 1)
+                    .execution_options(synchronize_session=False))
+    session.expire(run, ["planner_iterations"])
+    return run.planner_iterations
