@@ -21,11 +21,13 @@ from agentswarm.db.models import LLMCall, MergeAttempt, Run, RunStatus, Task, Ta
 from agentswarm.db.session import after_commit, session_scope
 from agentswarm.db.states import transition
 from agentswarm.dispatch import dispatch_pending, send_run_task
+from agentswarm.feature_store import set_feature_status
 from agentswarm.handoffs import send_merge
 
 log = logging.getLogger(__name__)
 SEND_GRACE_S = 30  # a message is published just after commit: give it time to appear
 ORPHAN_GRACE_S = 60
+MAX_MERGE_FAILURES = 3
 
 
 def _now() -> datetime:
@@ -89,16 +91,25 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
             after_commit(db, lambda tid=tid, prio=prio: send_run_task(tid, prio))
             work.append(tid)
     merging = queued_task_ids(client, "merge", "agentswarm.tasks.merge_branch")
-    landed = select(MergeAttempt.task_id).where(MergeAttempt.status != "queued")
-    unmerged = db.scalars(select(Task.id).where(
-        Task.status == TaskStatus.complete.value, Task.finished_at < cutoff, Task.id.not_in(landed),
-        Task.kind != "manual",
+    settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(["merged", "conflict"]))
+    failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
+        MergeAttempt.status == "failed").group_by(MergeAttempt.task_id)).all())
+    unmerged = db.scalars(select(Task).where(
+        Task.status == TaskStatus.complete.value, Task.finished_at < cutoff, Task.id.not_in(settled),
     )).all()
     merges = []
-    for tid in unmerged:
-        if tid not in merging and not _is_parent(db, tid):
-            after_commit(db, lambda tid=tid: send_merge(tid))
-            merges.append(tid)
+    for task in unmerged:
+        if task.id in merging or _is_parent(db, task.id):
+            continue
+        if failures.get(task.id, 0) >= MAX_MERGE_FAILURES:
+            if not task.context.get("merge_given_up"):
+                task.context = {**task.context, "merge_given_up": True}
+                set_feature_status(db, task.feature_ids, "failed")
+                record_event(db, "merge.needs_person", f"merge failed {MAX_MERGE_FAILURES} times",
+                             run_id=task.run_id, task_id=task.id)
+            continue
+        after_commit(db, lambda tid=task.id: send_merge(tid))
+        merges.append(task.id)
     for tid in work + merges:
         record_event(db, "message.resent", "lost from the broker", task_id=tid)
     return {"work": work, "merge": merges}

@@ -18,6 +18,7 @@ from agentswarm.db.locks import try_xact_lock
 from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.dispatch import dispatch_pending, scopes_overlap
+from agentswarm.planning.budget import tasks_left
 from agentswarm.planning.calls import ask, record
 from agentswarm.planning.llm_factory import client_from_settings
 from agentswarm.planning.parsing import parse_tasks
@@ -73,9 +74,9 @@ def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
             return {"sha": sha, "green": True, "fixes": []}
         record_event(db, "reconcile.red", f"main {sha[:10]} is broken", run_id=run.id, checks=summary)
         open_fixes = _open_fixes(db, run.id)
-        room = settings.reconcile_max_fix_tasks - len(open_fixes)
+        room = min(settings.reconcile_max_fix_tasks - len(open_fixes), tasks_left(db, run))
         if room <= 0:
-            return {"sha": sha, "green": False, "fixes": [], "note": "fix tasks already open"}
+            return {"sha": sha, "green": False, "fixes": [], "note": "fix tasks already open, or the task budget is spent"}
         report = failure_report(results)
         messages = render_messages(
             "reconciler", build_output=report,
