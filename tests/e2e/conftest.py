@@ -1,0 +1,97 @@
+"""A small swarm on the real stack: Postgres, Redis, Celery workers, git hub, local sandboxes, fake LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agentswarm.config import get_settings
+from agentswarm.db import session_scope
+from agentswarm.feature_store import sync_features
+from agentswarm.hub import prepare_hub
+from agentswarm.runs import start_run
+from agentswarm.testing.fake_llm import FakeLLMServer
+
+FEATURES = [
+    {"id": "core-001", "category": "core", "title": "Vector type", "priority": 1, "dependencies": [],
+     "files": ["src/core/vec.ts"], "description": "A 3D vector type.", "acceptance": ["tsc passes"]},
+    {"id": "core-002", "category": "core", "title": "Vector maths", "priority": 2, "dependencies": ["core-001"],
+     "files": ["src/core/vecmath.ts"], "description": "add/sub/scale.", "acceptance": ["tsc passes"]},
+    {"id": "ui-001", "category": "ui", "title": "HUD text", "priority": 2, "dependencies": [],
+     "files": ["src/ui/hud.ts"], "description": "A HUD.", "acceptance": ["tsc passes"]},
+    {"id": "ui-002", "category": "ui", "title": "Coordinates in the HUD", "priority": 3,
+     "dependencies": ["ui-001", "core-002"], "files": ["src/ui/coords.ts"], "description": "Shows xyz.",
+     "acceptance": ["tsc passes"]},
+]
+CHECK = "import pathlib, sys\nbad = [p for p in pathlib.Path('src').rglob('*.ts') if not p.read_text().strip()]\nsys.exit(1 if bad else 0)\n"
+
+
+@dataclass
+class Swarm:
+    root: Path
+    hub: Path
+    llm: FakeLLMServer
+    env: dict[str, str]
+    run_id: str = ""
+    workers: list = field(default_factory=list)
+
+    def git(self, *args: str) -> str:
+        import subprocess
+
+        return subprocess.run(["git", f"--git-dir={self.hub}", *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def sandbox_dirs(self) -> list[Path]:
+        base = self.root / "sandboxes"
+        return [p for p in base.glob("*/*") if p.is_dir()] if base.exists() else []
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.3, tick=None):
+    """Poll until predicate() is truthy; call tick() between polls (a beat stand-in)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if tick:
+            tick()
+        time.sleep(every)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
+@pytest.fixture
+def swarm(tmp_path, db, redis_client, monkeypatch):
+    """Target repo + hub + fake LLM + settings in this process and for the workers this test starts."""
+    target = tmp_path / "target"
+    (target / "src").mkdir(parents=True)
+    (target / "FEATURES.json").write_text(json.dumps({"project": "Tiny", "version": 1, "features": FEATURES}))
+    (target / "AGENTS.md").write_text("# Agents\nWrite small TypeScript modules.\n")
+    (target / "check.py").write_text(CHECK)
+    (target / "src" / "index.ts").write_text("export {};\n")
+    hub = tmp_path / "hub.git"
+    llm = FakeLLMServer().start()
+    env = {
+        "HUB_PATH": str(hub), "TARGET_REPO_PATH": str(target), "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
+        "LLM_BASE_URL": llm.url, "LLM_API_KEY": "sk-e2e-secret-key", "LLM_MAX_RETRIES": "1",
+        "RECONCILE_INSTALL": "", "RECONCILE_COMMANDS": json.dumps(["python3 check.py"]),
+        "HEARTBEAT_INTERVAL_S": "1", "MAX_WORKERS": "4", "MERGE_DELETE_BRANCH": "false",
+        "AWS_SECRET_ACCESS_KEY": "aws-orchestrator-secret",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    prepare_hub(None, hub, target)
+    s = Swarm(root=tmp_path, hub=hub, llm=llm, env=env)
+    with session_scope(db) as db_s:
+        sync_features(db_s, target / "FEATURES.json")
+        s.run_id = start_run(db_s, get_settings()).id
+    yield s
+    llm.stop()
+    get_settings.cache_clear()
+    for k in env:
+        os.environ.pop(k, None)

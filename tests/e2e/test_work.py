@@ -1,0 +1,132 @@
+"""The work stage on the real stack: many tasks at once, secrets, the hub's rules, deadlines, a killed worker."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from sqlalchemy import select
+
+from agentswarm.config import get_settings
+from agentswarm.db import Handoff, Task, session_scope
+from agentswarm.db.events import record_event
+from agentswarm.dispatch import dispatch_pending
+from agentswarm.hub import main_sha
+from agentswarm.monitor import monitor_tick
+from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.testing.simulator import simulate
+from tests.e2e.conftest import wait_for
+
+
+def add_tasks(db_url, run_id, scopes, **kw) -> list[str]:
+    """Manual tasks with these scopes, dispatched after commit."""
+    ids = []
+    with session_scope(db_url) as s:
+        for scope in scopes:
+            t = Task(run_id=run_id, kind="manual", title=f"write {scope[0]}", description=f"Create {scope}.",
+                     scope=scope, branch="x", base_sha=main_sha(get_settings().hub_path), **kw)
+            s.add(t)
+            s.flush()
+            t.branch = f"swarm/{t.id}"
+            ids.append(t.id)
+            record_event(s, "task.created", "test", run_id=run_id, task_id=t.id)
+        dispatch_pending(s, run_id)
+    return ids
+
+
+def statuses(db_url, ids) -> dict[str, str]:
+    with session_scope(db_url) as s:
+        return dict(s.execute(select(Task.id, Task.status).where(Task.id.in_(ids))).all())
+
+
+def test_twenty_tasks_at_once_leave_nothing_behind(swarm, db, celery_worker):
+    ids = add_tasks(db, swarm.run_id, [[f"src/gen/m{i}.ts"] for i in range(20)])
+    celery_worker(queues="work", pool="threads", concurrency=20, env={**swarm.env, "MAX_WORKERS": "20"})
+    wait_for(lambda: set(statuses(db, ids).values()) == {"complete"}, timeout=180, every=0.5)
+    branches = swarm.git("for-each-ref", "--format=%(refname:short)", "refs/heads/swarm/").split()
+    assert sorted(branches) == sorted(f"swarm/{i}" for i in ids)
+    for tid in ids:
+        assert json.loads("[" + swarm.git("ls-tree", "--name-only", f"swarm/{tid}", "src/gen/").replace("\n", ",")
+                          .replace("src", '"src').replace(".ts", '.ts"') + "]") is not None
+    wait_for(lambda: swarm.sandbox_dirs() == [], timeout=10)
+    from agentswarm.sandbox import procs
+
+    assert procs.marked_processes(str(swarm.root / "sandboxes")) == {}
+
+
+def _env_probe_script(body: dict) -> dict:
+    """A worker that looks at its environment and tries to push where it must not, then writes its file."""
+    msgs = body["messages"]
+    if not any(m.get("role") == "system" and m["content"].startswith("# AgentSwarm worker") for m in msgs):
+        return simulate(body)
+    results = [m for m in msgs if m.get("role") == "tool"]
+    steps = [
+        {"name": "run", "arguments": {"command": "env"}},
+        {"name": "run", "arguments": {"command": "git commit -q --allow-empty -m sneaky && git push origin HEAD:refs/heads/main 2>&1; echo rc=$?"}},
+        {"name": "run", "arguments": {"command": "git push origin HEAD:refs/heads/feature/x 2>&1; echo rc=$?"}},
+        {"name": "write_file", "arguments": {"path": "src/probe.ts", "content": "export const probe = 1;\n"}},
+        {"name": "finish", "arguments": {"status": "complete", "summary": "probed"}},
+    ]
+    return {"content": None, "tool_calls": [steps[min(len(results), len(steps) - 1)]]}
+
+
+def test_agent_sees_no_orchestrator_secret_and_the_hub_refuses_main(swarm, db, celery_worker, monkeypatch):
+    main_before = swarm.git("rev-parse", "main")
+    with FakeLLMServer(script=_env_probe_script) as llm:
+        env = {**swarm.env, "LLM_BASE_URL": llm.url}
+        [tid] = add_tasks(db, swarm.run_id, [["src/probe.ts"]])
+        celery_worker(queues="work", pool="threads", concurrency=2, env=env)
+        wait_for(lambda: statuses(db, [tid])[tid] in ("complete", "failed", "blocked"), timeout=90)
+        tool_results = [m["content"] for r in llm.requests for m in r["messages"] if m.get("role") == "tool"]
+    assert statuses(db, [tid])[tid] == "complete"
+    env_dump = next(t for t in tool_results if "HOME=" in t)
+    for secret in ("DATABASE_URL", "REDIS_URL", "aws-orchestrator-secret", "AWS_SECRET_ACCESS_KEY",
+                   "sk-e2e-secret-key", "LLM_API_KEY"):
+        assert secret not in env_dump, secret
+    pushes = list(dict.fromkeys(t for t in tool_results if "rc=" in t))
+    assert len(pushes) >= 2 and all("rc=0" not in t for t in pushes[:2])
+    assert swarm.git("rev-parse", "main") == main_before
+    assert "feature/x" not in swarm.git("for-each-ref", "--format=%(refname)")
+    with session_scope(db) as s:
+        transcript = s.scalars(select(Handoff.transcript).where(Handoff.task_id == tid)).one()
+    assert "sk-e2e-secret-key" not in transcript
+
+
+def test_task_that_runs_forever_is_stopped_failed_and_removed(swarm, db, celery_worker):
+    with FakeLLMServer(latency_s=600) as llm:  # the model never answers in time
+        env = {**swarm.env, "LLM_BASE_URL": llm.url, "WORKER_TIMEOUT": "6", "LLM_TIMEOUT_S": "600",
+               "MAX_ATTEMPTS": "1"}
+        [tid] = add_tasks(db, swarm.run_id, [["src/slow.ts"]], max_attempts=1)
+        celery_worker(queues="work", pool="threads", concurrency=1, env=env)
+        wait_for(lambda: statuses(db, [tid])[tid] == "failed", timeout=60)
+    with session_scope(db) as s:
+        task = s.get(Task, tid)
+        assert "timed out" in (task.error or "")
+        assert (task.finished_at - task.started_at).total_seconds() < 30
+    wait_for(lambda: swarm.sandbox_dirs() == [], timeout=10)
+
+
+def test_killed_worker_task_runs_again_once_with_one_branch(swarm, db, celery_worker, monkeypatch):
+    with FakeLLMServer(latency_s=1.5) as llm:  # slow enough to kill the worker mid-task
+        env = {**swarm.env, "LLM_BASE_URL": llm.url, "STALE_HEARTBEAT_S": "3"}
+        monkeypatch.setenv("LLM_BASE_URL", llm.url)
+        monkeypatch.setenv("STALE_HEARTBEAT_S", "3")
+        get_settings.cache_clear()
+        [tid] = add_tasks(db, swarm.run_id, [["src/killed.ts"]])
+        first = celery_worker(queues="work", pool="threads", concurrency=1, env=env)
+        wait_for(lambda: statuses(db, [tid])[tid] == "running" and len(llm.requests) >= 1, timeout=60)
+        with session_scope(db) as s:
+            old_sandbox = s.get(Task, tid).sandbox_id
+        assert old_sandbox
+        first.kill(signal.SIGKILL)
+        second = celery_worker(queues="work", pool="threads", concurrency=1, env=env)
+        wait_for(lambda: statuses(db, [tid])[tid] == "complete", timeout=120, every=1.0, tick=monitor_tick)
+        assert second.proc.poll() is None
+    with session_scope(db) as s:
+        task = s.get(Task, tid)
+        handoffs = s.scalars(select(Handoff).where(Handoff.task_id == tid)).all()
+        assert task.attempts == 2 and task.sandbox_id != old_sandbox
+        assert [h.attempt for h in handoffs] == [2]
+    assert swarm.git("for-each-ref", "--format=%(refname)", "refs/heads/swarm/").split() == [f"refs/heads/swarm/{tid}"]
+    assert not (swarm.root / "sandboxes" / old_sandbox).exists()
+    wait_for(lambda: swarm.sandbox_dirs() == [], timeout=10)
