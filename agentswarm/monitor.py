@@ -165,6 +165,16 @@ def monitor_tick(settings: Settings | None = None) -> dict:
             for run_id in runs:
                 dispatch_pending(db, run_id)
                 record_event(db, "metrics.snapshot", "", run_id=run_id, **snapshot(db, client, run_id))
+        _gc_hub(settings)
         return {"recovered": recovered, "resent": resent, "reaped": reaped}
     finally:
         client.close()
+
+
+def _gc_hub(settings: Settings) -> None:
+    """Plumbing never triggers git's automatic housekeeping; loose objects would pile up in the hub."""
+    import subprocess
+
+    hub = settings.hub_path.resolve()
+    if (hub / "HEAD").exists():
+        subprocess.run(["git", f"--git-dir={hub}", "gc", "--auto", "--quiet"], capture_output=True, timeout=600)
