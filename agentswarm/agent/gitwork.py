@@ -1,0 +1,176 @@
+"""Git inside the sandbox, through the git CLI: clone, branch from the base, commit, push, and measure.
+
+Standard library only (GitPython is not in the slim image). A GIT_TOKEN is handed to git through an
+askpass script that reads it from the environment, so it is never written to .git/config or argv.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentswarm.agent.transcript import scrub
+
+COMMITTER_NAME = "AgentSwarm Worker"
+COMMITTER_EMAIL = "worker@agentswarm.local"
+ASKPASS_SCRIPT = """#!/bin/sh
+case "$1" in
+  Username*|username*) echo "x-access-token" ;;
+  *) printf '%s\\n' "$GIT_TOKEN" ;;
+esac
+"""
+# Settings every runner git command uses: no hooks planted by the agent, no credential store, no signing.
+# (git drops these variables for a local push's receive-pack, so the hub's own hooks still run.)
+_CONFIG = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "credential.helper": "",
+           "commit.gpgSign": "false"}
+
+
+class GitError(Exception):
+    """A git command failed; the message carries its (scrubbed) stderr."""
+
+
+@dataclass
+class Measure:
+    """The branch as git sees it: base..HEAD."""
+
+    commits: list[str] = field(default_factory=list)
+    head_sha: str | None = None
+    files_changed: list[str] = field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+
+
+def write_askpass(directory: str | Path) -> Path:
+    """Write the askpass script (which holds no secret) into `directory`; returns its path."""
+    path = Path(directory) / "git-askpass.sh"
+    path.write_text(ASKPASS_SCRIPT)
+    path.chmod(stat.S_IRWXU)
+    return path
+
+
+class Git:
+    """Runs git in one repository with a fixed, secret-free configuration and a timeout."""
+
+    def __init__(self, repo: str | Path, *, token: str | None = None, scratch: str | Path | None = None,
+                 timeout_s: float = 300.0) -> None:
+        self.repo = Path(repo)
+        self.timeout_s = timeout_s
+        self._secrets = [token] if token else []
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", LC_ALL="C",
+                   GIT_CONFIG_COUNT=str(len(_CONFIG)))
+        for i, (key, value) in enumerate(_CONFIG.items()):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+        if token:
+            scratch_dir = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix="agentswarm-git-"))
+            env.update(GIT_TOKEN=token, GIT_ASKPASS=str(write_askpass(scratch_dir)))
+        self.env = env
+
+    def __call__(self, *args: str, check: bool = True, timeout_s: float | None = None,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run `git <args>`; GitError (scrubbed) on a non-zero exit when `check`."""
+        try:
+            proc = subprocess.run(["git", *args], cwd=cwd or self.repo, env=self.env, capture_output=True,
+                                  text=True, errors="replace", timeout=timeout_s or self.timeout_s,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {self._show(args)}: no answer within {timeout_s or self.timeout_s:g}s") from None
+        if check and proc.returncode != 0:
+            raise GitError(f"git {self._show(args)} failed (exit {proc.returncode}): "
+                           f"{scrub(proc.stderr.strip(), self._secrets)[-1500:]}")
+        return proc
+
+    def out(self, *args: str, timeout_s: float | None = None) -> str:
+        """Stdout of `git <args>`, stripped."""
+        return self(*args, timeout_s=timeout_s).stdout.strip()
+
+    def _show(self, args: tuple[str, ...]) -> str:
+        return scrub(" ".join(args), self._secrets)[:300]
+
+    # -- the runner's steps --------------------------------------------------------------------
+
+    def clone(self, url: str) -> None:
+        """Clone `url` into the repository directory (which must not exist or be empty)."""
+        self.repo.parent.mkdir(parents=True, exist_ok=True)
+        self("clone", "--no-checkout", "--quiet", url, str(self.repo), cwd=self.repo.parent)
+
+    def configure_identity(self) -> None:
+        """The committer every runner commit carries."""
+        self("config", "user.name", COMMITTER_NAME)
+        self("config", "user.email", COMMITTER_EMAIL)
+
+    def reset_config(self, url: str) -> None:
+        """Rewrite .git/config from scratch, dropping anything the agent planted there (hooks, helpers, URLs)."""
+        (self.repo / ".git" / "config").write_text(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+            "\tlogallrefupdates = true\n")
+        self("config", "remote.origin.url", url)
+        self("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
+        self.configure_identity()
+
+    def has_commit(self, sha: str) -> bool:
+        """True if `sha` names a commit in this repository."""
+        return self("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+    def checkout_branch(self, branch: str, base_sha: str) -> str:
+        """Create (or reset) `branch` at `base_sha` and check it out; returns the full base sha."""
+        if not self.has_commit(base_sha):
+            self("fetch", "--quiet", "origin", base_sha, check=False)
+        if not self.has_commit(base_sha):
+            raise GitError(f"base commit {base_sha} is not in the repository")
+        full = self.out("rev-parse", f"{base_sha}^{{commit}}")
+        self("checkout", "--quiet", "--force", "-B", branch, full)
+        return full
+
+    def dirty(self) -> bool:
+        """True if the working tree has changes (including untracked files not ignored)."""
+        return bool(self.out("status", "--porcelain", "--untracked-files=all"))
+
+    def commit_all(self, message: str) -> str | None:
+        """Stage everything and commit it; the new sha, or None if there was nothing to commit."""
+        if not self.dirty():
+            return None
+        self("add", "--all")
+        if self("diff", "--cached", "--quiet", check=False).returncode == 0:
+            return None
+        self("commit", "--quiet", "--no-verify", "-m", message)
+        return self.out("rev-parse", "HEAD")
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """True if `older` is an ancestor of (or equal to) `newer`."""
+        return self("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+    def measure(self, base: str) -> Measure:
+        """Commits, head, files and line counts of base..HEAD, from git itself."""
+        head = self.out("rev-parse", "HEAD")
+        commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
+        raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout
+        m = Measure(commits=commits, head_sha=head)
+        for entry in raw.split("\0"):
+            if not entry.strip():
+                continue
+            added, removed, path = entry.split("\t", 2)
+            m.files_changed.append(path)
+            m.insertions += int(added) if added.isdigit() else 0  # "-" marks a binary file
+            m.deletions += int(removed) if removed.isdigit() else 0
+        return m
+
+    def push_branch(self, branch: str) -> str:
+        """Push HEAD to origin's `branch` only; a rejected non-fast-forward is retried once with a lease."""
+        ref = f"refs/heads/{branch}"
+        first = self("push", "--quiet", "--no-verify", "origin", f"HEAD:{ref}", check=False)
+        if first.returncode == 0:
+            return "pushed"
+        err = first.stderr
+        if not re.search(r"non-fast-forward|fetch first|stale info", err):
+            raise GitError(f"git push failed (exit {first.returncode}): {scrub(err.strip(), self._secrets)[-1500:]}")
+        # An earlier attempt of this task left the branch: replace it, and only if it is still what we saw.
+        listed = self.out("ls-remote", "origin", ref).split()
+        expect = listed[0] if listed else ""
+        self("push", "--quiet", "--no-verify", f"--force-with-lease={ref}:{expect}", "origin", f"HEAD:{ref}")
+        return "force-pushed over an earlier attempt"

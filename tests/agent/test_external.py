@@ -1,0 +1,106 @@
+"""External agent drivers: a shell-template agent and mini-swe-agent (from PyPI) against the fake LLM."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentswarm.agent.external import external_agent, install_mini_swe_agent
+from agentswarm.testing.fake_llm import FakeLLMServer
+from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, write_task
+
+# A tiny "agent CLI": asks the model (through the env the driver sets) what to write, writes it, exits.
+TINY_AGENT = r"""
+import json, os, sys, urllib.request
+prompt = open(os.environ["AGENTSWARM_PROMPT_FILE"]).read()
+req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", method="POST",
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"},
+    data=json.dumps({"model": os.environ["OPENAI_MODEL"], "messages": [{"role": "user", "content": prompt}]}).encode())
+reply = json.load(urllib.request.urlopen(req))["choices"][0]["message"]["content"]
+open("NOTES.md", "w").write(reply + "\n")
+seen = {k: os.environ.get(k, "") for k in ("LLM_API_KEY", "GIT_TOKEN")}
+print("tiny agent wrote NOTES.md; saw", json.dumps(seen), "prompt has task:", "<task>" in prompt)
+"""
+
+
+def test_cmd_agent_runs_with_llm_env_and_its_work_is_harvested(tmp_path: Path, hub) -> None:
+    script = tmp_path / "tiny_agent.py"
+    script.write_text(TINY_AGENT)
+    reply = {"content": "hello from the model", "tool_calls": [], "usage": {"prompt_tokens": 50, "completion_tokens": 5}}
+    with FakeLLMServer([reply]) as llm:
+        task = write_task(tmp_path / "sb", hub, llm.url, agent=f"cmd:{shlex.quote(sys.executable)} {script}")
+        code, result, err = run_runner(task)
+        headers = llm.request_headers
+    assert code == 0, (result, err)
+    assert result["status"] == "complete" and result["files_changed"] == ["NOTES.md"] and result["insertions"] == 1
+    assert git(hub.path, "show", f"{result['head_sha']}:NOTES.md") == "hello from the model"
+    # The proxy put the real key on the upstream call; the agent itself saw neither secret.
+    assert headers[0]["Authorization"] == f"Bearer {SECRET_KEY}"
+    events = [json.loads(line) for line in result["transcript"].splitlines()]
+    output = next(e["result"] for e in events if e["kind"] == "tool" and e["name"] == "cmd")
+    assert 'saw {"LLM_API_KEY": "", "GIT_TOKEN": ""} prompt has task: True' in output
+    assert result["llm_calls"] == [{"prompt_tokens": 50, "completion_tokens": 5, "latency_ms": result["llm_calls"][0]["latency_ms"],
+                                    "model": "fake-glm", "ok": True, "error": None}]
+    assert result["tokens"] == {"prompt": 50, "completion": 5}
+    assert_no_secrets(json.dumps(result), (tmp_path / "sb" / "transcript.jsonl").read_text())
+
+
+def test_crashing_agent_leaves_a_failed_handoff(tmp_path: Path, hub) -> None:
+    crash = "cmd:echo partial > NOTES.md; echo 'Traceback: boom' >&2; kill -SEGV $$"
+    with FakeLLMServer([]) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url, agent=crash))
+    assert code == 1 and result["status"] == "failed"
+    assert "exited -11" in result["error"] and "Traceback: boom" in result["error"]
+    assert result["files_changed"] == ["NOTES.md"]  # partial work is measured from git, not lost
+
+
+def test_agent_can_report_blocked_through_the_status_file(tmp_path: Path, hub) -> None:
+    agent = """cmd:printf '{"status": "blocked", "summary": "needs src/world.ts"}' > {status_file}"""
+    with FakeLLMServer([]) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url, agent=agent))
+    assert code == 2 and result["status"] == "blocked" and result["summary"] == "needs src/world.ts"
+
+
+def test_unknown_agent_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown agent"):
+        external_agent("claude-in-a-box")
+
+
+@pytest.fixture(scope="session")
+def mini_bin() -> Path:
+    try:
+        return install_mini_swe_agent()
+    except Exception as exc:  # no registry access here: say so rather than pass
+        pytest.skip(f"mini-swe-agent could not be installed: {exc}")
+
+
+def bash(command: str) -> dict:
+    return {"content": "Next step.", "tool_calls": [{"name": "bash", "arguments": {"command": command}}]}
+
+
+def test_mini_swe_agent_from_pypi_commits_through_the_driver(tmp_path: Path, hub, mini_bin: Path) -> None:
+    script = [
+        bash("sed -i 's/answer = 41/answer = 42/' src/index.ts && printf 'a\\nb\\n' > NOTES.md"),
+        bash("git status --short"),
+        bash("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"),
+    ]
+    with FakeLLMServer(script) as llm:
+        task = write_task(tmp_path / "sb", hub, llm.url, agent="mini-swe-agent")
+        code, result, err = run_runner(task, timeout=120, AGENTSWARM_MINI_BIN=str(mini_bin))
+        requests = llm.requests
+        headers = llm.request_headers
+    assert code == 0, (result["error"], err[-2000:])
+    assert result["status"] == "complete"
+    assert len(requests) == 3 and requests[0]["tools"][0]["function"]["name"] == "bash"
+    assert "<task>" in requests[0]["messages"][1]["content"]
+    assert all(h["Authorization"] == f"Bearer {SECRET_KEY}" for h in headers)
+    stats = hub.numstat(hub.base, result["head_sha"])
+    assert result["files_changed"] == [p for *_x, p in stats] == ["NOTES.md", "src/index.ts"]
+    assert (result["insertions"], result["deletions"]) == (3, 1)
+    assert hub.branch_sha("swarm/t1") == result["head_sha"]
+    assert len(result["llm_calls"]) == 3 and result["tokens"]["prompt"] > 0
+    assert_no_secrets(json.dumps(result))

@@ -1,0 +1,172 @@
+"""The worker runner as a real subprocess against the fake LLM over HTTP and a real bare hub."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from agentswarm.testing.fake_llm import FakeLLMServer
+from tests.agent.conftest import (
+    SECRET_KEY,
+    assert_no_secrets,
+    git,
+    run_runner,
+    start_runner,
+    write_task,
+)
+
+
+def call(name: str, **arguments) -> dict:
+    return {"name": name, "arguments": arguments}
+
+
+EDIT_TWO_FILES = [
+    {"content": "Reading first.", "tool_calls": [call("read_file", path="src/index.ts")]},
+    {"content": None, "tool_calls": [
+        call("edit_file", path="src/index.ts", old="answer = 41", new="answer = 42"),
+        call("write_file", path="NOTES.md", content="# Notes\n\none\ntwo\nthree\n"),
+    ]},
+    {"content": None, "tool_calls": [call("run", command="git status --short", timeout_s=20)]},
+    {"content": None, "tool_calls": [call("finish", status="complete", summary="answer is 42; notes added")]},
+]
+
+
+def test_scripted_task_edits_commits_pushes_and_measures_from_git(tmp_path: Path, hub) -> None:
+    with FakeLLMServer(EDIT_TWO_FILES) as llm:
+        task = write_task(tmp_path / "sb", hub, llm.url)
+        code, result, err = run_runner(task)
+        requests = llm.requests
+        headers = llm.request_headers
+    assert code == 0, (result, err)
+    assert result["status"] == "complete" and result["error"] is None
+    head = hub.branch_sha("swarm/t1")
+    assert head == result["head_sha"]
+    assert result["commits"] == git(hub.path, "rev-list", "--reverse", f"{hub.base}..{head}").split()
+    assert len(result["commits"]) == 1
+    stats = hub.numstat(hub.base, head)
+    assert result["files_changed"] == [p for _a, _d, p in stats] == ["NOTES.md", "src/index.ts"]
+    assert result["insertions"] == sum(a for a, _d, _p in stats) == 6
+    assert result["deletions"] == sum(d for _a, d, _p in stats) == 1
+    assert git(hub.path, "show", f"{head}:src/index.ts") == "export const answer = 42;"
+    # The commit carries the runner's identity and a message derived from the task.
+    assert git(hub.path, "log", "-1", "--format=%cn <%ce>|%s", head) == \
+        "AgentSwarm Worker <worker@agentswarm.local>|feature: Bump the answer"
+    assert hub.branch_sha("main") == hub.base  # only its own branch moved
+    # Tokens and calls travel in the handoff, one record per model request.
+    assert len(result["llm_calls"]) == len(requests) == 4
+    assert result["tokens"]["prompt"] == sum(c["prompt_tokens"] for c in result["llm_calls"]) > 0
+    assert all(h.get("Authorization") == f"Bearer {SECRET_KEY}" for h in headers)
+    # The model saw the worker prompt with AGENTS.md, the task, and real tool results.
+    first = requests[0]["messages"]
+    assert first[0]["content"].startswith("# AgentSwarm worker") and "AGENTS-MARKER-42" in first[0]["content"]
+    assert "<task>" in first[1]["content"]
+    tool_results = [m["content"] for m in requests[3]["messages"] if m["role"] == "tool"]
+    assert "export const answer = 41;" in tool_results[0]
+    assert any("M src/index.ts" in r and "?? NOTES.md" in r for r in tool_results)
+    # The transcript is on disk beside result.json and inline, and holds no secret.
+    on_disk = (tmp_path / "sb" / "transcript.jsonl").read_text()
+    kinds = [json.loads(line)["kind"] for line in on_disk.splitlines()]
+    assert kinds.count("assistant") == 4 and kinds.count("tool") == 5 and kinds[-1] == "outcome"
+    assert result["transcript"] == on_disk and result["transcript_truncated"] is False
+    clone_config = (tmp_path / "sb" / "repo" / ".git" / "config").read_text()
+    assert_no_secrets(json.dumps(result), on_disk, clone_config, err)
+
+
+def test_second_attempt_replaces_the_branch_of_an_earlier_one(tmp_path: Path, hub) -> None:
+    first = [{"content": None, "tool_calls": [call("write_file", path="NOTES.md", content="first\n")]},
+             {"content": None, "tool_calls": [call("finish", status="complete", summary="first")]}]
+    second = [{"content": None, "tool_calls": [call("write_file", path="NOTES.md", content="second\nattempt\n")]},
+              {"content": None, "tool_calls": [call("finish", status="complete", summary="second")]}]
+    with FakeLLMServer(first) as llm:
+        code1, r1, _ = run_runner(write_task(tmp_path / "a1", hub, llm.url))
+    with FakeLLMServer(second) as llm:
+        code2, r2, err = run_runner(write_task(tmp_path / "a2", hub, llm.url))
+    assert (code1, code2) == (0, 0), err
+    assert r1["head_sha"] != r2["head_sha"] == hub.branch_sha("swarm/t1")
+    assert r2["insertions"] == 2 and r2["files_changed"] == ["NOTES.md"]
+
+
+def test_complete_without_changes_is_blocked_not_a_success(tmp_path: Path, hub) -> None:
+    lazy = [{"content": None, "tool_calls": [call("finish", status="complete", summary="all done")]}] * 2
+    with FakeLLMServer(lazy) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url))
+        pushback = llm.requests[1]["messages"][-1]["content"]
+    assert code == 2 and result["status"] == "blocked"
+    assert "no changes" in result["error"] and result["commits"] == [] and result["head_sha"] == hub.base
+    assert "has no changes" in pushback  # the model was told once before its word was refused
+    assert hub.branch_sha("swarm/t1") is None
+
+
+def test_model_that_never_finishes_stops_at_the_step_limit(tmp_path: Path, hub) -> None:
+    counter = iter(range(1000))
+
+    def wanders(_body: dict) -> dict:
+        return {"content": None, "tool_calls": [call("list_files", path="src" if next(counter) % 2 else ".")]}
+
+    with FakeLLMServer(wanders) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url, limits={"max_steps": 5}))
+        n = len(llm.requests)
+    assert code == 1 and result["status"] == "failed"
+    assert "step limit" in result["error"] and n == 5 and len(result["llm_calls"]) == 5
+
+
+def test_sigterm_leaves_a_failed_handoff(tmp_path: Path, hub) -> None:
+    script = [{"content": None, "tool_calls": [call("run", command="sleep 30", timeout_s=60)]}]
+    with FakeLLMServer(script) as llm:
+        task = write_task(tmp_path / "sb", hub, llm.url)
+        proc = start_runner(task)
+        deadline = time.monotonic() + 20
+        while not llm.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the tool start its sleep
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    result = json.loads((tmp_path / "sb" / "result.json").read_text())
+    assert proc.returncode == 1
+    assert result["status"] == "failed" and result["error"] == "killed by SIGTERM"
+    assert result["task_id"] == "t1" and len(result["llm_calls"]) == 1
+
+
+def test_llm_server_errors_end_in_a_failed_handoff(tmp_path: Path, hub) -> None:
+    def broken(_body: dict) -> dict:
+        raise RuntimeError("model backend exploded")
+
+    with FakeLLMServer(broken) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url))
+    assert code == 1 and result["status"] == "failed"
+    assert "LLM call failed" in result["error"] and result["llm_calls"][-1]["ok"] is False
+
+
+def test_deadline_stops_the_agent_and_still_writes_the_handoff(tmp_path: Path, hub) -> None:
+    script = [{"content": None, "tool_calls": [call("write_file", path="NOTES.md", content="partial\n")]},
+              {"content": None, "tool_calls": [call("run", command="sleep 60", timeout_s=120)]}]
+    with FakeLLMServer(script) as llm:
+        started = time.monotonic()
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url, limits={"timeout_s": 8}))
+    assert time.monotonic() - started < 12
+    assert code == 1 and result["status"] == "failed" and "timed out" in result["error"]
+    # The partial work was still committed and pushed, measured from git.
+    assert result["files_changed"] == ["NOTES.md"] and hub.branch_sha("swarm/t1") == result["head_sha"]
+
+
+def test_bad_task_json_is_a_runner_error_with_a_handoff(tmp_path: Path, hub) -> None:
+    task = write_task(tmp_path / "sb", hub, "http://127.0.0.1:9", kind="nonsense")
+    code, result, _ = run_runner(task)
+    assert code == 3 and result["status"] == "failed" and result["task_id"] == "t1"
+    assert "task.kind" in result["error"]
+
+
+def test_unreachable_hub_is_a_runner_error(tmp_path: Path, hub) -> None:
+    task = write_task(tmp_path / "sb", hub, "http://127.0.0.1:9", repo_url=str(tmp_path / "nowhere.git"))
+    code, result, _ = run_runner(task)
+    assert code == 3 and result["status"] == "failed" and "clone" in result["error"]
+
+
+def test_the_swarm_simulator_drives_the_builtin_agent_end_to_end(tmp_path: Path, hub) -> None:
+    with FakeLLMServer() as llm:  # no script: the simulator plays the worker from the <task> section
+        code, result, err = run_runner(write_task(tmp_path / "sb", hub, llm.url))
+    assert code == 0, (result["error"], err)
+    assert result["files_changed"] == ["NOTES.md", "src/index.ts"] and result["status"] == "complete"
+    assert hub.numstat(hub.base, result["head_sha"]) and hub.branch_sha("swarm/t1") == result["head_sha"]
