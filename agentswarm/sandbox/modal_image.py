@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 NODE_MAJOR = 22
 PNPM_VERSION = "9"
 WORKDIR = "/work"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS_IN_IMAGE = "/root/prompts"
 # tool -> command printing its version; run in the image by `modal run infra/sandbox_image.py`.
 VERSION_COMMANDS: dict[str, list[str]] = {
     "python": ["python", "--version"],
@@ -39,9 +42,11 @@ def worker_image(modal: Any, python_version: str = "3.11") -> Any:
             f"mkdir -p {WORKDIR}",
         )
         .pip_install("requests>=2.32")
-        .env({"PYTHONPATH": "/root", "PYTHONUNBUFFERED": "1", "GIT_TERMINAL_PROMPT": "0"})
-        # Last, so that editing the package does not rebuild the layers above.
+        .env({"PYTHONPATH": "/root", "PYTHONUNBUFFERED": "1", "GIT_TERMINAL_PROMPT": "0",
+              "AGENTSWARM_PROMPTS_DIR": PROMPTS_IN_IMAGE})
+        # Last, so that editing the package or a prompt does not rebuild the layers above.
         .add_local_python_source("agentswarm", copy=True)
+        .add_local_dir(str(PROMPTS_DIR), PROMPTS_IN_IMAGE, copy=True)
     )
 
 

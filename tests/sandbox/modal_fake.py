@@ -175,7 +175,7 @@ def make_fake_modal(world: World) -> types.SimpleNamespace:
             return FakeImage([("debian_slim", python_version)])
 
         def __getattr__(self, method: str):
-            if method not in {"apt_install", "run_commands", "pip_install", "env", "add_local_python_source"}:
+            if method not in {"apt_install", "run_commands", "pip_install", "env", "add_local_python_source", "add_local_dir"}:
                 raise AttributeError(method)
 
             def step(*args, **kwargs):

@@ -39,7 +39,7 @@ REAL = {
     "SandboxFilesystem.read_bytes": (SandboxFilesystem.read_bytes, True),
     "ContainerProcess.wait": (ContainerProcess.wait, True),
     **{f"Image.{m}": (getattr(modal.Image, m), True)
-       for m in ("apt_install", "run_commands", "pip_install", "env", "add_local_python_source")},
+       for m in ("apt_install", "run_commands", "pip_install", "env", "add_local_python_source", "add_local_dir")},
 }
 
 
