@@ -93,15 +93,15 @@ def _record(db, task: Task, strategy: str, result: MergeResult, started_at: date
     elif status is MergeStatus.conflict:
         record_event(db, "merge.conflict", ", ".join(result.conflict_files)[:500], run_id=task.run_id,
                      task_id=task.id, files=result.conflict_files)
-        if settings.conflict_policy is ConflictPolicy.resolve:
-            child = conflict_task_for(db, task, result)
-            if child is not None:
-                record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,
-                             origin=task.id)
-                dispatch_pending(db, task.run_id)
-            else:
-                record_event(db, "merge.needs_person", f"conflict cap reached for {task.id}",
-                             run_id=task.run_id, task_id=task.id)
+        child = conflict_task_for(db, task, result) if settings.conflict_policy is ConflictPolicy.resolve else None
+        if child is not None:
+            record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,
+                         origin=task.id)
+            dispatch_pending(db, task.run_id)
+        else:
+            why = "conflict cap reached" if settings.conflict_policy is ConflictPolicy.resolve else "policy is skip"
+            record_event(db, "merge.needs_person", f"{why}: {task.branch} left unmerged",
+                         run_id=task.run_id, task_id=task.id)
     else:
         record_event(db, "merge.failed", (result.error or "")[:500], run_id=task.run_id, task_id=task.id)
     return attempt
