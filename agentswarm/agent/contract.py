@@ -33,6 +33,35 @@ def _build(cls, data: dict[str, Any], where: str):
         raise ContractError(f"{where}: {exc}") from None
 
 
+class _Document:
+    """Reading and writing one of the two JSON documents."""
+
+    _where = "document"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from parsed JSON, refusing unknown fields."""
+        return _build(cls, data, cls._where)
+
+    @classmethod
+    def load(cls, path: str):
+        """Read and check a JSON file."""
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ContractError(f"{path}: not JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return asdict(self)
+
+    def dump(self, path: str) -> None:
+        """Write atomically."""
+        write_json_atomic(path, self.to_dict())
+
+
 @dataclass
 class LLMSettings:
     """How the agent reaches the model. The API key is never written here: it comes from the env."""
@@ -52,8 +81,10 @@ class Limits:
 
 
 @dataclass
-class TaskSpec:
+class TaskSpec(_Document):
     """task.json: everything the worker runner needs, and nothing secret."""
+
+    _where = "task"
 
     id: str
     run_id: str
@@ -86,24 +117,6 @@ class TaskSpec:
         if isinstance(self.acceptance, str):
             self.acceptance = [self.acceptance]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        return _build(cls, data, "task")
-
-    @classmethod
-    def load(cls, path: str) -> TaskSpec:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ContractError(f"{path}: not JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def dump(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
 
 
 @dataclass
@@ -119,8 +132,10 @@ class LLMCallRecord:
 
 
 @dataclass
-class Handoff:
+class Handoff(_Document):
     """result.json: what the task did, measured from git rather than taken from the agent's word."""
+
+    _where = "handoff"
 
     task_id: str
     status: str
@@ -147,24 +162,6 @@ class Handoff:
             _build(LLMCallRecord, c, "handoff.llm_calls[]") if isinstance(c, dict) else c for c in self.llm_calls
         ]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Handoff:
-        return _build(cls, data, "handoff")
-
-    @classmethod
-    def load(cls, path: str) -> Handoff:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ContractError(f"{path}: not JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def dump(self, path: str) -> None:
-        write_json_atomic(path, self.to_dict())
 
 
 def write_json_atomic(path: str, data: Any) -> None:

@@ -42,8 +42,9 @@ class HeadTail:
         self.total = 0
         self.dropped = 0
 
-    def feed(self, data: bytes) -> None:
-        """Add a chunk."""
+    def feed(self, data: bytes | str) -> None:
+        """Add a chunk (text is encoded as UTF-8)."""
+        data = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
         self.total += len(data)
         room = self.cap // 2 - len(self.head)
         if room > 0:

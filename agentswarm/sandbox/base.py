@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from agentswarm.agent.shell import HeadTail
 from agentswarm.errors import SwarmError
 
 OUTPUT_CAP_BYTES = 64 * 1024
@@ -95,39 +96,8 @@ def check_relpath(path: str) -> str:
     return path
 
 
-class CappedText:
-    """Collects a stream, keeping the first and last `cap/2` bytes and counting what it drops."""
-
-    def __init__(self, cap: int = OUTPUT_CAP_BYTES) -> None:
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def feed(self, chunk: bytes | str) -> None:
-        """Add a chunk of output."""
-        data = chunk.encode("utf-8", "replace") if isinstance(chunk, str) else bytes(chunk)
-        half = self.cap // 2
-        room = half - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        self.tail += data
-        if len(self.tail) > self.cap - half:
-            excess = len(self.tail) - (self.cap - half)
-            self.dropped += excess
-            del self.tail[:excess]
-
-    def text(self) -> str:
-        """The kept output, with a marker where bytes were dropped."""
-        if not self.dropped:
-            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace")
-        marker = f"\n[... {self.dropped} bytes truncated ...]\n".encode()
-        return (bytes(self.head) + marker + bytes(self.tail)).decode("utf-8", "replace")
-
-
 def cap_output(data: bytes | str, cap: int = OUTPUT_CAP_BYTES) -> str:
     """Cap one complete output to `cap` bytes, keeping its head and tail."""
-    buf = CappedText(cap)
+    buf = HeadTail(cap)
     buf.feed(data)
     return buf.text()

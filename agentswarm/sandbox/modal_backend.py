@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentswarm.agent.shell import HeadTail
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
     OUTPUT_CAP_BYTES,
-    CappedText,
     ExecResult,
     SandboxCreateError,
     SandboxError,
@@ -196,7 +196,7 @@ class ModalSandboxBackend:
         started = time.monotonic()
         proc = self._call("exec", box.exec, *argv, timeout=max(1, math.ceil(timeout_s)), workdir=sb.workdir,
                           text=False)
-        out, err = CappedText(self.config.output_cap_bytes), CappedText(self.config.output_cap_bytes)
+        out, err = HeadTail(self.config.output_cap_bytes), HeadTail(self.config.output_cap_bytes)
         drain_err = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
         drain_err.start()
         try:
@@ -252,6 +252,6 @@ class ModalSandboxBackend:
                              meta={"attempt": attempt, "name": name, "app_name": self.config.app_name})
 
 
-def _drain(stream: Any, sink: CappedText) -> None:
+def _drain(stream: Any, sink: HeadTail) -> None:
     for chunk in stream:
         sink.feed(chunk)

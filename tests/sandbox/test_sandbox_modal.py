@@ -79,7 +79,7 @@ def test_files_and_exec(backend: ModalSandboxBackend, world: World) -> None:
     assert backend.exec(sb, ["exit", "2"], timeout_s=5).exit_code == 2
 
     long = backend.exec(sb, ["echo", "x" * 500], timeout_s=5)
-    assert "bytes truncated" in long.stdout and len(long.stdout) < 120
+    assert "bytes of output truncated" in long.stdout and len(long.stdout) < 120
 
 
 def test_timed_out_exec_returns_minus_one(backend: ModalSandboxBackend) -> None:
