@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from agentswarm.db.models import Event, Feature, LLMCall, MergeAttempt, Run, Task
+from agentswarm.db.models import Event, Feature, Handoff, LLMCall, MergeAttempt, Run, Task
 
 
 def latest_run(db) -> Run | None:
@@ -56,3 +56,156 @@ def recent_events(db, run_id: str | None, limit: int = 20) -> list[dict]:
     rows = list(db.scalars(q))[::-1]
     return [{"at": e.created_at.strftime("%H:%M:%S"), "kind": e.kind, "task": e.task_id, "message": e.message}
             for e in rows if e.kind != "metrics.snapshot"]
+
+
+# --- queries for the dashboard (also usable by the CLI) ---
+
+MAX_LIMIT = 500
+_TEXT_CAP = 400
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _clip(text: str | None, cap: int = _TEXT_CAP) -> str | None:
+    return text if text is None or len(text) <= cap else text[:cap] + "…"
+
+
+def find_run(db, run_id: str | None) -> Run | None:
+    """The run with this id, or the latest run when no id is given."""
+    return db.get(Run, run_id) if run_id else latest_run(db)
+
+
+def run_metrics(db, run: Run, summary: dict | None = None) -> dict:
+    """Derived figures: commits landed per hour, merge success rate, and how much of each budget is used."""
+    summary = summary or run_summary(db, run)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    landed = db.scalars(select(MergeAttempt.commits_landed).join(Task).where(
+        Task.run_id == run.id, MergeAttempt.status == "merged", MergeAttempt.finished_at > hour_ago)).all()
+    merges = summary["merges"]
+    decided = sum(merges.get(k, 0) for k in ("merged", "conflict", "failed"))
+    llm = summary["llm"]
+    tokens = llm["prompt_tokens"] + llm["completion_tokens"]
+    task_total = sum(summary["tasks"].values())
+    now = datetime.now(UTC)
+    end = run.ended_at or now
+    elapsed = (end - run.started_at).total_seconds() if run.started_at else 0.0
+    window = run.deadline_at - run.started_at if run.deadline_at and run.started_at else None
+    return {
+        "commits_last_hour": sum(len(c or []) for c in landed),
+        "merge_success_rate": round(merges.get("merged", 0) / decided, 4) if decided else None,
+        "elapsed_s": round(elapsed, 1),
+        "used": {
+            "tokens": tokens, "tokens_frac": _frac(tokens, run.max_tokens),
+            "dollars": llm["cost_usd"], "dollars_frac": _frac(llm["cost_usd"], run.max_dollars),
+            "tasks": task_total, "tasks_frac": _frac(task_total, run.max_tasks),
+            "time_frac": _frac(elapsed, window.total_seconds()) if window else None,
+        },
+    }
+
+
+def _frac(used: float, budget: float | None) -> float | None:
+    return round(min(used / budget, 9.99), 4) if budget else None
+
+
+def task_row(t: Task, now: datetime | None = None) -> dict:
+    """One task as the task list shows it."""
+    now = now or datetime.now(UTC)
+    elapsed = None
+    if t.started_at:
+        elapsed = round(((t.finished_at or now) - t.started_at).total_seconds(), 1)
+    return {
+        "id": t.id, "run": t.run_id, "kind": t.kind, "status": t.status, "title": t.title,
+        "priority": t.priority, "scope": t.scope, "attempts": t.attempts, "max_attempts": t.max_attempts,
+        "sandbox": t.sandbox_id, "parent": t.parent_id, "depth": t.depth, "branch": t.branch,
+        "created_at": _iso(t.created_at), "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at),
+        "heartbeat_at": _iso(t.heartbeat_at), "updated_at": _iso(t.updated_at), "elapsed_s": elapsed,
+        "summary": _clip(t.summary), "error": _clip(t.error),
+    }
+
+
+def task_list(db, run_id: str | None, statuses: list[str] | None = None, limit: int = 50) -> list[dict]:
+    """The most recently changed tasks of a run, optionally only some states."""
+    q = select(Task).order_by(Task.updated_at.desc(), Task.id).limit(max(1, min(limit, MAX_LIMIT)))
+    if run_id:
+        q = q.where(Task.run_id == run_id)
+    if statuses:
+        q = q.where(Task.status.in_(statuses))
+    now = datetime.now(UTC)
+    return [task_row(t, now) for t in db.scalars(q)]
+
+
+def handoff_row(h: Handoff) -> dict:
+    """One handoff without its transcript (that has its own endpoint)."""
+    return {
+        "id": h.id, "attempt": h.attempt, "status": h.status, "summary": h.summary, "error": h.error,
+        "commits": h.commits, "head_sha": h.head_sha, "files_changed": h.files_changed,
+        "insertions": h.insertions, "deletions": h.deletions, "prompt_tokens": h.prompt_tokens,
+        "completion_tokens": h.completion_tokens, "llm_calls": h.llm_calls, "duration_s": h.duration_s,
+        "transcript_bytes": len(h.transcript or ""), "created_at": _iso(h.created_at),
+    }
+
+
+def merge_row(m: MergeAttempt, title: str | None = None) -> dict:
+    """One merge attempt as the commit feed shows it."""
+    return {
+        "id": m.id, "task": m.task_id, "title": title, "branch": m.branch, "strategy": m.strategy,
+        "status": m.status, "main_before": m.main_before, "main_after": m.main_after,
+        "commits": len(m.commits_landed or []), "conflict_files": m.conflict_files, "error": _clip(m.error),
+        "duration_ms": m.duration_ms, "queued_at": _iso(m.queued_at), "finished_at": _iso(m.finished_at),
+    }
+
+
+def task_detail(db, task_id: str) -> dict | None:
+    """A task with its description, handoffs and merge attempts; None if there is no such task."""
+    t = db.get(Task, task_id)
+    if t is None:
+        return None
+    handoffs = db.scalars(select(Handoff).where(Handoff.task_id == task_id).order_by(Handoff.attempt, Handoff.id))
+    merges = db.scalars(select(MergeAttempt).where(MergeAttempt.task_id == task_id).order_by(MergeAttempt.id))
+    return {
+        **task_row(t), "summary": t.summary, "error": t.error, "description": t.description,
+        "acceptance": t.acceptance, "feature_ids": t.feature_ids, "origin": t.origin_id, "base_sha": t.base_sha,
+        "handoffs": [handoff_row(h) for h in handoffs], "merges": [merge_row(m, t.title) for m in merges],
+    }
+
+
+def latest_transcript(db, task_id: str, attempt: int | None = None) -> Handoff | None:
+    """The handoff (latest attempt, or the one asked for) whose transcript the log viewer replays."""
+    q = select(Handoff).where(Handoff.task_id == task_id).order_by(Handoff.attempt.desc(), Handoff.id.desc())
+    if attempt is not None:
+        q = q.where(Handoff.attempt == attempt)
+    return db.scalars(q.limit(1)).first()
+
+
+def merge_feed(db, run_id: str | None, limit: int = 30, statuses: list[str] | None = None) -> list[dict]:
+    """The newest merge attempts (landed on main, conflicted or failed), newest first."""
+    when = func.coalesce(MergeAttempt.finished_at, MergeAttempt.queued_at)
+    q = (select(MergeAttempt, Task.title).join(Task).order_by(when.desc(), MergeAttempt.id.desc())
+         .limit(max(1, min(limit, MAX_LIMIT))))
+    if run_id:
+        q = q.where(Task.run_id == run_id)
+    if statuses:
+        q = q.where(MergeAttempt.status.in_(statuses))
+    return [merge_row(m, title) for m, title in db.execute(q).all()]
+
+
+def events_after(db, run_id: str | None, after: int | None = None, limit: int = 100) -> dict:
+    """Events newer than id `after` (or the newest `limit`), oldest first, and the id to poll after next."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    q = select(Event)
+    if run_id:
+        q = q.where((Event.run_id == run_id) | Event.run_id.is_(None))
+    if after is None:
+        rows = list(db.scalars(q.order_by(Event.id.desc()).limit(limit)))[::-1]
+    else:
+        rows = list(db.scalars(q.where(Event.id > after).order_by(Event.id).limit(limit)))
+    last = rows[-1].id if rows else after
+    if last is None:
+        last = db.scalar(select(func.max(Event.id))) or 0
+    return {
+        "last_id": last,
+        "events": [{"id": e.id, "at": _iso(e.created_at), "kind": e.kind, "task": e.task_id, "run": e.run_id,
+                    "message": _clip(e.message, 1000)} for e in rows if e.kind != "metrics.snapshot"],
+    }

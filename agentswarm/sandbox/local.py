@@ -94,16 +94,20 @@ class LocalSandboxBackend:
         sbdir = self.root / sid
         with self.admission:
             sbdir.parent.mkdir(parents=True, exist_ok=True)
+            # Built aside and renamed into place, so list() never sees a sandbox without its meta.
+            staging = sbdir.parent / f".{sbdir.name}.{uuid.uuid4().hex[:8]}.creating"
+            staging.mkdir()
+            for sub in ("work", "home", "tmp", "logs"):
+                (staging / sub).mkdir()
+            meta = {"id": sid, "run_id": run_id, "task_id": task_id, "attempt": int(attempt),
+                    "created_at": datetime.now(UTC).isoformat(), "creator_pid": os.getpid()}
+            (staging / "meta.json").write_bytes(json.dumps(meta).encode())
             try:
-                sbdir.mkdir()
-            except FileExistsError:
+                os.rename(staging, sbdir)
+            except OSError:  # it exists already: the same attempt was created before
+                shutil.rmtree(staging, ignore_errors=True)
                 handle = self._wait_for_meta(sid)
             else:
-                for sub in ("work", "home", "tmp", "logs"):
-                    (sbdir / sub).mkdir()
-                meta = {"id": sid, "run_id": run_id, "task_id": task_id, "attempt": int(attempt),
-                        "created_at": datetime.now(UTC).isoformat(), "creator_pid": os.getpid()}
-                _write_atomic(sbdir / "meta.json", json.dumps(meta).encode())
                 handle = self._handle(sid, meta)
         with self._lock:
             self._envs[sid] = {str(k): str(v) for k, v in env.items()}

@@ -47,7 +47,8 @@ def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
         merged = s.scalars(select(MergeAttempt).where(MergeAttempt.status == "merged")).all()
         assert {m.task_id for m in merged} == {t.id for t in tasks}
         handoffs = s.scalars(select(Handoff)).all()
-        assert len(handoffs) == len(tasks) and all(h.commits and h.files_changed for h in handoffs)
+        detail = [(h.task_id, h.attempt, h.status, h.error) for h in handoffs]
+        assert len(handoffs) == len(tasks) and all(h.commits and h.files_changed for h in handoffs), detail
         roles = dict(s.execute(select(LLMCall.role, func.count()).group_by(LLMCall.role)).all())
         assert roles.get("planner", 0) >= 3 and roles.get("worker", 0) >= 2 * len(tasks)
         # Dependencies were respected: core-002 was planned only after core-001 landed.
