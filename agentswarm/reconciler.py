@@ -72,6 +72,11 @@ def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
             record_event(db, "reconcile.green", f"main {sha[:10]} builds and passes", run_id=run.id,
                          checks=summary)
             return {"sha": sha, "green": True, "fixes": []}
+        missing = [r.command for r in results if r.exit_code == 127]
+        if missing:  # the machine lacks a tool: not something an agent can fix in the code
+            record_event(db, "reconcile.cannot_run", f"command not found: {missing[0]}", run_id=run.id,
+                         checks=summary)
+            return {"sha": sha, "green": False, "fixes": [], "error": f"command not found: {missing[0]}"}
         record_event(db, "reconcile.red", f"main {sha[:10]} is broken", run_id=run.id, checks=summary)
         open_fixes = _open_fixes(db, run.id)
         room = min(settings.reconcile_max_fix_tasks - len(open_fixes), tasks_left(db, run))

@@ -72,3 +72,16 @@ def test_dead_llm_is_recorded_and_retried_next_tick(db, tmp_path):
     out = reconcile_tick(settings)
     assert out["error"] and out["fixes"] == []
     assert "skipped" not in reconcile_tick(settings)  # the sha is checked again
+
+
+def test_missing_tool_is_reported_not_turned_into_fix_tasks(db, tmp_path):
+    hub = make_hub(tmp_path, {"check.py": BROKEN})
+    with session_scope(db) as s:
+        s.add(Run(max_tasks=100, max_tokens=10**7, max_dollars=10.0))
+    with FakeLLMServer() as llm:
+        settings = load_settings(hub_path=hub, llm_base_url=llm.url, reconcile_install="",
+                                 reconcile_commands=["no-such-build-tool --check"])
+        out = reconcile_tick(settings)
+        assert out["fixes"] == [] and "command not found" in out["error"] and llm.requests == []
+    with session_scope(db) as s:
+        assert s.scalars(select(Event.kind).where(Event.kind == "reconcile.cannot_run")).all()
