@@ -68,8 +68,18 @@ def conflict_task_for(db, task: Task, result: MergeResult) -> Task | None:
     return child
 
 
+def _siblings_unmerged(db, task: Task) -> bool:
+    """True while another child of the same decomposed parent has not landed yet."""
+    if not task.parent_id:
+        return False
+    merged = select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.merged.value)
+    return bool(db.scalar(select(func.count()).where(
+        Task.parent_id == task.parent_id, Task.id != task.id, Task.id.not_in(merged),
+        Task.status != TaskStatus.cancelled.value)))
+
+
 def _mark_done(db, task: Task) -> None:
-    if task.feature_ids:
+    if task.feature_ids and not _siblings_unmerged(db, task):
         from agentswarm.feature_store import set_feature_status
 
         set_feature_status(db, task.feature_ids, "done")

@@ -8,7 +8,7 @@ import signal
 from sqlalchemy import select
 
 from agentswarm.config import get_settings
-from agentswarm.db import Handoff, Task, session_scope
+from agentswarm.db import Feature, Handoff, MergeAttempt, Task, session_scope
 from agentswarm.db.events import record_event
 from agentswarm.dispatch import dispatch_pending
 from agentswarm.hub import main_sha
@@ -23,8 +23,8 @@ def add_tasks(db_url, run_id, scopes, **kw) -> list[str]:
     ids = []
     with session_scope(db_url) as s:
         for scope in scopes:
-            t = Task(run_id=run_id, kind="manual", title=f"write {scope[0]}", description=f"Create {scope}.",
-                     scope=scope, branch="x", base_sha=main_sha(get_settings().hub_path), **kw)
+            t = Task(run_id=run_id, title=f"write {scope[0]}", description=f"Create {scope}.",
+                     scope=scope, branch="x", base_sha=main_sha(get_settings().hub_path), **{"kind": "manual", **kw})
             s.add(t)
             s.flush()
             t.branch = f"swarm/{t.id}"
@@ -130,3 +130,26 @@ def test_killed_worker_task_runs_again_once_with_one_branch(swarm, db, celery_wo
     assert swarm.git("for-each-ref", "--format=%(refname)", "refs/heads/swarm/").split() == [f"refs/heads/swarm/{tid}"]
     assert not (swarm.root / "sandboxes" / old_sandbox).exists()
     wait_for(lambda: swarm.sandbox_dirs() == [], timeout=10)
+
+
+def test_large_task_is_decomposed_and_the_parent_ends_with_its_children(swarm, db, celery_worker):
+    scope = [f"src/big/part{i}.ts" for i in range(6)]
+    [parent] = add_tasks(db, swarm.run_id, [scope], kind="feature", feature_ids=["core-001"])
+    celery_worker(queues="work", pool="threads", concurrency=4, env=swarm.env)
+    celery_worker(queues="merge", pool="solo", env=swarm.env)
+    wait_for(lambda: statuses(db, [parent])[parent] == "complete", timeout=120)
+    with session_scope(db) as s:
+        children = s.scalars(select(Task).where(Task.parent_id == parent)).all()
+        assert 2 <= len(children) <= get_settings().subplanner_max_children
+        assert all(c.status == "complete" and set(c.scope) <= set(scope) for c in children)
+        assert sorted(p for c in children for p in c.scope) == sorted(scope)
+        assert s.scalars(select(Handoff).where(Handoff.task_id == parent)).all() == []  # it ran no agent
+    wait_for(lambda: set(scope) <= set(swarm.git("ls-tree", "-r", "--name-only", "main").splitlines()),
+             timeout=60)
+    with session_scope(db) as s:  # the feature is done only once every child has landed
+        merged = s.scalars(select(MergeAttempt).where(MergeAttempt.status == "merged")
+                           .order_by(MergeAttempt.finished_at)).all()
+        assert len(merged) == len(children)
+        feature = s.get(Feature, "core-001")
+        # It changed in the last merge's transaction, after every earlier merge had finished.
+        assert feature.status == "done" and feature.updated_at > merged[-2].finished_at
