@@ -63,6 +63,22 @@ def db_current() -> None:
     current(_settings().database_url)
 
 
+@cli.command("llm-check")
+def llm_check() -> None:
+    """Probe the configured endpoint: models, a chat, and a tool call (what a swarm relies on)."""
+    from agentswarm.llm_check import check_endpoint
+    from agentswarm.planning.llm_factory import client_from_settings
+
+    s = _settings()
+    if s.demo_mode:
+        raise click.ClickException("LLM_BASE_URL is not set (demo mode uses the built-in simulator)")
+    report = check_endpoint(client_from_settings(s), s.llm_model)
+    for line in report.lines:
+        click.echo(f"{'ok  ' if line.ok else 'FAIL'} {line.name:<11} {line.detail}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
 @cli.command("fake-llm")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)

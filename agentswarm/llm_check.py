@@ -1,0 +1,65 @@
+"""`agentswarm llm-check`: is the configured endpoint usable by a swarm? (models, chat, tool calls)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentswarm.llm import LLMClient, LLMError
+
+PROBE_TOOL = {"type": "function", "function": {
+    "name": "finish", "description": "Report that the task is done.",
+    "parameters": {"type": "object", "properties": {"status": {"type": "string"}, "summary": {"type": "string"}},
+                   "required": ["status", "summary"]}}}
+
+
+@dataclass
+class CheckLine:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    lines: list[CheckLine] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(line.ok for line in self.lines)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.lines.append(CheckLine(name, ok, detail))
+
+
+def check_endpoint(client: LLMClient, model: str) -> CheckReport:
+    """Three probes a swarm relies on; each failure says what to fix."""
+    report = CheckReport()
+    try:
+        models = client.models()
+        listed = model in models
+        report.add("models", True, f"{len(models)} served" + ("" if listed or not models else
+                                                              f"; {model!r} not among {models[:5]}"))
+    except LLMError as exc:
+        report.add("models", False, f"GET /v1/models failed: {exc}")
+        return report
+    try:
+        reply = client.chat([{"role": "user", "content": "Reply with the single word: ready"}], max_tokens=64)
+        report.add("chat", bool(reply.content or reply.reasoning),
+                   f"{reply.latency_s * 1000:.0f} ms, {reply.usage.prompt_tokens}+{reply.usage.completion_tokens}"
+                   f" tokens" + ("" if reply.usage.prompt_tokens else " (no usage reported: costs will read 0)"))
+    except LLMError as exc:
+        report.add("chat", False, str(exc))
+        return report
+    try:
+        reply = client.chat(
+            [{"role": "system", "content": "You are a coding agent. Call a tool; never answer in prose."},
+             {"role": "user", "content": "The task is already done. Call finish with status complete."}],
+            tools=[PROBE_TOOL], tool_choice="auto", max_tokens=256)
+        names = [c.name for c in reply.tool_calls]
+        report.add("tool calls", "finish" in names,
+                   "the model called finish" if "finish" in names else
+                   "no tool call in the reply: the built-in agent needs OpenAI tool calls "
+                   "(SGLang: --tool-call-parser; vLLM: --enable-auto-tool-choice --tool-call-parser)")
+    except LLMError as exc:
+        report.add("tool calls", False, str(exc))
+    return report
