@@ -182,15 +182,15 @@ def run_start() -> None:
 def run_stop(reason: str) -> None:
     """Stop the active run: no new work is planned; tasks in flight finish."""
     from agentswarm.db.session import session_scope
-    from agentswarm.runs import end_run
     from agentswarm.status import latest_run
+    from agentswarm.steering import stop_run
 
     with session_scope() as db:
         r = latest_run(db)
         if r is None or r.status != "active":
             click.echo("no active run")
             return
-        end_run(db, r.id, "stopped", reason)
+        stop_run(db, r.id, reason)
         click.echo(f"run {r.id} stopped: {reason}")
 
 
@@ -201,30 +201,36 @@ def run_stop(reason: str) -> None:
 @click.option("--title", default="")
 def add_task(description: str, scope: tuple[str, ...], priority: int, title: str) -> None:
     """Inject a manual task into the active run (steer the swarm by hand)."""
-    from agentswarm.db.events import record_event
-    from agentswarm.db.models import Task
     from agentswarm.db.session import session_scope
-    from agentswarm.dispatch import dispatch_pending
-    from agentswarm.hub import main_sha
-    from agentswarm.planning.parsing import check_scope_path
-    from agentswarm.status import latest_run
+    from agentswarm.steering import add_manual_task
+
+    with session_scope() as db:
+        task = add_manual_task(db, _settings(), description, list(scope), priority, title)
+        click.echo(f"task {task.id} added (priority {priority})")
+
+
+@cli.command("cancel-task")
+@click.argument("task_id")
+def cancel(task_id: str) -> None:
+    """Cancel a pending or blocked task."""
+    from agentswarm.db.session import session_scope
+    from agentswarm.steering import cancel_task
+
+    with session_scope() as db:
+        cancel_task(db, task_id)
+    click.echo(f"task {task_id} cancelled")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: DASHBOARD_PORT (8080).")
+def dashboard(host: str, port: int | None) -> None:
+    """Serve the live web dashboard."""
+    from agentswarm.dashboard import serve
 
     s = _settings()
-    for path in scope:
-        check_scope_path(path)
-    with session_scope() as db:
-        r = latest_run(db)
-        if r is None or r.status != "active":
-            raise click.ClickException("no active run: start one first")
-        t = Task(run_id=r.id, kind="manual", title=title or description[:80], description=description,
-                 scope=list(scope), priority=priority, branch="pending", max_attempts=s.max_attempts,
-                 base_sha=main_sha(s.hub_path))
-        db.add(t)
-        db.flush()
-        t.branch = f"swarm/{t.id}"
-        record_event(db, "task.created", "manual", run_id=r.id, task_id=t.id)
-        dispatch_pending(db, r.id)
-        click.echo(f"task {t.id} added (priority {priority})")
+    click.echo(f"dashboard at http://{host}:{port or s.dashboard_port}/")
+    serve(host, port or s.dashboard_port, s)
 
 
 @cli.command()

@@ -66,8 +66,9 @@ def launch(settings: Settings) -> None:
         settings = get_settings()
         click.echo(f"demo mode: no LLM_BASE_URL set, the built-in simulator answers at {env['LLM_BASE_URL']}")
     run_id = prepare(settings)
-    click.echo(f"run {run_id} active; Flower at http://127.0.0.1:{settings.flower_port}; "
-               "`agentswarm status` in another shell; Ctrl-C stops everything")
+    click.echo(f"run {run_id} active; dashboard at http://127.0.0.1:{settings.dashboard_port}/, Flower at "
+               f"http://127.0.0.1:{settings.flower_port}; `agentswarm status` in another shell; "
+               "Ctrl-C stops everything")
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
     path = var / "Procfile.swarm"

@@ -63,7 +63,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/15", HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
-               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()))
+               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], capture_output=True)
     log = open(tmp / "swarm.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agentswarm.cli", "swarm"], cwd=ROOT, env=env, stdout=log,

@@ -35,7 +35,7 @@ def test_swarm_command_runs_demo_to_merged_and_stops_on_ctrl_c(tmp_path, db, red
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env.update(HUB_PATH=str(tmp_path / "hub.git"), TARGET_REPO_PATH=str(target),
                SANDBOX_ROOT=str(tmp_path / "sandboxes"), PLAN_INTERVAL_S="1", MONITOR_INTERVAL_S="2",
-               RECONCILE_INTERVAL_S="3600", RECONCILE_INSTALL="", FLOWER_PORT=str(free_port()),
+               RECONCILE_INTERVAL_S="3600", RECONCILE_INSTALL="", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()),
                MAX_WORKERS="3")
     log = open(tmp_path / "swarm.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "agentswarm.cli", "swarm"], cwd=ROOT, env=env,
@@ -52,7 +52,12 @@ def test_swarm_command_runs_demo_to_merged_and_stops_on_ctrl_c(tmp_path, db, red
             assert s.scalar(select(func.count()).where(MergeAttempt.status == "merged")) >= len(FEATURES)
         text = (tmp_path / "swarm.log").read_text()
         assert "demo mode" in text and "run " in text
-        for name in ("beat", "control", "work", "merge", "flower", "llm"):
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['DASHBOARD_PORT']}/api/summary", timeout=10) as r:
+            summary = json.loads(r.read())
+        assert summary["merges"].get("merged", 0) >= len(FEATURES) and summary["features"]
+        for name in ("beat", "control", "work", "merge", "flower", "llm", "dashboard"):
             assert f" {name}.1 " in text or f"{name}.1 |" in text, name
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group

@@ -1,0 +1,43 @@
+"""The steering endpoints: stop a run, add a manual task, cancel a task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentswarm import steering
+from agentswarm.dashboard.app import DashboardApp
+from agentswarm.dashboard.web import ApiError, text_field
+
+
+def stop_run(app: DashboardApp, db, body: dict[str, Any], run_id: str) -> tuple[int, dict]:
+    """End an active run with a reason."""
+    reason = text_field(body, "reason", "", 1000).strip() or "stopped from the dashboard"
+    steering.stop_run(db, run_id, reason)
+    return 200, {"run": run_id, "status": "stopped", "reason": reason}
+
+
+def add_task(app: DashboardApp, db, body: dict[str, Any]) -> tuple[int, dict]:
+    """Create a manual task in the active run and dispatch it."""
+    description = body.get("description")
+    if not isinstance(description, str):
+        raise ApiError(400, "description is required and must be a string")
+    scope = body.get("scope", [])
+    if isinstance(scope, str):
+        scope = [p for p in scope.replace(",", "\n").splitlines() if p.strip()]
+    if not isinstance(scope, list) or not all(isinstance(p, str) for p in scope) or len(scope) > 50:
+        raise ApiError(400, "scope must be a list of at most 50 paths")
+    priority = body.get("priority", 3)
+    if isinstance(priority, str) and priority.strip().isdigit():
+        priority = int(priority)
+    run_id = text_field(body, "run", "", 64) or None
+    task = steering.add_manual_task(db, app.settings, description, scope, priority,
+                                    text_field(body, "title", "", steering.MAX_TITLE), run_id)
+    return 201, {"task": task.id, "run": task.run_id, "branch": task.branch, "scope": task.scope,
+                 "priority": task.priority}
+
+
+def cancel_task(app: DashboardApp, db, body: dict[str, Any], task_id: str) -> tuple[int, dict]:
+    """Cancel a pending or blocked task."""
+    reason = text_field(body, "reason", "", 1000).strip() or "cancelled from the dashboard"
+    task = steering.cancel_task(db, task_id, reason)
+    return 200, {"task": task.id, "status": task.status}

@@ -1,0 +1,97 @@
+"""The read-only JSON endpoints: summary, tasks, task detail, transcript, events, merges."""
+
+from __future__ import annotations
+
+import redis
+
+from agentswarm import status
+from agentswarm.broker import queue_lengths
+from agentswarm.dashboard.app import DashboardApp, log
+from agentswarm.dashboard.transcript import parse_transcript
+from agentswarm.dashboard.web import ApiError, int_param, list_param
+from agentswarm.db.models import MergeStatus, Run, Task, TaskStatus
+
+TASK_STATES = {s.value for s in TaskStatus}
+MERGE_STATES = {s.value for s in MergeStatus}
+
+
+def _run(db, params: dict[str, str]) -> Run | None:
+    run_id = params.get("run") or None
+    run = status.find_run(db, run_id)
+    if run_id and run is None:
+        raise ApiError(404, f"no run {run_id}")
+    return run
+
+
+def _queues(app: DashboardApp) -> dict:
+    try:
+        return {"queues": queue_lengths(app.redis()), "queues_error": None}
+    except redis.RedisError as exc:
+        log.warning("queue depths unavailable: %s", exc)
+        return {"queues": None, "queues_error": "Redis does not answer"}
+
+
+def safe_config(app: DashboardApp, run: Run | None) -> dict:
+    """The few settings worth showing (never URLs, keys or tokens)."""
+    s, cfg = app.settings, (run.config if run else None) or {}
+    return {"model": cfg.get("model", s.llm_model), "workers": cfg.get("max_workers", s.max_workers),
+            "merge_strategy": s.merge_strategy.value, "sandbox": s.sandbox_backend.value,
+            "steering": app.token != "" or app.loopback, "token_required": app.token != ""}
+
+
+def summary(app: DashboardApp, db, params: dict[str, str]) -> dict:
+    """The run's counts, throughput, spend against budgets, queue depths and feature progress."""
+    run = _run(db, params)
+    base = {"config": safe_config(app, run), "features": status.feature_progress(db), **_queues(app)}
+    if run is None:
+        return {"run": None, **base}
+    data = status.run_summary(db, run)
+    data["ended_at"] = run.ended_at.isoformat() if run.ended_at else None
+    return {**data, "metrics": status.run_metrics(db, run, data), **base}
+
+
+def tasks(app: DashboardApp, db, params: dict[str, str]) -> dict:
+    """Recent tasks, newest change first; ?status=a,b ?limit=N ?run=ID."""
+    run = _run(db, params)
+    states = list_param(params, "status", TASK_STATES)
+    limit = int_param(params, "limit", 50, 1, status.MAX_LIMIT)
+    return {"tasks": status.task_list(db, run.id if run else None, states, limit) if run else []}
+
+
+def task(app: DashboardApp, db, params: dict[str, str], task_id: str) -> dict:
+    """One task with its handoffs and merge attempts."""
+    detail = status.task_detail(db, task_id)
+    if detail is None:
+        raise ApiError(404, f"no task {task_id}")
+    return detail
+
+
+def transcript(app: DashboardApp, db, params: dict[str, str], task_id: str) -> dict:
+    """The latest (or ?attempt=N) handoff's transcript as a list of entries."""
+    attempt = int_param(params, "attempt", None, 0, 10_000)
+    if db.get(Task, task_id) is None:
+        raise ApiError(404, f"no task {task_id}")
+    handoff = status.latest_transcript(db, task_id, attempt)
+    if handoff is None:
+        if attempt is not None:
+            raise ApiError(404, f"task {task_id} has no handoff for attempt {attempt}")
+        return {"task": task_id, "attempt": None, "entries": [], "lines": 0, "truncated": False,
+                "tokens": {"prompt": 0, "completion": 0}}
+    return {"task": task_id, "attempt": handoff.attempt, "status": handoff.status,
+            **parse_transcript(handoff.transcript)}
+
+
+def events(app: DashboardApp, db, params: dict[str, str]) -> dict:
+    """The event feed: ?after=ID returns only newer events (poll with the returned last_id)."""
+    run = _run(db, params)
+    after = int_param(params, "after", None, 0)
+    limit = int_param(params, "limit", 100, 1, status.MAX_LIMIT)
+    return status.events_after(db, run.id if run else None, after, limit)
+
+
+def merges(app: DashboardApp, db, params: dict[str, str]) -> dict:
+    """The commit feed: merge attempts, newest first; ?status=merged ?limit=N."""
+    run = _run(db, params)
+    states = list_param(params, "status", MERGE_STATES)
+    limit = int_param(params, "limit", 30, 1, status.MAX_LIMIT)
+    return {"merges": status.merge_feed(db, run.id if run else None, limit, states)}

@@ -1,0 +1,353 @@
+// AgentSwarm dashboard: polls the JSON API every 2 s and renders with textContent only (model output is untrusted).
+"use strict";
+
+const POLL_MS = 2000;
+const STATES = ["pending", "assigned", "running", "complete", "failed", "blocked", "cancelled"];
+const state = { run: null, config: {}, lastEvent: null, events: [], detailId: null, replay: null, failures: 0 };
+
+window.addEventListener("error", (e) => { document.body.dataset.error = String(e.message || "error"); });
+window.addEventListener("unhandledrejection", (e) => { document.body.dataset.error = String(e.reason || "rejection"); });
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "title") el.title = String(v);
+    else if (k === "width") el.style.width = v; // CSSOM, not a style attribute: the CSP forbids those
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+const $ = (id) => document.getElementById(id);
+const fill = (el, ...children) => { el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined)); };
+const badge = (s) => h("span", { class: `badge s-${s}` }, s);
+const short = (sha) => (sha ? String(sha).slice(0, 10) : "—");
+const num = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
+const compact = (n) => (n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e3 ? (n / 1e3).toFixed(1) + "k" : String(n));
+function dur(s) {
+  if (s === null || s === undefined) return "—";
+  s = Math.max(0, Math.round(s));
+  if (s < 60) return s + "s";
+  if (s < 3600) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0");
+  return Math.floor(s / 3600) + "h" + String(Math.floor((s % 3600) / 60)).padStart(2, "0");
+}
+function clock(iso) { return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : ""; }
+function pct(frac) { return frac === null || frac === undefined ? "—" : (frac * 100).toFixed(frac < 0.1 ? 1 : 0) + "%"; }
+
+async function api(path, options) {
+  const res = await fetch(path, options);
+  let body = null;
+  try { body = await res.json(); } catch (_) { body = null; }
+  if (!res.ok) {
+    const err = new Error((body && body.error) || `${res.status} ${res.statusText}`);
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+const withRun = (path) => (state.run ? path + (path.includes("?") ? "&" : "?") + "run=" + encodeURIComponent(state.run) : path);
+
+async function steer(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.config.token_required) {
+    let token = sessionStorage.getItem("agentswarm-token");
+    if (!token) token = prompt("Dashboard token (AGENTSWARM_DASHBOARD_TOKEN):") || "";
+    sessionStorage.setItem("agentswarm-token", token);
+    headers.Authorization = "Bearer " + token;
+  }
+  try {
+    return await api(path, { method: "POST", headers, body: JSON.stringify(body || {}) });
+  } catch (err) {
+    if (err.status === 401) sessionStorage.removeItem("agentswarm-token");
+    throw err;
+  }
+}
+
+// ---- panels ----
+
+function card(label, value, sub, bar) {
+  return h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value" }, value),
+    h("div", { class: "sub", title: sub || "" }, sub || ""), bar || null);
+}
+function budgetBar(frac, good) {
+  const f = Math.min(frac || 0, 1);
+  const cls = good ? "good" : frac >= 1 ? "over" : frac >= 0.8 ? "warn" : "used";
+  return h("div", { class: "bar" }, h("span", { class: cls, width: `${(f * 100).toFixed(1)}%` }));
+}
+function stackBar(counts, total) {
+  return h("div", { class: "bar stack" }, STATES.filter((s) => counts[s]).map((s) =>
+    h("span", { class: s, width: `${((counts[s] / total) * 100).toFixed(2)}%`, title: `${s} ${counts[s]}` })));
+}
+
+function renderSummary(s) {
+  state.config = s.config || {};
+  document.querySelectorAll(".steer").forEach((el) => { el.hidden = !state.config.steering; });
+  if (!s.run) {
+    fill($("run-info"), h("span", {}, "no run yet: start one with `make swarm` or `agentswarm run start`"));
+    fill($("metrics"));
+  } else {
+    state.run = s.run;
+    const c = state.config;
+    fill($("run-info"),
+      h("span", {}, "run ", h("b", { class: "mono" }, s.run)), badge(s.status),
+      s.stop_reason ? h("span", { title: s.stop_reason }, "(" + s.stop_reason.slice(0, 60) + ")") : null,
+      h("span", {}, "elapsed ", h("b", {}, dur(s.metrics.elapsed_s))),
+      h("span", {}, "model ", h("b", {}, c.model)), h("span", {}, h("b", {}, c.workers), " workers"),
+      h("span", {}, "merge ", h("b", {}, c.merge_strategy)), h("span", {}, "sandbox ", h("b", {}, c.sandbox)),
+      s.demo ? badge("demo") : null);
+    $("btn-stop").disabled = s.status !== "active";
+    $("btn-add").disabled = s.status !== "active";
+    const t = s.tasks || {}, m = s.merges || {}, used = s.metrics.used, llm = s.llm;
+    const total = Object.values(t).reduce((a, b) => a + b, 0);
+    const inflight = (t.assigned || 0) + (t.running || 0);
+    const decided = (m.merged || 0) + (m.conflict || 0) + (m.failed || 0);
+    const queues = s.queues ? Object.entries(s.queues).map(([q, n]) => `${q} ${n}`).join(" · ") : s.queues_error;
+    fill($("metrics"),
+      card("Commits / hour", num(s.metrics.commits_last_hour), `${num(s.merged_last_hour)} merges in the last hour`),
+      card("Merged", num(m.merged || 0), `${pct(s.metrics.merge_success_rate)} success · ${m.conflict || 0} conflicts · ${m.failed || 0} failed`,
+        decided ? budgetBar((m.merged || 0) / decided, true) : null),
+      card("Tasks", `${num(t.complete || 0)} / ${num(total)}`, STATES.filter((k) => t[k]).map((k) => `${k} ${t[k]}`).join(" · "),
+        total ? stackBar(t, total) : null),
+      card("In flight", num(inflight), `${t.pending || 0} pending · queues: ${queues || "—"}`),
+      card("Tokens", compact(used.tokens), `${pct(used.tokens_frac)} of ${compact(s.budget.max_tokens)} · ${num(llm.calls)} calls`,
+        budgetBar(used.tokens_frac)),
+      card("Dollars", "$" + Number(used.dollars).toFixed(2), `${pct(used.dollars_frac)} of $${Number(s.budget.max_dollars).toFixed(2)}`,
+        budgetBar(used.dollars_frac)),
+      card("Time", dur(s.metrics.elapsed_s), s.budget.deadline_at ? `${pct(used.time_frac)} of the deadline (${clock(s.budget.deadline_at)})` : "no deadline",
+        budgetBar(used.time_frac)));
+  }
+  renderFeatures(s.features || {});
+}
+
+function renderFeatures(progress) {
+  let done = 0, all = 0;
+  const rows = Object.entries(progress).map(([cat, counts]) => {
+    const n = Object.values(counts).reduce((a, b) => a + b, 0);
+    done += counts.done || 0; all += n;
+    const parts = ["done", "in_progress", "failed"].filter((k) => counts[k]).map((k) =>
+      h("span", { class: k, width: `${((counts[k] / n) * 100).toFixed(1)}%`, title: `${k} ${counts[k]}` }));
+    return h("div", { class: "feat" }, h("span", { title: cat }, cat), h("div", { class: "bar" }, parts),
+      h("span", { class: "n" }, `${counts.done || 0}/${n}`));
+  });
+  $("feature-total").textContent = all ? `${done}/${all} done` : "";
+  fill($("features"), rows.length ? rows : h("div", { class: "empty" }, "no features loaded (agentswarm init)"));
+}
+
+function renderGrid(tasks) {
+  $("grid-count").textContent = `${tasks.filter((t) => t.status === "running" || t.status === "assigned").length} in flight`;
+  fill($("grid"), tasks.length ? tasks.map((t) => h("div", {
+    class: `tile ${t.status}`, title: `${t.title}\n${t.status} · ${(t.scope || []).join(", ")}`, onclick: () => openTask(t.id),
+  }, h("div", { class: "t-meta" }, h("span", { class: "mono" }, t.id), h("span", {}, t.kind)),
+  h("div", { class: "t-title" }, t.title || "(untitled)"),
+  h("div", { class: "t-meta" }, h("span", {}, t.status), h("span", {}, `try ${t.attempts}/${t.max_attempts}`),
+    h("span", {}, dur(t.elapsed_s))))) : h("div", { class: "empty" }, "no agents working"));
+}
+
+function renderTasks(tasks) {
+  fill($("task-rows"), tasks.map((t) => h("tr", { onclick: () => openTask(t.id) },
+    h("td", { class: "mono" }, t.id), h("td", {}, badge(t.status)), h("td", {}, t.kind), h("td", {}, t.priority),
+    h("td", { title: t.error || t.summary || t.title }, t.title),
+    h("td", { class: "mono", title: (t.scope || []).join("\n") }, (t.scope || []).join(", ")),
+    h("td", {}, `${t.attempts}/${t.max_attempts}`), h("td", {}, dur(t.elapsed_s)),
+    h("td", {}, cancellable(t) ? cancelButton(t.id) : null))));
+}
+const cancellable = (t) => state.config.steering && (t.status === "pending" || t.status === "blocked");
+function cancelButton(id) {
+  return h("button", { type: "button", class: "small", onclick: async (e) => {
+    e.stopPropagation();
+    if (!confirm(`Cancel task ${id}?`)) return;
+    try { await steer(`/api/tasks/${encodeURIComponent(id)}/cancel`, {}); poll(); if (state.detailId === id) openTask(id); }
+    catch (err) { alert("cancel failed: " + err.message); }
+  } }, "cancel");
+}
+
+function renderMerges(merges) {
+  fill($("merges"), merges.length ? merges.map((m) => h("li", {},
+    badge(m.status), h("span", { class: "mono" }, m.status === "merged" ? short(m.main_after) : short(m.task)),
+    h("span", { class: "grow", title: `${m.branch}\n${m.title || ""}${m.conflict_files.length ? "\nconflicts: " + m.conflict_files.join(", ") : ""}${m.error ? "\n" + m.error : ""}`,
+      onclick: () => openTask(m.task) },
+    m.conflict_files.length ? "conflict: " + m.conflict_files.join(", ") : m.title || m.branch),
+    h("span", { class: "time", title: `${m.commits} commits · ${m.strategy} · ${m.duration_ms === null ? "—" : Math.round(m.duration_ms) + " ms"}` },
+      `${m.commits}c · ${m.duration_ms === null ? "—" : Math.round(m.duration_ms) + "ms"} · ${clock(m.finished_at || m.queued_at)}`)))
+    : h("li", { class: "empty" }, "nothing merged yet"));
+}
+
+function renderEvents(fresh) {
+  state.events = fresh.slice().reverse().concat(state.events).slice(0, 300);
+  fill($("events"), state.events.length ? state.events.map((e) => {
+    const tone = /fail|error|conflict|red|unparseable|stale/.test(e.kind) ? "bad" : /merged|complete|green/.test(e.kind) ? "good" : "";
+    return h("li", {}, h("span", { class: "time" }, clock(e.at)), h("span", { class: `kind ${tone}` }, e.kind),
+      e.task ? h("span", { class: "mono", onclick: () => openTask(e.task) }, e.task) : null,
+      h("span", { class: "grow", title: e.message }, e.message));
+  }) : h("li", { class: "empty" }, "no events"));
+}
+
+// ---- polling ----
+
+async function poll() {
+  try {
+    const summary = await api(withRun("/api/summary"));
+    renderSummary(summary);
+    const filter = $("task-filter").value;
+    const [inflight, recent, merges, events] = await Promise.all([
+      api(withRun("/api/tasks?status=assigned,running&limit=200")),
+      api(withRun(`/api/tasks?limit=40${filter ? "&status=" + encodeURIComponent(filter) : ""}`)),
+      api(withRun("/api/merges?limit=40")),
+      api(withRun("/api/events" + (state.lastEvent === null ? "?limit=150" : `?after=${state.lastEvent}`))),
+    ]);
+    const ended = recent.tasks.filter((t) => ["complete", "failed", "blocked"].includes(t.status)).slice(0, 12);
+    renderGrid(inflight.tasks.concat(filter ? [] : ended));
+    renderTasks(recent.tasks);
+    renderMerges(merges.merges);
+    state.lastEvent = events.last_id;
+    renderEvents(events.events);
+    state.failures = 0;
+    $("conn").textContent = "";
+    document.body.dataset.ready = "1";
+  } catch (err) {
+    state.failures += 1;
+    $("conn").textContent = `cannot reach the API (${err.message}); retrying`;
+  }
+}
+
+// ---- task detail and transcript replay ----
+
+function kv(pairs) {
+  return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+async function openTask(id) {
+  state.detailId = id;
+  stopReplay();
+  $("detail").hidden = false;
+  $("detail-title").textContent = `Task ${id}`;
+  fill($("detail-body"), h("div", { class: "empty" }, "loading…"));
+  fill($("transcript"));
+  try {
+    const [t, tr] = await Promise.all([api(`/api/tasks/${encodeURIComponent(id)}`), api(`/api/tasks/${encodeURIComponent(id)}/transcript`)]);
+    if (state.detailId !== id) return;
+    fill($("detail-title"), `Task ${t.id} `, badge(t.status), " ", t.title);
+    fill($("detail-body"), kv([
+      ["kind", `${t.kind} · priority ${t.priority} · depth ${t.depth}`],
+      ["attempts", `${t.attempts} of ${t.max_attempts}`], ["sandbox", t.sandbox], ["branch", t.branch],
+      ["scope", (t.scope || []).join(", ")], ["timing", `created ${clock(t.created_at)} · started ${clock(t.started_at) || "—"} · ${t.finished_at ? "finished " + clock(t.finished_at) : "elapsed"} ${dur(t.elapsed_s)}`],
+      ["description", t.description], ["acceptance", (t.acceptance || []).join("\n")], ["summary", t.summary], ["error", t.error],
+      ["handoffs", t.handoffs.length ? h("ul", { class: "sub-list" }, t.handoffs.map((x) => h("li", {},
+        `attempt ${x.attempt}: `, badge(x.status), ` ${x.commits.length} commits, +${x.insertions}/-${x.deletions}, ${num(x.prompt_tokens + x.completion_tokens)} tokens, ${x.llm_calls} calls, ${dur(x.duration_s)}${x.error ? " · " + x.error : ""}`))) : null],
+      ["merges", t.merges.length ? h("ul", { class: "sub-list" }, t.merges.map((m) => h("li", {},
+        badge(m.status), ` ${m.strategy} ${short(m.main_before)} → ${short(m.main_after)} ${m.duration_ms === null ? "" : Math.round(m.duration_ms) + "ms"}${m.conflict_files.length ? " · conflicts: " + m.conflict_files.join(", ") : ""}${m.error ? " · " + m.error : ""}`))) : null],
+      ["", cancellable(t) ? cancelButton(t.id) : null],
+    ]));
+    renderTranscript(tr);
+  } catch (err) {
+    fill($("detail-body"), h("p", { class: "error" }, err.message));
+  }
+}
+
+function block(text, open) {
+  text = text === null || text === undefined ? "" : typeof text === "string" ? text : JSON.stringify(text, null, 2);
+  if (!text) return null;
+  if (text.length <= 600 || open) return h("pre", {}, text);
+  return h("details", {}, h("summary", {}, `${text.slice(0, 90).replace(/\s+/g, " ")}… (${text.length} chars)`), h("pre", {}, text));
+}
+function args(raw) {
+  try { return JSON.stringify(JSON.parse(raw), null, 2); } catch (_) { return String(raw); }
+}
+function entry(e, t0) {
+  const at = typeof e.t === "number" && t0 !== null ? `+${(e.t - t0).toFixed(1)}s` : "";
+  const who = (...parts) => h("div", { class: "who" }, h("b", {}, e.kind), ...parts, h("span", {}, at));
+  const rest = Object.fromEntries(Object.entries(e).filter(([k]) => !["t", "kind"].includes(k)));
+  switch (e.kind) {
+    case "system": case "user":
+      return [who(), block(e.content)];
+    case "assistant":
+      return [who(e.step ? h("span", {}, `step ${e.step}`) : null,
+        h("span", {}, `${num(e.prompt_tokens)} → ${num(e.completion_tokens)} tokens`), e.latency_ms ? h("span", {}, `${(e.latency_ms / 1000).toFixed(1)}s`) : null),
+      e.reasoning ? h("details", {}, h("summary", {}, "reasoning"), h("pre", {}, e.reasoning)) : null,
+      e.content ? h("div", {}, e.content) : null,
+      (e.tool_calls || []).map((c) => [h("div", { class: "call mono" }, `→ ${c.name}`), block(args(c.arguments))])];
+    case "tool":
+      return [who(h("span", { class: "call" }, e.name || ""), e.exit_code !== undefined ? h("span", {}, `exit ${e.exit_code}`) : null),
+        block(e.result !== undefined ? e.result : e.summary !== undefined ? `${e.status}: ${e.summary}` : rest)];
+    case "llm_error":
+      return [who(), h("pre", {}, String(e.error))];
+    case "unparsed":
+      return [who(), h("pre", {}, String(e.text))];
+    default:
+      return [who(), h("div", { class: "mono" }, JSON.stringify(rest))];
+  }
+}
+function renderTranscript(tr) {
+  const entries = tr.entries || [];
+  const t0 = entries.length && typeof entries[0].t === "number" ? entries[0].t : null;
+  $("tr-meta").textContent = entries.length
+    ? `attempt ${tr.attempt} · ${entries.length} of ${tr.lines} entries${tr.truncated ? " (cut)" : ""} · ${num(tr.tokens.prompt)} prompt + ${num(tr.tokens.completion)} completion tokens`
+    : "no transcript yet";
+  fill($("transcript"), entries.map((e) => h("li", { class: String(e.kind).replace(/[^a-z_]/g, "") }, entry(e, t0))));
+}
+function stopReplay() { if (state.replay) clearInterval(state.replay); state.replay = null; }
+function replay() {
+  stopReplay();
+  const items = Array.from($("transcript").children);
+  items.forEach((li) => li.classList.add("hidden"));
+  let i = 0;
+  state.replay = setInterval(() => {
+    if (i >= items.length) return stopReplay();
+    items[i].classList.remove("hidden");
+    items[i].scrollIntoView({ block: "nearest" });
+    i += 1;
+  }, 400);
+}
+
+// ---- controls ----
+
+function wire() {
+  document.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => {
+    $(b.dataset.close).hidden = true;
+    if (b.dataset.close === "detail") { state.detailId = null; stopReplay(); }
+  }));
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { $("detail").hidden = true; $("add").hidden = true; state.detailId = null; stopReplay(); }
+  });
+  $("tr-replay").addEventListener("click", replay);
+  $("tr-all").addEventListener("click", () => { stopReplay(); Array.from($("transcript").children).forEach((li) => li.classList.remove("hidden")); });
+  $("task-filter").addEventListener("change", poll);
+  $("btn-add").addEventListener("click", () => { $("add-error").textContent = ""; $("add").hidden = false; });
+  $("btn-stop").addEventListener("click", async () => {
+    if (!state.run) return;
+    const reason = prompt(`Stop run ${state.run}? Tasks in flight finish; unsent work is cancelled.\nReason:`, "stopped from the dashboard");
+    if (reason === null) return;
+    try { await steer(`/api/runs/${encodeURIComponent(state.run)}/stop`, { reason }); poll(); }
+    catch (err) { alert("stop failed: " + err.message); }
+  });
+  $("add-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const body = { description: f.get("description"), title: f.get("title"), priority: Number(f.get("priority")),
+      scope: String(f.get("scope") || "").split(/[\n,]/).map((s) => s.trim()).filter(Boolean), run: state.run };
+    try {
+      const r = await steer("/api/tasks", body);
+      e.target.reset();
+      $("add").hidden = true;
+      poll();
+      openTask(r.task);
+    } catch (err) { $("add-error").textContent = err.message; }
+  });
+}
+
+function openFromHash() {
+  const m = /^#task=([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  if (m) openTask(m[1]);
+}
+
+wire();
+poll();
+openFromHash();
+window.addEventListener("hashchange", openFromHash);
+setInterval(poll, POLL_MS);

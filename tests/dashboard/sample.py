@@ -1,0 +1,159 @@
+"""Realistic sample rows for the dashboard: one active run mid-flight (also `python -m tests.dashboard.sample`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from agentswarm.db.models import Event, Feature, Handoff, LLMCall, MergeAttempt, Run, Task
+
+HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
+CATEGORIES = {"rendering": 9, "world": 8, "player": 6, "physics": 5, "ui": 7, "audio": 3}
+TITLES = [
+    "Greedy meshing for chunk geometry", "Frustum culling of chunks", "Block placement raycast",
+    "Day/night sky shader", "Inventory hotbar UI", "Perlin terrain heightmap", "Water surface shader",
+    "Player AABB collision", "Chunk save/load to IndexedDB", "Texture atlas loader", "Crosshair overlay",
+    "Ambient occlusion per vertex", "Jumping and gravity", "Tree generation", "Cave carving with 3D noise",
+    "Settings menu (FOV, render distance)", "Footstep sounds", "Block break particles", "Fog by distance",
+    "Mouse-look with pointer lock", "Debug overlay (F3)", "Biome blending", "Light propagation BFS",
+    "Fix: tsc error in chunk.ts", "Resolve conflict: src/world/chunk.ts", "Sprinting and FOV kick",
+]
+SCOPES = ["src/render/", "src/world/", "src/player/", "src/ui/", "src/physics/", "src/audio/", "src/world/chunk.ts"]
+
+
+def _transcript(title: str, start: float, ok: bool) -> str:
+    lines = [
+        {"t": start, "kind": "note", "event": "checkout", "branch": "swarm/x", "agent": "builtin"},
+        {"t": start + 0.1, "kind": "system", "content": "You are a coding agent working in a git checkout..."},
+        {"t": start + 0.2, "kind": "user", "content": f"Task: {title}\nScope: src/\nAcceptance: npm test passes"},
+        {"t": start + 3.1, "kind": "assistant", "step": 1, "content": "I'll look at the existing code first.",
+         "tool_calls": [{"id": "c1", "name": "run", "arguments": json.dumps({"command": "ls src && cat src/main.ts"})}],
+         "prompt_tokens": 5210, "completion_tokens": 96, "latency_ms": 2900},
+        {"t": start + 3.4, "kind": "tool", "id": "c1", "name": "run",
+         "result": "exit 0\nmain.ts  render/  world/\nimport { Renderer } from './render/renderer';\n<script>x</script>"},
+        {"t": start + 9.8, "kind": "assistant", "step": 2, "content": "Now I'll write the implementation.",
+         "tool_calls": [{"id": "c2", "name": "write_file",
+                         "arguments": json.dumps({"path": "src/world/mesh.ts", "content": "export function mesh() {}"})}],
+         "prompt_tokens": 6800, "completion_tokens": 1450, "latency_ms": 6200},
+        {"t": start + 9.9, "kind": "tool", "id": "c2", "name": "write_file", "result": "wrote 1 file (812 bytes)"},
+        {"t": start + 14.2, "kind": "assistant", "step": 3, "content": "",
+         "tool_calls": [{"id": "c3", "name": "run", "arguments": json.dumps({"command": "npx tsc --noEmit && npm test"})}],
+         "prompt_tokens": 8420, "completion_tokens": 60, "latency_ms": 4100},
+        {"t": start + 31.0, "kind": "tool", "id": "c3", "name": "run",
+         "result": "exit 0\n  ✓ mesh.test.ts (4 tests) 12ms\nTest Files  1 passed" if ok
+         else "exit 1\nsrc/world/mesh.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'."},
+    ]
+    if ok:
+        lines.append({"t": start + 33.0, "kind": "tool", "id": "c4", "name": "finish", "status": "complete",
+                      "summary": f"Implemented {title.lower()} with tests."})
+    else:
+        lines.append({"t": start + 33.0, "kind": "llm_error", "step": 4, "error": "HTTP 503 from the endpoint"})
+    lines.append({"t": start + 34.0, "kind": "outcome", "status": "complete" if ok else "failed", "error": None,
+                  "commits": 1 if ok else 0})
+    return "\n".join(json.dumps(x) for x in lines) + "\nnot json at all\n"
+
+
+def fill(db: Session, seed: int = 7) -> Run:
+    """One active run with features, tasks in every state, handoffs, merges, LLM calls and events."""
+    rnd = random.Random(seed)
+    now = datetime.now(UTC)
+    run = Run(id="run7f3a9c", status="active", demo=False, max_tasks=1000, max_tokens=50_000_000,
+              max_dollars=100.0, deadline_at=now + timedelta(hours=5, minutes=13), planner_iterations=14,
+              config={"model": "glm-5", "max_workers": 100, "planner_batch_size": 20},
+              started_at=now - timedelta(minutes=47))
+    db.add(run)
+    for cat, n in CATEGORIES.items():
+        for i in range(n):
+            status = rnd.choice(["done", "done", "in_progress", "pending", "pending", "failed"])
+            db.add(Feature(id=f"{cat}-{i:02d}", category=cat, title=f"{cat} feature {i}", status=status))
+    states = ["running"] * 14 + ["assigned"] * 3 + ["pending"] * 9 + ["complete"] * 26 + ["failed"] * 4 \
+        + ["blocked"] * 3 + ["cancelled"] * 2
+    db.flush()
+    tasks: list[Task] = []
+    for i, state in enumerate(states):
+        created = now - timedelta(minutes=46 - i * 0.6)
+        title = TITLES[i % len(TITLES)] if i != 5 else HOSTILE + " Perlin terrain"
+        kind = "fix" if title.startswith("Fix") else "conflict" if title.startswith("Resolve") else "feature"
+        started = created + timedelta(seconds=rnd.randint(5, 60)) if state not in ("pending", "cancelled") else None
+        finished = started + timedelta(seconds=rnd.randint(60, 400)) if started and state not in (
+            "running", "assigned") else None
+        t = Task(id=f"t{i:03d}{rnd.randrange(16**7):07x}", run_id=run.id, kind=kind, status=state, title=title,
+                 description=f"{title}. Keep the change inside the scope and add a unit test. {HOSTILE}",
+                 scope=[SCOPES[i % len(SCOPES)]], acceptance=["npm test passes"], priority=rnd.choice([2, 3, 5, 5, 7]),
+                 branch="", attempts=0 if state in ("pending", "cancelled") else rnd.choice([1, 1, 1, 2]),
+                 sandbox_id=f"sb-{i:03d}" if state in ("running", "assigned") else None,
+                 summary=f"Implemented {title.lower()}." if state == "complete" else None,
+                 error="tsc failed: TS2322 in src/world/mesh.ts" if state in ("failed", "blocked") else None,
+                 created_at=created, updated_at=finished or started or created, started_at=started,
+                 finished_at=finished, heartbeat_at=now - timedelta(seconds=rnd.randint(1, 9)) if started else None)
+        t.branch = f"swarm/{t.id}"
+        db.add(t)
+        tasks.append(t)
+    db.flush()
+    for t in tasks:
+        if t.status in ("complete", "failed", "blocked"):
+            ok = t.status == "complete"
+            db.add(Handoff(task_id=t.id, attempt=max(1, t.attempts), status=t.status, summary=t.summary or "",
+                           commits=["a1b2c3d"] if ok else [], files_changed=["src/world/mesh.ts"] if ok else [],
+                           insertions=rnd.randint(20, 300), deletions=rnd.randint(0, 40), prompt_tokens=20430,
+                           completion_tokens=1606, llm_calls=3, duration_s=34.0, error=t.error,
+                           transcript=_transcript(t.title, t.started_at.timestamp(), ok), created_at=t.finished_at))
+    completes = [t for t in tasks if t.status == "complete"]
+    for j, t in enumerate(completes):
+        status = "conflict" if j in (4, 17) else "failed" if j == 11 else "merged"
+        finished = t.finished_at + timedelta(seconds=rnd.randint(2, 30))
+        sha = f"{rnd.randrange(16**40):040x}"
+        db.add(MergeAttempt(task_id=t.id, branch=t.branch, strategy="rebase", status=status,
+                            main_before=f"{rnd.randrange(16**40):040x}", main_after=sha if status == "merged" else None,
+                            conflict_files=["src/world/chunk.ts", "src/world/mesh.ts"] if status == "conflict" else [],
+                            commits_landed=[sha] * rnd.randint(1, 3) if status == "merged" else [],
+                            error="git merge-tree exited 128" if status == "failed" else None,
+                            queued_at=t.finished_at, started_at=t.finished_at, finished_at=finished,
+                            duration_ms=rnd.uniform(40, 900)))
+    for t in tasks:
+        for _ in range(3 if t.started_at else 0):
+            db.add(LLMCall(run_id=run.id, task_id=t.id, role="worker", model="glm-5",
+                           prompt_tokens=rnd.randint(40_000, 120_000), completion_tokens=rnd.randint(2_000, 9_000),
+                           latency_ms=rnd.randint(800, 9000), cost_usd=rnd.uniform(0.05, 0.3),
+                           created_at=t.started_at))
+    db.add(Event(run_id=run.id, kind="run.started", message="budgets: 1000 tasks, 50000000 tokens, $100.00",
+                 created_at=run.started_at))
+    for t in tasks[:30]:
+        db.add(Event(run_id=run.id, task_id=t.id, kind="task.assigned", message=f"sandbox sb-{t.id[:4]}",
+                     created_at=t.created_at))
+    for t in completes[:20]:
+        db.add(Event(run_id=run.id, task_id=t.id, kind="merge.merged", message=f"{t.branch} -> main",
+                     created_at=t.finished_at))
+    db.add(Event(run_id=run.id, kind="merge.conflict", message="src/world/chunk.ts, src/world/mesh.ts",
+                 task_id=completes[4].id, created_at=now - timedelta(minutes=3)))
+    db.add(Event(run_id=run.id, kind="reconcile.red", message=f"npx tsc --noEmit failed {HOSTILE}",
+                 created_at=now - timedelta(minutes=2)))
+    db.add(Event(run_id=run.id, kind="metrics.snapshot", message="", created_at=now - timedelta(minutes=1)))
+    db.add(Event(run_id=run.id, kind="planner.planned", message="planned 12 tasks (iteration 14)",
+                 created_at=now - timedelta(seconds=20)))
+    db.flush()
+    return run
+
+
+if __name__ == "__main__":  # a demo database to look at: python -m tests.dashboard.sample [port]
+    import sys
+
+    import psycopg
+
+    from agentswarm.config import load_settings
+    from agentswarm.dashboard import serve
+    from agentswarm.db.migrate import upgrade
+    from agentswarm.db.session import session_scope
+
+    admin, name = "postgresql://postgres@127.0.0.1:5432/postgres", "agentswarm_dashboard_sample"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    with session_scope(url) as session:
+        fill(session)
+    serve("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8080, load_settings(database_url=url))

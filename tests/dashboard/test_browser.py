@@ -1,0 +1,40 @@
+"""The page in headless Chromium: it loads, polls, renders the sample run, and logs no console errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")]
+
+
+def _dump(url: str, tmp_path) -> tuple[str, str]:
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=5000",
+         "--disable-background-networking", "--enable-logging=stderr", "--v=0", "--window-size=1400,900",
+         f"--user-data-dir={tmp_path / 'profile'}", url],
+        capture_output=True, text=True, timeout=60)
+    return proc.stdout, proc.stderr
+
+
+def test_page_renders_the_sample_run(dash, sample, tmp_path):
+    task = dash.get("/api/tasks?status=complete&limit=1").json()["tasks"][0]["id"]
+    dom, log = _dump(f"{dash.base}/#task={task}", tmp_path)
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-ready="1"' in body, log[-2000:]
+    assert "data-error" not in body and "data-pwned" not in body
+    assert not [line for line in log.splitlines() if "CONSOLE" in line]  # no errors, no CSP violations
+    assert sample in dom and 'class="tile running"' in dom and "merge.conflict" in dom
+    assert "&lt;img src=x onerror=" in dom and "<img" not in dom  # model output shown as text
+    assert 'class="assistant"' in dom and "5,210 → 96 tokens" in dom  # transcript replay of the task
+
+
+def test_page_without_a_run(dash, tmp_path):
+    dom, log = _dump(dash.base + "/", tmp_path)
+    assert 'data-ready="1"' in re.search(r"<body[^>]*>", dom).group(0), log[-2000:]
+    assert "no run yet" in dom and not [line for line in log.splitlines() if "CONSOLE" in line]
