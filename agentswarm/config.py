@@ -141,11 +141,6 @@ class Settings(BaseSettings):
         """No endpoint configured: the built-in simulator plays the model."""
         return not self.llm_base_url
 
-    @property
-    def hub_url(self) -> str:
-        """Where sandboxes clone from and push to."""
-        return self.git_repo_url or str(self.hub_path.resolve())
-
 
 def _describe(field_name: str, error: dict[str, Any]) -> str:
     field = Settings.model_fields.get(field_name)

@@ -25,7 +25,7 @@ from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
 from agentswarm.dispatch import scopes_overlap
 from agentswarm.handoffs import finish_task
-from agentswarm.hub import main_sha
+from agentswarm.hub import hub_url, main_sha
 from agentswarm.sandbox import SandboxBackend, SandboxError, SandboxHandle, get_backend
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def build_spec(task: Task, settings: Settings) -> TaskSpec:
     """task.json for this task: no secrets, only what the runner needs."""
     return TaskSpec(
         id=task.id, run_id=task.run_id, title=task.title, description=task.description,
-        branch=task.branch, base_sha=task.base_sha or "", repo_url=settings.hub_url,
+        branch=task.branch, base_sha=task.base_sha or "", repo_url=hub_url(settings.git_repo_url, settings.hub_path),
         scope=list(task.scope), acceptance=list(task.acceptance), priority=task.priority,
         parent_id=task.parent_id, kind=task.kind, feature_ids=list(task.feature_ids),
         context=dict(task.context or {}), agent=settings.agent,
