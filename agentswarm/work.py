@@ -12,6 +12,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -117,32 +119,57 @@ def _in_flight_overlap(db, task: Task) -> bool:
     return any(scopes_overlap(task.scope, s) for s in rows)
 
 
-class Heartbeat:
-    """Writes tasks.heartbeat_at every few seconds while a sandbox runs."""
+class Heartbeats:
+    """One thread per process writes heartbeat_at for every task this process is running.
 
-    def __init__(self, task_id: str, sandbox_id: str, interval_s: float):
-        self.task_id, self.sandbox_id, self.interval_s = task_id, sandbox_id, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{task_id}", daemon=True)
+    A hundred work threads share it: one UPDATE per interval instead of a hundred, so the
+    connection pool is not spent on keeping tasks alive.
+    """
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                with session_scope() as db:
-                    db.execute(update(Task).where(
-                        Task.id == self.task_id, Task.sandbox_id == self.sandbox_id,
-                        Task.status == TaskStatus.running.value,
-                    ).values(heartbeat_at=datetime.now(UTC)))
-            except Exception:  # a missed beat is not fatal; the next one may succeed
-                log.warning("heartbeat for %s failed", self.task_id, exc_info=True)
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._beating: dict[str, str] = {}  # task id -> sandbox id
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            with self._lock:
+                beating = dict(self._beating)
+            if beating:
+                self.beat(beating)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def beat(self, beating: dict[str, str]) -> None:
+        """Mark these (task, sandbox) pairs alive now; a task that moved on is left alone."""
+        try:
+            with session_scope() as db:
+                db.execute(update(Task).where(
+                    Task.id.in_(list(beating)), Task.status == TaskStatus.running.value,
+                    Task.sandbox_id.in_(list(beating.values())),
+                ).values(heartbeat_at=datetime.now(UTC)))
+        except Exception:  # a missed beat is not fatal; the next one may succeed
+            log.warning("heartbeat for %d tasks failed", len(beating), exc_info=True)
+
+    @contextmanager
+    def keep_alive(self, task_id: str, sandbox_id: str) -> Iterator[None]:
+        """Beat for this task while the block runs."""
+        with self._lock:
+            self._beating[task_id] = sandbox_id
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._beating.pop(task_id, None)
+
+
+@functools.lru_cache(maxsize=4)
+def heartbeats(interval_s: float) -> Heartbeats:
+    """The process's heartbeat writer."""
+    return Heartbeats(interval_s)
 
 
 def _reap(backend: SandboxBackend, sandbox_id: str | None) -> None:
@@ -215,7 +242,7 @@ def run_task(task_id: str, settings: Settings | None = None) -> str:
         with session_scope() as db:  # recorded before any agent work, so a crash can be reaped
             db.execute(update(Task).where(Task.id == task_id).values(sandbox_id=sb.id, base_sha=task.base_sha))
             record_event(db, "sandbox.created", sb.id, run_id=task.run_id, task_id=task_id)
-        with Heartbeat(task_id, sb.id, settings.heartbeat_interval_s):
+        with heartbeats(settings.heartbeat_interval_s).keep_alive(task_id, sb.id):
             handoff = _drive(backend, sb, build_spec(task, settings), settings)
     except Exception as exc:  # the sandbox or its provider failed: the task fails, the worker lives
         log.exception("task %s: sandbox failure", task_id)

@@ -123,3 +123,22 @@ def test_orphan_sandbox_is_reaped(db, redis_client, tmp_path):
     assert backend.list(run_id) == []
     with session_scope(db) as s:
         assert s.scalars(select(Event.kind).where(Event.kind == "sandbox.reaped")).all()
+
+
+def test_a_task_with_a_beating_heart_is_left_alone(db, redis_client, tmp_path):
+    import time
+
+    from agentswarm.work import Heartbeats
+
+    settings = load_settings(sandbox_root=tmp_path / "sb", stale_heartbeat_s=1.0)
+    with session_scope(db) as s:
+        run_id = _run(s)
+        alive, dead = _task(s, run_id, ["a.ts"]), _task(s, run_id, ["b.ts"])
+        for tid in (alive, dead):
+            transition(s, tid, "pending", "assigned", attempts=1)
+            transition(s, tid, "assigned", "running", sandbox_id=f"sb-{tid}")
+    with Heartbeats(0.2).keep_alive(alive, f"sb-{alive}"):
+        time.sleep(1.6)
+        assert monitor_tick(settings)["recovered"] == [dead]
+    with session_scope(db) as s:
+        assert s.get(Task, alive).status == "running" and s.get(Task, dead).status == "pending"
