@@ -1,0 +1,37 @@
+"""The GLM-5 deployment defines its Modal app with the installed SDK (offline) and builds the right command."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import importlib.util, json\n"
+    "spec = importlib.util.spec_from_file_location('d', 'infra/deploy_glm5.py')\n"
+    "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+    "print(json.dumps({'cmd': m.server_command(), 'app': m.app.name, 'gpu': m.GPU}))\n"
+)
+
+
+def _load(**env):
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_defaults_serve_glm5_with_tool_calls_on_eight_gpus():
+    got = _load()
+    cmd = got["cmd"]
+    assert got["app"] == "agentswarm-glm5" and got["gpu"] == "B200:8"
+    assert cmd[cmd.index("--tp") + 1] == "8" and cmd[cmd.index("--served-model-name") + 1] == "glm-5"
+    assert "--tool-call-parser" in cmd and cmd[cmd.index("--port") + 1] == "30000"
+
+
+def test_everything_is_an_environment_knob():
+    got = _load(GLM_GPU="H200:4", GLM_MODEL_PATH="org/other", GLM_TOOL_CALL_PARSER="", GLM_EXTRA_ARGS="--mem-fraction-static 0.8")
+    cmd = got["cmd"]
+    assert cmd[cmd.index("--tp") + 1] == "4" and cmd[cmd.index("--model-path") + 1] == "org/other"
+    assert "--tool-call-parser" not in cmd and cmd[-2:] == ["--mem-fraction-static", "0.8"]
