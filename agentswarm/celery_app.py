@@ -79,12 +79,14 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            "plan-tick": {"task": "agentswarm.tasks.plan_tick",
-                          "schedule": timedelta(seconds=settings.plan_interval_s)},
-            "reconcile-tick": {"task": "agentswarm.tasks.reconcile_tick",
-                               "schedule": timedelta(seconds=settings.reconcile_interval_s)},
-            "monitor-tick": {"task": "agentswarm.tasks.monitor_tick",
-                             "schedule": timedelta(seconds=settings.monitor_interval_s)},
+            name: {"task": f"agentswarm.tasks.{task}", "schedule": timedelta(seconds=every),
+                   # A tick nobody picked up before the next one is due is dropped, not piled up.
+                   "options": {"expires": every}}
+            for name, task, every in (
+                ("plan-tick", "plan_tick", settings.plan_interval_s),
+                ("reconcile-tick", "reconcile_tick", settings.reconcile_interval_s),
+                ("monitor-tick", "monitor_tick", settings.monitor_interval_s),
+            )
         },
     }
 
