@@ -23,8 +23,8 @@ migrate: services
 test: install
 	$(BIN)/python -m pytest
 
-test-slow: install
-	$(BIN)/python -m pytest -m slow
+test-slow: install  # exit 5 = no test is marked slow right now
+	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]
 
 test-all: install
 	$(BIN)/python -m pytest -m ''
