@@ -31,20 +31,19 @@ def scopes_overlap(a: Iterable[str], b: Iterable[str]) -> bool:
     return False
 
 
-def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None) -> list[list[str]]:
-    """Scopes held by this run's tasks in flight or already sent to a worker.
+def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None,
+                include_sent: bool = True) -> list[list[str]]:
+    """Scopes held by this run's tasks in flight (and, with include_sent, already sent to a worker).
 
     A decomposed parent waits in `running` while its children work inside its scope, so it
     holds nothing itself.
     """
     child = select(Task.parent_id).where(Task.parent_id.is_not(None), Task.run_id == run_id)
+    holding = Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value])
+    if include_sent:
+        holding = holding | ((Task.status == TaskStatus.pending.value) & Task.enqueued_at.is_not(None))
     rows = session.execute(
-        select(Task.id, Task.scope).where(
-            Task.run_id == run_id,
-            (Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]))
-            | ((Task.status == TaskStatus.pending.value) & Task.enqueued_at.is_not(None)),
-            Task.id.not_in(child),
-        )
+        select(Task.id, Task.scope).where(Task.run_id == run_id, holding, Task.id.not_in(child))
     ).all()
     return [scope for tid, scope in rows if tid != exclude]
 

@@ -17,12 +17,13 @@ from agentswarm.broker import queue_lengths, queued_task_ids
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_xact_lock
-from agentswarm.db.models import LLMCall, MergeAttempt, Run, RunStatus, Task, TaskStatus
+from agentswarm.db.models import MergeAttempt, Run, RunStatus, Task, TaskStatus
 from agentswarm.db.session import after_commit, session_scope
 from agentswarm.db.states import transition
 from agentswarm.dispatch import dispatch_pending, send_run_task
 from agentswarm.feature_store import set_feature_status
 from agentswarm.handoffs import send_merge
+from agentswarm.status import run_summary
 
 log = logging.getLogger(__name__)
 SEND_GRACE_S = 30  # a message is published just after commit: give it time to appear
@@ -136,18 +137,12 @@ def reap_orphans(db, settings: Settings, run_ids: list[str]) -> list[str]:
     return reaped
 
 
-def snapshot(db, client: redis.Redis, run_id: str) -> dict:
+def snapshot(db, client: redis.Redis, run: Run) -> dict:
     """Counts a person would watch: tasks by state, merges, queue depths, tokens, dollars."""
-    by_status = dict(db.execute(select(Task.status, func.count()).where(Task.run_id == run_id)
-                                .group_by(Task.status)).all())
-    hour_ago = _now() - timedelta(hours=1)
-    merged_hour = db.scalar(select(func.count()).select_from(MergeAttempt).join(Task).where(
-        Task.run_id == run_id, MergeAttempt.status == "merged", MergeAttempt.finished_at > hour_ago))
-    tokens, cost = db.execute(select(
-        func.coalesce(func.sum(LLMCall.prompt_tokens + LLMCall.completion_tokens), 0),
-        func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(LLMCall.run_id == run_id)).one()
-    return {"tasks": by_status, "merged_last_hour": merged_hour, "queues": queue_lengths(client),
-            "tokens": int(tokens), "cost_usd": round(float(cost), 4)}
+    summary = run_summary(db, run)
+    return {"tasks": summary["tasks"], "merged_last_hour": summary["merged_last_hour"],
+            "queues": queue_lengths(client), "tokens": summary["llm"]["prompt_tokens"]
+            + summary["llm"]["completion_tokens"], "cost_usd": summary["llm"]["cost_usd"]}
 
 
 def monitor_tick(settings: Settings | None = None) -> dict:
@@ -158,13 +153,13 @@ def monitor_tick(settings: Settings | None = None) -> dict:
         with session_scope() as db:
             if not try_xact_lock(db, "monitor"):
                 return {"skipped": "another monitor holds the lock"}
-            runs = db.scalars(select(Run.id).where(Run.status == RunStatus.active.value)).all()
+            runs = db.scalars(select(Run).where(Run.status == RunStatus.active.value)).all()
             recovered = recover_stuck(db, settings)
             resent = resend_lost(db, client)
-            reaped = reap_orphans(db, settings, list(runs))
-            for run_id in runs:
-                dispatch_pending(db, run_id)
-                record_event(db, "metrics.snapshot", "", run_id=run_id, **snapshot(db, client, run_id))
+            reaped = reap_orphans(db, settings, [r.id for r in runs])
+            for run in runs:
+                dispatch_pending(db, run.id)
+                record_event(db, "metrics.snapshot", "", run_id=run.id, **snapshot(db, client, run))
         _gc_hub(settings)
         return {"recovered": recovered, "resent": resent, "reaped": reaped}
     finally:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from agentswarm.agent.contract import ContractError, Handoff, Limits, LLMSettings, TaskSpec
 from agentswarm.config import Settings, get_settings
@@ -25,7 +25,7 @@ from agentswarm.db.locks import xact_lock
 from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
-from agentswarm.dispatch import scopes_overlap
+from agentswarm.dispatch import busy_scopes, scopes_overlap
 from agentswarm.handoffs import finish_task
 from agentswarm.hub import hub_url, main_sha
 from agentswarm.sandbox import SandboxBackend, SandboxError, SandboxHandle, get_backend
@@ -111,12 +111,8 @@ def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
 
 
 def _in_flight_overlap(db, task: Task) -> bool:
-    rows = db.execute(select(Task.scope).where(
-        Task.run_id == task.run_id, Task.id != task.id,
-        Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]),
-        Task.id.not_in(select(Task.parent_id).where(Task.parent_id.is_not(None))),
-    )).scalars().all()
-    return any(scopes_overlap(task.scope, s) for s in rows)
+    busy = busy_scopes(db, task.run_id, exclude=task.id, include_sent=False)
+    return any(scopes_overlap(task.scope, s) for s in busy)
 
 
 class Heartbeats:
