@@ -24,7 +24,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentswarm.swarm import free_port  # noqa: E402
+from agentswarm.ops.swarm import free_port  # noqa: E402
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -66,7 +66,7 @@ def main() -> None:
                MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], capture_output=True)
     log = open(tmp / "swarm.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.cli", "swarm"], cwd=ROOT, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         time.sleep(args.seconds)

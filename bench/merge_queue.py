@@ -1,9 +1,9 @@
-"""Merge-queue throughput: land synthetic task branches with `merge_branch` and with raw plumbing.
+"""Merge-queue throughput: land synthetic task branches with `land_branch` and with raw plumbing.
 
 Builds a bare repository (one `git fast-import`) with --files files on main and --branches
 `swarm/task-N` branches forked from it, each changing one to three files in one to three
 commits, about one in ten touching a line another branch also changes (so some conflict).
-Lands them all with `merge_branch(--strategy)` on one copy, and on a second copy with a minimal
+Lands them all with `land_branch(--strategy)` on one copy, and on a second copy with a minimal
 loop of raw git (merge-tree, commit-tree, update-ref: one merge commit per branch, conflicts
 skipped) as the baseline. Prints one JSON line.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentswarm import gitops  # noqa: E402
-from agentswarm.mergeops import MergeStrategy, merge_branch  # noqa: E402
+from agentswarm.git import repo as gitops  # noqa: E402
+from agentswarm.git.landing import MergeStrategy, land_branch  # noqa: E402
 
 LINES_PER_FILE = 24
 DIR_SIZE = 50
@@ -118,7 +118,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Ours:
-    """merge_branch on one copy, timing each call and counting the git processes it starts."""
+    """land_branch on one copy, timing each call and counting the git processes it starts."""
 
     def __init__(self, repo: Path, strategy: MergeStrategy):
         self.repo, self.strategy = repo, strategy
@@ -136,7 +136,7 @@ class Ours:
         gitops.GitRepo.run = counting_run  # type: ignore[method-assign]
         try:
             t = time.perf_counter()
-            r = merge_branch(str(self.repo), name, self.strategy)
+            r = land_branch(str(self.repo), name, self.strategy)
             self.durations.append((time.perf_counter() - t) * 1000)
         finally:
             gitops.GitRepo.run = real_run  # type: ignore[method-assign]

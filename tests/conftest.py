@@ -145,7 +145,7 @@ def celery_worker(tmp_path, redis_client):
     """Factory: start real Celery workers; all are stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(app: str = "agentswarm.celery_app", queues: str = "work", ready: bool = True, **kw):
+    def start(app: str = "agentswarm.queue.app", queues: str = "work", ready: bool = True, **kw):
         w = WorkerProcess(app, queues, log_path=tmp_path / f"worker-{len(started)}.log", **kw)
         started.append(w)
         if ready:

@@ -72,13 +72,12 @@ class Agent(Protocol):
     def run(self, ctx: AgentContext) -> AgentOutcome: ...
 
 
-def get_agent(name: str) -> Agent:
-    """The agent selected by TaskSpec.agent: builtin, mini-swe-agent, pi, or cmd:<shell template>."""
-    name = (name or "builtin").strip()
-    if name == "builtin":
-        from agentswarm.agent.builtin import BuiltinAgent
-
-        return BuiltinAgent()
-    from agentswarm.agent.external import external_agent
-
-    return external_agent(name)
+def load_agents_md(repo: Path, cap: int = 32 * 1024) -> str:
+    """AGENTS.md from the repository root, capped; a placeholder when there is none."""
+    path = repo / "AGENTS.md"
+    try:
+        if path.is_file() and path.resolve().is_relative_to(repo.resolve()):
+            return path.read_text(encoding="utf-8", errors="replace")[:cap]
+    except OSError:
+        pass
+    return "(this repository has no AGENTS.md)"

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from agentswarm.agent.base import AgentContext, AgentOutcome, DeadlineExceeded
+from agentswarm.agent.base import AgentContext, AgentOutcome, DeadlineExceeded, load_agents_md
 from agentswarm.agent.contract import LLMCallRecord
 from agentswarm.agent.shell import clean_env
 from agentswarm.agent.tools import TOOL_SCHEMAS, Finish, Toolbox, ToolError
@@ -28,17 +28,6 @@ the code; touch only the files in the task's scope; end with finish {{status, su
 
 {agents_md}
 """
-
-
-def load_agents_md(repo: Path, cap: int = 32 * 1024) -> str:
-    """AGENTS.md from the repository root, capped; a placeholder when there is none."""
-    path = repo / "AGENTS.md"
-    try:
-        if path.is_file() and path.resolve().is_relative_to(repo.resolve()):
-            return path.read_text(encoding="utf-8", errors="replace")[:cap]
-    except OSError:
-        pass
-    return "(this repository has no AGENTS.md)"
 
 
 def system_prompt(repo: Path) -> str:

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt
-from agentswarm.agent.builtin import load_agents_md
+from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt, load_agents_md
 from agentswarm.agent.contract import LLMCallRecord, TaskSpec
 from agentswarm.agent.llmproxy import LLMProxy
 from agentswarm.agent.shell import HeadTail, clean_env, run_capped

@@ -17,9 +17,10 @@ import time
 import traceback
 from pathlib import Path
 
-from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed, get_agent
+from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
 from agentswarm.agent.contract import ContractError, Handoff, TaskSpec, write_json_atomic
 from agentswarm.agent.gitwork import Git, GitError
+from agentswarm.agent.registry import get_agent
 from agentswarm.agent.transcript import Transcript, scrub, secrets_from_env
 
 log = logging.getLogger("agentswarm.runner")

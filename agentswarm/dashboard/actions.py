@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentswarm import steering
 from agentswarm.dashboard.app import DashboardApp
 from agentswarm.dashboard.web import ApiError, text_field
+from agentswarm.ops import steering
 
 
 def stop_run(app: DashboardApp, db, body: dict[str, Any], run_id: str) -> tuple[int, dict]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import redis
 
-from agentswarm import status
-from agentswarm.broker import queue_lengths
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.transcript import parse_transcript
 from agentswarm.dashboard.web import ApiError, int_param, list_param
 from agentswarm.db.models import MergeStatus, Run, Task, TaskStatus
+from agentswarm.ops import status
+from agentswarm.queue.broker import queue_lengths
 
 TASK_STATES = {s.value for s in TaskStatus}
 MERGE_STATES = {s.value for s in MergeStatus}

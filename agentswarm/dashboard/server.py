@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import OperationalError
 
-from agentswarm import steering
 from agentswarm.config import Settings
 from agentswarm.dashboard.app import DashboardApp, is_loopback, log
 from agentswarm.dashboard.routes import match
 from agentswarm.dashboard.web import MAX_BODY, ApiError, parse_body, query_params
 from agentswarm.db.session import session_scope
 from agentswarm.errors import IllegalTransition, SwarmError
+from agentswarm.ops import steering
 from agentswarm.planning.parsing import InvalidTask
 
 STATIC = Path(__file__).parent / "static"

@@ -5,7 +5,7 @@ from agentswarm.db.models import (
     Event,
     Feature,
     FeatureStatus,
-    Handoff,
+    HandoffRecord,
     LLMCall,
     MergeAttempt,
     MergeStatus,
@@ -19,7 +19,7 @@ from agentswarm.db.models import (
 from agentswarm.db.session import after_commit, check_database, get_engine, session_scope
 
 __all__ = [
-    "Base", "Event", "Feature", "FeatureStatus", "Handoff", "LLMCall", "MergeAttempt", "MergeStatus",
+    "Base", "Event", "Feature", "FeatureStatus", "HandoffRecord", "LLMCall", "MergeAttempt", "MergeStatus",
     "Run", "RunStatus", "Task", "TaskKind", "TaskStatus", "new_id", "after_commit", "check_database",
     "get_engine", "session_scope",
 ]

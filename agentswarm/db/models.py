@@ -143,7 +143,7 @@ class Task(Base):
     )
 
 
-class Handoff(Base):
+class HandoffRecord(Base):
     __tablename__ = "handoffs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

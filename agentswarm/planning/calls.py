@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from agentswarm.accounting import record_llm_call
 from agentswarm.config import Settings
 from agentswarm.db.models import LLMCall
+from agentswarm.lifecycle.accounting import record_llm_call
 from agentswarm.llm import LLMClient, LLMError
 from agentswarm.planning.parsing import reply_text
 

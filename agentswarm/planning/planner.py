@@ -20,24 +20,24 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from agentswarm.accounting import scrub
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import lock_key, try_xact_lock, xact_lock
 from agentswarm.db.models import Run, RunStatus, Task
 from agentswarm.db.session import get_engine, session_scope
-from agentswarm.dispatch import dispatch_pending
-from agentswarm.feature_store import OPEN_TASK_STATES, mark_features_in_progress
+from agentswarm.lifecycle.accounting import scrub
+from agentswarm.lifecycle.budgets import check_budgets, tasks_left
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.features import OPEN_TASK_STATES, mark_features_in_progress
+from agentswarm.lifecycle.runs import active_runs, enforce_limits, note_iteration
 from agentswarm.llm import LLMClient
+from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning import state
-from agentswarm.planning.budget import check_budgets, tasks_left
 from agentswarm.planning.calls import CallOutcome, ask, record
-from agentswarm.planning.llm_factory import client_from_settings
 from agentswarm.planning.parsing import Rejection, UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
-from agentswarm.runs import active_runs, enforce_limits, note_iteration
 
 log = logging.getLogger(__name__)
 PLAN_LOCK_WAIT_S = 5.0  # another tick's bookkeeping under the lock takes milliseconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentswarm.gitops import GitError, open_repo
+from agentswarm.git.repo import GitError, open_repo
 
 TREE_CAP = 400
 COMMITS = 20

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Feature, FeatureStatus, Handoff, Task, TaskStatus
-from agentswarm.feature_store import OPEN_TASK_STATES
+from agentswarm.db.models import Feature, FeatureStatus, HandoffRecord, Task, TaskStatus
+from agentswarm.lifecycle.features import OPEN_TASK_STATES
 
 FEATURES_SHOWN = 60
 IN_FLIGHT_SHOWN = 100
@@ -105,10 +105,10 @@ def failures_input(session: Session, run_id: str) -> list[dict]:
         .order_by(Task.finished_at.desc().nulls_last()).limit(FAILURES_SHOWN)))
     if not tasks:
         return []
-    latest = select(Handoff.task_id, func.max(Handoff.id).label("hid")).where(
-        Handoff.task_id.in_([t.id for t in tasks])).group_by(Handoff.task_id).subquery()
-    summaries = dict(session.execute(select(Handoff.task_id, Handoff.summary).join(
-        latest, Handoff.id == latest.c.hid)).all())
+    latest = select(HandoffRecord.task_id, func.max(HandoffRecord.id).label("hid")).where(
+        HandoffRecord.task_id.in_([t.id for t in tasks])).group_by(HandoffRecord.task_id).subquery()
+    summaries = dict(session.execute(select(HandoffRecord.task_id, HandoffRecord.summary).join(
+        latest, HandoffRecord.id == latest.c.hid)).all())
     return [{"title": t.title, "status": t.status, "scope": t.scope, "feature_ids": t.feature_ids,
              "error": (t.error or "")[:500], "summary": (summaries.get(t.id) or t.summary or "")[:500]}
             for t in tasks]

@@ -1,8 +1,8 @@
-"""The subplanner: split a task that is too large into children inside its scope; settle the parent.
+"""The subplanner: split a task that is too large into children inside its scope.
 
 Bounded three ways, so a model that always splits cannot fan out: depth (SUBPLANNER_MAX_DEPTH),
 children per task (SUBPLANNER_MAX_CHILDREN) and tasks per run (RUN_MAX_TASKS). A decomposed
-parent waits in `running` and ends when its children have all ended.
+parent waits in `running` and ends when its children have all ended (`lifecycle.parents`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind, TaskStatus
-from agentswarm.db.states import TERMINAL, transition
-from agentswarm.dispatch import dispatch_pending
-from agentswarm.feature_store import mark_features_failed
+from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
+from agentswarm.lifecycle.budgets import check_budgets, tasks_left
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.parents import children_of
 from agentswarm.llm import LLMClient
-from agentswarm.planning.budget import check_budgets, tasks_left
 from agentswarm.planning.calls import ask, record
 from agentswarm.planning.parsing import Rejection, UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
@@ -44,11 +43,6 @@ def inside_scope(path: str, scope: list[str]) -> bool:
     return any(path == s.strip("/") or path.startswith(s.strip("/") + "/") for s in scope)
 
 
-def _children(session: Session, parent_id: str) -> list[Task]:
-    return list(session.scalars(select(Task).where(Task.parent_id == parent_id).order_by(Task.created_at)
-                                .execution_options(populate_existing=True)))
-
-
 def _task_input(task: Task) -> dict:
     return {"title": task.title, "description": task.description, "scope": task.scope,
             "acceptance": task.acceptance, "priority": task.priority, "feature_ids": task.feature_ids,
@@ -59,7 +53,7 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
                     settings: Settings | None = None) -> list[Task] | None:
     """The stored children of `task` (pending, dispatched after commit), or None to run it whole."""
     settings = settings or get_settings()
-    existing = _children(session, task.id)
+    existing = children_of(session, task.id)
     if existing:  # a second delivery of the same task: the split already happened
         return existing
     if not too_large(task, settings):
@@ -102,8 +96,8 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
         return None
     # Lock the parent, then look again: a twin delivery may have split it while we waited on the model.
     session.execute(select(Task.id).where(Task.id == task.id).with_for_update())
-    if _children(session, task.id):
-        return _children(session, task.id)
+    if children_of(session, task.id):
+        return children_of(session, task.id)
     children = []
     for draft in kept:
         draft.kind, draft.feature_ids = task.kind, list(task.feature_ids or [])
@@ -112,44 +106,3 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
     task.context = {**(task.context or {}), "decomposed": [c.id for c in children]}
     dispatch_pending(session, run.id)
     return children
-
-
-def _summary(children: list[Task]) -> str:
-    counts: dict[str, int] = {}
-    for c in children:
-        counts[c.status] = counts.get(c.status, 0) + 1
-    head = "children: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    lines = [f"- {c.id} {c.title[:80]}: {(c.error or c.summary or '')[:200]}"
-             for c in children if c.status != TaskStatus.complete.value]
-    return "\n".join([head, *lines])[:4000]
-
-
-def settle_parent(session: Session, parent_id: str) -> str | None:
-    """When every child has ended, move the running parent to complete/failed/blocked; else None. Idempotent."""
-    session.flush()
-    parent = session.scalar(select(Task).where(Task.id == parent_id).with_for_update()
-                            .execution_options(populate_existing=True))
-    if parent is None or parent.status != TaskStatus.running.value:
-        return None
-    children = _children(session, parent_id)
-    if not children or any(TaskStatus(c.status) not in TERMINAL for c in children):
-        return None
-    statuses = {c.status for c in children}
-    if statuses == {TaskStatus.complete.value}:
-        final = TaskStatus.complete
-    elif TaskStatus.failed.value in statuses:
-        final = TaskStatus.failed
-    else:
-        final = TaskStatus.blocked
-    summary = _summary(children)
-    if not transition(session, parent_id, "running", final, summary=summary,
-                      error=None if final is TaskStatus.complete else summary):
-        return None
-    record_event(session, f"task.{final.value}", summary.splitlines()[0], run_id=parent.run_id, task_id=parent_id,
-                 children={c.id: c.status for c in children})
-    if final is TaskStatus.failed:
-        mark_features_failed(session, parent.feature_ids or [])
-    if parent.parent_id:
-        settle_parent(session, parent.parent_id)
-    return final.value
-

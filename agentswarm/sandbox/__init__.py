@@ -35,7 +35,6 @@ __all__ = [
     "SandboxHandle",
     "SandboxInfo",
     "backend_names",
-    "config_from_settings",
     "get_backend",
 ]
 
@@ -63,22 +62,3 @@ def get_backend(name: str, config: dict[str, Any] | BaseModel | None = None, **k
     elif not isinstance(config, config_cls):
         raise TypeError(f"backend {name!r} takes a {config_cls.__name__}, not a {type(config).__name__}")
     return backend_cls(config, **kwargs)
-
-
-def config_from_settings(settings: Any) -> tuple[str, dict[str, Any]]:
-    """(SANDBOX_BACKEND, config fields) read from a settings object; settings it lacks keep their defaults."""
-    name = str(getattr(settings, "SANDBOX_BACKEND", "local"))
-    common = {"create_concurrency": "SANDBOX_CREATE_CONCURRENCY", "create_rate": "SANDBOX_CREATE_RATE"}
-    per_backend = {
-        "local": {"root": "SANDBOX_ROOT", "memory_mb": "SANDBOX_MEMORY_MB"},
-        "modal": {"app_name": "MODAL_APP_NAME", "timeout_s": "WORKER_TIMEOUT", "cpu": "SANDBOX_CPU",
-                  "memory_mb": "SANDBOX_MEMORY_MB"},
-    }
-    if name not in per_backend:
-        raise ValueError(f"unknown sandbox backend {name!r} (SANDBOX_BACKEND): choose one of {backend_names()}")
-    fields: dict[str, Any] = {}
-    for field, setting in {**common, **per_backend[name]}.items():
-        value = getattr(settings, setting, None)
-        if value is not None:
-            fields[field] = value
-    return name, fields

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentswarm.hub import create_hub
+from agentswarm.git.hub import create_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "sk-test-SECRET-llm-key-0123456789"

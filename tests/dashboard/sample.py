@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Event, Feature, Handoff, LLMCall, MergeAttempt, Run, Task
+from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
 
 HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
 CATEGORIES = {"rendering": 9, "world": 8, "player": 6, "physics": 5, "ui": 7, "audio": 3}
@@ -96,7 +96,7 @@ def fill(db: Session, seed: int = 7) -> Run:
     for t in tasks:
         if t.status in ("complete", "failed", "blocked"):
             ok = t.status == "complete"
-            db.add(Handoff(task_id=t.id, attempt=max(1, t.attempts), status=t.status, summary=t.summary or "",
+            db.add(HandoffRecord(task_id=t.id, attempt=max(1, t.attempts), status=t.status, summary=t.summary or "",
                            commits=["a1b2c3d"] if ok else [], files_changed=["src/world/mesh.ts"] if ok else [],
                            insertions=rnd.randint(20, 300), deletions=rnd.randint(0, 40), prompt_tokens=20430,
                            completion_tokens=1606, llm_calls=3, duration_s=34.0, error=t.error,

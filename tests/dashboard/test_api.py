@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agentswarm.db.models import Event, Handoff
+from agentswarm.db.models import Event, HandoffRecord
 from agentswarm.db.session import session_scope
 from tests.dashboard.conftest import SECRET_KEY
 
@@ -83,7 +83,7 @@ def test_transcript_is_parsed_and_capped(dash, sample, db):
     assert tr["tokens"] == {"prompt": 5210 + 6800 + 8420, "completion": 96 + 1450 + 60}
     assert tr["entries"][3]["tool_calls"][0]["name"] == "run"
     with session_scope(db) as s:
-        s.add(Handoff(task_id=done, attempt=9, status="failed",
+        s.add(HandoffRecord(task_id=done, attempt=9, status="failed",
                       transcript="\n".join(json.dumps({"kind": "tool", "result": "y" * 9000}) for _ in range(1000))))
     latest = dash.get(f"/api/tasks/{done}/transcript").json()
     assert latest["attempt"] == 9 and latest["lines"] == 1000 and latest["truncated"] is True

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import requests
 
-from agentswarm.broker import queued_task_ids
 from agentswarm.dashboard.app import TOKEN_ENV, DashboardApp
 from agentswarm.db.models import Event, Run, Task
 from agentswarm.db.session import session_scope
+from agentswarm.queue.broker import queued_task_ids
 
 
 def _task(db, task_id: str) -> Task:

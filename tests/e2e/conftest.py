@@ -12,9 +12,9 @@ import pytest
 
 from agentswarm.config import get_settings
 from agentswarm.db import session_scope
-from agentswarm.feature_store import sync_features
-from agentswarm.hub import prepare_hub
-from agentswarm.runs import start_run
+from agentswarm.git.hub import prepare_hub
+from agentswarm.lifecycle.features import sync_features
+from agentswarm.lifecycle.runs import start_run
 from agentswarm.testing.fake_llm import FakeLLMServer
 
 FEATURES = [

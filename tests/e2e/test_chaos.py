@@ -8,7 +8,7 @@ import time
 from sqlalchemy import func, select
 
 from agentswarm.db import Event, Feature, MergeAttempt, Task, session_scope
-from agentswarm.monitor import monitor_tick
+from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.e2e.conftest import wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from agentswarm.db import Feature, MergeAttempt, session_scope
-from agentswarm.swarm import free_port
+from agentswarm.ops.swarm import free_port
 from tests.e2e.conftest import CHECK, FEATURES, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_swarm_command_runs_demo_to_merged_and_stops_on_ctrl_c(tmp_path, db, red
                RECONCILE_INTERVAL_S="3600", RECONCILE_INSTALL="", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()),
                MAX_WORKERS="3")
     log = open(tmp_path / "swarm.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.cli", "swarm"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def done() -> bool:

@@ -11,10 +11,10 @@ import subprocess
 
 from sqlalchemy import func, select
 
-from agentswarm.db import Event, Feature, Handoff, LLMCall, MergeAttempt, Run, Task, session_scope
-from agentswarm.monitor import monitor_tick
+from agentswarm.db import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task, session_scope
+from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
-from agentswarm.reconciler import reconcile_tick
+from agentswarm.reconcile.tick import reconcile_tick
 from agentswarm.sandbox import procs
 from tests.e2e.conftest import wait_for
 
@@ -46,7 +46,7 @@ def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
         assert sorted(f for t in tasks for f in t.feature_ids) == ["core-001", "core-002", "ui-001", "ui-002"]
         merged = s.scalars(select(MergeAttempt).where(MergeAttempt.status == "merged")).all()
         assert {m.task_id for m in merged} == {t.id for t in tasks}
-        handoffs = s.scalars(select(Handoff)).all()
+        handoffs = s.scalars(select(HandoffRecord)).all()
         detail = [(h.task_id, h.attempt, h.status, h.error) for h in handoffs]
         assert len(handoffs) == len(tasks) and all(h.commits and h.files_changed for h in handoffs), detail
         roles = dict(s.execute(select(LLMCall.role, func.count()).group_by(LLMCall.role)).all())

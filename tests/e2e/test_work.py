@@ -8,11 +8,11 @@ import signal
 from sqlalchemy import select
 
 from agentswarm.config import get_settings
-from agentswarm.db import Feature, Handoff, MergeAttempt, Task, session_scope
+from agentswarm.db import Feature, HandoffRecord, MergeAttempt, Task, session_scope
 from agentswarm.db.events import record_event
-from agentswarm.dispatch import dispatch_pending
-from agentswarm.hub import main_sha
-from agentswarm.monitor import monitor_tick
+from agentswarm.git.hub import main_sha
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.monitor.tick import monitor_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.simulator import simulate
 from tests.e2e.conftest import wait_for
@@ -88,7 +88,7 @@ def test_agent_sees_no_orchestrator_secret_and_the_hub_refuses_main(swarm, db, c
     assert swarm.git("rev-parse", "main") == main_before
     assert "feature/x" not in swarm.git("for-each-ref", "--format=%(refname)")
     with session_scope(db) as s:
-        transcript = s.scalars(select(Handoff.transcript).where(Handoff.task_id == tid)).one()
+        transcript = s.scalars(select(HandoffRecord.transcript).where(HandoffRecord.task_id == tid)).one()
     assert "sk-e2e-secret-key" not in transcript
 
 
@@ -124,7 +124,7 @@ def test_killed_worker_task_runs_again_once_with_one_branch(swarm, db, celery_wo
         assert second.proc.poll() is None
     with session_scope(db) as s:
         task = s.get(Task, tid)
-        handoffs = s.scalars(select(Handoff).where(Handoff.task_id == tid)).all()
+        handoffs = s.scalars(select(HandoffRecord).where(HandoffRecord.task_id == tid)).all()
         assert task.attempts == 2 and task.sandbox_id != old_sandbox
         assert [h.attempt for h in handoffs] == [2]
     assert swarm.git("for-each-ref", "--format=%(refname)", "refs/heads/swarm/").split() == [f"refs/heads/swarm/{tid}"]
@@ -143,7 +143,7 @@ def test_large_task_is_decomposed_and_the_parent_ends_with_its_children(swarm, d
         assert 2 <= len(children) <= get_settings().subplanner_max_children
         assert all(c.status == "complete" and set(c.scope) <= set(scope) for c in children)
         assert sorted(p for c in children for p in c.scope) == sorted(scope)
-        assert s.scalars(select(Handoff).where(Handoff.task_id == parent)).all() == []  # it ran no agent
+        assert s.scalars(select(HandoffRecord).where(HandoffRecord.task_id == parent)).all() == []  # it ran no agent
     wait_for(lambda: set(scope) <= set(swarm.git("ls-tree", "-r", "--name-only", "main").splitlines()),
              timeout=60)
     with session_scope(db) as s:  # the feature is done only once every child has landed

@@ -1,6 +1,7 @@
 import json
 
-from agentswarm.celery_app import celery_priority, create_app
+from agentswarm.queue.app import create_app
+from agentswarm.queue.names import celery_priority
 from tests.support.probe_app import PROBE, app
 
 
@@ -17,7 +18,7 @@ def test_config_has_the_transport_settings():
     assert vt == conf.result_backend_transport_options["visibility_timeout"] >= 3 * 1800
     assert conf.worker_prefetch_multiplier == 1 and conf.accept_content == ["json"]
     assert set(conf.beat_schedule) == {"plan-tick", "reconcile-tick", "monitor-tick"}
-    from agentswarm import tasks
+    from agentswarm.queue import tasks
 
     assert tasks.run_task.acks_late and tasks.run_task.reject_on_worker_lost
     assert tasks.merge_branch.acks_late and tasks.merge_branch.reject_on_worker_lost

@@ -56,7 +56,7 @@ def test_secrets_not_echoed_in_errors(monkeypatch):
 
 def _cli(env_extra, *args):
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "agentswarm.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "agentswarm.ops.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -75,7 +75,7 @@ def test_start_up_stops_with_one_clear_line(env_extra, needle):
 
 def test_celery_import_with_bad_setting_prints_one_line():
     env = {**os.environ, "MERGE_STRATEGY": "yolo"}
-    r = subprocess.run([sys.executable, "-c", "import agentswarm.celery_app"], env=env,
+    r = subprocess.run([sys.executable, "-c", "import agentswarm.queue.app"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "MERGE_STRATEGY" in r.stderr

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from agentswarm.celery_app import CONTROL_QUEUES, QUEUES, TASK_ROUTES, create_app
+from agentswarm.queue.app import TASK_ROUTES, create_app
+from agentswarm.queue.names import CONTROL_QUEUES, QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def _check_process_set(commands: dict[str, list[str]]):
     assert len(beats) == 1
     assert any("flower" in a for a in commands.values())
     for a in commands.values():
-        assert _opt(a, "-A") == "agentswarm.celery_app"
+        assert _opt(a, "-A") == "agentswarm.queue.app"
 
 
 def test_compose_services_agree_with_celery_app():
@@ -59,7 +60,15 @@ def test_procfile_agrees_with_celery_app():
 
 def test_every_task_has_a_route():
     app = create_app()
-    import agentswarm.tasks  # noqa: F401
+    import agentswarm.queue.tasks  # noqa: F401
 
     ours = {n for n in app.tasks if n.startswith("agentswarm.")}
     assert ours == set(TASK_ROUTES)
+
+
+def test_every_beat_entry_names_a_registered_task_on_a_control_queue():
+    app = create_app()
+    app.loader.import_default_modules()  # the entry points, as a worker loads them (`include`)
+    for entry in app.conf.beat_schedule.values():
+        assert entry["task"] in app.tasks, entry
+        assert TASK_ROUTES[entry["task"]]["queue"] in CONTROL_QUEUES

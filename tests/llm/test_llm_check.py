@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from agentswarm.llm import LLMClient
-from agentswarm.llm_check import check_endpoint
+from agentswarm.ops.llm_check import check_endpoint
 from agentswarm.testing.fake_llm import FakeLLMServer
 
 
@@ -23,6 +23,6 @@ def test_an_endpoint_without_tool_calls_is_told_what_to_fix():
 
 def test_cli_reports_a_dead_endpoint_in_one_line_per_probe():
     env = {**os.environ, "LLM_BASE_URL": "http://127.0.0.1:9", "LLM_MAX_RETRIES": "0"}
-    r = subprocess.run([sys.executable, "-m", "agentswarm.cli", "llm-check"], env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "agentswarm.ops.cli", "llm-check"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and "FAIL models" in r.stdout and "Traceback" not in r.stderr

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from agentswarm import gitops
+from agentswarm.git import repo as gitops
 
 AGENT = ("Agent Smith", "smith@agents.local")
 

@@ -2,7 +2,7 @@
 
     python -m tests.merge.merge_worker HUB STRATEGY BRANCHES_FILE OUT_FILE
 
-Writes one JSON line per merge_branch call. A `failed` result (main kept moving under it: with
+Writes one JSON line per land_branch call. A `failed` result (main kept moving under it: with
 no lock, a long replay can lose the race to the other worker many times over) is retried, as
 the queue would re-queue it; only compare-and-swap protects main.
 """
@@ -13,7 +13,7 @@ import dataclasses
 import json
 import sys
 
-from agentswarm.mergeops import merge_branch
+from agentswarm.git.landing import land_branch
 
 
 def main(hub: str, strategy: str, branches_file: str, out_file: str) -> int:
@@ -22,7 +22,7 @@ def main(hub: str, strategy: str, branches_file: str, out_file: str) -> int:
     with open(out_file, "w") as out:
         for name in branches:
             for _ in range(100):
-                r = merge_branch(hub, name, strategy)
+                r = land_branch(hub, name, strategy)
                 out.write(json.dumps(dataclasses.asdict(r)) + "\n")
                 if r.status != "failed":
                     break

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from agentswarm import gitops
-from agentswarm.gitops import GitError
-from agentswarm.mergeops import merge_branch
+from agentswarm.git import repo as gitops
+from agentswarm.git.landing import land_branch
+from agentswarm.git.repo import GitError
 from tests.merge.hubkit import branch, git, new_hub
 
 
@@ -40,7 +40,7 @@ def test_mirror_fetches_branch_and_main_merges_and_pushes_main_back(tmp_path):
     git(mirror, "remote", "add", "origin", str(remote))
     gitops.fetch_refs(mirror, "origin", ["refs/heads/swarm/t1", "refs/heads/main"])
     assert gitops.list_branches(mirror) == {"refs/heads/swarm/t1": tip}
-    r = merge_branch(mirror, "swarm/t1", "merge-commit")
+    r = land_branch(mirror, "swarm/t1", "merge-commit")
     assert r.status == "merged"
     gitops.push_ref(mirror, "origin", "refs/heads/main")
     assert gitops.rev_parse(remote, "refs/heads/main") == r.main_after

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from agentswarm.db import MergeAttempt, Run, Task, session_scope
 from agentswarm.db.states import transition
-from agentswarm.mergeops import merge_branch as plumbing_merge
+from agentswarm.git.landing import land_branch as plumbing_merge
 from tests.merge.hubkit import branch, git, lines, new_hub, read
 
 
@@ -36,7 +36,7 @@ def _merged_count(db_url):
 
 
 def test_two_merge_workers_lose_nothing_and_main_only_moves_forward(db, tmp_path, celery_worker, monkeypatch):
-    from agentswarm.tasks import merge_branch
+    from agentswarm.queue.send import send_merge
 
     files = {f"src/f{i}.ts": lines(5, f"f{i}") for i in range(300)}
     hub, root = new_hub(tmp_path / "hub.git", files)
@@ -53,7 +53,7 @@ def test_two_merge_workers_lose_nothing_and_main_only_moves_forward(db, tmp_path
     for _ in range(2):  # two workers on purpose, each concurrency 1, same hub
         celery_worker(queues="merge", pool="prefork", concurrency=1, env=env)
     for tid in ids + ids[:40]:  # some sent twice: a duplicate is a no-op
-        merge_branch.apply_async(args=[tid], queue="merge")
+        send_merge(tid)
     assert _wait(lambda: _merged_count(db) >= len(ids)), f"only {_merged_count(db)} merged"
     time.sleep(1.0)  # let duplicates drain
     with session_scope(db) as s:
@@ -74,14 +74,14 @@ def test_two_merge_workers_lose_nothing_and_main_only_moves_forward(db, tmp_path
 
 def test_conflict_records_files_and_creates_one_conflict_task_that_lands(db, tmp_path, monkeypatch):
     from agentswarm.config import get_settings
-    from agentswarm.merge import merge_task
+    from agentswarm.merge.queue import merge_task
 
     hub, root = new_hub(tmp_path / "hub.git", {"src/a.ts": lines(3), "src/b.ts": lines(3)})
     monkeypatch.setenv("HUB_PATH", str(hub))
     monkeypatch.setenv("MERGE_STRATEGY", "fast-forward")
     get_settings.cache_clear()
     sent = []
-    monkeypatch.setattr("agentswarm.dispatch.send_run_task", lambda tid, p: sent.append((tid, p)))
+    monkeypatch.setattr("agentswarm.queue.send.send_run_task", lambda tid, p: sent.append((tid, p)))
     try:
         branch(hub, "swarm/one", root, {"src/a.ts": "one\n"})
         branch(hub, "swarm/two", root, {"src/a.ts": "two\n"})

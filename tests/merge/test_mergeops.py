@@ -1,4 +1,4 @@
-"""merge_branch on real bare hubs: the three strategies, conflicts, no-ops, lost races, bad input."""
+"""land_branch on real bare hubs: the three strategies, conflicts, no-ops, lost races, bad input."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import subprocess
 
 import pytest
 
-from agentswarm import gitops, mergeops
-from agentswarm.gitops import GitVersionError
-from agentswarm.mergeops import (
+from agentswarm.git import landing as mergeops
+from agentswarm.git import repo as gitops
+from agentswarm.git.landing import (
     MergeStrategy,
     branch_changes,
     delete_branch,
+    land_branch,
     list_conflicting_files,
-    merge_branch,
 )
+from agentswarm.git.repo import GitVersionError
 from tests.merge.hubkit import branch, commit, edit, git, lines, new_hub, read, rev_list, set_ref
 
 ALL = list(MergeStrategy)
@@ -40,7 +41,7 @@ def advance_main(hub, files, message="main moves") -> str:
 def test_fast_forward_moves_main_to_the_branch_when_main_is_its_base(hub):
     path, root = hub
     shas = branch(path, "swarm/t1", root, {"a.txt": edit(BASE["a.txt"], 1, "A1")}, {"new.txt": "n\n"})
-    r = merge_branch(path, "swarm/t1", MergeStrategy.FAST_FORWARD)
+    r = land_branch(path, "swarm/t1", MergeStrategy.FAST_FORWARD)
     assert (r.status, r.main_before, r.main_after, r.commits_landed) == ("merged", root, shas[-1], shas)
     assert main_of(path) == shas[-1] and r.error is None and r.duration_ms > 0
 
@@ -55,7 +56,7 @@ def test_diverged_branch_is_rebased_linearly_keeping_authors_messages_and_every_
     c2 = commit(path, c1, {"a.txt": edit(a1, 3, "second")}, "feat: two\n", ("Bob", "bob@x"), "1600000500 -0700")
     c3 = commit(path, c2, {"b.txt": None}, "chore: drop b\n", ("Cy", "cy@x"), "1600000900 +0000")
     set_ref(path, "swarm/t2", c3)
-    r = merge_branch(path, "swarm/t2", strategy)
+    r = land_branch(path, "swarm/t2", strategy)
     assert r.status == "merged", r.error
     assert r.main_before == other and len(r.commits_landed) == 3
     assert rev_list(path, "--reverse", f"{other}..main") == r.commits_landed == [*r.commits_landed]
@@ -72,13 +73,13 @@ def test_diverged_branch_is_rebased_linearly_keeping_authors_messages_and_every_
 def test_rebase_fast_forwards_a_linear_branch_on_main_and_never_makes_merge_commits(hub):
     path, root = hub
     shas = branch(path, "swarm/t3", root, {"a.txt": "x\n"})
-    r = merge_branch(path, "swarm/t3", "rebase")
+    r = land_branch(path, "swarm/t3", "rebase")
     assert r.status == "merged" and main_of(path) == shas[0]
     side = commit(path, root, {"b.txt": "side\n"})
     merge = git(path, "commit-tree", git(path, "rev-parse", f"{side}^{{tree}}"), "-p", shas[0], "-p", side,
                 "-m", "agent merged something")
     set_ref(path, "swarm/t4", commit(path, merge, {"c.txt": "after merge\n"}))
-    r = merge_branch(path, "swarm/t4", "rebase")
+    r = land_branch(path, "swarm/t4", "rebase")
     assert r.status == "merged" and rev_list(path, "--merges", "main") == []  # the agent's merge is flattened
     assert read(path, "main", "c.txt") == "after merge\n"
 
@@ -86,11 +87,11 @@ def test_rebase_fast_forwards_a_linear_branch_on_main_and_never_makes_merge_comm
 def test_merge_commit_makes_exactly_one_merge_per_branch_even_when_fast_forward_is_possible(hub):
     path, root = hub
     first = branch(path, "swarm/m1", root, {"a.txt": edit(BASE["a.txt"], 0, "m1")})
-    r1 = merge_branch(path, "swarm/m1", "merge-commit", message="Land m1")
+    r1 = land_branch(path, "swarm/m1", "merge-commit", message="Land m1")
     assert r1.status == "merged" and r1.main_after != first[-1]
     assert git(path, "log", "-1", "--format=%P|%s|%an", "main") == f"{root} {first[-1]}|Land m1|AgentSwarm Merge Queue"
     second = branch(path, "swarm/m2", root, {"b.txt": edit(BASE["b.txt"], 0, "m2")}, {"c.txt": "m2\n"})
-    r2 = merge_branch(path, "swarm/m2", "merge-commit")
+    r2 = land_branch(path, "swarm/m2", "merge-commit")
     assert r2.status == "merged" and r2.commits_landed == [*second, r2.main_after]
     assert git(path, "log", "-1", "--format=%s", "main") == "Merge branch 'swarm/m2'"
     assert len(rev_list(path, "--merges", "main")) == 2
@@ -105,7 +106,7 @@ def test_conflict_names_the_files_and_leaves_main_alone(hub, strategy):
     branch(path, "swarm/c1", root, {"a.txt": edit(BASE["a.txt"], 5, "branch"), "b.txt": "kept b\n"},
            {"c.txt": edit(BASE["c.txt"], 19, "tail")})
     assert list_conflicting_files(path, "swarm/c1") == ["a.txt", "b.txt", "c.txt"]
-    r = merge_branch(path, "swarm/c1", strategy)
+    r = land_branch(path, "swarm/c1", strategy)
     assert r.status == "conflict" and r.main_after is None and main_of(path) == before
     expected = ["a.txt", "b.txt"] if strategy is not MergeStrategy.MERGE_COMMIT else ["a.txt", "b.txt", "c.txt"]
     assert r.conflict_files == expected and r.main_before == before and "conflict" in r.error
@@ -116,9 +117,9 @@ def test_landing_twice_is_a_no_op(hub, strategy):
     path, root = hub
     advance_main(path, {"c.txt": "moved\n"})
     branch(path, "swarm/n1", root, {"a.txt": "n1\n"}, {"b.txt": "n1\n"})
-    first = merge_branch(path, "swarm/n1", strategy)
+    first = land_branch(path, "swarm/n1", strategy)
     assert first.status == "merged"
-    again = merge_branch(path, "swarm/n1", strategy)
+    again = land_branch(path, "swarm/n1", strategy)
     assert (again.status, again.main_before, again.main_after) == ("already_merged", first.main_after,
                                                                     first.main_after)
     assert main_of(path) == first.main_after and again.commits_landed == []
@@ -127,12 +128,12 @@ def test_landing_twice_is_a_no_op(hub, strategy):
 def test_a_branch_contained_in_main_or_whose_change_is_already_there_is_already_merged(hub):
     path, root = hub
     set_ref(path, "swarm/old", root)
-    assert merge_branch(path, "swarm/old", "fast-forward").status == "already_merged"
+    assert land_branch(path, "swarm/old", "fast-forward").status == "already_merged"
     advance_main(path, {"a.txt": "same change\n"})
     before = main_of(path)
     branch(path, "swarm/dup", root, {"a.txt": "same change\n"})  # e.g. re-landed after a crash
     for strategy in ALL:
-        r = merge_branch(path, "swarm/dup", strategy)
+        r = land_branch(path, "swarm/dup", strategy)
         assert r.status == "already_merged" and main_of(path) == before
 
 
@@ -145,11 +146,11 @@ def test_lost_race_is_retried_from_the_new_main(hub, monkeypatch):
     def cas_after_someone_else_lands(repo, ref, new, old):
         if not calls:  # another merger moves main between our read and our update
             calls.append(None)
-            calls[0] = merge_branch(path, "swarm/theirs", "rebase")
+            calls[0] = land_branch(path, "swarm/theirs", "rebase")
         return real_cas(repo, ref, new, old)
 
     monkeypatch.setattr(gitops, "update_ref_cas", cas_after_someone_else_lands)
-    r = merge_branch(path, "swarm/mine", "rebase")
+    r = land_branch(path, "swarm/mine", "rebase")
     assert calls[0].status == "merged" and r.status == "merged"
     assert r.main_before == calls[0].main_after and main_of(path) == r.main_after
     assert rev_list(path, "main") == [r.main_after, calls[0].main_after, root]
@@ -167,7 +168,7 @@ def test_main_that_keeps_moving_gives_failed_after_bounded_retries(hub, monkeypa
         return real_cas(repo, ref, new, old)
 
     monkeypatch.setattr(gitops, "update_ref_cas", always_beaten)
-    r = merge_branch(path, "swarm/slow", "merge-commit")
+    r = land_branch(path, "swarm/slow", "merge-commit")
     assert r.status == "failed" and len(moves) == mergeops.MAX_CAS_ATTEMPTS
     assert "moved during each of" in r.error and r.main_after is None and r.main_before == root
     assert main_of(path) == moves[-1] and read(path, "main", "a.txt") == BASE["a.txt"]
@@ -186,28 +187,28 @@ def test_stale_read_of_main_cannot_move_main_backwards(hub, monkeypatch):
         return out
 
     monkeypatch.setattr(gitops, "rev_parse_many", reader)
-    r = merge_branch(path, "swarm/s", "fast-forward")
+    r = land_branch(path, "swarm/s", "fast-forward")
     assert r.status == "merged" and r.main_before == newer
     assert gitops.is_ancestor(path, newer, main_of(path)) and read(path, "main", "c.txt") == "newer\n"
 
 
 def test_bad_input_fails_with_a_clear_error(tmp_path, hub):
     path, _ = hub
-    r = merge_branch(path, "swarm/missing", "rebase")
+    r = land_branch(path, "swarm/missing", "rebase")
     assert r.status == "failed" and "unknown branch 'swarm/missing'" in r.error and r.main_before
     for bad in ("-x", "swarm/a..b", "swarm/with space", ""):
-        r = merge_branch(path, bad, "rebase")
+        r = land_branch(path, bad, "rebase")
         assert r.status == "failed" and "branch name" in r.error
     outer = tmp_path / "outer"
     subprocess.run(["git", "init", "-q", str(outer)], check=True)
     (outer / "sub").mkdir()  # inside a repository, but not one itself: must not fall through
-    r = merge_branch(outer / "sub", "swarm/x", "rebase")
+    r = land_branch(outer / "sub", "swarm/x", "rebase")
     assert r.status == "failed" and "is not a git repository" in r.error
-    assert "no such directory" in merge_branch(tmp_path / "nope", "swarm/x", "rebase").error
+    assert "no such directory" in land_branch(tmp_path / "nope", "swarm/x", "rebase").error
     empty = gitops.init_bare(tmp_path / "empty.git")
-    assert "refs/heads/main does not exist" in merge_branch(empty, "swarm/x", "rebase").error
+    assert "refs/heads/main does not exist" in land_branch(empty, "swarm/x", "rebase").error
     with pytest.raises(ValueError, match="unknown merge strategy 'squash'"):
-        merge_branch(path, "swarm/x", "squash")
+        land_branch(path, "swarm/x", "squash")
 
 
 def test_old_git_is_refused_once_with_a_clear_message(hub, monkeypatch):
@@ -216,7 +217,7 @@ def test_old_git_is_refused_once_with_a_clear_message(hub, monkeypatch):
     monkeypatch.setattr(gitops, "git_version", lambda: (2, 37, 1))
     try:
         with pytest.raises(GitVersionError, match=r"git 2\.37\.1 is too old.*>= 2\.38"):
-            merge_branch(path, "swarm/x", "rebase")
+            land_branch(path, "swarm/x", "rebase")
     finally:
         gitops.require_git.cache_clear()
 

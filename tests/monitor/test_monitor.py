@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from agentswarm.broker import queue_lengths, queued_task_ids
 from agentswarm.config import load_settings
 from agentswarm.db import Event, Run, Task, session_scope
 from agentswarm.db.states import transition
-from agentswarm.dispatch import send_run_task
-from agentswarm.monitor import monitor_tick
-from agentswarm.work import backend_for
+from agentswarm.monitor.tick import monitor_tick
+from agentswarm.queue.broker import queue_lengths, queued_task_ids
+from agentswarm.queue.send import send_run_task
+from agentswarm.sandbox.factory import backend_for
 
 RUN_TASK = "agentswarm.tasks.run_task"
 
@@ -112,7 +112,7 @@ def test_orphan_sandbox_is_reaped(db, redis_client, tmp_path):
         run_id = _run(s)
     sb = backend.create(run_id=run_id, task_id="orphan1", attempt=1, env={})
     assert [i.id for i in backend.list(run_id)] == [sb.id]
-    import agentswarm.monitor as mon
+    import agentswarm.monitor.recovery as mon
 
     old = mon.ORPHAN_GRACE_S
     mon.ORPHAN_GRACE_S = -1
@@ -128,7 +128,7 @@ def test_orphan_sandbox_is_reaped(db, redis_client, tmp_path):
 def test_a_task_with_a_beating_heart_is_left_alone(db, redis_client, tmp_path):
     import time
 
-    from agentswarm.work import Heartbeats
+    from agentswarm.work.heartbeats import Heartbeats
 
     settings = load_settings(sandbox_root=tmp_path / "sb", stale_heartbeat_s=1.0)
     with session_scope(db) as s:

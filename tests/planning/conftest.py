@@ -34,7 +34,7 @@ def features_doc() -> dict:
 @pytest.fixture
 def hub(tmp_path) -> Path:
     """A real bare hub whose main holds a small source tree."""
-    from agentswarm.hub import create_hub
+    from agentswarm.git.hub import create_hub
 
     src = tmp_path / "src-repo"
     for rel in ("package.json", "src/index.ts", "src/engine/loop.ts", "README.md"):
@@ -61,7 +61,7 @@ def make_settings(hub):
 def loaded(db):
     """The features loaded into Postgres; returns the database URL."""
     from agentswarm.db.session import session_scope
-    from agentswarm.feature_store import sync_features
+    from agentswarm.lifecycle.features import sync_features
 
     with session_scope(db) as s:
         sync_features(s, features_doc())
@@ -71,7 +71,7 @@ def loaded(db):
 def start(settings) -> str:
     """Start a run and return its id."""
     from agentswarm.db.session import session_scope
-    from agentswarm.runs import start_run
+    from agentswarm.lifecycle.runs import start_run
 
     with session_scope(settings.database_url) as s:
         return start_run(s, settings).id

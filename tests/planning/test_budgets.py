@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from agentswarm.accounting import record_llm_call, run_spend
 from agentswarm.db.models import Event, Feature, LLMCall, Run, Task
 from agentswarm.db.session import session_scope
+from agentswarm.lifecycle.accounting import record_llm_call, run_spend
+from agentswarm.lifecycle.runs import end_run, start_run
 from agentswarm.planning.planner import plan_tick
-from agentswarm.runs import end_run, start_run
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.planning.conftest import start
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from agentswarm.db.models import Feature, Task
 from agentswarm.db.session import session_scope
-from agentswarm.feature_store import (
+from agentswarm.lifecycle.features import (
     FeatureFileError,
     all_features_done,
     mark_features_done,

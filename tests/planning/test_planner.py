@@ -33,7 +33,7 @@ def events_of(url: str, kind: str) -> list[Event]:
 
 
 def test_planned_tasks_are_stored_and_sent_on_work_after_commit(loaded, make_settings, redis_client, hub):
-    from agentswarm.hub import main_sha
+    from agentswarm.git.hub import main_sha
 
     with FakeLLMServer() as fake:  # the built-in simulator plays the root planner
         s = make_settings(llm_base_url=fake.url)
@@ -60,7 +60,7 @@ def test_planned_tasks_are_stored_and_sent_on_work_after_commit(loaded, make_set
 
 
 def test_a_rolled_back_plan_sends_nothing(loaded, make_settings, redis_client):
-    from agentswarm.dispatch import dispatch_pending
+    from agentswarm.lifecycle.dispatch import dispatch_pending
     from agentswarm.planning.parsing import validate_task
     from agentswarm.planning.store import store_task
 
@@ -142,7 +142,7 @@ def test_llm_errors_are_recorded_and_the_next_tick_retries(loaded, make_settings
 
 def test_in_flight_duplicates_are_dropped_and_done_dependencies_unlock(loaded, make_settings, redis_client):
     from agentswarm.db.states import transition
-    from agentswarm.feature_store import mark_features_done
+    from agentswarm.lifecycle.features import mark_features_done
 
     first = [task("world-001", ["src/world/chunk.ts"], title="Add chunk storage")]
     second = [task("world-001", ["src/world/chunk2.ts"], title="Chunk storage again"),

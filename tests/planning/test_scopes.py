@@ -10,7 +10,7 @@ from sqlalchemy import select
 from agentswarm.db.models import Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
-from agentswarm.dispatch import scopes_overlap
+from agentswarm.lifecycle.dispatch import scopes_overlap
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.planning.conftest import start, work_queue_len

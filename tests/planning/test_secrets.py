@@ -8,7 +8,7 @@ import logging
 from sqlalchemy import text
 
 from agentswarm.db.session import session_scope
-from agentswarm.planning.llm_factory import client_from_settings
+from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.planner import plan_tick
 from agentswarm.planning.subplanner import maybe_decompose
 from agentswarm.testing.fake_llm import FakeLLMServer

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from agentswarm.db.models import Event, LLMCall, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
-from agentswarm.planning.llm_factory import client_from_settings
-from agentswarm.planning.subplanner import maybe_decompose, settle_parent, too_large
+from agentswarm.lifecycle.parents import settle_parent
+from agentswarm.llm.factory import client_from_settings
+from agentswarm.planning.subplanner import maybe_decompose, too_large
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.planning.conftest import start, work_queue_len
 

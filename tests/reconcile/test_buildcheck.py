@@ -1,7 +1,7 @@
 import subprocess
 from pathlib import Path
 
-from agentswarm.buildcheck import checkout_main, run_checks, run_command
+from agentswarm.reconcile.checks import checkout_main, run_checks, run_command
 
 
 def git(*args, cwd):

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from agentswarm.config import load_settings
 from agentswarm.db import Event, LLMCall, Run, Task, session_scope
-from agentswarm.reconciler import reconcile_tick
+from agentswarm.reconcile.tick import reconcile_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.reconcile.test_buildcheck import git, make_hub
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentswarm.hub import create_hub, ensure_hub, hub_url, install_hooks, main_sha
+from agentswarm.git.hub import create_hub, ensure_hub, hub_url, install_hooks, main_sha
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@t"}

@@ -199,17 +199,18 @@ def test_concurrent_creates_of_one_attempt_make_one_sandbox(backend: LocalSandbo
     backend.terminate(ids[0])
 
 
-def test_config_from_settings() -> None:
-    from types import SimpleNamespace
+def test_backend_from_settings() -> None:
+    """The one factory maps SANDBOX_BACKEND and its settings to the backend's typed config."""
+    from agentswarm.config import load_settings
+    from agentswarm.sandbox.factory import backend_config, backend_for
 
-    from agentswarm.sandbox import config_from_settings
-
-    settings = SimpleNamespace(SANDBOX_BACKEND="modal", WORKER_TIMEOUT=600, SANDBOX_CPU=1.0, SANDBOX_MEMORY_MB=2048,
-                               SANDBOX_CREATE_CONCURRENCY=3, SANDBOX_CREATE_RATE=2.5, MODAL_APP_NAME="a",
-                               SANDBOX_ROOT="/tmp/x")
-    name, fields = config_from_settings(settings)
+    settings = load_settings(sandbox_backend="modal", worker_timeout=600, sandbox_cpu=1.0, sandbox_memory_mb=2048,
+                             sandbox_create_concurrency=3, sandbox_create_rate=2.5, modal_app_name="a",
+                             sandbox_root="/tmp/x")
+    name, fields = backend_config(settings)
     assert name == "modal" and fields == {"app_name": "a", "timeout_s": 600, "cpu": 1.0, "memory_mb": 2048,
                                           "create_concurrency": 3, "create_rate": 2.5}
-    settings.SANDBOX_BACKEND = "local"
-    name, fields = config_from_settings(settings)
+    name, fields = backend_config(load_settings(sandbox_backend="local", sandbox_root="/tmp/x"))
     assert name == "local" and LocalSandboxConfig(**fields).root == Path("/tmp/x")
+    backend = backend_for(load_settings(sandbox_root="/tmp/x"))
+    assert backend.name == "local" and backend is backend_for(load_settings(sandbox_root="/tmp/x"))

@@ -6,7 +6,7 @@ import os
 
 import redis
 
-from agentswarm.celery_app import TASK_ROUTES, create_app
+from agentswarm.queue.app import TASK_ROUTES, create_app
 
 app = create_app()
 PROBE = "tests.support.probe_app.probe"

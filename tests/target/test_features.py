@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agentswarm.features import (
+from agentswarm.lifecycle.feature_file import (
     CATEGORIES,
     FeatureFileError,
     category_counts,

@@ -25,7 +25,7 @@ def cli() -> None:
 def check(services: bool) -> None:
     """Validate the settings and make sure Redis and Postgres answer."""
     from agentswarm.db.session import check_database
-    from agentswarm.services import ensure_postgres, ensure_redis
+    from agentswarm.ops.services import ensure_postgres, ensure_redis
 
     s = _settings()
     if services:
@@ -66,8 +66,8 @@ def db_current() -> None:
 @cli.command("llm-check")
 def llm_check() -> None:
     """Probe the configured endpoint: models, a chat, and a tool call (what a swarm relies on)."""
-    from agentswarm.llm_check import check_endpoint
-    from agentswarm.planning.llm_factory import client_from_settings
+    from agentswarm.llm.factory import client_from_settings
+    from agentswarm.ops.llm_check import check_endpoint
 
     s = _settings()
     if s.demo_mode:
@@ -95,8 +95,8 @@ def fake_llm(port: int, host: str, latency: float) -> None:
 def init() -> None:
     """Create the local hub from TARGET_REPO_PATH (unless GIT_REPO_URL is set) and load FEATURES.json."""
     from agentswarm.db.session import session_scope
-    from agentswarm.feature_store import sync_features
-    from agentswarm.hub import prepare_hub
+    from agentswarm.git.hub import prepare_hub
+    from agentswarm.lifecycle.features import sync_features
 
     s = _settings()
     url, sha = prepare_hub(s.git_repo_url or None, s.hub_path, s.target_repo_path)
@@ -115,7 +115,7 @@ def status(as_json: bool) -> None:
     import json
 
     from agentswarm.db.session import session_scope
-    from agentswarm.status import latest_run, recent_events, run_summary
+    from agentswarm.ops.status import latest_run, recent_events, run_summary
 
     with session_scope() as db:
         run = latest_run(db)
@@ -142,7 +142,7 @@ def status(as_json: bool) -> None:
 def features() -> None:
     """Feature progress by category."""
     from agentswarm.db.session import session_scope
-    from agentswarm.status import feature_progress
+    from agentswarm.ops.status import feature_progress
 
     with session_scope() as db:
         progress = feature_progress(db)
@@ -170,7 +170,7 @@ def run() -> None:
 def run_start() -> None:
     """Start a run (or show the one already active)."""
     from agentswarm.db.session import session_scope
-    from agentswarm.runs import start_run
+    from agentswarm.lifecycle.runs import start_run
 
     with session_scope() as db:
         r = start_run(db, _settings())
@@ -182,8 +182,8 @@ def run_start() -> None:
 def run_stop(reason: str) -> None:
     """Stop the active run: no new work is planned; tasks in flight finish."""
     from agentswarm.db.session import session_scope
-    from agentswarm.status import latest_run
-    from agentswarm.steering import stop_run
+    from agentswarm.ops.status import latest_run
+    from agentswarm.ops.steering import stop_run
 
     with session_scope() as db:
         r = latest_run(db)
@@ -202,7 +202,7 @@ def run_stop(reason: str) -> None:
 def add_task(description: str, scope: tuple[str, ...], priority: int, title: str) -> None:
     """Inject a manual task into the active run (steer the swarm by hand)."""
     from agentswarm.db.session import session_scope
-    from agentswarm.steering import add_manual_task
+    from agentswarm.ops.steering import add_manual_task
 
     with session_scope() as db:
         task = add_manual_task(db, _settings(), description, list(scope), priority, title)
@@ -214,7 +214,7 @@ def add_task(description: str, scope: tuple[str, ...], priority: int, title: str
 def cancel(task_id: str) -> None:
     """Cancel a pending or blocked task."""
     from agentswarm.db.session import session_scope
-    from agentswarm.steering import cancel_task
+    from agentswarm.ops.steering import cancel_task
 
     with session_scope() as db:
         cancel_task(db, task_id)
@@ -236,7 +236,7 @@ def dashboard(host: str, port: int | None) -> None:
 @cli.command()
 def swarm() -> None:
     """Run a whole swarm (what `make swarm` does); demo mode when no LLM_BASE_URL is set."""
-    from agentswarm.swarm import launch
+    from agentswarm.ops.swarm import launch
 
     launch(_settings())
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from agentswarm.db.models import Event, Feature, Handoff, LLMCall, MergeAttempt, Run, Task
+from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
 
 
 def latest_run(db) -> Run | None:
@@ -136,7 +136,7 @@ def task_list(db, run_id: str | None, statuses: list[str] | None = None, limit: 
     return [task_row(t, now) for t in db.scalars(q)]
 
 
-def handoff_row(h: Handoff) -> dict:
+def handoff_row(h: HandoffRecord) -> dict:
     """One handoff without its transcript (that has its own endpoint)."""
     return {
         "id": h.id, "attempt": h.attempt, "status": h.status, "summary": h.summary, "error": h.error,
@@ -162,7 +162,7 @@ def task_detail(db, task_id: str) -> dict | None:
     t = db.get(Task, task_id)
     if t is None:
         return None
-    handoffs = db.scalars(select(Handoff).where(Handoff.task_id == task_id).order_by(Handoff.attempt, Handoff.id))
+    handoffs = db.scalars(select(HandoffRecord).where(HandoffRecord.task_id == task_id).order_by(HandoffRecord.attempt, HandoffRecord.id))
     merges = db.scalars(select(MergeAttempt).where(MergeAttempt.task_id == task_id).order_by(MergeAttempt.id))
     return {
         **task_row(t), "summary": t.summary, "error": t.error, "description": t.description,
@@ -171,11 +171,11 @@ def task_detail(db, task_id: str) -> dict | None:
     }
 
 
-def latest_transcript(db, task_id: str, attempt: int | None = None) -> Handoff | None:
+def latest_transcript(db, task_id: str, attempt: int | None = None) -> HandoffRecord | None:
     """The handoff (latest attempt, or the one asked for) whose transcript the log viewer replays."""
-    q = select(Handoff).where(Handoff.task_id == task_id).order_by(Handoff.attempt.desc(), Handoff.id.desc())
+    q = select(HandoffRecord).where(HandoffRecord.task_id == task_id).order_by(HandoffRecord.attempt.desc(), HandoffRecord.id.desc())
     if attempt is not None:
-        q = q.where(Handoff.attempt == attempt)
+        q = q.where(HandoffRecord.attempt == attempt)
     return db.scalars(q.limit(1)).first()
 
 

@@ -7,48 +7,35 @@ from sqlalchemy import select
 from agentswarm.agent.contract import Handoff
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Handoff as HandoffRow
-from agentswarm.db.models import Task, TaskStatus
-from agentswarm.db.session import after_commit, session_scope
+from agentswarm.db.models import HandoffRecord, Task, TaskStatus
+from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
-from agentswarm.dispatch import dispatch_pending
+from agentswarm.lifecycle.accounting import record_llm_call
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.features import set_feature_status
+from agentswarm.lifecycle.parents import settle_parent
+from agentswarm.queue.send import merge_after_commit
 
 TRANSCRIPT_CAP = 512 * 1024
 
 
 def store_handoff(db, task: Task, attempt: int, h: Handoff, settings: Settings) -> bool:
     """Insert the handoff and its LLM calls once per (task, attempt); False if already stored."""
-    exists = db.scalar(select(HandoffRow.id).where(HandoffRow.task_id == task.id, HandoffRow.attempt == attempt))
+    exists = db.scalar(select(HandoffRecord.id).where(HandoffRecord.task_id == task.id, HandoffRecord.attempt == attempt))
     if exists:
         return False
-    db.add(HandoffRow(
+    db.add(HandoffRecord(
         task_id=task.id, attempt=attempt, status=h.status, summary=h.summary or "", commits=h.commits,
         head_sha=h.head_sha, files_changed=h.files_changed, insertions=h.insertions, deletions=h.deletions,
         prompt_tokens=int(h.tokens.get("prompt", 0)), completion_tokens=int(h.tokens.get("completion", 0)),
         llm_calls=len(h.llm_calls), duration_s=h.duration_s, error=h.error,
         transcript=(h.transcript or "")[:TRANSCRIPT_CAP],
     ))
-    from agentswarm.accounting import record_llm_call
-
     for call in h.llm_calls:
         record_llm_call(db, run_id=task.run_id, task_id=task.id, role="worker", model=call.model,
                         prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
                         latency_ms=call.latency_ms, ok=call.ok, error=call.error, settings=settings)
     return True
-
-
-def send_merge(task_id: str) -> None:
-    """Publish merge_branch(task_id) on the merge queue (call after commit)."""
-    from agentswarm.tasks import merge_branch
-
-    merge_branch.apply_async(args=[task_id], queue="merge")
-
-
-def _settle_parent(db, task: Task) -> None:
-    if task.parent_id:
-        from agentswarm.planning.subplanner import settle_parent
-
-        settle_parent(db, task.parent_id)
 
 
 def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, settings: Settings) -> str:
@@ -70,7 +57,7 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
             status, fields["error"] = "blocked", h.error or "agent reported complete but made no commits"
         if status == "complete":
             transition(db, task_id, "running", "complete", **fields)
-            after_commit(db, lambda: send_merge(task_id))
+            merge_after_commit(db, task_id)
             record_event(db, "task.complete", h.summary[:200], run_id=task.run_id, task_id=task_id,
                          commits=len(h.commits), files=len(h.files_changed))
         elif status == "failed" and task.attempts < task.max_attempts:
@@ -88,7 +75,8 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
                 _mark_features(db, task, "failed")
         db.flush()
         db.refresh(task)
-        _settle_parent(db, task)
+        if task.parent_id:
+            settle_parent(db, task.parent_id)
         if status != "complete":
             dispatch_pending(db, task.run_id)  # its scope is free again
         return status
@@ -96,6 +84,4 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
 
 def _mark_features(db, task: Task, status: str) -> None:
     if task.feature_ids:
-        from agentswarm.feature_store import set_feature_status
-
         set_feature_status(db, task.feature_ids, status)

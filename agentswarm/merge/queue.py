@@ -14,17 +14,18 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from agentswarm import gitops
 from agentswarm.config import ConflictPolicy, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
-from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskKind, TaskStatus
+from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
-from agentswarm.dispatch import dispatch_pending
-from agentswarm.mergeops import MergeResult, MergeStrategy, delete_branch, merge_branch
+from agentswarm.git import repo as gitops
+from agentswarm.git.landing import MergeResult, MergeStrategy, delete_branch, land_branch
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.features import set_feature_status
+from agentswarm.merge.conflicts import conflict_task_for
 
 log = logging.getLogger(__name__)
-CONFLICT_PRIORITY = 1
 
 
 def _remote_sync_in(settings: Settings, branch: str) -> None:
@@ -39,35 +40,6 @@ def _remote_push_main(settings: Settings) -> None:
         gitops.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
 
 
-def conflict_task_for(db, task: Task, result: MergeResult) -> Task | None:
-    """Create a conflict-resolution task unless the cap for this task is reached."""
-    origin_id = task.origin_id if task.kind == TaskKind.conflict.value and task.origin_id else task.id
-    made = db.scalar(select(func.count()).where(Task.origin_id == origin_id,
-                                                Task.kind == TaskKind.conflict.value))
-    settings = get_settings()
-    if made >= settings.max_conflict_tasks:
-        return None
-    scope = sorted(set(task.scope) | set(result.conflict_files))
-    child = Task(
-        run_id=task.run_id, origin_id=origin_id, kind=TaskKind.conflict.value, priority=CONFLICT_PRIORITY,
-        title=f"Resolve merge conflict: {task.title or task.id}"[:200],
-        description=(
-            f"The branch {task.branch} of task {task.id} conflicts with main in "
-            f"{', '.join(result.conflict_files)}. Re-apply that task's change on top of the current "
-            f"main (it is available as origin/{task.branch}; `git diff {result.main_before}...origin/"
-            f"{task.branch}` shows it), keeping what main gained meanwhile.\n\nOriginal task:\n{task.description}"
-        ),
-        scope=scope, acceptance=list(task.acceptance), feature_ids=list(task.feature_ids),
-        base_sha=result.main_before, branch="pending", max_attempts=task.max_attempts,
-        context={"conflict": {"task_id": task.id, "branch": task.branch,
-                              "files": result.conflict_files, "main": result.main_before}},
-    )
-    db.add(child)
-    db.flush()
-    child.branch = f"swarm/{child.id}"
-    return child
-
-
 def _siblings_unmerged(db, task: Task) -> bool:
     """True while another child of the same decomposed parent has not landed yet."""
     if not task.parent_id:
@@ -80,8 +52,6 @@ def _siblings_unmerged(db, task: Task) -> bool:
 
 def _mark_done(db, task: Task) -> None:
     if task.feature_ids and not _siblings_unmerged(db, task):
-        from agentswarm.feature_store import set_feature_status
-
         set_feature_status(db, task.feature_ids, "done")
 
 
@@ -135,7 +105,7 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
         strategy = MergeStrategy(settings.merge_strategy.value)
         try:
             _remote_sync_in(settings, task.branch)
-            result = merge_branch(str(settings.hub_path), task.branch, strategy,
+            result = land_branch(str(settings.hub_path), task.branch, strategy,
                                   message=f"{task.title or task.id} ({task.branch})")
             if result.status in ("merged", "already_merged"):
                 _remote_push_main(settings)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import redis
 
-from agentswarm.celery_app import QUEUES
+from agentswarm.queue.names import QUEUES
 
 SEP = "\x06\x16"  # kombu's separator between a queue name and its priority level
 UNACKED = "unacked"

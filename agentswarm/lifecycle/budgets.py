@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentswarm.accounting import run_spend
 from agentswarm.config import Settings
 from agentswarm.db.models import Run, Task
+from agentswarm.lifecycle.accounting import run_spend
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,12 @@ from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import Run, RunStatus, Task, TaskKind, TaskStatus
 from agentswarm.db.states import transition
-from agentswarm.dispatch import dispatch_pending
 from agentswarm.errors import SwarmError
+from agentswarm.git.hub import main_sha
+from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.parents import settle_parent
+from agentswarm.lifecycle.runs import end_run
+from agentswarm.ops.status import latest_run
 from agentswarm.planning.parsing import InvalidTask, check_scope_path
 
 MAX_DESCRIPTION = 20_000
@@ -31,8 +35,6 @@ class Conflict(SteeringError):
 
 def active_run(db: Session, run_id: str | None = None) -> Run:
     """The run to steer: the one named (which must be active) or the latest run, if active."""
-    from agentswarm.status import latest_run
-
     run = db.get(Run, run_id) if run_id else latest_run(db)
     if run is None:
         raise NotFound(f"no run {run_id}" if run_id else "no run yet: start one first")
@@ -44,8 +46,6 @@ def active_run(db: Session, run_id: str | None = None) -> Run:
 def add_manual_task(db: Session, settings: Settings, description: str, scope: list[str] | tuple[str, ...] = (),
                     priority: int = 3, title: str = "", run_id: str | None = None) -> Task:
     """Create a manual task in the active run and send it to a worker once the session commits."""
-    from agentswarm.hub import main_sha
-
     description = (description or "").strip()
     if not description:
         raise InvalidTask("description is empty")
@@ -68,8 +68,6 @@ def add_manual_task(db: Session, settings: Settings, description: str, scope: li
 
 def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person") -> Task:
     """Cancel a pending or blocked task (a worker that later receives it finds it cancelled and skips it)."""
-    from agentswarm.planning.subplanner import settle_parent
-
     task = db.get(Task, task_id)
     if task is None:
         raise NotFound(f"no task {task_id}")
@@ -86,8 +84,6 @@ def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person"
 
 def stop_run(db: Session, run_id: str, reason: str = "stopped by a person") -> None:
     """Stop an active run: nothing new is planned, tasks in flight finish, unsent pending work is cancelled."""
-    from agentswarm.runs import end_run
-
     if db.get(Run, run_id) is None:
         raise NotFound(f"no run {run_id}")
     if not end_run(db, run_id, RunStatus.stopped.value, reason or "stopped by a person"):

@@ -1,4 +1,4 @@
-"""The monitor tick: time out stuck tasks, recover lost work, reap orphan sandboxes, record metrics.
+"""Recovering lost work from what Postgres says: stuck tasks, lost messages, orphan sandboxes.
 
 Recovery comes from Postgres, not from Redis: a worker killed with SIGKILL leaves its
 message unacknowledged for hours (the visibility timeout), and a restarted Redis keeps
@@ -13,17 +13,15 @@ from datetime import UTC, datetime, timedelta
 import redis
 from sqlalchemy import func, select, update
 
-from agentswarm.broker import queue_lengths, queued_task_ids
-from agentswarm.config import Settings, get_settings
+from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.locks import try_xact_lock
-from agentswarm.db.models import MergeAttempt, Run, RunStatus, Task, TaskStatus
-from agentswarm.db.session import after_commit, session_scope
+from agentswarm.db.models import MergeAttempt, Task, TaskStatus
 from agentswarm.db.states import transition
-from agentswarm.dispatch import dispatch_pending, send_run_task
-from agentswarm.feature_store import set_feature_status
-from agentswarm.handoffs import send_merge
-from agentswarm.status import run_summary
+from agentswarm.lifecycle.features import set_feature_status
+from agentswarm.queue.broker import queued_task_ids
+from agentswarm.queue.names import MERGE_BRANCH, RUN_TASK
+from agentswarm.queue.send import merge_after_commit, run_task_after_commit
+from agentswarm.sandbox.factory import backend_for
 
 log = logging.getLogger(__name__)
 SEND_GRACE_S = 30  # a message is published just after commit: give it time to appear
@@ -70,8 +68,6 @@ def recover_stuck(db, settings: Settings) -> list[str]:
 
 
 def _terminate(settings: Settings, sandbox_id: str) -> None:
-    from agentswarm.work import backend_for
-
     try:
         backend_for(settings).terminate(sandbox_id)
     except Exception:
@@ -81,7 +77,7 @@ def _terminate(settings: Settings, sandbox_id: str) -> None:
 def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
     """Re-publish run_task/merge_branch for tasks Postgres says were sent but Redis does not hold."""
     cutoff = _now() - timedelta(seconds=SEND_GRACE_S)
-    queued = queued_task_ids(client, "work", "agentswarm.tasks.run_task")
+    queued = queued_task_ids(client, "work", RUN_TASK)
     lost_work = db.execute(select(Task.id, Task.priority).where(
         Task.status == TaskStatus.pending.value, Task.enqueued_at.is_not(None), Task.enqueued_at < cutoff,
     )).all()
@@ -89,9 +85,9 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
     for tid, prio in lost_work:
         if tid not in queued:
             db.execute(update(Task).where(Task.id == tid).values(enqueued_at=_now()))
-            after_commit(db, lambda tid=tid, prio=prio: send_run_task(tid, prio))
+            run_task_after_commit(db, tid, prio)
             work.append(tid)
-    merging = queued_task_ids(client, "merge", "agentswarm.tasks.merge_branch")
+    merging = queued_task_ids(client, "merge", MERGE_BRANCH)
     settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(["merged", "conflict"]))
     failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
         MergeAttempt.status == "failed").group_by(MergeAttempt.task_id)).all())
@@ -109,7 +105,7 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
                 record_event(db, "merge.needs_person", f"merge failed {MAX_MERGE_FAILURES} times",
                              run_id=task.run_id, task_id=task.id)
             continue
-        after_commit(db, lambda tid=task.id: send_merge(tid))
+        merge_after_commit(db, task.id)
         merges.append(task.id)
     for tid in work + merges:
         record_event(db, "message.resent", "lost from the broker", task_id=tid)
@@ -118,8 +114,6 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
 
 def reap_orphans(db, settings: Settings, run_ids: list[str]) -> list[str]:
     """Terminate sandboxes that no running task owns."""
-    from agentswarm.work import backend_for
-
     backend = backend_for(settings)
     owned = set(db.scalars(select(Task.sandbox_id).where(
         Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]), Task.sandbox_id.is_not(None),
@@ -135,41 +129,3 @@ def reap_orphans(db, settings: Settings, run_ids: list[str]) -> list[str]:
             record_event(db, "sandbox.reaped", info.id, run_id=run_id, task_id=info.task_id)
             reaped.append(info.id)
     return reaped
-
-
-def snapshot(db, client: redis.Redis, run: Run) -> dict:
-    """Counts a person would watch: tasks by state, merges, queue depths, tokens, dollars."""
-    summary = run_summary(db, run)
-    return {"tasks": summary["tasks"], "merged_last_hour": summary["merged_last_hour"],
-            "queues": queue_lengths(client), "tokens": summary["llm"]["prompt_tokens"]
-            + summary["llm"]["completion_tokens"], "cost_usd": summary["llm"]["cost_usd"]}
-
-
-def monitor_tick(settings: Settings | None = None) -> dict:
-    """One sweep; a second monitor running at the same time does nothing."""
-    settings = settings or get_settings()
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        with session_scope() as db:
-            if not try_xact_lock(db, "monitor"):
-                return {"skipped": "another monitor holds the lock"}
-            runs = db.scalars(select(Run).where(Run.status == RunStatus.active.value)).all()
-            recovered = recover_stuck(db, settings)
-            resent = resend_lost(db, client)
-            reaped = reap_orphans(db, settings, [r.id for r in runs])
-            for run in runs:
-                dispatch_pending(db, run.id)
-                record_event(db, "metrics.snapshot", "", run_id=run.id, **snapshot(db, client, run))
-        _gc_hub(settings)
-        return {"recovered": recovered, "resent": resent, "reaped": reaped}
-    finally:
-        client.close()
-
-
-def _gc_hub(settings: Settings) -> None:
-    """Plumbing never triggers git's automatic housekeeping; loose objects would pile up in the hub."""
-    import subprocess
-
-    hub = settings.hub_path.resolve()
-    if (hub / "HEAD").exists():
-        subprocess.run(["git", f"--git-dir={hub}", "gc", "--auto", "--quiet"], capture_output=True, timeout=600)

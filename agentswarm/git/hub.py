@@ -21,7 +21,7 @@ _IDENTITY = {"GIT_AUTHOR_NAME": "AgentSwarm", "GIT_AUTHOR_EMAIL": "agentswarm@lo
              "GIT_COMMITTER_NAME": "AgentSwarm", "GIT_COMMITTER_EMAIL": "agentswarm@localhost"}
 
 PRE_RECEIVE = """#!/bin/sh
-# Installed by agentswarm.hub: agents push only their own swarm/<task-id> branch.
+# Installed by agentswarm.git.hub: agents push only their own swarm/<task-id> branch.
 # main moves only through the merge queue (git update-ref on the hub, which runs no hook).
 status=0
 while read -r old new ref; do

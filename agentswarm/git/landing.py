@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from agentswarm import gitops
-from agentswarm.gitops import GitError, GitRepo, delete_branch
+from agentswarm.git import repo as gitops
+from agentswarm.git.repo import GitError, GitRepo, delete_branch
 
-__all__ = ["MergeStrategy", "MergeResult", "merge_branch", "list_conflicting_files", "branch_changes",
+__all__ = ["MergeStrategy", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
            "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER"]
 
 MAX_CAS_ATTEMPTS = 5
@@ -206,7 +206,7 @@ def _after_landing(git: GitRepo, head: str) -> None:
         gitops.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
 
 
-def merge_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
+def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
                  main_ref: str = "refs/heads/main", message: str | None = None,
                  committer: tuple[str, str] = DEFAULT_COMMITTER) -> MergeResult:
     """Land branch on main with strategy; expected failures come back as a result, never raised."""

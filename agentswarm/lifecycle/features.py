@@ -15,14 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Feature, FeatureStatus, Task, TaskStatus
-from agentswarm.errors import SwarmError
+from agentswarm.lifecycle.feature_file import FeatureFileError
 
 OPEN_TASK_STATES = (TaskStatus.pending.value, TaskStatus.assigned.value, TaskStatus.running.value)
 _SPEC_FIELDS = ("category", "title", "description", "priority", "files", "dependencies", "acceptance")
-
-
-class FeatureFileError(SwarmError):
-    """FEATURES.json is missing or not of the expected shape."""
 
 
 def _read(source: Path | str | dict | list) -> list[dict[str, Any]]:

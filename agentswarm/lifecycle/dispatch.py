@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Task, TaskStatus
-from agentswarm.db.session import after_commit
+from agentswarm.queue.send import run_task_after_commit
 
 
 def _norm(path: str) -> str:
@@ -48,20 +48,11 @@ def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None,
     return [scope for tid, scope in rows if tid != exclude]
 
 
-def send_run_task(task_id: str, priority: int) -> None:
-    """Publish run_task(task_id) on `work` with the task's priority (call after commit)."""
-    from agentswarm.celery_app import celery_priority
-    from agentswarm.tasks import run_task
-
-    run_task.apply_async(args=[task_id], queue="work", priority=celery_priority(priority))
-
-
 def enqueue(session: Session, task: Task) -> None:
     """Mark a pending task as sent and publish it once the session commits."""
     now = datetime.now(UTC)
     session.execute(update(Task).where(Task.id == task.id).values(enqueued_at=now))
-    task_id, priority = task.id, task.priority
-    after_commit(session, lambda: send_run_task(task_id, priority))
+    run_task_after_commit(session, task.id, task.priority)
 
 
 def dispatch_pending(session: Session, run_id: str, limit: int | None = None) -> list[str]:

@@ -12,7 +12,7 @@ import click
 
 from agentswarm.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -34,10 +34,10 @@ def prepare(settings: Settings) -> str:
     """Services up, schema migrated, hub created, features loaded, a run active; returns the run id."""
     from agentswarm.db.migrate import upgrade
     from agentswarm.db.session import check_database, session_scope
-    from agentswarm.feature_store import sync_features
-    from agentswarm.hub import prepare_hub
-    from agentswarm.runs import start_run
-    from agentswarm.services import ensure_postgres, ensure_redis
+    from agentswarm.git.hub import prepare_hub
+    from agentswarm.lifecycle.features import sync_features
+    from agentswarm.lifecycle.runs import start_run
+    from agentswarm.ops.services import ensure_postgres, ensure_redis
 
     click.echo(f"redis: {ensure_redis(settings.redis_url)}")
     click.echo(f"postgres: {ensure_postgres(settings.database_url)}")

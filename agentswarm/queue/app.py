@@ -1,8 +1,6 @@
 """The Celery app: queues, routes, priorities, acknowledgement policy and the beat schedule.
 
-Priorities. A task's priority runs 1 (most urgent) to 10 (least), as in the seed. On the
-Redis transport Celery's 0 is the most urgent and 9 the least, so a task of priority p is
-sent with Celery priority p - 1 (`celery_priority`). Kombu's Redis transport merges levels
+Priorities (mapping in `names.celery_priority`): Kombu's Redis transport merges levels
 into the steps [0, 3, 6, 9] by default; `priority_steps=range(10)` keeps all ten, and
 `queue_order_strategy="priority"` makes a worker drain the most urgent list first.
 A message published with no priority would be read as 0, the most urgent: the route of
@@ -24,26 +22,18 @@ from kombu import Queue
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.errors import ConfigError
+from agentswarm.queue.names import (
+    MONITOR_TICK,
+    PLAN_TICK,
+    QUEUE_OF,
+    QUEUES,
+    RECONCILE_TICK,
+    RUN_TASK,
+    UNSET_CELERY_PRIORITY,
+)
 
-QUEUES = ("plan", "work", "merge", "reconcile", "monitor")
-CONTROL_QUEUES = ("plan", "reconcile", "monitor")
-PRIORITY_MOST_URGENT = 1
-PRIORITY_LEAST_URGENT = 10
-UNSET_CELERY_PRIORITY = PRIORITY_LEAST_URGENT - 1
-
-TASK_ROUTES = {
-    "agentswarm.tasks.plan_tick": {"queue": "plan"},
-    "agentswarm.tasks.run_task": {"queue": "work", "priority": UNSET_CELERY_PRIORITY},
-    "agentswarm.tasks.merge_branch": {"queue": "merge"},
-    "agentswarm.tasks.reconcile_tick": {"queue": "reconcile"},
-    "agentswarm.tasks.monitor_tick": {"queue": "monitor"},
-}
-
-
-def celery_priority(task_priority: int) -> int:
-    """Map a task priority (1 most urgent .. 10 least) to the Redis transport's 0..9."""
-    p = min(max(int(task_priority), PRIORITY_MOST_URGENT), PRIORITY_LEAST_URGENT)
-    return p - 1
+TASK_ROUTES: dict[str, dict[str, str | int]] = {name: {"queue": queue} for name, queue in QUEUE_OF.items()}
+TASK_ROUTES[RUN_TASK]["priority"] = UNSET_CELERY_PRIORITY
 
 
 def transport_options(settings: Settings) -> dict:
@@ -79,13 +69,13 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            name: {"task": f"agentswarm.tasks.{task}", "schedule": timedelta(seconds=every),
+            name: {"task": task, "schedule": timedelta(seconds=every),
                    # A tick nobody picked up before the next one is due is dropped, not piled up.
                    "options": {"expires": every}}
             for name, task, every in (
-                ("plan-tick", "plan_tick", settings.plan_interval_s),
-                ("reconcile-tick", "reconcile_tick", settings.reconcile_interval_s),
-                ("monitor-tick", "monitor_tick", settings.monitor_interval_s),
+                ("plan-tick", PLAN_TICK, settings.plan_interval_s),
+                ("reconcile-tick", RECONCILE_TICK, settings.reconcile_interval_s),
+                ("monitor-tick", MONITOR_TICK, settings.monitor_interval_s),
             )
         },
     }
@@ -93,7 +83,7 @@ def celery_config(settings: Settings) -> dict:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings."""
-    app = Celery("agentswarm", include=["agentswarm.tasks"])
+    app = Celery("agentswarm", include=["agentswarm.queue.tasks"])
     app.conf.update(celery_config(settings or get_settings()))
     return app
 

@@ -17,8 +17,9 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
 from agentswarm.db.states import transition
-from agentswarm.feature_store import OPEN_TASK_STATES, all_features_done
-from agentswarm.planning.budget import BudgetHit, check_budgets
+from agentswarm.lifecycle.budgets import BudgetHit, check_budgets
+from agentswarm.lifecycle.features import OPEN_TASK_STATES, all_features_done
+from agentswarm.lifecycle.parents import settle_parent
 
 
 def active_runs(session: Session) -> list[Run]:
@@ -69,8 +70,6 @@ def end_run(session: Session, run_id: str, status: str, reason: str) -> bool:
 
 def _cancel_unsent(session: Session, run_id: str) -> list[str]:
     """Pending tasks no worker was sent are cancelled; tasks sent or in flight are left to finish."""
-    from agentswarm.planning.subplanner import settle_parent
-
     ids = list(session.scalars(select(Task.id).where(
         Task.run_id == run_id, Task.status == TaskStatus.pending.value, Task.enqueued_at.is_(None))))
     done = [t for t in ids if transition(session, t, "pending", "cancelled", error="run ended before it started")]

@@ -1,0 +1,1 @@
+"""A task's life, shared by every stage: dispatch, handoffs, parents, runs, budgets, features, accounting."""

@@ -1,0 +1,1 @@
+"""The monitor stage: stuck tasks, lost messages, orphan sandboxes, metrics."""

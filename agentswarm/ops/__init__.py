@@ -1,0 +1,1 @@
+"""The operator's surface: the CLI, `make swarm`, services, status, steering, endpoint checks."""

@@ -1,0 +1,1 @@
+"""The reconcile stage: build and test `main`, turn failures into fix tasks."""

@@ -1,0 +1,34 @@
+"""One factory from settings to a sandbox backend (SANDBOX_BACKEND and its typed config)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from agentswarm.sandbox import SandboxBackend, get_backend
+
+if TYPE_CHECKING:
+    from agentswarm.config import Settings
+
+
+def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """SANDBOX_BACKEND and its typed config's fields, from settings."""
+    name = settings.sandbox_backend.value
+    common = {"create_concurrency": settings.sandbox_create_concurrency,
+              "create_rate": settings.sandbox_create_rate}
+    if name == "local":
+        return name, {**common, "root": settings.sandbox_root.resolve()}
+    return name, {**common, "app_name": settings.modal_app_name, "timeout_s": settings.worker_timeout,
+                  "cpu": settings.sandbox_cpu, "memory_mb": settings.sandbox_memory_mb}
+
+
+@functools.lru_cache(maxsize=4)
+def _backend(name: str, config_json: str) -> SandboxBackend:
+    return get_backend(name, json.loads(config_json))
+
+
+def backend_for(settings: Settings) -> SandboxBackend:
+    """One backend per process and configuration, so its admission control covers every thread."""
+    name, cfg = backend_config(settings)
+    return _backend(name, json.dumps(cfg, default=str, sort_keys=True))
