@@ -19,3 +19,7 @@ class IllegalTransition(SwarmError):
 
 class BudgetExceeded(SwarmError):
     """A run reached one of its budgets."""
+
+
+class TaskMissing(SwarmError):
+    """A message or request named a task that no row holds."""

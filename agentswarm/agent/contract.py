@@ -120,6 +120,24 @@ class TaskSpec(_Document):
 
 
 @dataclass
+class GitMeasure:
+    """What a task did, as git says (base..head): measured by the runner, never taken from the agent.
+
+    The one definition of these fields: result.json carries them flat (`Handoff`), the database
+    keeps one column each (`db.models.GitMeasureColumns`), and the store copies them by name.
+    """
+
+    commits: list[str] = field(default_factory=list)  # base..head, oldest first
+    head_sha: str | None = None
+    files_changed: list[str] = field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+
+
+MEASURED_FIELDS = tuple(f.name for f in fields(GitMeasure))
+
+
+@dataclass
 class LLMCallRecord:
     """One model call made inside the sandbox; the orchestrator stores it with role=worker."""
 
@@ -152,6 +170,15 @@ class Handoff(_Document):
     transcript: str = ""
     transcript_truncated: bool = False
     version: int = SCHEMA_VERSION
+
+    def measured(self) -> dict[str, Any]:
+        """The git-measured fields (MEASURED_FIELDS) and their values."""
+        return {name: getattr(self, name) for name in MEASURED_FIELDS}
+
+    def set_measure(self, measure: GitMeasure) -> None:
+        """Take every git-measured field from what the runner measured."""
+        for name in MEASURED_FIELDS:
+            setattr(self, name, getattr(measure, name))
 
     def __post_init__(self) -> None:
         if self.status not in HANDOFF_STATUSES:

@@ -11,9 +11,9 @@ import re
 import stat
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentswarm.agent.contract import GitMeasure
 from agentswarm.agent.transcript import scrub
 
 COMMITTER_NAME = "AgentSwarm Worker"
@@ -32,17 +32,6 @@ _CONFIG = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "credential
 
 class GitError(Exception):
     """A git command failed; the message carries its (scrubbed) stderr."""
-
-
-@dataclass
-class Measure:
-    """The branch as git sees it: base..HEAD."""
-
-    commits: list[str] = field(default_factory=list)
-    head_sha: str | None = None
-    files_changed: list[str] = field(default_factory=list)
-    insertions: int = 0
-    deletions: int = 0
 
 
 def write_askpass(directory: str | Path) -> Path:
@@ -145,12 +134,12 @@ class Git:
         """True if `older` is an ancestor of (or equal to) `newer`."""
         return self("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
-    def measure(self, base: str) -> Measure:
+    def measure(self, base: str) -> GitMeasure:
         """Commits, head, files and line counts of base..HEAD, from git itself."""
         head = self.out("rev-parse", "HEAD")
         commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
         raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout
-        m = Measure(commits=commits, head_sha=head)
+        m = GitMeasure(commits=commits, head_sha=head)
         for entry in raw.split("\0"):
             if not entry.strip():
                 continue

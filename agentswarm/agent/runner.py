@@ -84,8 +84,7 @@ class Runner:
                     llm_calls=calls, duration_s=round(time.monotonic() - self.started, 3),
                     transcript=text, transcript_truncated=cut)
         if measure is not None:
-            h.commits, h.head_sha = measure.commits, measure.head_sha
-            h.files_changed, h.insertions, h.deletions = measure.files_changed, measure.insertions, measure.deletions
+            h.set_measure(measure)
         return h
 
     def write(self, h: Handoff) -> None:

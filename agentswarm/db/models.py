@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +21,11 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from agentswarm.agent.contract import MEASURED_FIELDS
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -42,7 +46,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONB, list[str]: JSONB, list[Any]: JSONB}
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     pending = "pending"
     assigned = "assigned"
     running = "running"
@@ -52,43 +56,58 @@ class TaskStatus(str, Enum):
     cancelled = "cancelled"
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     feature = "feature"
     fix = "fix"
     conflict = "conflict"
     manual = "manual"
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     active = "active"
     finished = "finished"
     stopped = "stopped"
 
 
-class MergeStatus(str, Enum):
+class MergeStatus(StrEnum):
     queued = "queued"
     merged = "merged"
     conflict = "conflict"
     failed = "failed"
 
 
-class FeatureStatus(str, Enum):
+class FeatureStatus(StrEnum):
     pending = "pending"
     in_progress = "in_progress"
     done = "done"
     failed = "failed"
 
 
-def _str_enum(enum: type[Enum]) -> String:
-    # Plain strings (not PG enums): adding a state needs no type migration.
-    return String(max(len(m.value) for m in enum) + 8)
+E = TypeVar("E", bound=StrEnum)
+
+
+class StatusString(TypeDecorator[E], Generic[E]):
+    """A status stored as a plain string (no PG enum: a new state needs no type migration), read as its enum."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E]):
+        super().__init__(max(len(m.value) for m in enum) + 8)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(_str_enum(RunStatus), default=RunStatus.active.value, index=True)
+    status: Mapped[RunStatus] = mapped_column(StatusString(RunStatus), default=RunStatus.active, index=True)
     stop_reason: Mapped[str | None] = mapped_column(Text)
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
     max_tasks: Mapped[int] = mapped_column(Integer)
@@ -111,8 +130,8 @@ class Task(Base):
     origin_id: Mapped[str | None] = mapped_column(
         ForeignKey("tasks.id", ondelete="SET NULL"), index=True
     )  # the task a conflict/fix task was made for
-    kind: Mapped[str] = mapped_column(_str_enum(TaskKind), default=TaskKind.feature.value)
-    status: Mapped[str] = mapped_column(_str_enum(TaskStatus), default=TaskStatus.pending.value)
+    kind: Mapped[TaskKind] = mapped_column(StatusString(TaskKind), default=TaskKind.feature)
+    status: Mapped[TaskStatus] = mapped_column(StatusString(TaskStatus), default=TaskStatus.pending)
     title: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text)
     scope: Mapped[list[str]] = mapped_column(default=list)
@@ -143,7 +162,21 @@ class Task(Base):
     )
 
 
-class HandoffRecord(Base):
+class GitMeasureColumns:
+    """One column per git-measured handoff field (`agent.contract.GitMeasure`, checked below)."""
+
+    commits: Mapped[list[str]] = mapped_column(default=list)
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    files_changed: Mapped[list[str]] = mapped_column(default=list)
+    insertions: Mapped[int] = mapped_column(Integer, default=0)
+    deletions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+if tuple(GitMeasureColumns.__annotations__) != MEASURED_FIELDS:
+    raise RuntimeError(f"GitMeasureColumns {tuple(GitMeasureColumns.__annotations__)} != {MEASURED_FIELDS}")
+
+
+class HandoffRecord(GitMeasureColumns, Base):
     __tablename__ = "handoffs"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -151,11 +184,6 @@ class HandoffRecord(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text, default="")
-    commits: Mapped[list[str]] = mapped_column(default=list)
-    head_sha: Mapped[str | None] = mapped_column(String(64))
-    files_changed: Mapped[list[str]] = mapped_column(default=list)
-    insertions: Mapped[int] = mapped_column(Integer, default=0)
-    deletions: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     llm_calls: Mapped[int] = mapped_column(Integer, default=0)
@@ -172,7 +200,7 @@ class MergeAttempt(Base):
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     branch: Mapped[str] = mapped_column(String(128))
     strategy: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(_str_enum(MergeStatus), default=MergeStatus.queued.value, index=True)
+    status: Mapped[MergeStatus] = mapped_column(StatusString(MergeStatus), default=MergeStatus.queued, index=True)
     main_before: Mapped[str | None] = mapped_column(String(64))
     main_after: Mapped[str | None] = mapped_column(String(64))
     conflict_files: Mapped[list[str]] = mapped_column(default=list)
@@ -209,7 +237,7 @@ class Feature(Base):
     title: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[int] = mapped_column(Integer, default=5)
-    status: Mapped[str] = mapped_column(_str_enum(FeatureStatus), default=FeatureStatus.pending.value)
+    status: Mapped[FeatureStatus] = mapped_column(StatusString(FeatureStatus), default=FeatureStatus.pending)
     files: Mapped[list[str]] = mapped_column(default=list)
     dependencies: Mapped[list[str]] = mapped_column(default=list)
     acceptance: Mapped[list[str]] = mapped_column(default=list)

@@ -26,14 +26,16 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 # running -> pending and assigned -> pending are the monitor's recovery of lost work.
 
 TERMINAL = frozenset({S.complete, S.failed, S.blocked, S.cancelled})
-IN_FLIGHT = frozenset({S.assigned, S.running})
+IN_FLIGHT = frozenset({S.assigned, S.running})  # a worker holds the task
+OPEN = frozenset({S.pending}) | IN_FLIGHT  # not ended yet
+ENDED_BADLY = frozenset({S.failed, S.blocked, S.cancelled})  # ended without landing anything
 
 
 def check_transition(src: TaskStatus | str, dst: TaskStatus | str) -> None:
     """Raise IllegalTransition unless src -> dst is allowed."""
     src, dst = TaskStatus(src), TaskStatus(dst)
     if dst not in TRANSITIONS[src]:
-        raise IllegalTransition(f"task cannot go from {src.value} to {dst.value}")
+        raise IllegalTransition(f"task cannot go from {src} to {dst}")
 
 
 def transition(
@@ -61,8 +63,8 @@ def transition(
         values.setdefault("finished_at", now)
     stmt = (
         update(Task)
-        .where(Task.id == task_id, Task.status.in_([TaskStatus(s).value for s in sources]))
-        .values(status=dst.value, **values)
+        .where(Task.id == task_id, Task.status.in_([TaskStatus(s) for s in sources]))
+        .values(status=dst, **values)
         .execution_options(synchronize_session=False)
     )
     result = session.execute(stmt)

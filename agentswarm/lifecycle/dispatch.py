@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.states import IN_FLIGHT
 from agentswarm.queue.send import run_task_after_commit
 
 
@@ -39,9 +40,9 @@ def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None,
     holds nothing itself.
     """
     child = select(Task.parent_id).where(Task.parent_id.is_not(None), Task.run_id == run_id)
-    holding = Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value])
+    holding = Task.status.in_(IN_FLIGHT)
     if include_sent:
-        holding = holding | ((Task.status == TaskStatus.pending.value) & Task.enqueued_at.is_not(None))
+        holding = holding | ((Task.status == TaskStatus.pending) & Task.enqueued_at.is_not(None))
     rows = session.execute(
         select(Task.id, Task.scope).where(Task.run_id == run_id, holding, Task.id.not_in(child))
     ).all()
@@ -60,7 +61,7 @@ def dispatch_pending(session: Session, run_id: str, limit: int | None = None) ->
     busy = busy_scopes(session, run_id)
     pending = session.scalars(
         select(Task)
-        .where(Task.run_id == run_id, Task.status == TaskStatus.pending.value, Task.enqueued_at.is_(None))
+        .where(Task.run_id == run_id, Task.status == TaskStatus.pending, Task.enqueued_at.is_(None))
         .order_by(Task.priority, Task.created_at)
     ).all()
     sent: list[str] = []

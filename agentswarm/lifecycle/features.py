@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Feature, FeatureStatus, Task, TaskStatus
+from agentswarm.db.models import Feature, FeatureStatus, Task
+from agentswarm.db.states import OPEN
 from agentswarm.lifecycle.feature_file import FeatureFileError
 
-OPEN_TASK_STATES = (TaskStatus.pending.value, TaskStatus.assigned.value, TaskStatus.running.value)
 _SPEC_FIELDS = ("category", "title", "description", "priority", "files", "dependencies", "acceptance")
 
 
@@ -59,7 +59,7 @@ def sync_features(session: Session, source: Path | str | dict | list) -> int:
     for row in rows:
         feature = existing.get(row["id"])
         if feature is None:
-            feature = Feature(status=FeatureStatus.pending.value, **row)
+            feature = Feature(status=FeatureStatus.pending, **row)
             session.add(feature)
             existing[row["id"]] = feature
         else:
@@ -82,22 +82,22 @@ def progress_by_category(session: Session) -> dict[str, dict[str, int]]:
 
 def _open_task_for(session: Session, feature_id: str) -> bool:
     return session.scalar(select(func.count()).select_from(Task).where(
-        Task.status.in_(OPEN_TASK_STATES), Task.feature_ids.contains([feature_id]))) > 0
+        Task.status.in_(OPEN), Task.feature_ids.contains([feature_id]))) > 0
 
 
 def set_feature_status(session: Session, feature_ids: Iterable[str], status: str) -> list[str]:
     """Move features to `status`; done is final, and failed waits while another task for it is open."""
-    target = FeatureStatus(status).value
+    target = FeatureStatus(status)
     ids = [f for f in dict.fromkeys(feature_ids) if f]
     if not ids:
         return []
     session.flush()
     changed = []
     for fid in ids:
-        if target == FeatureStatus.failed.value and _open_task_for(session, fid):
+        if target == FeatureStatus.failed and _open_task_for(session, fid):
             continue
         result = session.execute(
-            update(Feature).where(Feature.id == fid, Feature.status != FeatureStatus.done.value,
+            update(Feature).where(Feature.id == fid, Feature.status != FeatureStatus.done,
                                   Feature.status != target)
             .values(status=target).execution_options(synchronize_session=False))
         if result.rowcount:
@@ -110,21 +110,21 @@ def set_feature_status(session: Session, feature_ids: Iterable[str], status: str
 
 def mark_features_in_progress(session: Session, feature_ids: Iterable[str]) -> list[str]:
     """A task was planned for these features."""
-    return set_feature_status(session, feature_ids, FeatureStatus.in_progress.value)
+    return set_feature_status(session, feature_ids, FeatureStatus.in_progress)
 
 
 def mark_features_done(session: Session, feature_ids: Iterable[str]) -> list[str]:
     """A task for these features landed on main."""
-    return set_feature_status(session, feature_ids, FeatureStatus.done.value)
+    return set_feature_status(session, feature_ids, FeatureStatus.done)
 
 
 def mark_features_failed(session: Session, feature_ids: Iterable[str]) -> list[str]:
     """A task for these features gave up (ignored while another task for one is still open)."""
-    return set_feature_status(session, feature_ids, FeatureStatus.failed.value)
+    return set_feature_status(session, feature_ids, FeatureStatus.failed)
 
 
 def all_features_done(session: Session) -> bool:
     """True when there is at least one feature and every feature is done."""
     total, done = session.execute(select(
-        func.count(Feature.id), func.count(Feature.id).filter(Feature.status == FeatureStatus.done.value))).one()
+        func.count(Feature.id), func.count(Feature.id).filter(Feature.status == FeatureStatus.done))).one()
     return total > 0 and total == done

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from agentswarm.agent.contract import Handoff
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
+from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import HandoffRecord, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
@@ -25,8 +26,7 @@ def store_handoff(db, task: Task, attempt: int, h: Handoff, settings: Settings) 
     if exists:
         return False
     db.add(HandoffRecord(
-        task_id=task.id, attempt=attempt, status=h.status, summary=h.summary or "", commits=h.commits,
-        head_sha=h.head_sha, files_changed=h.files_changed, insertions=h.insertions, deletions=h.deletions,
+        task_id=task.id, attempt=attempt, status=h.status, summary=h.summary or "", **h.measured(),
         prompt_tokens=int(h.tokens.get("prompt", 0)), completion_tokens=int(h.tokens.get("completion", 0)),
         llm_calls=len(h.llm_calls), duration_s=h.duration_s, error=h.error,
         transcript=(h.transcript or "")[:TRANSCRIPT_CAP],
@@ -38,14 +38,13 @@ def store_handoff(db, task: Task, attempt: int, h: Handoff, settings: Settings) 
     return True
 
 
+@missing_is_done
 def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, settings: Settings) -> str:
     """Record the handoff and move the task on; a no-op if someone else already moved it."""
     with session_scope() as db:
-        task = db.get(Task, task_id)
-        if task is None:
-            return "missing"
+        task = load_task(db, task_id)
         store_handoff(db, task, attempt, h, settings)
-        owns = task.status == TaskStatus.running.value and task.attempts == attempt and (
+        owns = task.status == TaskStatus.running and task.attempts == attempt and (
             sandbox_id is None or task.sandbox_id in (None, sandbox_id))
         if not owns:
             record_event(db, "task.stale_handoff", f"attempt {attempt} ended after the task moved on",

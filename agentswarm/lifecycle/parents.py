@@ -23,7 +23,7 @@ def _summary(children: list[Task]) -> str:
         counts[c.status] = counts.get(c.status, 0) + 1
     head = "children: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     lines = [f"- {c.id} {c.title[:80]}: {(c.error or c.summary or '')[:200]}"
-             for c in children if c.status != TaskStatus.complete.value]
+             for c in children if c.status != TaskStatus.complete]
     return "\n".join([head, *lines])[:4000]
 
 
@@ -32,15 +32,15 @@ def settle_parent(session: Session, parent_id: str) -> str | None:
     session.flush()
     parent = session.scalar(select(Task).where(Task.id == parent_id).with_for_update()
                             .execution_options(populate_existing=True))
-    if parent is None or parent.status != TaskStatus.running.value:
+    if parent is None or parent.status != TaskStatus.running:
         return None
     children = children_of(session, parent_id)
-    if not children or any(TaskStatus(c.status) not in TERMINAL for c in children):
+    if not children or any(c.status not in TERMINAL for c in children):
         return None
     statuses = {c.status for c in children}
-    if statuses == {TaskStatus.complete.value}:
+    if statuses == {TaskStatus.complete}:
         final = TaskStatus.complete
-    elif TaskStatus.failed.value in statuses:
+    elif TaskStatus.failed in statuses:
         final = TaskStatus.failed
     else:
         final = TaskStatus.blocked
@@ -48,10 +48,10 @@ def settle_parent(session: Session, parent_id: str) -> str | None:
     if not transition(session, parent_id, "running", final, summary=summary,
                       error=None if final is TaskStatus.complete else summary):
         return None
-    record_event(session, f"task.{final.value}", summary.splitlines()[0], run_id=parent.run_id, task_id=parent_id,
+    record_event(session, f"task.{final}", summary.splitlines()[0], run_id=parent.run_id, task_id=parent_id,
                  children={c.id: c.status for c in children})
     if final is TaskStatus.failed:
         mark_features_failed(session, parent.feature_ids or [])
     if parent.parent_id:
         settle_parent(session, parent.parent_id)
-    return final.value
+    return final

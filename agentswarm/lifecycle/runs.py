@@ -16,15 +16,15 @@ from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
-from agentswarm.db.states import transition
+from agentswarm.db.states import OPEN, transition
 from agentswarm.lifecycle.budgets import BudgetHit, check_budgets
-from agentswarm.lifecycle.features import OPEN_TASK_STATES, all_features_done
+from agentswarm.lifecycle.features import all_features_done
 from agentswarm.lifecycle.parents import settle_parent
 
 
 def active_runs(session: Session) -> list[Run]:
     """Runs still active, oldest first."""
-    return list(session.scalars(select(Run).where(Run.status == RunStatus.active.value).order_by(Run.started_at)))
+    return list(session.scalars(select(Run).where(Run.status == RunStatus.active).order_by(Run.started_at)))
 
 
 def start_run(session: Session, settings: Settings, *, demo: bool | None = None) -> Run:
@@ -35,7 +35,7 @@ def start_run(session: Session, settings: Settings, *, demo: bool | None = None)
         return runs[0]
     now = datetime.now(UTC)
     run = Run(
-        status=RunStatus.active.value, demo=settings.demo_mode if demo is None else demo,
+        status=RunStatus.active, demo=settings.demo_mode if demo is None else demo,
         max_tasks=settings.run_max_tasks, max_tokens=settings.run_max_tokens, max_dollars=settings.run_max_dollars,
         deadline_at=now + timedelta(seconds=settings.run_deadline_s), planner_iterations=0,
         config={"max_planner_iterations": settings.max_planner_iterations, "model": settings.llm_model,
@@ -55,8 +55,8 @@ def end_run(session: Session, run_id: str, status: str, reason: str) -> bool:
         raise ValueError("a run ends as finished or stopped")
     session.flush()  # the expire below would otherwise drop unflushed changes to the run
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.active.value)
-        .values(status=final.value, stop_reason=reason[:1000], ended_at=datetime.now(UTC))
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.active)
+        .values(status=final, stop_reason=reason[:1000], ended_at=datetime.now(UTC))
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return False
@@ -64,14 +64,14 @@ def end_run(session: Session, run_id: str, status: str, reason: str) -> bool:
     if run is not None:
         session.expire(run)
     cancelled = _cancel_unsent(session, run_id)
-    record_event(session, "run.ended", reason, run_id=run_id, status=final.value, cancelled=len(cancelled))
+    record_event(session, "run.ended", reason, run_id=run_id, status=final, cancelled=len(cancelled))
     return True
 
 
 def _cancel_unsent(session: Session, run_id: str) -> list[str]:
     """Pending tasks no worker was sent are cancelled; tasks sent or in flight are left to finish."""
     ids = list(session.scalars(select(Task.id).where(
-        Task.run_id == run_id, Task.status == TaskStatus.pending.value, Task.enqueued_at.is_(None))))
+        Task.run_id == run_id, Task.status == TaskStatus.pending, Task.enqueued_at.is_(None))))
     done = [t for t in ids if transition(session, t, "pending", "cancelled", error="run ended before it started")]
     parents = set(session.scalars(select(Task.parent_id).where(Task.id.in_(done), Task.parent_id.is_not(None))))
     for parent_id in parents:
@@ -82,20 +82,20 @@ def _cancel_unsent(session: Session, run_id: str) -> list[str]:
 def open_task_count(session: Session, run_id: str) -> int:
     """Tasks of the run not yet ended (pending, assigned, running)."""
     return int(session.scalar(select(func.count(Task.id)).where(
-        Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))) or 0)
+        Task.run_id == run_id, Task.status.in_(OPEN))) or 0)
 
 
 def enforce_limits(session: Session, run: Run, settings: Settings) -> str | None:
     """End the run if it is over (features done, a budget reached); the reason planning must stop, or None."""
     if all_features_done(session):
-        end_run(session, run.id, RunStatus.finished.value, "every feature is done")
+        end_run(session, run.id, RunStatus.finished, "every feature is done")
         return "every feature is done"
     hit = check_budgets(session, run, settings)
     if hit is None:
         return None
     _note_budget(session, run, hit)
     if not hit.drain or open_task_count(session, run.id) == 0:
-        end_run(session, run.id, RunStatus.stopped.value, hit.reason)
+        end_run(session, run.id, RunStatus.stopped, hit.reason)
     return hit.reason
 
 

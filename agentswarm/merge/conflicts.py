@@ -13,15 +13,15 @@ CONFLICT_PRIORITY = 1
 
 def conflict_task_for(db, task: Task, result: MergeResult) -> Task | None:
     """Create a conflict-resolution task unless the cap for this task is reached."""
-    origin_id = task.origin_id if task.kind == TaskKind.conflict.value and task.origin_id else task.id
+    origin_id = task.origin_id if task.kind == TaskKind.conflict and task.origin_id else task.id
     made = db.scalar(select(func.count()).where(Task.origin_id == origin_id,
-                                                Task.kind == TaskKind.conflict.value))
+                                                Task.kind == TaskKind.conflict))
     settings = get_settings()
     if made >= settings.max_conflict_tasks:
         return None
     scope = sorted(set(task.scope) | set(result.conflict_files))
     child = Task(
-        run_id=task.run_id, origin_id=origin_id, kind=TaskKind.conflict.value, priority=CONFLICT_PRIORITY,
+        run_id=task.run_id, origin_id=origin_id, kind=TaskKind.conflict, priority=CONFLICT_PRIORITY,
         title=f"Resolve merge conflict: {task.title or task.id}"[:200],
         description=(
             f"The branch {task.branch} of task {task.id} conflicts with main in "

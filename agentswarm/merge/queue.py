@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from agentswarm.config import ConflictPolicy, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
+from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.git import repo as gitops
@@ -44,10 +45,10 @@ def _siblings_unmerged(db, task: Task) -> bool:
     """True while another child of the same decomposed parent has not landed yet."""
     if not task.parent_id:
         return False
-    merged = select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.merged.value)
+    merged = select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.merged)
     return bool(db.scalar(select(func.count()).where(
         Task.parent_id == task.parent_id, Task.id != task.id, Task.id.not_in(merged),
-        Task.status != TaskStatus.cancelled.value)))
+        Task.status != TaskStatus.cancelled)))
 
 
 def _mark_done(db, task: Task) -> None:
@@ -59,7 +60,7 @@ def _record(db, task: Task, strategy: str, result: MergeResult, started_at: date
     status = {"merged": MergeStatus.merged, "already_merged": MergeStatus.merged,
               "conflict": MergeStatus.conflict}.get(result.status, MergeStatus.failed)
     attempt = MergeAttempt(
-        task_id=task.id, branch=task.branch, strategy=strategy, status=status.value,
+        task_id=task.id, branch=task.branch, strategy=strategy, status=status,
         main_before=result.main_before, main_after=result.main_after, conflict_files=result.conflict_files,
         commits_landed=result.commits_landed, error=result.error, started_at=started_at,
         finished_at=datetime.now(UTC), duration_ms=result.duration_ms,
@@ -87,15 +88,14 @@ def _record(db, task: Task, strategy: str, result: MergeResult, started_at: date
     return attempt
 
 
+@missing_is_done
 def merge_task(task_id: str, settings: Settings | None = None) -> str:
     """Land a complete task's branch on main; a branch already landed is a successful no-op."""
     settings = settings or get_settings()
     with session_scope() as db:
         xact_lock(db, "merge")  # held until this transaction ends: one merge at a time
-        task = db.get(Task, task_id)
-        if task is None:
-            return "missing"
-        if task.status != TaskStatus.complete.value:
+        task = load_task(db, task_id)
+        if task.status != TaskStatus.complete:
             return f"not-complete:{task.status}"
         done = db.scalar(select(MergeAttempt.status).where(
             MergeAttempt.task_id == task_id, MergeAttempt.status.in_(["merged", "conflict"])).limit(1))

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import MergeAttempt, Task, TaskStatus
-from agentswarm.db.states import transition
+from agentswarm.db.states import IN_FLIGHT, transition
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.queue.broker import queued_task_ids
 from agentswarm.queue.names import MERGE_BRANCH, RUN_TASK
@@ -43,7 +43,7 @@ def recover_stuck(db, settings: Settings) -> list[str]:
     stale = now - timedelta(seconds=settings.stale_heartbeat_s)
     overdue = now - timedelta(seconds=settings.worker_timeout + 2 * settings.stale_heartbeat_s)
     rows = db.scalars(select(Task).where(
-        Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]),
+        Task.status.in_(IN_FLIGHT),
         (Task.heartbeat_at < stale) | (Task.heartbeat_at.is_(None)) | (Task.started_at < overdue),
     )).all()
     moved = []
@@ -79,7 +79,7 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
     cutoff = _now() - timedelta(seconds=SEND_GRACE_S)
     queued = queued_task_ids(client, "work", RUN_TASK)
     lost_work = db.execute(select(Task.id, Task.priority).where(
-        Task.status == TaskStatus.pending.value, Task.enqueued_at.is_not(None), Task.enqueued_at < cutoff,
+        Task.status == TaskStatus.pending, Task.enqueued_at.is_not(None), Task.enqueued_at < cutoff,
     )).all()
     work = []
     for tid, prio in lost_work:
@@ -92,7 +92,7 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
     failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
         MergeAttempt.status == "failed").group_by(MergeAttempt.task_id)).all())
     unmerged = db.scalars(select(Task).where(
-        Task.status == TaskStatus.complete.value, Task.finished_at < cutoff, Task.id.not_in(settled),
+        Task.status == TaskStatus.complete, Task.finished_at < cutoff, Task.id.not_in(settled),
     )).all()
     merges = []
     for task in unmerged:
@@ -116,7 +116,7 @@ def reap_orphans(db, settings: Settings, run_ids: list[str]) -> list[str]:
     """Terminate sandboxes that no running task owns."""
     backend = backend_for(settings)
     owned = set(db.scalars(select(Task.sandbox_id).where(
-        Task.status.in_([TaskStatus.assigned.value, TaskStatus.running.value]), Task.sandbox_id.is_not(None),
+        Task.status.in_(IN_FLIGHT), Task.sandbox_id.is_not(None),
     )).all())
     cutoff = _now() - timedelta(seconds=ORPHAN_GRACE_S)
     reaped = []

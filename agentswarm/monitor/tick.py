@@ -32,7 +32,7 @@ def monitor_tick(settings: Settings | None = None) -> dict:
         with session_scope() as db:
             if not try_xact_lock(db, "monitor"):
                 return {"skipped": "another monitor holds the lock"}
-            runs = db.scalars(select(Run).where(Run.status == RunStatus.active.value)).all()
+            runs = db.scalars(select(Run).where(Run.status == RunStatus.active)).all()
             recovered = recover_stuck(db, settings)
             resent = resend_lost(db, client)
             reaped = reap_orphans(db, settings, [r.id for r in runs])

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from agentswarm.agent.contract import MEASURED_FIELDS
 from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
 
 
@@ -140,8 +141,7 @@ def handoff_row(h: HandoffRecord) -> dict:
     """One handoff without its transcript (that has its own endpoint)."""
     return {
         "id": h.id, "attempt": h.attempt, "status": h.status, "summary": h.summary, "error": h.error,
-        "commits": h.commits, "head_sha": h.head_sha, "files_changed": h.files_changed,
-        "insertions": h.insertions, "deletions": h.deletions, "prompt_tokens": h.prompt_tokens,
+        **{name: getattr(h, name) for name in MEASURED_FIELDS}, "prompt_tokens": h.prompt_tokens,
         "completion_tokens": h.completion_tokens, "llm_calls": h.llm_calls, "duration_s": h.duration_s,
         "transcript_bytes": len(h.transcript or ""), "created_at": _iso(h.created_at),
     }

@@ -38,7 +38,7 @@ def active_run(db: Session, run_id: str | None = None) -> Run:
     run = db.get(Run, run_id) if run_id else latest_run(db)
     if run is None:
         raise NotFound(f"no run {run_id}" if run_id else "no run yet: start one first")
-    if run.status != RunStatus.active.value:
+    if run.status != RunStatus.active:
         raise Conflict(f"run {run.id} is {run.status}, not active")
     return run
 
@@ -55,7 +55,7 @@ def add_manual_task(db: Session, settings: Settings, description: str, scope: li
         raise InvalidTask("priority must be an integer from 1 to 10")
     paths = [check_scope_path(p) for p in scope]
     run = active_run(db, run_id)
-    task = Task(run_id=run.id, kind=TaskKind.manual.value, title=(title.strip() or description)[:MAX_TITLE],
+    task = Task(run_id=run.id, kind=TaskKind.manual, title=(title.strip() or description)[:MAX_TITLE],
                 description=description, scope=paths, priority=priority, branch="pending",
                 max_attempts=settings.max_attempts, base_sha=main_sha(settings.hub_path))
     db.add(task)
@@ -86,5 +86,5 @@ def stop_run(db: Session, run_id: str, reason: str = "stopped by a person") -> N
     """Stop an active run: nothing new is planned, tasks in flight finish, unsent pending work is cancelled."""
     if db.get(Run, run_id) is None:
         raise NotFound(f"no run {run_id}")
-    if not end_run(db, run_id, RunStatus.stopped.value, reason or "stopped by a person"):
+    if not end_run(db, run_id, RunStatus.stopped, reason or "stopped by a person"):
         raise Conflict(f"run {run_id} has already ended")

@@ -25,10 +25,11 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import lock_key, try_xact_lock, xact_lock
 from agentswarm.db.models import Run, RunStatus, Task
 from agentswarm.db.session import get_engine, session_scope
+from agentswarm.db.states import OPEN
 from agentswarm.lifecycle.accounting import scrub
 from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
-from agentswarm.lifecycle.features import OPEN_TASK_STATES, mark_features_in_progress
+from agentswarm.lifecycle.features import mark_features_in_progress
 from agentswarm.lifecycle.runs import active_runs, enforce_limits, note_iteration
 from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
@@ -86,13 +87,13 @@ def _open_count(session: Session, run_id: str) -> int:
     # A decomposed parent waits in `running` but holds no worker: only count tasks doing work.
     parents = select(Task.parent_id).where(Task.parent_id.is_not(None), Task.run_id == run_id)
     return int(session.scalar(select(func.count(Task.id)).where(
-        Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES), Task.id.not_in(parents))) or 0)
+        Task.run_id == run_id, Task.status.in_(OPEN), Task.id.not_in(parents))) or 0)
 
 
 def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, report: dict) -> PlanJob | None:
     """Step 1 for one run: limits, dispatch, and the request if the run has room for more work."""
     stop = enforce_limits(session, run, settings)
-    report["dispatched"] = len(dispatch_pending(session, run.id)) if run.status == RunStatus.active.value else 0
+    report["dispatched"] = len(dispatch_pending(session, run.id)) if run.status == RunStatus.active else 0
     if stop:
         report["stopped"] = stop
         return None
@@ -146,7 +147,7 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
             return {"skipped": "run vanished"}
         record(session, outcome, run_id=run.id, task_id=None, role="planner", settings=settings)
         iteration = note_iteration(session, run)
-        if run.status != RunStatus.active.value:
+        if run.status != RunStatus.active:
             return {"skipped": "run ended during the call"}
         hit = check_budgets(session, run, settings)
         if hit is not None and not hit.drain:  # this very call spent the last of the money: store nothing

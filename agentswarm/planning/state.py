@@ -13,12 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Feature, FeatureStatus, HandoffRecord, Task, TaskStatus
-from agentswarm.lifecycle.features import OPEN_TASK_STATES
+from agentswarm.db.states import ENDED_BADLY, OPEN
 
 FEATURES_SHOWN = 60
 IN_FLIGHT_SHOWN = 100
 FAILURES_SHOWN = 10
-ENDED_BADLY = (TaskStatus.failed.value, TaskStatus.blocked.value, TaskStatus.cancelled.value)
 
 
 @dataclass
@@ -36,14 +35,14 @@ class Board:
         f = self.features.get(feature_id)
         if f is None:
             return f"unknown feature {feature_id}"
-        if f.status == FeatureStatus.done.value:
+        if f.status == FeatureStatus.done:
             return f"feature {feature_id} is done"
         if any(feature_id in (t.feature_ids or []) for t in self.open_tasks):
             return f"feature {feature_id} already has a task in flight"
-        if f.status == FeatureStatus.in_progress.value and feature_id in self.completed:
+        if f.status == FeatureStatus.in_progress and feature_id in self.completed:
             return f"feature {feature_id} has a complete task waiting to land"
         waiting = [d for d in f.dependencies or [] if d in self.features
-                   and self.features[d].status != FeatureStatus.done.value]
+                   and self.features[d].status != FeatureStatus.done]
         if waiting:
             return f"feature {feature_id} waits for {', '.join(waiting)}"
         if self.failures_by_feature.get(feature_id, 0) >= self.max_attempts:
@@ -70,15 +69,15 @@ def load_board(session: Session, run_id: str, max_attempts: int) -> Board:
     """Read features, the run's open tasks and its count of failed tasks per feature."""
     features = {f.id: f for f in session.scalars(select(Feature))}
     open_tasks = list(session.scalars(select(Task).where(
-        Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES)).order_by(Task.created_at)))
+        Task.run_id == run_id, Task.status.in_(OPEN)).order_by(Task.created_at)))
     failed: dict[str, int] = {}
     completed: set[str] = set()
     rows = session.execute(select(Task.status, Task.feature_ids).where(
         Task.run_id == run_id, Task.parent_id.is_(None),
-        Task.status.in_([*ENDED_BADLY, TaskStatus.complete.value]))).all()
+        Task.status.in_([*ENDED_BADLY, TaskStatus.complete]))).all()
     for status, ids in rows:
         for fid in ids or []:
-            if status == TaskStatus.complete.value:
+            if status == TaskStatus.complete:
                 completed.add(fid)
             else:
                 failed[fid] = failed.get(fid, 0) + 1
@@ -101,7 +100,7 @@ def in_flight_input(board: Board) -> list[dict]:
 def failures_input(session: Session, run_id: str) -> list[dict]:
     """The <recent_failures> section: the latest tasks that failed or were blocked, with handoff summaries."""
     tasks = list(session.scalars(select(Task).where(
-        Task.run_id == run_id, Task.status.in_([TaskStatus.failed.value, TaskStatus.blocked.value]))
+        Task.run_id == run_id, Task.status.in_([TaskStatus.failed, TaskStatus.blocked]))
         .order_by(Task.finished_at.desc().nulls_last()).limit(FAILURES_SHOWN)))
     if not tasks:
         return []

@@ -25,7 +25,7 @@ from agentswarm.prompts import render_messages
 
 SPLIT_MIN_PATHS = 4
 SPLIT_LONG_DESCRIPTION = 3000
-SPLITTABLE_KINDS = frozenset({TaskKind.feature.value, TaskKind.fix.value})
+SPLITTABLE_KINDS = frozenset({TaskKind.feature, TaskKind.fix})
 
 
 def too_large(task: Task, settings: Settings) -> bool:
@@ -59,7 +59,7 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
     if not too_large(task, settings):
         return None
     run = session.get(Run, task.run_id)
-    if run is None or run.status != RunStatus.active.value:
+    if run is None or run.status != RunStatus.active:
         return None
     room = min(settings.subplanner_max_children, tasks_left(session, run))
     hit = check_budgets(session, run, settings)

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_xact_lock
-from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind, TaskStatus
+from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
+from agentswarm.db.states import OPEN
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
 from agentswarm.llm.factory import client_from_settings
@@ -27,7 +28,6 @@ from agentswarm.prompts import render_messages
 from agentswarm.reconcile.checks import CheckResult, checkout_main, run_checks
 
 log = logging.getLogger(__name__)
-OPEN = [TaskStatus.pending.value, TaskStatus.assigned.value, TaskStatus.running.value]
 FIX_PRIORITY = 1
 BUILD_OUTPUT_CAP = 30_000
 
@@ -43,7 +43,7 @@ def failure_report(results: list[CheckResult]) -> str:
 
 
 def _open_fixes(db, run_id: str) -> list[Task]:
-    return list(db.scalars(select(Task).where(Task.run_id == run_id, Task.kind == TaskKind.fix.value,
+    return list(db.scalars(select(Task).where(Task.run_id == run_id, Task.kind == TaskKind.fix,
                                               Task.status.in_(OPEN))))
 
 
@@ -57,7 +57,7 @@ def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
     with session_scope() as db:
         if not try_xact_lock(db, "reconcile"):
             return {"skipped": "another reconciler holds the lock"}
-        run = db.scalars(select(Run).where(Run.status == RunStatus.active.value)
+        run = db.scalars(select(Run).where(Run.status == RunStatus.active)
                          .order_by(Run.started_at.desc())).first()
         if run is None:
             return {"skipped": "no active run"}
@@ -105,7 +105,7 @@ def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
             if any(scopes_overlap(draft.scope, s) for s in open_scopes):
                 record_event(db, "reconciler.rejected", f"duplicate of an open fix: {draft.title}", run_id=run_id)
                 continue
-            draft.kind, draft.priority = TaskKind.fix.value, FIX_PRIORITY
+            draft.kind, draft.priority = TaskKind.fix, FIX_PRIORITY
             task = store_task(db, draft, run_id=run_id, base_sha=sha, settings=settings,
                               context={"build_output": report[-4000:]})
             open_scopes.append(task.scope)

@@ -44,7 +44,7 @@ class Heartbeats:
         try:
             with session_scope() as db:
                 db.execute(update(Task).where(
-                    Task.id.in_(list(beating)), Task.status == TaskStatus.running.value,
+                    Task.id.in_(list(beating)), Task.status == TaskStatus.running,
                     Task.sandbox_id.in_(list(beating.values())),
                 ).values(heartbeat_at=datetime.now(UTC)))
         except Exception:  # a missed beat is not fatal; the next one may succeed

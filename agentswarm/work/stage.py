@@ -16,6 +16,7 @@ from sqlalchemy import update
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
+from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
@@ -35,19 +36,17 @@ log = logging.getLogger(__name__)
 def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
     """pending -> assigned, or the reason the task is not ours to run."""
     with session_scope() as db:
-        task = db.get(Task, task_id)
-        if task is None:
-            return "missing"
-        if task.status != TaskStatus.pending.value:
+        task = load_task(db, task_id)
+        if task.status != TaskStatus.pending:
             return f"not-pending:{task.status}"
         run = db.get(Run, task.run_id)
-        if run is None or run.status != RunStatus.active.value:
+        if run is None or run.status != RunStatus.active:
             transition(db, task_id, "pending", "cancelled", error="run ended before the task started")
             return "cancelled"
         # Takes in one run are serialised so that two overlapping scopes never both start.
         xact_lock(db, f"take:{task.run_id}")
         db.refresh(task)
-        if task.status != TaskStatus.pending.value:
+        if task.status != TaskStatus.pending:
             return f"not-pending:{task.status}"
         if _in_flight_overlap(db, task):
             db.execute(update(Task).where(Task.id == task.id).values(enqueued_at=None))
@@ -78,7 +77,7 @@ def _reap(backend: SandboxBackend, sandbox_id: str | None) -> None:
 def _decompose(task_id: str, settings: Settings) -> bool:
     """Let the subplanner split a large task; True when children were created."""
     with session_scope() as db:
-        task = db.get(Task, task_id)
+        task = load_task(db, task_id)
         children = maybe_decompose(db, task, client_from_settings(settings), settings=settings)
         if children:
             record_event(db, "task.decomposed", f"{len(children)} children", run_id=task.run_id,
@@ -86,6 +85,7 @@ def _decompose(task_id: str, settings: Settings) -> bool:
         return bool(children)
 
 
+@missing_is_done
 def work_on(task_id: str, settings: Settings | None = None) -> str:
     """Take the task, run it in a sandbox, store the handoff; returns what happened."""
     settings = settings or get_settings()
