@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
 from agentswarm.testing.fake_llm import FakeLLMServer
+from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the e2e tests)
 
 FEATURES = [
     {"id": "core-001", "category": "core", "title": "Vector type", "priority": 1, "dependencies": [],
@@ -49,19 +49,6 @@ class Swarm:
     def sandbox_dirs(self) -> list[Path]:
         base = self.root / "sandboxes"
         return [p for p in base.glob("*/*") if p.is_dir()] if base.exists() else []
-
-
-def wait_for(predicate, timeout: float = 120.0, every: float = 0.3, tick=None):
-    """Poll until predicate() is truthy; call tick() between polls (a beat stand-in)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if tick:
-            tick()
-        time.sleep(every)
-    raise AssertionError(f"condition not met in {timeout}s")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from agentswarm.db import Event, Feature, MergeAttempt, Task, session_scope
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.e2e.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _done(db_url) -> int:

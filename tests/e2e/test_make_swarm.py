@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from agentswarm.db import Feature, MergeAttempt, session_scope
 from agentswarm.ops.swarm import free_port
-from tests.e2e.conftest import CHECK, FEATURES, wait_for
+from tests.e2e.conftest import CHECK, FEATURES
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

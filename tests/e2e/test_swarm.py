@@ -16,7 +16,7 @@ from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.reconcile.tick import reconcile_tick
 from agentswarm.sandbox import procs
-from tests.e2e.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _features_done(db_url) -> bool:

@@ -15,7 +15,7 @@ from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.simulator import simulate
-from tests.e2e.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def add_tasks(db_url, run_id, scopes, **kw) -> list[str]:

@@ -13,7 +13,7 @@ from agentswarm.db.session import session_scope
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.faults import Fault
-from tests.planning.conftest import start, work_queue_len
+from tests.support.runs import start, work_queue_len
 
 
 def task(fid: str | None, scope: list[str], title: str | None = None, priority: int = 3) -> dict:

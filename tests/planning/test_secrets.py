@@ -13,7 +13,7 @@ from agentswarm.planning.planner import plan_tick
 from agentswarm.planning.subplanner import maybe_decompose
 from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.faults import Fault
-from tests.planning.conftest import start
+from tests.support.runs import start
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"
 

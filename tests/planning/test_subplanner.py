@@ -14,7 +14,7 @@ from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.subplanner import maybe_decompose, too_large
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.planning.conftest import start, work_queue_len
+from tests.support.runs import start, work_queue_len
 
 SCOPE = [f"src/world/m{i}.ts" for i in range(8)]
 

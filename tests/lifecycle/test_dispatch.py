@@ -13,7 +13,7 @@ from agentswarm.db.states import transition
 from agentswarm.lifecycle.dispatch import scopes_overlap
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.planning.conftest import start, work_queue_len
+from tests.support.runs import start, work_queue_len
 
 
 def _task(fid, scope, title):

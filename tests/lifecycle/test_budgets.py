@@ -14,7 +14,7 @@ from agentswarm.lifecycle.accounting import record_llm_call, run_spend
 from agentswarm.lifecycle.runs import end_run, start_run
 from agentswarm.planning.planner import plan_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.planning.conftest import start
+from tests.support.runs import start
 
 IN, OUT = 3.0, 15.0  # dollars per million tokens
 

@@ -1,4 +1,4 @@
-"""Fixtures for planning tests: a real hub repository, a few features, settings and a run."""
+"""A run to plan in: a real hub repository, a few features, settings, a started run (planning, lifecycle)."""
 
 from __future__ import annotations
 

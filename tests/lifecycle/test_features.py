@@ -18,7 +18,7 @@ from agentswarm.lifecycle.features import (
     progress_by_category,
     sync_features,
 )
-from tests.planning.conftest import features_doc, start
+from tests.support.runs import features_doc, start
 
 
 def _status(url) -> dict[str, str]:
