@@ -9,6 +9,7 @@ after the worker that created it crashed.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -175,7 +176,7 @@ class LocalSandboxBackend:
         except (ValueError, OSError):
             return None
 
-    def exec(self, sb: SandboxHandle, argv: list[str], *, timeout_s: float) -> ExecResult:
+    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float) -> ExecResult:  # `list` is a method here
         """Run argv in the workdir, in its own process group; at the limit the whole group is killed."""
         if not argv:
             raise ValueError("argv must not be empty")
