@@ -20,8 +20,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -289,7 +291,7 @@ def _read_capped(path: Path, cap: int) -> str:
     return (head + marker + tail).decode("utf-8", "replace")
 
 
-def _force_remove(func, path, _exc_info) -> None:
+def _force_remove(func: Callable[..., Any], path: str, _exc_info: object) -> None:
     """rmtree error handler: make a read-only entry (and its directory) writable and retry once."""
     try:
         os.chmod(os.path.dirname(path), stat.S_IRWXU)
