@@ -31,6 +31,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check agentswarm tests bench migrations infra
+	$(BIN)/mypy
 
 swarm: install
 	$(BIN)/agentswarm swarm

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentswarm.errors import ConfigError
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
         return not self.llm_base_url
 
 
-def _describe(field_name: str, error: dict[str, Any]) -> str:
+def _describe(field_name: str, error: ErrorDetails) -> str:
     field = Settings.model_fields.get(field_name)
     annotation = getattr(field, "annotation", None)
     if isinstance(annotation, type) and issubclass(annotation, Enum):

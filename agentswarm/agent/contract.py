@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar, Self
 
 SCHEMA_VERSION = 1
 TASK_KINDS = ("feature", "fix", "conflict", "manual")
@@ -37,14 +37,15 @@ class _Document:
     """Reading and writing one of the two JSON documents."""
 
     _where = "document"
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every subclass is a @dataclass (for asdict's type)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build from parsed JSON, refusing unknown fields."""
         return _build(cls, data, cls._where)
 
     @classmethod
-    def load(cls, path: str):
+    def load(cls, path: str) -> Self:
         """Read and check a JSON file."""
         with open(path, encoding="utf-8") as fh:
             try:

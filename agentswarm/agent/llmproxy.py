@@ -11,7 +11,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import requests
 
@@ -80,13 +82,13 @@ class LLMProxy:
             self._httpd.server_close()
         self._session.close()
 
-    def _upstream_headers(self, incoming) -> dict[str, str]:
+    def _upstream_headers(self, incoming: Message) -> dict[str, str]:
         headers = {k: v for k, v in incoming.items() if k.lower() not in _HOP}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         return headers
 
-    def _authorized(self, incoming) -> bool:
+    def _authorized(self, incoming: Message) -> bool:
         given = (incoming.get("Authorization") or "").removeprefix("Bearer ").strip() or incoming.get("x-api-key")
         return secrets.compare_digest(given or "", self.token)
 
@@ -95,7 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
     proxy: LLMProxy
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming

@@ -16,9 +16,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import FrameType
 
 from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
-from agentswarm.agent.contract import ContractError, Handoff, TaskSpec, write_json_atomic
+from agentswarm.agent.contract import ContractError, GitMeasure, Handoff, TaskSpec, write_json_atomic
 from agentswarm.agent.gitwork import Git, GitError
 from agentswarm.agent.registry import get_agent
 from agentswarm.agent.transcript import Transcript, scrub, secrets_from_env
@@ -74,7 +75,8 @@ class Runner:
 
     # -- handoff -------------------------------------------------------------------------------
 
-    def handoff(self, status: str, *, error: str | None = None, summary: str = "", measure=None) -> Handoff:
+    def handoff(self, status: str, *, error: str | None = None, summary: str = "",
+                measure: GitMeasure | None = None) -> Handoff:
         """Build the handoff from what is known now."""
         calls = list(self.ctx.llm_calls) if self.ctx else []
         text, cut = self.transcript.inline()
@@ -93,7 +95,7 @@ class Runner:
 
     # -- signals -------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, _frame) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self._killed is not None:
             os._exit(EXIT_CODES["failed"])  # a second signal: the handoff is already written
@@ -103,7 +105,7 @@ class Runner:
         self.write(self.handoff("failed", error=f"killed by {name}"))
         raise self._killed
 
-    def _on_alarm(self, _signum: int, _frame) -> None:
+    def _on_alarm(self, _signum: int, _frame: FrameType | None) -> None:
         raise DeadlineExceeded("the task's time limit is near: agent stopped")
 
     # -- the run -------------------------------------------------------------------------------

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from agentswarm.dashboard.app import DashboardApp
 from agentswarm.dashboard.web import ApiError, text_field
 from agentswarm.ops import steering
 
 
-def stop_run(app: DashboardApp, db, body: dict[str, Any], run_id: str) -> tuple[int, dict]:
+def stop_run(app: DashboardApp, db: Session, body: dict[str, Any], run_id: str) -> tuple[int, dict]:
     """End an active run with a reason."""
     reason = text_field(body, "reason", "", 1000).strip() or "stopped from the dashboard"
     steering.stop_run(db, run_id, reason)
     return 200, {"run": run_id, "status": "stopped", "reason": reason}
 
 
-def add_task(app: DashboardApp, db, body: dict[str, Any]) -> tuple[int, dict]:
+def add_task(app: DashboardApp, db: Session, body: dict[str, Any]) -> tuple[int, dict]:
     """Create a manual task in the active run and dispatch it."""
     description = body.get("description")
     if not isinstance(description, str):
@@ -36,7 +38,7 @@ def add_task(app: DashboardApp, db, body: dict[str, Any]) -> tuple[int, dict]:
                  "priority": task.priority}
 
 
-def cancel_task(app: DashboardApp, db, body: dict[str, Any], task_id: str) -> tuple[int, dict]:
+def cancel_task(app: DashboardApp, db: Session, body: dict[str, Any], task_id: str) -> tuple[int, dict]:
     """Cancel a pending or blocked task."""
     reason = text_field(body, "reason", "", 1000).strip() or "cancelled from the dashboard"
     task = steering.cancel_task(db, task_id, reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from sqlalchemy.orm import Session
 
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.transcript import parse_transcript
@@ -15,7 +16,7 @@ TASK_STATES = {s.value for s in TaskStatus}
 MERGE_STATES = {s.value for s in MergeStatus}
 
 
-def _run(db, params: dict[str, str]) -> Run | None:
+def _run(db: Session, params: dict[str, str]) -> Run | None:
     run_id = params.get("run") or None
     run = status.find_run(db, run_id)
     if run_id and run is None:
@@ -39,7 +40,7 @@ def safe_config(app: DashboardApp, run: Run | None) -> dict:
             "steering": app.token != "" or app.loopback, "token_required": app.token != ""}
 
 
-def summary(app: DashboardApp, db, params: dict[str, str]) -> dict:
+def summary(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     """The run's counts, throughput, spend against budgets, queue depths and feature progress."""
     run = _run(db, params)
     base = {"config": safe_config(app, run), "features": status.feature_progress(db), **_queues(app)}
@@ -50,7 +51,7 @@ def summary(app: DashboardApp, db, params: dict[str, str]) -> dict:
     return {**data, "metrics": status.run_metrics(db, run, data), **base}
 
 
-def tasks(app: DashboardApp, db, params: dict[str, str]) -> dict:
+def tasks(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     """Recent tasks, newest change first; ?status=a,b ?limit=N ?run=ID."""
     run = _run(db, params)
     states = list_param(params, "status", TASK_STATES)
@@ -58,7 +59,7 @@ def tasks(app: DashboardApp, db, params: dict[str, str]) -> dict:
     return {"tasks": status.task_list(db, run.id if run else None, states, limit) if run else []}
 
 
-def task(app: DashboardApp, db, params: dict[str, str], task_id: str) -> dict:
+def task(app: DashboardApp, db: Session, params: dict[str, str], task_id: str) -> dict:
     """One task with its handoffs and merge attempts."""
     detail = status.task_detail(db, task_id)
     if detail is None:
@@ -66,7 +67,7 @@ def task(app: DashboardApp, db, params: dict[str, str], task_id: str) -> dict:
     return detail
 
 
-def transcript(app: DashboardApp, db, params: dict[str, str], task_id: str) -> dict:
+def transcript(app: DashboardApp, db: Session, params: dict[str, str], task_id: str) -> dict:
     """The latest (or ?attempt=N) handoff's transcript as a list of entries."""
     attempt = int_param(params, "attempt", None, 0, 10_000)
     if db.get(Task, task_id) is None:
@@ -81,7 +82,7 @@ def transcript(app: DashboardApp, db, params: dict[str, str], task_id: str) -> d
             **parse_transcript(handoff.transcript)}
 
 
-def events(app: DashboardApp, db, params: dict[str, str]) -> dict:
+def events(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     """The event feed: ?after=ID returns only newer events (poll with the returned last_id)."""
     run = _run(db, params)
     after = int_param(params, "after", None, 0)
@@ -89,7 +90,7 @@ def events(app: DashboardApp, db, params: dict[str, str]) -> dict:
     return status.events_after(db, run.id if run else None, after, limit)
 
 
-def merges(app: DashboardApp, db, params: dict[str, str]) -> dict:
+def merges(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     """The commit feed: merge attempts, newest first; ?status=merged ?limit=N."""
     run = _run(db, params)
     states = list_param(params, "status", MERGE_STATES)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qs
 
 MAX_BODY = 64 * 1024
@@ -23,6 +23,10 @@ def query_params(query: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
+@overload
+def int_param(params: dict[str, str], name: str, default: int, lo: int = 0, hi: int = 10**12) -> int: ...
+@overload
+def int_param(params: dict[str, str], name: str, default: None, lo: int = 0, hi: int = 10**12) -> int | None: ...
 def int_param(params: dict[str, str], name: str, default: int | None, lo: int = 0, hi: int = 10**12) -> int | None:
     """An integer query parameter within [lo, hi], or 400."""
     raw = params.get(name, "")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Task, TaskStatus
@@ -67,7 +67,7 @@ def transition(
         .values(status=dst, **values)
         .execution_options(synchronize_session=False)
     )
-    result = session.execute(stmt)
+    result = cast(CursorResult, session.execute(stmt))  # an UPDATE: a CursorResult, which has rowcount
     changed = result.rowcount == 1
     if changed:
         obj = session.identity_map.get((Task, (task_id,), None))

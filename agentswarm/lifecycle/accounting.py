@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,6 +31,10 @@ class Spend:
         return self.prompt_tokens + self.completion_tokens
 
 
+@overload
+def scrub(text: str, settings: Settings) -> str: ...
+@overload
+def scrub(text: None, settings: Settings) -> None: ...
 def scrub(text: str | None, settings: Settings) -> str | None:
     """Text with the API key and git token blanked out (for anything stored or logged)."""
     if not text:

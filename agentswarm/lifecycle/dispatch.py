@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Task, TaskStatus
@@ -40,7 +40,7 @@ def busy_scopes(session: Session, run_id: str, *, exclude: str | None = None,
     holds nothing itself.
     """
     child = select(Task.parent_id).where(Task.parent_id.is_not(None), Task.run_id == run_id)
-    holding = Task.status.in_(IN_FLIGHT)
+    holding: ColumnElement[bool] = Task.status.in_(IN_FLIGHT)
     if include_sent:
         holding = holding | ((Task.status == TaskStatus.pending) & Task.enqueued_at.is_not(None))
     rows = session.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ def _check_feature(feature: Any, index: int, source: str) -> None:
         raise fail("every acceptance criterion must be a string of at least 10 characters")
 
 
-def _check_files(files: Any, fail) -> None:
+def _check_files(files: Any, fail: Callable[[str], FeatureFileError]) -> None:
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
         raise fail(f"files must be a list of 1 to {MAX_FILES} paths")
     if len(set(files)) != len(files):

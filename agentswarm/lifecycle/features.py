@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import Feature, FeatureStatus, Task
@@ -81,8 +81,8 @@ def progress_by_category(session: Session) -> dict[str, dict[str, int]]:
 
 
 def _open_task_for(session: Session, feature_id: str) -> bool:
-    return session.scalar(select(func.count()).select_from(Task).where(
-        Task.status.in_(OPEN), Task.feature_ids.contains([feature_id]))) > 0
+    return session.execute(select(func.count()).select_from(Task).where(
+        Task.status.in_(OPEN), Task.feature_ids.contains([feature_id]))).scalar_one() > 0
 
 
 def set_feature_status(session: Session, feature_ids: Iterable[str], status: str) -> list[str]:
@@ -96,10 +96,10 @@ def set_feature_status(session: Session, feature_ids: Iterable[str], status: str
     for fid in ids:
         if target == FeatureStatus.failed and _open_task_for(session, fid):
             continue
-        result = session.execute(
+        result = cast(CursorResult, session.execute(  # an UPDATE: a CursorResult, which has rowcount
             update(Feature).where(Feature.id == fid, Feature.status != FeatureStatus.done,
                                   Feature.status != target)
-            .values(status=target).execution_options(synchronize_session=False))
+            .values(status=target).execution_options(synchronize_session=False)))
         if result.rowcount:
             changed.append(fid)
     for feature in session.identity_map.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import Handoff
 from agentswarm.config import Settings
@@ -20,7 +21,7 @@ from agentswarm.queue.send import merge_after_commit
 TRANSCRIPT_CAP = 512 * 1024
 
 
-def store_handoff(db, task: Task, attempt: int, h: Handoff, settings: Settings) -> bool:
+def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: Settings) -> bool:
     """Insert the handoff and its LLM calls once per (task, attempt); False if already stored."""
     exists = db.scalar(select(HandoffRecord.id).where(HandoffRecord.task_id == task.id, HandoffRecord.attempt == attempt))
     if exists:
@@ -81,6 +82,6 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
         return status
 
 
-def _mark_features(db, task: Task, status: str) -> None:
+def _mark_features(db: Session, task: Task, status: str) -> None:
     if task.feature_ids:
         set_feature_status(db, task.feature_ids, status)

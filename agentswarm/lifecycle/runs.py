@@ -8,8 +8,9 @@ and planner-iteration budgets only stop planning: the run ends once the work it 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
@@ -54,10 +55,10 @@ def end_run(session: Session, run_id: str, status: str, reason: str) -> bool:
     if final is RunStatus.active:
         raise ValueError("a run ends as finished or stopped")
     session.flush()  # the expire below would otherwise drop unflushed changes to the run
-    result = session.execute(
+    result = cast(CursorResult, session.execute(  # an UPDATE: a CursorResult, which has rowcount
         update(Run).where(Run.id == run_id, Run.status == RunStatus.active)
         .values(status=final, stop_reason=reason[:1000], ended_at=datetime.now(UTC))
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)))
     if result.rowcount != 1:
         return False
     run = session.identity_map.get((Run, (run_id,), None))
@@ -73,7 +74,8 @@ def _cancel_unsent(session: Session, run_id: str) -> list[str]:
     ids = list(session.scalars(select(Task.id).where(
         Task.run_id == run_id, Task.status == TaskStatus.pending, Task.enqueued_at.is_(None))))
     done = [t for t in ids if transition(session, t, "pending", "cancelled", error="run ended before it started")]
-    parents = set(session.scalars(select(Task.parent_id).where(Task.id.in_(done), Task.parent_id.is_not(None))))
+    parents = {p for p in session.scalars(select(Task.parent_id).where(Task.id.in_(done), Task.parent_id.is_not(None)))
+               if p is not None}
     for parent_id in parents:
         settle_parent(session, parent_id)
     return done

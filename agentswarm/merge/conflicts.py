@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from agentswarm.config import get_settings
 from agentswarm.db.models import Task, TaskKind
@@ -11,11 +12,11 @@ from agentswarm.git.landing import MergeResult
 CONFLICT_PRIORITY = 1
 
 
-def conflict_task_for(db, task: Task, result: MergeResult) -> Task | None:
+def conflict_task_for(db: Session, task: Task, result: MergeResult) -> Task | None:
     """Create a conflict-resolution task unless the cap for this task is reached."""
     origin_id = task.origin_id if task.kind == TaskKind.conflict and task.origin_id else task.id
-    made = db.scalar(select(func.count()).where(Task.origin_id == origin_id,
-                                                Task.kind == TaskKind.conflict))
+    made = db.execute(select(func.count()).where(Task.origin_id == origin_id,
+                                                 Task.kind == TaskKind.conflict)).scalar_one()
     settings = get_settings()
     if made >= settings.max_conflict_tasks:
         return None

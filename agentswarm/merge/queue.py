@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from agentswarm.config import ConflictPolicy, Settings, get_settings
 from agentswarm.db.events import record_event
@@ -41,7 +42,7 @@ def _remote_push_main(settings: Settings) -> None:
         gitops.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
 
 
-def _siblings_unmerged(db, task: Task) -> bool:
+def _siblings_unmerged(db: Session, task: Task) -> bool:
     """True while another child of the same decomposed parent has not landed yet."""
     if not task.parent_id:
         return False
@@ -51,12 +52,12 @@ def _siblings_unmerged(db, task: Task) -> bool:
         Task.status != TaskStatus.cancelled)))
 
 
-def _mark_done(db, task: Task) -> None:
+def _mark_done(db: Session, task: Task) -> None:
     if task.feature_ids and not _siblings_unmerged(db, task):
         set_feature_status(db, task.feature_ids, "done")
 
 
-def _record(db, task: Task, strategy: str, result: MergeResult, started_at: datetime, settings: Settings):
+def _record(db: Session, task: Task, strategy: str, result: MergeResult, started_at: datetime, settings: Settings) -> MergeAttempt:
     status = {"merged": MergeStatus.merged, "already_merged": MergeStatus.merged,
               "conflict": MergeStatus.conflict}.get(result.status, MergeStatus.failed)
     attempt = MergeAttempt(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
@@ -33,11 +34,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _is_parent(db, task_id: str) -> bool:
-    return db.scalar(select(func.count()).where(Task.parent_id == task_id)) > 0
+def _is_parent(db: Session, task_id: str) -> bool:
+    return db.execute(select(func.count()).where(Task.parent_id == task_id)).scalar_one() > 0
 
 
-def recover_stuck(db, settings: Settings) -> list[str]:
+def recover_stuck(db: Session, settings: Settings) -> list[str]:
     """Tasks whose worker died (stale heartbeat) or overran their deadline go back to pending."""
     now = _now()
     stale = now - timedelta(seconds=settings.stale_heartbeat_s)
@@ -74,7 +75,7 @@ def _terminate(settings: Settings, sandbox_id: str) -> None:
         log.warning("could not terminate sandbox %s", sandbox_id, exc_info=True)
 
 
-def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
+def resend_lost(db: Session, client: redis.Redis) -> dict[str, list[str]]:
     """Re-publish run_task/merge_branch for tasks Postgres says were sent but Redis does not hold."""
     cutoff = _now() - timedelta(seconds=SEND_GRACE_S)
     queued = queued_task_ids(client, "work", RUN_TASK)
@@ -112,7 +113,7 @@ def resend_lost(db, client: redis.Redis) -> dict[str, list[str]]:
     return {"work": work, "merge": merges}
 
 
-def reap_orphans(db, settings: Settings, run_ids: list[str]) -> list[str]:
+def reap_orphans(db: Session, settings: Settings, run_ids: list[str]) -> list[str]:
     """Terminate sandboxes that no running task owns."""
     backend = backend_for(settings)
     owned = set(db.scalars(select(Task.sandbox_id).where(

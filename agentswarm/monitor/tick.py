@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
@@ -16,7 +17,7 @@ from agentswarm.ops.status import run_summary
 from agentswarm.queue.broker import queue_lengths
 
 
-def snapshot(db, client: redis.Redis, run: Run) -> dict:
+def snapshot(db: Session, client: redis.Redis, run: Run) -> dict:
     """Counts a person would watch: tasks by state, merges, queue depths, tokens, dollars."""
     summary = run_summary(db, run)
     return {"tasks": summary["tasks"], "merged_last_hour": summary["merged_last_hour"],

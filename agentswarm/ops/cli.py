@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from agentswarm.errors import SwarmError
 
+if TYPE_CHECKING:
+    from agentswarm.config import Settings
 
-def _settings():
+
+def _settings() -> Settings:
     from agentswarm.config import get_settings
 
     return get_settings()

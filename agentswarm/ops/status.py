@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import MEASURED_FIELDS
 from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
 
 
-def latest_run(db) -> Run | None:
+def latest_run(db: Session) -> Run | None:
     """The active run if there is one, else the most recent."""
     active = db.scalars(select(Run).where(Run.status == "active").order_by(Run.started_at.desc())).first()
     return active or db.scalars(select(Run).order_by(Run.started_at.desc())).first()
 
 
-def run_summary(db, run: Run) -> dict:
+def run_summary(db: Session, run: Run) -> dict:
     """Counts, throughput and spend of one run."""
     tasks = dict(db.execute(select(Task.status, func.count()).where(Task.run_id == run.id)
                             .group_by(Task.status)).all())
@@ -40,7 +41,7 @@ def run_summary(db, run: Run) -> dict:
     }
 
 
-def feature_progress(db) -> dict[str, dict[str, int]]:
+def feature_progress(db: Session) -> dict[str, dict[str, int]]:
     """Feature counts per category and status."""
     out: dict[str, dict[str, int]] = {}
     for category, status, n in db.execute(select(Feature.category, Feature.status, func.count())
@@ -49,7 +50,7 @@ def feature_progress(db) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def recent_events(db, run_id: str | None, limit: int = 20) -> list[dict]:
+def recent_events(db: Session, run_id: str | None, limit: int = 20) -> list[dict]:
     """The newest events of a run, oldest first."""
     q = select(Event).order_by(Event.id.desc()).limit(limit)
     if run_id:
@@ -73,12 +74,12 @@ def _clip(text: str | None, cap: int = _TEXT_CAP) -> str | None:
     return text if text is None or len(text) <= cap else text[:cap] + "…"
 
 
-def find_run(db, run_id: str | None) -> Run | None:
+def find_run(db: Session, run_id: str | None) -> Run | None:
     """The run with this id, or the latest run when no id is given."""
     return db.get(Run, run_id) if run_id else latest_run(db)
 
 
-def run_metrics(db, run: Run, summary: dict | None = None) -> dict:
+def run_metrics(db: Session, run: Run, summary: dict | None = None) -> dict:
     """Derived figures: commits landed per hour, merge success rate, and how much of each budget is used."""
     summary = summary or run_summary(db, run)
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
@@ -126,7 +127,7 @@ def task_row(t: Task, now: datetime | None = None) -> dict:
     }
 
 
-def task_list(db, run_id: str | None, statuses: list[str] | None = None, limit: int = 50) -> list[dict]:
+def task_list(db: Session, run_id: str | None, statuses: list[str] | None = None, limit: int = 50) -> list[dict]:
     """The most recently changed tasks of a run, optionally only some states."""
     q = select(Task).order_by(Task.updated_at.desc(), Task.id).limit(max(1, min(limit, MAX_LIMIT)))
     if run_id:
@@ -157,7 +158,7 @@ def merge_row(m: MergeAttempt, title: str | None = None) -> dict:
     }
 
 
-def task_detail(db, task_id: str) -> dict | None:
+def task_detail(db: Session, task_id: str) -> dict | None:
     """A task with its description, handoffs and merge attempts; None if there is no such task."""
     t = db.get(Task, task_id)
     if t is None:
@@ -171,7 +172,7 @@ def task_detail(db, task_id: str) -> dict | None:
     }
 
 
-def latest_transcript(db, task_id: str, attempt: int | None = None) -> HandoffRecord | None:
+def latest_transcript(db: Session, task_id: str, attempt: int | None = None) -> HandoffRecord | None:
     """The handoff (latest attempt, or the one asked for) whose transcript the log viewer replays."""
     q = select(HandoffRecord).where(HandoffRecord.task_id == task_id).order_by(HandoffRecord.attempt.desc(), HandoffRecord.id.desc())
     if attempt is not None:
@@ -179,7 +180,7 @@ def latest_transcript(db, task_id: str, attempt: int | None = None) -> HandoffRe
     return db.scalars(q.limit(1)).first()
 
 
-def merge_feed(db, run_id: str | None, limit: int = 30, statuses: list[str] | None = None) -> list[dict]:
+def merge_feed(db: Session, run_id: str | None, limit: int = 30, statuses: list[str] | None = None) -> list[dict]:
     """The newest merge attempts (landed on main, conflicted or failed), newest first."""
     when = func.coalesce(MergeAttempt.finished_at, MergeAttempt.queued_at)
     q = (select(MergeAttempt, Task.title).join(Task).order_by(when.desc(), MergeAttempt.id.desc())
@@ -191,7 +192,7 @@ def merge_feed(db, run_id: str | None, limit: int = 30, statuses: list[str] | No
     return [merge_row(m, title) for m, title in db.execute(q).all()]
 
 
-def events_after(db, run_id: str | None, after: int | None = None, limit: int = 100) -> dict:
+def events_after(db: Session, run_id: str | None, after: int | None = None, limit: int = 100) -> dict:
     """Events newer than id `after` (or the newest `limit`), oldest first, and the id to poll after next."""
     limit = max(1, min(limit, MAX_LIMIT))
     q = select(Event)

@@ -35,7 +35,7 @@ from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning import state
 from agentswarm.planning.calls import CallOutcome, ask, record
-from agentswarm.planning.parsing import Rejection, UnparseableReply, parse_tasks
+from agentswarm.planning.parsing import Rejection, TaskDraft, UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
@@ -118,9 +118,11 @@ def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, rep
     return PlanJob(run.id, room, main.sha, messages)
 
 
-def _select(board: state.Board, drafts: list, limit: int) -> tuple[list, list[Rejection]]:
+def _select(board: state.Board, drafts: list[TaskDraft], limit: int) -> tuple[list[TaskDraft], list[Rejection]]:
     """Drafts that still make sense now: features ready, no duplicate of an open task, one task per feature."""
-    kept, dropped, claimed = [], [], set()
+    kept: list[TaskDraft] = []
+    dropped: list[Rejection] = []
+    claimed: set[str] = set()
     for i, d in enumerate(drafts):
         reason = next((r for r in (board.why_not(f) for f in d.feature_ids) if r), None)
         if reason is None and claimed & set(d.feature_ids):

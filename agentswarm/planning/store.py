@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.models import Task, TaskKind, TaskStatus
 from agentswarm.planning.parsing import Rejection, TaskDraft
 
 EVENTS_PER_REPLY = 20
@@ -16,7 +16,7 @@ def store_task(session: Session, draft: TaskDraft, *, run_id: str, base_sha: str
                parent: Task | None = None, context: dict | None = None) -> Task:
     """Insert one pending task (branch `swarm/<id>`); the caller dispatches after."""
     task = Task(
-        run_id=run_id, parent_id=parent.id if parent else None, kind=draft.kind, status=TaskStatus.pending,
+        run_id=run_id, parent_id=parent.id if parent else None, kind=TaskKind(draft.kind), status=TaskStatus.pending,
         title=draft.title, description=draft.description, scope=draft.scope, acceptance=draft.acceptance,
         priority=draft.priority, feature_ids=draft.feature_ids, depth=parent.depth + 1 if parent else 0,
         branch="pending", base_sha=base_sha, max_attempts=settings.max_attempts, context=context or {},

@@ -8,8 +8,10 @@ RECONCILE_MAX_FIX_TASKS are open at a time.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
@@ -19,6 +21,7 @@ from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
+from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
 from agentswarm.planning.parsing import parse_tasks
@@ -42,16 +45,16 @@ def failure_report(results: list[CheckResult]) -> str:
     return "\n\n".join(parts)[-BUILD_OUTPUT_CAP:]
 
 
-def _open_fixes(db, run_id: str) -> list[Task]:
+def _open_fixes(db: Session, run_id: str) -> list[Task]:
     return list(db.scalars(select(Task).where(Task.run_id == run_id, Task.kind == TaskKind.fix,
                                               Task.status.in_(OPEN))))
 
 
-def _workdir(settings: Settings):
+def _workdir(settings: Settings) -> Path:
     return settings.hub_path.resolve().parent / "reconcile"
 
 
-def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
+def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None) -> dict:
     """Check main once per new sha; create fix tasks for what broke."""
     settings = settings or get_settings()
     with session_scope() as db:
@@ -115,8 +118,10 @@ def reconcile_tick(settings: Settings | None = None, client=None) -> dict:
         return {"sha": sha, "green": False, "fixes": made}
 
 
-def _forget_sha(db, run_id: str) -> None:
+def _forget_sha(db: Session, run_id: str) -> None:
     run = db.get(Run, run_id)
+    if run is None:  # the run was deleted while the model was called: nothing to retry
+        return
     cfg = dict(run.config or {})
     cfg.pop("reconciled_sha", None)
     run.config = cfg

@@ -9,6 +9,7 @@ after the worker that created it crashed.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -19,8 +20,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -175,7 +178,7 @@ class LocalSandboxBackend:
         except (ValueError, OSError):
             return None
 
-    def exec(self, sb: SandboxHandle, argv: list[str], *, timeout_s: float) -> ExecResult:
+    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float) -> ExecResult:  # `list` is a method here
         """Run argv in the workdir, in its own process group; at the limit the whole group is killed."""
         if not argv:
             raise ValueError("argv must not be empty")
@@ -288,7 +291,7 @@ def _read_capped(path: Path, cap: int) -> str:
     return (head + marker + tail).decode("utf-8", "replace")
 
 
-def _force_remove(func, path, _exc_info) -> None:
+def _force_remove(func: Callable[..., Any], path: str, _exc_info: object) -> None:
     """rmtree error handler: make a read-only entry (and its directory) writable and retry once."""
     try:
         os.chmod(os.path.dirname(path), stat.S_IRWXU)

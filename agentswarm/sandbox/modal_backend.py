@@ -6,6 +6,7 @@ here is checked against the installed package by tests/sandbox/test_sandbox_moda
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib
 import math
@@ -188,7 +189,7 @@ class ModalSandboxBackend:
         except (exc.SandboxFilesystemNotFoundError, exc.SandboxFilesystemIsADirectoryError):
             return None
 
-    def exec(self, sb: SandboxHandle, argv: list[str], *, timeout_s: float) -> ExecResult:
+    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float) -> ExecResult:  # `list` is a method here
         """Run argv in the workdir; Modal kills it at the limit and reports code -1 (timed_out=True)."""
         if not argv:
             raise ValueError("argv must not be empty")

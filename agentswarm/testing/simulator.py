@@ -237,7 +237,8 @@ def work(body: dict) -> dict:
                 "reasoning": f"The scope is {', '.join(scope)}; write each file, then check git status."}
     results = [m for m in messages[turns[-1] + 1:] if m.get("role") == "tool"]
     for r in results:
-        err = _tool_error(r.get("content") if isinstance(r.get("content"), str) else json.dumps(r.get("content")))
+        content = r.get("content")
+        err = _tool_error(content if isinstance(content, str) else json.dumps(content))
         if err:
             return {"content": None, "tool_calls": [_call("finish", status="failed", summary=f"A tool failed: {err[:400]}")]}
     last_names = [(tc.get("function") or {}).get("name") for tc in messages[turns[-1]].get("tool_calls") or []]

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
@@ -60,7 +61,7 @@ def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
         return task, old_sandbox
 
 
-def _in_flight_overlap(db, task: Task) -> bool:
+def _in_flight_overlap(db: Session, task: Task) -> bool:
     busy = busy_scopes(db, task.run_id, exclude=task.id, include_sent=False)
     return any(scopes_overlap(task.scope, s) for s in busy)
 
