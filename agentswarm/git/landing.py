@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from agentswarm.git import repo as gitops
-from agentswarm.git.repo import GitError, GitRepo, delete_branch
+from agentswarm.git import refs
+from agentswarm.git.refs import delete_branch
+from agentswarm.git.repo import GitError, SwarmRepo, open_repo, require_git
 
 __all__ = ["MergeStrategy", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
            "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER"]
@@ -93,13 +94,13 @@ class BranchChanges:
     conflict_files: list[str]  # paths that conflict when head is merged into main now
 
 
-def _range(git: GitRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
+def _range(git: SwarmRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
     """main with its tree, and the commits in main..head oldest first, from one `rev-list`."""
     # `head ^main^@ main` is main..head plus main itself: main's tree without reading the ref again.
     out = git.run("rev-list", "--reverse", "--topo-order", "--no-commit-header", "--date=raw",
                   f"--format={_FIELDS}", head, f"^{main}^@", main, "--")
     if out.returncode != 0:
-        raise GitError(f"git rev-list {main}..{head}: {out.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git rev-list {main}..{head}: {out.stderr.strip()}")
     parts = out.stdout.split(b"\0")
     main_tip, commits = None, []
     for i in range(0, len(parts) - 7, 7):
@@ -114,7 +115,7 @@ def _range(git: GitRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
     return main_tip, commits
 
 
-def _merge_trees(git: GitRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
+def _merge_trees(git: SwarmRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
     """`merge-tree --write-tree`: (tree, []) when clean, (tree, conflicting paths) on conflict."""
     proc = git.run("merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs)
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
@@ -126,10 +127,10 @@ def _merge_trees(git: GitRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
             raise GitError(f"git merge-tree {ours} {theirs} reported a conflict without files")
         return fields[0], files
     raise GitError(f"git merge-tree {ours} {theirs} failed ({proc.returncode}): "
-                   f"{proc.stderr.decode(errors='replace').strip()}")
+                   f"{proc.stderr.strip()}")
 
 
-def _commit_tree(git: GitRepo, tree: str, parents: list[str], message: bytes,
+def _commit_tree(git: SwarmRepo, tree: str, parents: list[str], message: bytes,
                  author: tuple[str, str, str] | None, committer: tuple[str, str]) -> str:
     env = {"GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
     name, email, date = author or (committer[0], committer[1], "")
@@ -142,7 +143,7 @@ def _commit_tree(git: GitRepo, tree: str, parents: list[str], message: bytes,
     return git.out(*args, "-F", "-", input=message, env=env)
 
 
-def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
+def _replay(git: SwarmRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
     """Cherry-pick each non-merge commit onto main in order; merges are dropped as `git rebase` does."""
     in_range = {c.sha for c in commits}
     cur, cur_tree, landed = main.sha, main.tree, []
@@ -169,7 +170,7 @@ def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[
     return _Outcome("merged", new_head=cur, landed=landed)
 
 
-def _merge_commit(git: GitRepo, main: _Main, head: str, commits: list[_Commit], message: bytes,
+def _merge_commit(git: SwarmRepo, main: _Main, head: str, commits: list[_Commit], message: bytes,
                   committer: tuple[str, str]) -> _Outcome:
     tree, conflicts = _merge_trees(git, main.sha, head)
     if conflicts:
@@ -181,7 +182,7 @@ def _merge_commit(git: GitRepo, main: _Main, head: str, commits: list[_Commit], 
     return _Outcome("merged", new_head=merge, landed=[c.sha for c in commits] + [merge])
 
 
-def _plan(git: GitRepo, strategy: MergeStrategy, main_sha: str, head: str, branch: str,
+def _plan(git: SwarmRepo, strategy: MergeStrategy, main_sha: str, head: str, branch: str,
           message: str | None, committer: tuple[str, str]) -> _Outcome:
     """Build (but do not publish) the new main for this branch."""
     main, commits = _range(git, main_sha, head)
@@ -197,20 +198,20 @@ def _plan(git: GitRepo, strategy: MergeStrategy, main_sha: str, head: str, branc
     return _replay(git, main, commits, committer)
 
 
-def _after_landing(git: GitRepo, head: str) -> None:
+def _after_landing(git: SwarmRepo, head: str) -> None:
     """Refresh the commit-graph on the first landing in this process and every COMMIT_GRAPH_EVERY after."""
     key = str(git.git_dir)
     n = _landings.get(key, 0)
     _landings[key] = n + 1
     if n % COMMIT_GRAPH_EVERY == 0:
-        gitops.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
+        refs.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
 
 
 def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
                  main_ref: str = "refs/heads/main", message: str | None = None,
                  committer: tuple[str, str] = DEFAULT_COMMITTER) -> MergeResult:
     """Land branch on main with strategy; expected failures come back as a result, never raised."""
-    gitops.require_git()
+    require_git()
     try:
         strategy = MergeStrategy(strategy)
     except ValueError:
@@ -223,15 +224,15 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
                            duration_ms=(time.perf_counter() - t0) * 1000, **kw)
 
     try:
-        ref, main_ref = gitops.branch_ref(branch), gitops.branch_ref(main_ref)
-        git = gitops.open_repo(repo_path)
+        ref, main_ref = refs.branch_ref(branch), refs.branch_ref(main_ref)
+        git = open_repo(repo_path)
     except (ValueError, GitError) as exc:
         return result("failed", main_after=None, error=str(exc))
     for attempt in range(MAX_CAS_ATTEMPTS):
         if attempt:  # lost a race: jitter so two unlocked mergers stop colliding in step
             time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
         try:
-            tips = gitops.rev_parse_many(git, [main_ref, ref])
+            tips = refs.rev_parse_many(git, [main_ref, ref])
             main, head = tips[main_ref], tips[ref]
             if main is None:
                 return result("failed", main_after=None, error=f"{main_ref} does not exist in {repo_path}")
@@ -243,7 +244,7 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
                 after = main if out.status == "already_merged" else None
                 return result(out.status, main, main_after=after, conflict_files=out.conflict_files,
                               error=out.error)
-            if gitops.update_ref_cas(git, main_ref, out.new_head, main):
+            if refs.update_ref_cas(git, main_ref, out.new_head, main):
                 _after_landing(git, out.new_head)
                 return result("merged", main, main_after=out.new_head, commits_landed=out.landed)
         except GitError as exc:
@@ -253,9 +254,9 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
                         "nothing was landed")
 
 
-def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[GitRepo, str, str]:
-    git, ref = gitops.open_repo(repo_path), gitops.branch_ref(branch)
-    tips = gitops.rev_parse_many(git, [main_ref, ref])
+def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[SwarmRepo, str, str]:
+    git, ref = open_repo(repo_path), refs.branch_ref(branch)
+    tips = refs.rev_parse_many(git, [main_ref, ref])
     for name, sha in ((main_ref, tips[main_ref]), (branch, tips[ref])):
         if sha is None:
             raise GitError(f"{name} does not exist in {repo_path}")
@@ -273,7 +274,7 @@ def branch_changes(repo_path: str | os.PathLike[str], branch: str,
                    main_ref: str = "refs/heads/main") -> BranchChanges:
     """Merge base, commits, changed files and current conflicts of branch against main."""
     git, main, head = _tips(repo_path, branch, main_ref)
-    base = gitops.merge_base(git, main, head)
-    files = gitops.changed_files(git, base, head) if base else []
+    base = refs.merge_base(git, main, head)
+    files = refs.changed_files(git, base, head) if base else []
     conflicts = _merge_trees(git, main, head)[1] if base else []
     return BranchChanges(main, head, base, [c.sha for c in _range(git, main, head)[1]], files, conflicts)

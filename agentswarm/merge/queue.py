@@ -2,7 +2,7 @@
 
 One merge at a time, across processes and machines: a merge runs inside a Postgres
 transaction that holds an advisory lock (released at commit, or when the connection dies),
-and `main` moves only by a compare-and-swap ref update inside `mergeops`. A conflict
+and `main` moves only by a compare-and-swap ref update inside `agentswarm.git.landing`. A conflict
 becomes a conflict-resolution task that goes through the swarm like any other.
 """
 
@@ -19,7 +19,7 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
-from agentswarm.git import repo as gitops
+from agentswarm.git import refs
 from agentswarm.git.landing import MergeResult, MergeStrategy, delete_branch, land_branch
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
@@ -32,12 +32,12 @@ def _remote_sync_in(settings: Settings, branch: str) -> None:
     """With a remote hub, bring the branch and main into the local mirror first."""
     if settings.git_repo_url:
         # main is not fetched: only this queue writes it, and the local mirror may be ahead after a failed push
-        gitops.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
+        refs.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
 
 
 def _remote_push_main(settings: Settings) -> None:
     if settings.git_repo_url:
-        gitops.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
+        refs.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
 
 
 def _siblings_unmerged(db, task: Task) -> bool:
