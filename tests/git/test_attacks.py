@@ -15,7 +15,7 @@ from agentswarm.git.hub import create_hub, install_hooks, main_sha
 from agentswarm.git.landing import MergeStrategy, land_branch
 from agentswarm.git.repo import GitError, open_repo, run_git
 from agentswarm.planning.repo_state import read_main
-from tests.git.hubkit import branch, commit, git, set_ref
+from tests.git.hubkit import branch, git, set_ref
 
 SECRETS = {"DATABASE_URL": "postgresql://swarm:pg-secret-41@db/swarm", "REDIS_URL": "redis://:redis-secret-42@r/0",
            "LLM_API_KEY": "sk-llm-secret-43", "GIT_TOKEN": "ghp_token_secret_44", "AWS_SECRET_ACCESS_KEY": "aws-45"}
@@ -177,6 +177,5 @@ def test_failures_raise_the_layers_error_type(hub: Path):
     status, out, err = open_repo(hub).git.merge_tree("--write-tree", "main", "main", with_extended_output=True,
                                                     with_exceptions=False)
     assert status == 0 and out == git(hub, "rev-parse", "main^{tree}") and err == ""
-    assert commit  # hubkit's plumbing commit helper stays importable for these tests
     set_ref(hub, "swarm/s", main_sha(hub))
     assert refs.list_branches(hub) == {"refs/heads/swarm/s": main_sha(hub)}
