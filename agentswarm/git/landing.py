@@ -10,6 +10,9 @@ cherry-pick's three-way merge (base P, ours N, theirs C) by the same ort engine,
 included. The throwaway X is needed only when P is itself a replayed commit (2nd+ commit of
 a branch); when P is reachable from `main`, merge-base(N, C) is already P and C is merged
 directly. This keeps one merge engine, no temporary index and no per-file `merge-file`.
+
+Every command runs through the layer's handle (`SwarmRepo.run` -> `Repo.git.execute`, argument
+lists, no kwargs transforms): minimal environment, hooks off, explicit GIT_DIR.
 """
 
 from __future__ import annotations
