@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentswarm.git import repo as gitops  # noqa: E402
+from agentswarm.git import repo as gitrepo  # noqa: E402
 from agentswarm.git.landing import MergeStrategy, land_branch  # noqa: E402
 
 LINES_PER_FILE = 24
@@ -64,7 +64,7 @@ def build_repo(path: Path, files: int, branches: int, seed: int, overlap: float 
     if files < 3 or branches < 0:
         raise ValueError("need at least 3 files and a non-negative number of branches")
     rng = random.Random(seed)
-    gitops.init_bare(path)
+    gitrepo.init_bare(path)
     out = bytearray()
     out += b"commit refs/heads/main\nmark :1\n"
     out += f"author {_IDENT} 1700000000 +0000\ncommitter {_IDENT} 1700000000 +0000\n".encode()
@@ -104,10 +104,9 @@ def build_repo(path: Path, files: int, branches: int, seed: int, overlap: float 
             parent, mark = f":{mark}", mark + 1
         names.append(name)
         changes[name] = {file_path(f): b"".join(lines) for f, lines in contents.items()}
-    proc = subprocess.run(["git", f"--git-dir={path}", "fast-import", "--quiet"], input=bytes(out),
-                          capture_output=True)
+    proc = gitrepo.open_repo(path).run("fast-import", "--quiet", input=bytes(out))
     if proc.returncode != 0:
-        raise RuntimeError(f"git fast-import failed: {proc.stderr.decode(errors='replace')}")
+        raise RuntimeError(f"git fast-import failed: {proc.stderr}")
     return Synthetic(path, names, changes)
 
 
@@ -127,19 +126,19 @@ class Ours:
         self.git_calls = 0
 
     def step(self, name: str) -> None:
-        real_run = gitops.GitRepo.run
+        real_execute = gitrepo.SafeGit.execute  # every git process of the layer starts there
 
-        def counting_run(repo_self, *args, **kw):
+        def counting_execute(git_self, *args, **kw):
             self.git_calls += 1
-            return real_run(repo_self, *args, **kw)
+            return real_execute(git_self, *args, **kw)
 
-        gitops.GitRepo.run = counting_run  # type: ignore[method-assign]
+        gitrepo.SafeGit.execute = counting_execute  # type: ignore[method-assign]
         try:
             t = time.perf_counter()
             r = land_branch(str(self.repo), name, self.strategy)
             self.durations.append((time.perf_counter() - t) * 1000)
         finally:
-            gitops.GitRepo.run = real_run  # type: ignore[method-assign]
+            gitrepo.SafeGit.execute = real_execute  # type: ignore[method-assign]
         self.counts[r.status] += 1
 
 
@@ -197,7 +196,7 @@ def run(files: int, branches: int, strategy: MergeStrategy, seed: int,
         "git_calls_per_merge": round(ours.git_calls / branches, 2),
         "baseline_merges_per_s": round(base_rate, 2), "baseline_merged": base.merged,
         "baseline_conflicts": base.conflicts, "ratio": round(rate / base_rate, 3) if base_rate else None,
-        "git_version": ".".join(map(str, gitops.git_version())),
+        "git_version": ".".join(map(str, gitrepo.git_version())),
     }
 
 
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.files < 3 or args.branches < 1:
         p.error("--files must be at least 3 and --branches at least 1")
-    gitops.require_git()
+    gitrepo.require_git()
     with tempfile.TemporaryDirectory(prefix="merge-bench-") as tmp:
         figures = run(args.files, args.branches, MergeStrategy(args.strategy), args.seed, Path(tmp),
                       log=(lambda m: print(m, file=sys.stderr)) if args.verbose else (lambda _: None))

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.models import MergeStatus, Task, TaskStatus
 from agentswarm.errors import IllegalTransition
 
 S = TaskStatus
@@ -29,6 +29,8 @@ TERMINAL = frozenset({S.complete, S.failed, S.blocked, S.cancelled})
 IN_FLIGHT = frozenset({S.assigned, S.running})  # a worker holds the task
 OPEN = frozenset({S.pending}) | IN_FLIGHT  # not ended yet
 ENDED_BADLY = frozenset({S.failed, S.blocked, S.cancelled})  # ended without landing anything
+# A merge record that ends a task's merging: it landed, or it became a conflict task.
+MERGE_SETTLED = frozenset({MergeStatus.merged, MergeStatus.conflict})
 
 
 def check_transition(src: TaskStatus | str, dst: TaskStatus | str) -> None:

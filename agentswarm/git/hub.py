@@ -3,17 +3,22 @@
 Only the merge queue moves `main`, with `git update-ref refs/heads/main NEW OLD` run on the
 hub itself; that bypasses hooks, while every push goes through the `pre-receive` hook
 installed here, which refuses `main` and anything outside `refs/heads/swarm/`.
+
+Invariants: every git call here goes through the layer (`agentswarm.git.repo`): minimal
+environment, hooks off (`core.hooksPath=/dev/null` for our own calls only; the hub's config
+keeps no hooksPath so agents' pushes meet the pre-receive hook), explicit GIT_DIR.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 
 from agentswarm.errors import SwarmError
+from agentswarm.git.refs import rev_parse
+from agentswarm.git.repo import GitError, SwarmRepo, init_bare, open_repo, run_git
 
 EXCLUDED_DIRS = frozenset({".git", "node_modules", "dist"})
 BRANCH_PREFIX = "refs/heads/swarm/"
@@ -43,22 +48,22 @@ class HubError(SwarmError):
     """The hub repository could not be created or read."""
 
 
-def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, data: bytes | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True,
-                          env={**os.environ, **_IDENTITY, **(env or {})})
+def _git(repo: SwarmRepo, *args: str, env: dict[str, str] | None = None, data: bytes | None = None) -> str:
+    proc = repo.run(*args, input=data, env={**_IDENTITY, **(env or {})})
     if proc.returncode != 0:
-        raise HubError(f"git {' '.join(args[:3])} failed: {proc.stderr.decode(errors='replace').strip()}")
+        raise HubError(f"git {' '.join(args[:3])} failed: {proc.stderr.strip()}")
     return proc.stdout.decode().strip()
 
 
 def main_sha(hub_path: Path) -> str | None:
-    """The commit `main` points at in the hub, or None if it has none."""
-    proc = subprocess.run(["git", "--git-dir", str(hub_path), "rev-parse", "--verify", "-q", "refs/heads/main"],
-                          capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    """The commit `main` points at in the hub, or None if it has none (or there is no hub). Thread-safe."""
+    try:
+        return rev_parse(hub_path, "refs/heads/main")
+    except GitError:
+        return None
 
 
-def _source_entries(git_dir: Path, source_dir: Path) -> list[str]:
+def _source_entries(repo: SwarmRepo, source_dir: Path) -> list[str]:
     """`update-index --index-info` lines for every file of source_dir, excluded directories left out."""
     files: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(source_dir):
@@ -66,15 +71,14 @@ def _source_entries(git_dir: Path, source_dir: Path) -> list[str]:
         for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             full = Path(dirpath) / name
             files.append((full.relative_to(source_dir).as_posix(), full))
-    gd = ["--git-dir", str(git_dir)]
     regular = [(rel, full) for rel, full in files if full.is_file() and not full.is_symlink()]
     paths = "\n".join(str(full) for _, full in regular).encode()
-    shas = _git(*gd, "hash-object", "-w", "--no-filters", "--stdin-paths", data=paths).split() if regular else []
+    shas = _git(repo, "hash-object", "-w", "--no-filters", "--stdin-paths", data=paths).split() if regular else []
     lines = [f"{'100755' if os.stat(full).st_mode & stat.S_IXUSR else '100644'} {sha}\t{rel}"
              for (rel, full), sha in zip(regular, shas, strict=True)]
     for rel, full in files:
         if full.is_symlink():
-            sha = _git(*gd, "hash-object", "-w", "--stdin", data=os.readlink(full).encode())
+            sha = _git(repo, "hash-object", "-w", "--stdin", data=os.readlink(full).encode())
             lines.append(f"120000 {sha}\t{rel}")
     return lines
 
@@ -89,17 +93,19 @@ def create_hub(hub_path: Path, source_dir: Path) -> str:
     if not source_dir.is_dir():
         raise HubError(f"source directory {source_dir} does not exist")
     hub_path.mkdir(parents=True, exist_ok=True)
-    _git("init", "--bare", "--quiet", "--initial-branch=main", str(hub_path))
-    gd = ["--git-dir", str(hub_path)]
+    try:
+        repo = open_repo(init_bare(hub_path))
+    except GitError as exc:
+        raise HubError(str(exc)) from exc
     with tempfile.TemporaryDirectory() as tmp:
         index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        entries = _source_entries(hub_path, source_dir)
+        entries = _source_entries(repo, source_dir)
         if entries:
-            _git(*gd, "update-index", "--add", "--index-info", env=index, data="\n".join(entries).encode() + b"\n")
-        tree = _git(*gd, "write-tree", env=index)
-    commit = _git(*gd, "commit-tree", tree, "-m", f"Initial import of {source_dir.name}")
+            _git(repo, "update-index", "--add", "--index-info", env=index, data="\n".join(entries).encode() + b"\n")
+        tree = _git(repo, "write-tree", env=index)
+    commit = _git(repo, "commit-tree", tree, "-m", f"Initial import of {source_dir.name}")
     try:
-        _git(*gd, "update-ref", "refs/heads/main", commit, "")  # only if main does not exist yet
+        _git(repo, "update-ref", "refs/heads/main", commit, "")  # only if main does not exist yet
     except HubError:
         pass  # another `init` won the race; its main stands
     install_hooks(hub_path)
@@ -119,8 +125,7 @@ def install_hooks(hub_path: Path) -> Path:
     tmp.chmod(0o755)
     os.replace(tmp, hook)
     # An explicit hooksPath elsewhere would silently skip this hook.
-    subprocess.run(["git", "--git-dir", str(hub_path), "config", "--unset-all", "core.hooksPath"],
-                   capture_output=True)
+    open_repo(hub_path).run("config", "--unset-all", "core.hooksPath")  # exit 5 when unset: fine
     return hook
 
 
@@ -142,7 +147,9 @@ def ensure_mirror(git_repo_url: str, hub_path: Path) -> str | None:
     """With a remote hub, keep a bare mirror at hub_path for the merge queue; returns main's sha."""
     if not (Path(hub_path) / "HEAD").exists():
         Path(hub_path).parent.mkdir(parents=True, exist_ok=True)
-        _git("clone", "--quiet", "--bare", git_repo_url, str(hub_path))
+        proc = run_git("clone", "--quiet", "--bare", "--", git_repo_url, str(Path(hub_path).resolve()))
+        if proc.returncode != 0:
+            raise HubError(f"git clone {git_repo_url} failed: {proc.stderr.strip()}")
     return main_sha(Path(hub_path))
 
 

@@ -10,6 +10,9 @@ cherry-pick's three-way merge (base P, ours N, theirs C) by the same ort engine,
 included. The throwaway X is needed only when P is itself a replayed commit (2nd+ commit of
 a branch); when P is reachable from `main`, merge-base(N, C) is already P and C is merged
 directly. This keeps one merge engine, no temporary index and no per-file `merge-file`.
+
+Every command runs through the layer's handle (`SwarmRepo.run` -> `Repo.git.execute`, argument
+lists, no kwargs transforms): minimal environment, hooks off, explicit GIT_DIR.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Literal
+from enum import StrEnum
+from typing import Any
 
-from agentswarm.git import repo as gitops
-from agentswarm.git.repo import GitError, GitRepo, delete_branch
+from agentswarm.git import refs
+from agentswarm.git.refs import delete_branch
+from agentswarm.git.repo import GitError, SwarmRepo, open_repo, require_git
 
-__all__ = ["MergeStrategy", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
+__all__ = ["MergeStrategy", "Landing", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
            "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER"]
 
 MAX_CAS_ATTEMPTS = 5
@@ -36,17 +40,26 @@ DEFAULT_COMMITTER = ("AgentSwarm Merge Queue", "merge-queue@agentswarm.local")
 _FIELDS = "%H%x00%T%x00%P%x00%an%x00%ae%x00%ad%x00%B%x00"
 
 
-class MergeStrategy(str, Enum):
+class MergeStrategy(StrEnum):
     FAST_FORWARD = "fast-forward"
     REBASE = "rebase"
     MERGE_COMMIT = "merge-commit"
+
+
+class Landing(StrEnum):
+    """How one landing attempt ended; only `merged` moved main."""
+
+    MERGED = "merged"
+    ALREADY_MERGED = "already_merged"  # nothing of the branch was missing from main: a successful no-op
+    CONFLICT = "conflict"
+    FAILED = "failed"
 
 
 @dataclass
 class MergeResult:
     """What one merge attempt did; `main` moved only when status is "merged"."""
 
-    status: Literal["merged", "already_merged", "conflict", "failed"]
+    status: Landing
     branch: str
     main_before: str
     main_after: str | None
@@ -74,7 +87,7 @@ class _Commit:
 
 @dataclass
 class _Outcome:
-    status: Literal["merged", "already_merged", "conflict", "failed"]
+    status: Landing
     new_head: str | None = None
     landed: list[str] = field(default_factory=list)
     conflict_files: list[str] = field(default_factory=list)
@@ -93,13 +106,13 @@ class BranchChanges:
     conflict_files: list[str]  # paths that conflict when head is merged into main now
 
 
-def _range(git: GitRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
+def _range(git: SwarmRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
     """main with its tree, and the commits in main..head oldest first, from one `rev-list`."""
     # `head ^main^@ main` is main..head plus main itself: main's tree without reading the ref again.
     out = git.run("rev-list", "--reverse", "--topo-order", "--no-commit-header", "--date=raw",
                   f"--format={_FIELDS}", head, f"^{main}^@", main, "--")
     if out.returncode != 0:
-        raise GitError(f"git rev-list {main}..{head}: {out.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git rev-list {main}..{head}: {out.stderr.strip()}")
     parts = out.stdout.split(b"\0")
     main_tip, commits = None, []
     for i in range(0, len(parts) - 7, 7):
@@ -114,7 +127,7 @@ def _range(git: GitRepo, main: str, head: str) -> tuple[_Main, list[_Commit]]:
     return main_tip, commits
 
 
-def _merge_trees(git: GitRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
+def _merge_trees(git: SwarmRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
     """`merge-tree --write-tree`: (tree, []) when clean, (tree, conflicting paths) on conflict."""
     proc = git.run("merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs)
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
@@ -126,10 +139,10 @@ def _merge_trees(git: GitRepo, ours: str, theirs: str) -> tuple[str, list[str]]:
             raise GitError(f"git merge-tree {ours} {theirs} reported a conflict without files")
         return fields[0], files
     raise GitError(f"git merge-tree {ours} {theirs} failed ({proc.returncode}): "
-                   f"{proc.stderr.decode(errors='replace').strip()}")
+                   f"{proc.stderr.strip()}")
 
 
-def _commit_tree(git: GitRepo, tree: str, parents: list[str], message: bytes,
+def _commit_tree(git: SwarmRepo, tree: str, parents: list[str], message: bytes,
                  author: tuple[str, str, str] | None, committer: tuple[str, str]) -> str:
     env = {"GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
     name, email, date = author or (committer[0], committer[1], "")
@@ -142,14 +155,14 @@ def _commit_tree(git: GitRepo, tree: str, parents: list[str], message: bytes,
     return git.out(*args, "-F", "-", input=message, env=env)
 
 
-def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
+def _replay(git: SwarmRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
     """Cherry-pick each non-merge commit onto main in order; merges are dropped as `git rebase` does."""
     in_range = {c.sha for c in commits}
     cur, cur_tree, landed = main.sha, main.tree, []
     for c in commits:
         if len(c.parents) != 1:
             if not c.parents:
-                return _Outcome("failed", error=f"commit {c.sha} has no common history with main")
+                return _Outcome(Landing.FAILED, error=f"commit {c.sha} has no common history with main")
             continue
         parent = c.parents[0]
         # merge-base(cur, c) is `parent` unless parent was itself replayed: then pin it (see module doc).
@@ -157,7 +170,7 @@ def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[
             if parent in in_range else cur
         tree, conflicts = _merge_trees(git, ours, c.sha)
         if conflicts:
-            return _Outcome("conflict", conflict_files=conflicts,
+            return _Outcome(Landing.CONFLICT, conflict_files=conflicts,
                             error=f"commit {c.sha[:12]} conflicts with main in {len(conflicts)} file(s)")
         if tree == cur_tree:
             continue  # its change is already on main (a re-landing, or an empty commit)
@@ -165,101 +178,103 @@ def _replay(git: GitRepo, main: _Main, commits: list[_Commit], committer: tuple[
         cur_tree = tree
         landed.append(cur)
     if not landed:
-        return _Outcome("already_merged")
-    return _Outcome("merged", new_head=cur, landed=landed)
+        return _Outcome(Landing.ALREADY_MERGED)
+    return _Outcome(Landing.MERGED, new_head=cur, landed=landed)
 
 
-def _merge_commit(git: GitRepo, main: _Main, head: str, commits: list[_Commit], message: bytes,
+def _merge_commit(git: SwarmRepo, main: _Main, head: str, commits: list[_Commit], message: bytes,
                   committer: tuple[str, str]) -> _Outcome:
     tree, conflicts = _merge_trees(git, main.sha, head)
     if conflicts:
-        return _Outcome("conflict", conflict_files=conflicts,
+        return _Outcome(Landing.CONFLICT, conflict_files=conflicts,
                         error=f"branch conflicts with main in {len(conflicts)} file(s)")
     if tree == main.tree:
-        return _Outcome("already_merged")
+        return _Outcome(Landing.ALREADY_MERGED)
     merge = _commit_tree(git, tree, [main.sha, head], message, None, committer)
-    return _Outcome("merged", new_head=merge, landed=[c.sha for c in commits] + [merge])
+    return _Outcome(Landing.MERGED, new_head=merge, landed=[c.sha for c in commits] + [merge])
 
 
-def _plan(git: GitRepo, strategy: MergeStrategy, main_sha: str, head: str, branch: str,
+def _plan(git: SwarmRepo, strategy: MergeStrategy, main_sha: str, head: str, branch: str,
           message: str | None, committer: tuple[str, str]) -> _Outcome:
     """Build (but do not publish) the new main for this branch."""
     main, commits = _range(git, main_sha, head)
     if not commits:
-        return _Outcome("already_merged")  # head is main or an ancestor of it
+        return _Outcome(Landing.ALREADY_MERGED)  # head is main or an ancestor of it
     if strategy is MergeStrategy.MERGE_COMMIT:
         text = message or f"Merge branch '{branch.removeprefix('refs/heads/')}'"
         return _merge_commit(git, main, head, commits, text.rstrip("\n").encode() + b"\n", committer)
     main_is_base = any(main.sha in c.parents for c in commits)
     linear = all(len(c.parents) == 1 for c in commits)
     if main_is_base and (strategy is MergeStrategy.FAST_FORWARD or linear):
-        return _Outcome("merged", new_head=head, landed=[c.sha for c in commits])
+        return _Outcome(Landing.MERGED, new_head=head, landed=[c.sha for c in commits])
     return _replay(git, main, commits, committer)
 
 
-def _after_landing(git: GitRepo, head: str) -> None:
+def _after_landing(git: SwarmRepo, head: str) -> None:
     """Refresh the commit-graph on the first landing in this process and every COMMIT_GRAPH_EVERY after."""
     key = str(git.git_dir)
     n = _landings.get(key, 0)
     _landings[key] = n + 1
     if n % COMMIT_GRAPH_EVERY == 0:
-        gitops.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
+        refs.write_commit_graph(git, [head])  # an optimisation: a refusal (lock held) is harmless
 
 
 def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
                  main_ref: str = "refs/heads/main", message: str | None = None,
                  committer: tuple[str, str] = DEFAULT_COMMITTER) -> MergeResult:
     """Land branch on main with strategy; expected failures come back as a result, never raised."""
-    gitops.require_git()
+    require_git()
     try:
         strategy = MergeStrategy(strategy)
     except ValueError:
         raise ValueError(f"unknown merge strategy {strategy!r}: use one of "
                          f"{', '.join(s.value for s in MergeStrategy)}") from None
-    t0, seen = time.perf_counter(), []  # every value of main read, one per attempt
+    t0, seen = time.perf_counter(), list[str]()  # every value of main read, one per attempt
 
-    def result(status, main_before="", **kw) -> MergeResult:
+    def result(status: Landing, main_before: str = "", **kw: Any) -> MergeResult:
         return MergeResult(status=status, branch=branch, main_before=main_before, attempts=max(1, len(seen)),
                            duration_ms=(time.perf_counter() - t0) * 1000, **kw)
 
     try:
-        ref, main_ref = gitops.branch_ref(branch), gitops.branch_ref(main_ref)
-        git = gitops.open_repo(repo_path)
+        ref, main_ref = refs.branch_ref(branch), refs.branch_ref(main_ref)
+        git = open_repo(repo_path)
     except (ValueError, GitError) as exc:
-        return result("failed", main_after=None, error=str(exc))
+        return result(Landing.FAILED, main_after=None, error=str(exc))
     for attempt in range(MAX_CAS_ATTEMPTS):
         if attempt:  # lost a race: jitter so two unlocked mergers stop colliding in step
             time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
         try:
-            tips = gitops.rev_parse_many(git, [main_ref, ref])
+            tips = refs.rev_parse_many(git, [main_ref, ref])
             main, head = tips[main_ref], tips[ref]
             if main is None:
-                return result("failed", main_after=None, error=f"{main_ref} does not exist in {repo_path}")
+                return result(Landing.FAILED, main_after=None, error=f"{main_ref} does not exist in {repo_path}")
             if head is None:
-                return result("failed", main, main_after=None, error=f"unknown branch {branch!r}")
+                return result(Landing.FAILED, main, main_after=None, error=f"unknown branch {branch!r}")
             seen.append(main)
             out = _plan(git, strategy, main, head, ref, message, committer)
-            if out.status != "merged":
-                after = main if out.status == "already_merged" else None
+            if out.status is not Landing.MERGED:
+                after = main if out.status is Landing.ALREADY_MERGED else None
                 return result(out.status, main, main_after=after, conflict_files=out.conflict_files,
                               error=out.error)
-            if gitops.update_ref_cas(git, main_ref, out.new_head, main):
+            if out.new_head is None:
+                raise GitError(f"landing {branch!r} produced no new head")
+            if refs.update_ref_cas(git, main_ref, out.new_head, main):
                 _after_landing(git, out.new_head)
-                return result("merged", main, main_after=out.new_head, commits_landed=out.landed)
+                return result(Landing.MERGED, main, main_after=out.new_head, commits_landed=out.landed)
         except GitError as exc:
-            return result("failed", seen[-1] if seen else "", main_after=None, error=str(exc))
-    return result("failed", seen[0], main_after=None,
+            return result(Landing.FAILED, seen[-1] if seen else "", main_after=None, error=str(exc))
+    return result(Landing.FAILED, seen[0], main_after=None,
                   error=f"{main_ref} moved during each of {MAX_CAS_ATTEMPTS} attempts (last seen {seen[-1][:12]}); "
                         "nothing was landed")
 
 
-def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[GitRepo, str, str]:
-    git, ref = gitops.open_repo(repo_path), gitops.branch_ref(branch)
-    tips = gitops.rev_parse_many(git, [main_ref, ref])
-    for name, sha in ((main_ref, tips[main_ref]), (branch, tips[ref])):
-        if sha is None:
-            raise GitError(f"{name} does not exist in {repo_path}")
-    return git, tips[main_ref], tips[ref]
+def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[SwarmRepo, str, str]:
+    git, ref = open_repo(repo_path), refs.branch_ref(branch)
+    tips = refs.rev_parse_many(git, [main_ref, ref])
+    main, head = tips[main_ref], tips[ref]
+    if main is None or head is None:
+        raise GitError(f"{main_ref if main is None else branch} does not exist in {repo_path}")
+    return git, main, head
 
 
 def list_conflicting_files(repo_path: str | os.PathLike[str], branch: str,
@@ -273,7 +288,7 @@ def branch_changes(repo_path: str | os.PathLike[str], branch: str,
                    main_ref: str = "refs/heads/main") -> BranchChanges:
     """Merge base, commits, changed files and current conflicts of branch against main."""
     git, main, head = _tips(repo_path, branch, main_ref)
-    base = gitops.merge_base(git, main, head)
-    files = gitops.changed_files(git, base, head) if base else []
+    base = refs.merge_base(git, main, head)
+    files = refs.changed_files(git, base, head) if base else []
     conflicts = _merge_trees(git, main, head)[1] if base else []
     return BranchChanges(main, head, base, [c.sha for c in _range(git, main, head)[1]], files, conflicts)

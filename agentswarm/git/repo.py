@@ -1,8 +1,20 @@
-"""Git helpers for the hub: plain `git` subprocesses against an explicit git directory.
+"""The orchestrator's git layer: GitPython repository handles whose every git call is confined.
 
-Every command runs as `git --git-dir=<dir>` with the caller's GIT_DIR-like variables removed,
-so a path that is not a repository never falls through to an enclosing one. Only the merge
-queue moves `main`, and only by compare-and-swap (`update_ref_cas`).
+Invariants (every git process the orchestrator starts goes through `SafeGit.execute`):
+- An allow-listed environment, never `os.environ`: DATABASE_URL, REDIS_URL, LLM_API_KEY,
+  GIT_TOKEN and the like never reach git, a hook, an alias or a credential helper.
+- Hooks are off: `core.hooksPath=/dev/null` at command-line precedence (GIT_CONFIG_COUNT),
+  so a hook planted in the hub (reference-transaction, post-update, ...) never runs on the
+  orchestrator's behalf; pushes from agents still meet the hub's own pre-receive hook. The
+  setting outranks system, global and repository config (including a hooksPath planted in the
+  hub's config); only an explicit `-c` in a call's own argument list could override it.
+- Explicit location: a handle's calls carry GIT_DIR (and GIT_WORK_TREE when not bare), and
+  `open_repo` never searches parent directories, so a path that is not itself a repository is
+  refused instead of resolving to an enclosing one.
+- One error type: `GitError` (a failed command raises `GitCommandFailed`, which is both a
+  GitError and GitPython's GitCommandError); `GitVersionError` for a missing or old git.
+- Handles are cached per absolute path and safe to share between threads (`execute` keeps
+  no per-call state on the instance; GitPython's `git(...)` option form is not used).
 """
 
 from __future__ import annotations
@@ -11,17 +23,33 @@ import functools
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
+
+from git import Repo
+from git.cmd import Git
+from git.db import GitCmdObjectDB
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from agentswarm.errors import SwarmError
 
 MIN_GIT_VERSION = (2, 38)  # `git merge-tree --write-tree`
 ZERO_SHA = "0" * 40
-# Variables that would point git at another repository, index or object store than ours.
-_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-             "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_QUARANTINE_PATH")
-_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|$)|^-|^/|/$|\.$")
+# /dev/null rather than an empty 0700 directory: it exists on every POSIX system, needs no
+# creation or cleanup, and nothing can ever be planted in it (`/dev/null/<hook>` is ENOTDIR,
+# which git treats as "no such hook"), whereas a directory could later be written into.
+HOOKS_PATH = os.devnull
+# What git may inherit: finding programs and the home config, ssh/https transport to a remote
+# hub (agent socket, ssh command, proxies, CA bundles). Nothing else, in particular no secrets
+# and no GIT_DIR-like variables pointing at another repository.
+PASS_ENV = ("PATH", "HOME", "TMPDIR", "TZ", "USER", "LOGNAME", "SSH_AUTH_SOCK", "GIT_SSH", "GIT_SSH_COMMAND",
+            "GIT_SSH_VARIANT", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+            "https_proxy", "no_proxy", "all_proxy", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSL_CERT_FILE",
+            "SSL_CERT_DIR", "CURL_CA_BUNDLE")
+_FIXED_ENV = {"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0",
+              "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": HOOKS_PATH}
 
 
 class GitError(SwarmError):
@@ -29,23 +57,147 @@ class GitError(SwarmError):
 
 
 class GitVersionError(GitError):
-    """The installed git is older than MIN_GIT_VERSION."""
+    """git is missing, or older than MIN_GIT_VERSION."""
 
 
-@functools.cache
-def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
-    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
+class GitCommandFailed(GitError, GitCommandError):
+    """A command run with exceptions on exited non-zero (GitPython code catching GitCommandError sees it too)."""
+
+
+class GitResult(NamedTuple):
+    """One finished command: exit status, raw stdout, stderr as text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def git_env(extra: Mapping[str, str] | None = None, location: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one git call: allow-listed variables, caller extras, then the fixed safety settings."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    if extra:
+        env.update(extra)
+    env.update(_FIXED_ENV)
+    if location:
+        env.update(location)
     return env
+
+
+class SafeGit(Git):
+    """`git.cmd.Git` whose `execute` runs with `git_env` and an explicit repository location.
+
+    Supports what the layer uses of GitPython's execute: with_extended_output, with_exceptions,
+    stdout_as_string, istream (bytes, a file or PIPE), env extras, strip_newline_in_stdout,
+    kill_after_timeout, with_stdout and as_process. Shell strings, output streams and
+    universal_newlines are refused.
+    """
+
+    def __init__(self, working_dir: str | os.PathLike[str] | None = None, *,
+                 git_dir: str | os.PathLike[str] | None = None, work_tree: str | os.PathLike[str] | None = None):
+        super().__init__(working_dir)
+        self._location: dict[str, str] = {}
+        if git_dir is not None:
+            self._location["GIT_DIR"] = os.fspath(git_dir)
+            if work_tree is not None:
+                self._location["GIT_WORK_TREE"] = os.fspath(work_tree)
+        else:  # no repository of ours: never discover one above the working directory either
+            self._location["GIT_CEILING_DIRECTORIES"] = os.fspath(working_dir or os.sep)
+        self._cwd = os.fspath(work_tree or git_dir or working_dir or os.sep)
+
+    def execute(self, command: str | Sequence[Any], istream: Any = None, with_extended_output: bool = False,
+                with_exceptions: bool = True, as_process: bool = False, output_stream: Any = None,
+                stdout_as_string: bool = True, kill_after_timeout: float | None = None, with_stdout: bool = True,
+                universal_newlines: bool = False, shell: bool | None = None, env: Mapping[str, str] | None = None,
+                max_chunk_size: int = 0, strip_newline_in_stdout: bool = True, **subprocess_kwargs: Any) -> Any:
+        if isinstance(command, str | bytes) or shell or output_stream is not None or universal_newlines \
+                or subprocess_kwargs:
+            raise GitError("the git layer runs argument lists only, without shell, output_stream, "
+                           f"universal_newlines or extra Popen options: {command!r}")
+        argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in command]
+        if as_process:
+            stdin = subprocess.DEVNULL if istream is None else istream
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, env=git_env(env, self._location), cwd=self._cwd)
+            return self.AutoInterrupt(proc, argv)
+        if istream is not None and not isinstance(istream, bytes | bytearray):
+            istream = istream.read()  # a file GitPython hands over: git reads it whole anyway
+        result = self.call(argv, input=istream, env=env, timeout=kill_after_timeout, with_stdout=with_stdout,
+                           strip_newline=strip_newline_in_stdout)
+        if with_exceptions and result.returncode != 0:
+            raise GitCommandFailed(argv, result.returncode, result.stderr, result.stdout)
+        stdout_value: str | bytes = result.stdout.decode("utf-8", "replace") if stdout_as_string else result.stdout
+        if with_extended_output:
+            return result.returncode, stdout_value, result.stderr
+        return stdout_value
+
+    def call(self, argv: list[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None,
+             timeout: float | None = None, with_stdout: bool = True, strip_newline: bool = False) -> GitResult:
+        """Run one git argument list here with the layer's environment; never raises for a non-zero exit."""
+        try:
+            done = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=git_env(env, self._location), cwd=self._cwd,
+                                  timeout=timeout)
+            status, out, err = done.returncode, done.stdout or b"", done.stderr
+        except FileNotFoundError as exc:
+            raise GitVersionError(f"cannot run {argv[0]!r} in {self._cwd}: {exc}") from exc
+        except subprocess.TimeoutExpired as exc:  # the child was killed; GitPython reports it the same way
+            status, out = -9, exc.stdout or b""
+            err = f"Timeout: the command {' '.join(argv)!r} did not complete in {timeout:g} secs.".encode()
+        if strip_newline and out.endswith(b"\n"):
+            out = out[:-1]
+        return GitResult(status, out, err.decode("utf-8", "replace").removesuffix("\n"))
+
+
+class SwarmRepo(Repo):
+    """A `git.Repo` opened at exactly one path (no parent search), with a SafeGit bound to its location."""
+
+    GitCommandWrapperType = SafeGit
+
+    def __init__(self, path: str):
+        super().__init__(path, search_parent_directories=False)
+        # Recompute what GitPython may have taken from GIT_WORK_TREE / GIT_COMMON_DIR /
+        # GIT_OBJECT_DIRECTORY in os.environ: the handle depends on the path alone.
+        common = Path(self.git_dir, "commondir")
+        self._common_dir = os.path.join(self.git_dir, common.read_text().strip()) if common.is_file() else ""
+        if self._bare:
+            self._working_tree_dir = None
+        elif os.path.exists(os.path.join(path, ".git")):
+            self._working_tree_dir = path
+        else:
+            self._working_tree_dir = os.path.dirname(self.git_dir)
+        self.working_dir = self._working_tree_dir or self.common_dir
+        self.safe_git = SafeGit(self.working_dir, git_dir=self.git_dir, work_tree=self._working_tree_dir)
+        self.git = self.safe_git
+        self.odb = GitCmdObjectDB(os.path.join(self.common_dir, "objects"), self.git)
+
+    def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> GitResult:
+        """Run one git command (an argument list, no kwargs transforms); the caller reads the status."""
+        return self.safe_git.call(["git", *args], input=input, env=env)
+
+    def out(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
+        """Run one git command that must succeed; its stripped stdout."""
+        proc = self.run(*args, input=input, env=env)
+        if proc.returncode != 0:
+            raise GitError(f"git {' '.join(args[:2])} failed ({proc.returncode}) in {self.git_dir}: "
+                           f"{proc.stderr.strip()}")
+        return proc.stdout.decode().strip()
+
+
+GitRepo = SwarmRepo  # the name callers used before the layer moved to GitPython
+_unbound = SafeGit()  # for commands that create a repository (init, clone) or need none (version)
+
+
+def run_git(*args: str, cwd: str | os.PathLike[str] | None = None) -> GitResult:
+    """A git command outside any repository handle (init, clone, version): same environment and hooks rules."""
+    git = SafeGit(cwd) if cwd is not None else _unbound
+    return git.call(["git", *args])
 
 
 @functools.cache
 def git_version() -> tuple[int, int, int]:
     """The installed git's version, e.g. (2, 39, 5)."""
-    try:
-        out = subprocess.run(["git", "version"], capture_output=True, text=True, env=_base_env()).stdout
-    except FileNotFoundError as exc:
-        raise GitVersionError("git is not installed (need git >= 2.38)") from exc
+    out = run_git("version").stdout.decode(errors="replace")
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
     if not match:
         raise GitVersionError(f"cannot parse the output of `git version`: {out.strip()!r}")
@@ -63,153 +215,32 @@ def require_git() -> tuple[int, int, int]:
     return version
 
 
-def branch_ref(branch: str) -> str:
-    """`swarm/x` -> `refs/heads/swarm/x`; full `refs/...` names are kept; bad names raise ValueError."""
-    if not isinstance(branch, str) or not branch.strip():
-        raise ValueError(f"branch name must be a non-empty string, got {branch!r}")
-    ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
-    if _BAD_REF.search(ref) or _BAD_REF.search(branch):
-        raise ValueError(f"invalid branch name {branch!r}")
-    return ref
-
-
-class GitRepo:
-    """One repository, addressed by its git directory (bare hub or `.git` of a clone)."""
-
-    def __init__(self, git_dir: Path):
-        self.git_dir = git_dir
-        self._argv = ["git", f"--git-dir={git_dir}"]
-
-    def run(self, *args: str, input: bytes | None = None,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run one git command; the caller reads the exit code."""
-        full_env = {**_base_env(), **env} if env else _base_env()
-        return subprocess.run([*self._argv, *args], input=input, capture_output=True, env=full_env)
-
-    def out(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
-        """Run one git command that must succeed; its stripped stdout."""
-        proc = self.run(*args, input=input, env=env)
-        if proc.returncode != 0:
-            raise GitError(f"git {' '.join(args[:2])} failed ({proc.returncode}) in {self.git_dir}: "
-                           f"{proc.stderr.decode(errors='replace').strip()}")
-        return proc.stdout.decode().strip()
-
-
 @functools.lru_cache(maxsize=64)
-def _open(path: str) -> GitRepo:
-    p = Path(path)
-    if (p / "HEAD").is_file() and (p / "objects").is_dir() and (p / "refs").is_dir():
-        return GitRepo(p)
-    if not p.is_dir():
+def _open(path: str) -> SwarmRepo:
+    if not os.path.isdir(path):
         raise GitError(f"{path}: no such directory")
-    # A clone or worktree: ask git, but never let it climb into an enclosing repository.
-    env = {**_base_env(), "GIT_CEILING_DIRECTORIES": str(p.parent)}
-    proc = subprocess.run(["git", "-C", str(p), "rev-parse", "--absolute-git-dir"],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise GitError(f"{path} is not a git repository")
-    return GitRepo(Path(proc.stdout.strip()))
+    try:
+        return SwarmRepo(path)
+    except (InvalidGitRepositoryError, NoSuchPathError) as exc:
+        raise GitError(f"{path} is not a git repository") from exc
 
 
-def open_repo(repo_path: str | os.PathLike[str] | GitRepo) -> GitRepo:
-    """The repository at repo_path (bare or not); GitError if there is none."""
-    if isinstance(repo_path, GitRepo):
+_open_lock = threading.Lock()
+
+
+def open_repo(repo_path: str | os.PathLike[str] | SwarmRepo) -> SwarmRepo:
+    """The repository at exactly repo_path (bare, or a clone's top level); GitError if there is none."""
+    if isinstance(repo_path, SwarmRepo):
         return repo_path
-    return _open(os.path.abspath(repo_path))  # lru_cache keeps successes only
+    key = os.path.abspath(repo_path)
+    with _open_lock:  # one handle per path even when many threads ask at once
+        return _open(key)  # lru_cache keeps successes only
 
 
 def init_bare(path: str | os.PathLike[str], initial_branch: str = "main") -> Path:
     """Create an empty bare repository at path (for hubs, tests and benchmarks)."""
     path = Path(path).resolve()
-    proc = subprocess.run(["git", "init", "--bare", "--quiet", f"--initial-branch={initial_branch}", str(path)],
-                          capture_output=True, text=True, env=_base_env())
+    proc = run_git("init", "--bare", "--quiet", f"--initial-branch={initial_branch}", str(path))
     if proc.returncode != 0:
         raise GitError(f"git init {path} failed: {proc.stderr.strip()}")
     return path
-
-
-def rev_parse_many(repo: str | os.PathLike[str] | GitRepo, revs: Iterable[str]) -> dict[str, str | None]:
-    """The commit each rev names (None for those naming none), in one `rev-parse` when all exist."""
-    revs = list(revs)
-    for rev in revs:
-        if rev.startswith("-"):
-            raise ValueError(f"invalid revision {rev!r}")
-    git = open_repo(repo)
-    proc = git.run("rev-parse", *(f"{r}^{{commit}}" for r in revs))
-    shas = proc.stdout.decode().split()
-    if proc.returncode == 0 and len(shas) == len(revs):
-        return dict(zip(revs, shas, strict=True))
-    return {r: rev_parse(git, r) for r in revs}  # rare: find out which one is missing
-
-
-def rev_parse(repo: str | os.PathLike[str] | GitRepo, rev: str) -> str | None:
-    """The commit `rev` names, or None when it names no commit."""
-    if rev.startswith("-"):
-        raise ValueError(f"invalid revision {rev!r}")
-    proc = open_repo(repo).run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
-    return proc.stdout.decode().strip() if proc.returncode == 0 else None
-
-
-def is_ancestor(repo: str | os.PathLike[str] | GitRepo, ancestor: str, descendant: str) -> bool:
-    """True when `ancestor` is reachable from `descendant` (a commit is its own ancestor)."""
-    proc = open_repo(repo).run("merge-base", "--is-ancestor", ancestor, descendant)
-    if proc.returncode in (0, 1):
-        return proc.returncode == 0
-    raise GitError(f"git merge-base --is-ancestor {ancestor} {descendant}: {proc.stderr.decode().strip()}")
-
-
-def merge_base(repo: str | os.PathLike[str] | GitRepo, a: str, b: str) -> str | None:
-    """The best common ancestor of a and b, or None for unrelated histories."""
-    proc = open_repo(repo).run("merge-base", a, b)
-    if proc.returncode == 0:
-        return proc.stdout.decode().strip()
-    if proc.returncode == 1 and not proc.stderr.strip():
-        return None
-    raise GitError(f"git merge-base {a} {b}: {proc.stderr.decode().strip()}")
-
-
-def changed_files(repo: str | os.PathLike[str] | GitRepo, base: str, head: str) -> list[str]:
-    """Paths that differ between the commits base and head (renames as delete + add)."""
-    out = open_repo(repo).out("diff-tree", "-r", "-z", "--no-renames", "--name-only", base, head, "--")
-    return [p for p in out.split("\0") if p]
-
-
-def list_branches(repo: str | os.PathLike[str] | GitRepo, prefix: str = "refs/heads/swarm/") -> dict[str, str]:
-    """Every ref under prefix and the commit it points at."""
-    out = open_repo(repo).out("for-each-ref", "--format=%(refname) %(objectname)", prefix)
-    return dict(line.split(" ", 1) for line in out.splitlines())
-
-
-def update_ref_cas(repo: str | os.PathLike[str] | GitRepo, ref: str, new: str, old: str | None) -> bool:
-    """Move ref to new only if it still points at old (None: only if it does not exist); False if not."""
-    proc = open_repo(repo).run("update-ref", "--no-deref", ref, new, old or ZERO_SHA)
-    return proc.returncode == 0
-
-
-def delete_branch(repo: str | os.PathLike[str] | GitRepo, branch: str, expected_sha: str | None = None) -> bool:
-    """Delete a branch (only if it still points at expected_sha, when given); False if nothing was deleted."""
-    ref = branch_ref(branch)
-    git = open_repo(repo)
-    current = rev_parse(git, ref)
-    if current is None or (expected_sha is not None and current != expected_sha):
-        return False
-    return git.run("update-ref", "--no-deref", "-d", ref, current).returncode == 0
-
-
-def write_commit_graph(repo: str | os.PathLike[str] | GitRepo, tips: Iterable[str]) -> bool:
-    """Add the history of tips to the split commit-graph (fast ancestry walks); False if git declined."""
-    data = "".join(f"{t}\n" for t in tips).encode()
-    proc = open_repo(repo).run("commit-graph", "write", "--split", "--stdin-commits", "--no-progress", input=data)
-    return proc.returncode == 0
-
-
-def fetch_refs(repo: str | os.PathLike[str] | GitRepo, remote: str, refs: Iterable[str], *,
-               force: bool = True) -> None:
-    """Copy refs from remote into the same names here (forced: the remote is the truth)."""
-    specs = [f"{'+' if force else ''}{r}:{r}" for r in refs]
-    open_repo(repo).out("fetch", "--quiet", "--no-tags", remote, *specs)
-
-
-def push_ref(repo: str | os.PathLike[str] | GitRepo, remote: str, ref: str) -> None:
-    """Push ref to the same name on remote, fast-forward only."""
-    open_repo(repo).out("push", "--quiet", remote, f"{ref}:{ref}")

@@ -56,19 +56,19 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
         if status == "complete" and not h.commits:
             status, fields["error"] = "blocked", h.error or "agent reported complete but made no commits"
         if status == "complete":
-            transition(db, task_id, "running", "complete", **fields)
+            transition(db, task_id, TaskStatus.running, TaskStatus.complete, **fields)
             merge_after_commit(db, task_id)
             record_event(db, "task.complete", h.summary[:200], run_id=task.run_id, task_id=task_id,
                          commits=len(h.commits), files=len(h.files_changed))
         elif status == "failed" and task.attempts < task.max_attempts:
-            transition(db, task_id, "running", "failed", **fields)
-            transition(db, task_id, "failed", "pending", enqueued_at=None, finished_at=None)
+            transition(db, task_id, TaskStatus.running, TaskStatus.failed, **fields)
+            transition(db, task_id, TaskStatus.failed, TaskStatus.pending, enqueued_at=None, finished_at=None)
             record_event(db, "task.retry", (h.error or "")[:300], run_id=task.run_id, task_id=task_id,
                          attempt=attempt)
             dispatch_pending(db, task.run_id)
             return "retry"
         else:
-            transition(db, task_id, "running", status, **fields)
+            transition(db, task_id, TaskStatus.running, status, **fields)
             record_event(db, f"task.{status}", (h.error or h.summary or "")[:300], run_id=task.run_id,
                          task_id=task_id)
             if status == "failed":

@@ -45,7 +45,7 @@ def settle_parent(session: Session, parent_id: str) -> str | None:
     else:
         final = TaskStatus.blocked
     summary = _summary(children)
-    if not transition(session, parent_id, "running", final, summary=summary,
+    if not transition(session, parent_id, TaskStatus.running, final, summary=summary,
                       error=None if final is TaskStatus.complete else summary):
         return None
     record_event(session, f"task.{final}", summary.splitlines()[0], run_id=parent.run_id, task_id=parent_id,

@@ -73,7 +73,7 @@ def _cancel_unsent(session: Session, run_id: str) -> list[str]:
     """Pending tasks no worker was sent are cancelled; tasks sent or in flight are left to finish."""
     ids = list(session.scalars(select(Task.id).where(
         Task.run_id == run_id, Task.status == TaskStatus.pending, Task.enqueued_at.is_(None))))
-    done = [t for t in ids if transition(session, t, "pending", "cancelled", error="run ended before it started")]
+    done = [t for t in ids if transition(session, t, TaskStatus.pending, TaskStatus.cancelled, error="run ended before it started")]
     parents = {p for p in session.scalars(select(Task.parent_id).where(Task.id.in_(done), Task.parent_id.is_not(None)))
                if p is not None}
     for parent_id in parents:

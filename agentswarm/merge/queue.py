@@ -2,7 +2,7 @@
 
 One merge at a time, across processes and machines: a merge runs inside a Postgres
 transaction that holds an advisory lock (released at commit, or when the connection dies),
-and `main` moves only by a compare-and-swap ref update inside `mergeops`. A conflict
+and `main` moves only by a compare-and-swap ref update inside `agentswarm.git.landing`. A conflict
 becomes a conflict-resolution task that goes through the swarm like any other.
 """
 
@@ -19,27 +19,31 @@ from agentswarm.config import ConflictPolicy, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.lookup import load_task, missing_is_done
-from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import FeatureStatus, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
-from agentswarm.git import repo as gitops
-from agentswarm.git.landing import MergeResult, MergeStrategy, delete_branch, land_branch
+from agentswarm.db.states import MERGE_SETTLED
+from agentswarm.git import refs
+from agentswarm.git.landing import Landing, MergeResult, MergeStrategy, delete_branch, land_branch
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.merge.conflicts import conflict_task_for
 
 log = logging.getLogger(__name__)
+LANDED = (Landing.MERGED, Landing.ALREADY_MERGED)  # the branch is on main: the task merged
+RECORDED_AS = {Landing.MERGED: MergeStatus.merged, Landing.ALREADY_MERGED: MergeStatus.merged,
+               Landing.CONFLICT: MergeStatus.conflict, Landing.FAILED: MergeStatus.failed}
 
 
 def _remote_sync_in(settings: Settings, branch: str) -> None:
     """With a remote hub, bring the branch and main into the local mirror first."""
     if settings.git_repo_url:
         # main is not fetched: only this queue writes it, and the local mirror may be ahead after a failed push
-        gitops.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
+        refs.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
 
 
 def _remote_push_main(settings: Settings) -> None:
     if settings.git_repo_url:
-        gitops.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
+        refs.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
 
 
 def _siblings_unmerged(db: Session, task: Task) -> bool:
@@ -54,12 +58,11 @@ def _siblings_unmerged(db: Session, task: Task) -> bool:
 
 def _mark_done(db: Session, task: Task) -> None:
     if task.feature_ids and not _siblings_unmerged(db, task):
-        set_feature_status(db, task.feature_ids, "done")
+        set_feature_status(db, task.feature_ids, FeatureStatus.done)
 
 
 def _record(db: Session, task: Task, strategy: str, result: MergeResult, started_at: datetime, settings: Settings) -> MergeAttempt:
-    status = {"merged": MergeStatus.merged, "already_merged": MergeStatus.merged,
-              "conflict": MergeStatus.conflict}.get(result.status, MergeStatus.failed)
+    status = RECORDED_AS[result.status]
     attempt = MergeAttempt(
         task_id=task.id, branch=task.branch, strategy=strategy, status=status,
         main_before=result.main_before, main_after=result.main_after, conflict_files=result.conflict_files,
@@ -71,7 +74,7 @@ def _record(db: Session, task: Task, strategy: str, result: MergeResult, started
         _mark_done(db, task)
         record_event(db, "merge.merged", f"{task.branch} -> main {(result.main_after or '')[:10]}",
                      run_id=task.run_id, task_id=task.id, commits=len(result.commits_landed),
-                     already=result.status == "already_merged", ms=round(result.duration_ms, 1))
+                     already=result.status is Landing.ALREADY_MERGED, ms=round(result.duration_ms, 1))
     elif status is MergeStatus.conflict:
         record_event(db, "merge.conflict", ", ".join(result.conflict_files)[:500], run_id=task.run_id,
                      task_id=task.id, files=result.conflict_files)
@@ -99,7 +102,7 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
         if task.status != TaskStatus.complete:
             return f"not-complete:{task.status}"
         done = db.scalar(select(MergeAttempt.status).where(
-            MergeAttempt.task_id == task_id, MergeAttempt.status.in_(["merged", "conflict"])).limit(1))
+            MergeAttempt.task_id == task_id, MergeAttempt.status.in_(MERGE_SETTLED)).limit(1))
         if done:
             return f"already:{done}"
         started_at, t0 = datetime.now(UTC), time.perf_counter()
@@ -108,14 +111,14 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
             _remote_sync_in(settings, task.branch)
             result = land_branch(str(settings.hub_path), task.branch, strategy,
                                   message=f"{task.title or task.id} ({task.branch})")
-            if result.status in ("merged", "already_merged"):
+            if result.status in LANDED:
                 _remote_push_main(settings)
         except Exception as exc:  # git broke in an unexpected way: record, keep the worker alive
             log.exception("merge of %s failed", task.branch)
-            result = MergeResult(status="failed", branch=task.branch, main_before="", main_after=None,
+            result = MergeResult(status=Landing.FAILED, branch=task.branch, main_before="", main_after=None,
                                  conflict_files=[], commits_landed=[], error=f"{type(exc).__name__}: {exc}",
                                  duration_ms=(time.perf_counter() - t0) * 1000)
         _record(db, task, strategy.value, result, started_at, settings)
-        if result.status in ("merged", "already_merged") and settings.merge_delete_branch:
+        if result.status in LANDED and settings.merge_delete_branch:
             delete_branch(str(settings.hub_path), task.branch)
         return result.status

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import MergeAttempt, Task, TaskStatus
-from agentswarm.db.states import IN_FLIGHT, transition
+from agentswarm.db.models import FeatureStatus, MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.states import IN_FLIGHT, MERGE_SETTLED, transition
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.queue.broker import queued_task_ids
 from agentswarm.queue.names import MERGE_BRANCH, RUN_TASK
@@ -55,12 +55,12 @@ def recover_stuck(db: Session, settings: Settings) -> list[str]:
         if task.sandbox_id:
             _terminate(settings, task.sandbox_id)
         if task.attempts < task.max_attempts:
-            ok = transition(db, task.id, task.status, "pending", enqueued_at=None, error=reason,
+            ok = transition(db, task.id, task.status, TaskStatus.pending, enqueued_at=None, error=reason,
                             started_at=None)
             kind = "task.recovered"
         else:
             src = task.status
-            ok = transition(db, task.id, src, "failed", error=f"{reason}; attempts exhausted")
+            ok = transition(db, task.id, src, TaskStatus.failed, error=f"{reason}; attempts exhausted")
             kind = "task.failed"
         if ok:
             record_event(db, kind, reason, run_id=task.run_id, task_id=task.id, attempt=task.attempts)
@@ -89,9 +89,9 @@ def resend_lost(db: Session, client: redis.Redis) -> dict[str, list[str]]:
             run_task_after_commit(db, tid, prio)
             work.append(tid)
     merging = queued_task_ids(client, "merge", MERGE_BRANCH)
-    settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(["merged", "conflict"]))
+    settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
     failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
-        MergeAttempt.status == "failed").group_by(MergeAttempt.task_id)).all())
+        MergeAttempt.status == MergeStatus.failed).group_by(MergeAttempt.task_id)).all())
     unmerged = db.scalars(select(Task).where(
         Task.status == TaskStatus.complete, Task.finished_at < cutoff, Task.id.not_in(settled),
     )).all()
@@ -102,7 +102,7 @@ def resend_lost(db: Session, client: redis.Redis) -> dict[str, list[str]]:
         if failures.get(task.id, 0) >= MAX_MERGE_FAILURES:
             if not task.context.get("merge_given_up"):
                 task.context = {**task.context, "merge_given_up": True}
-                set_feature_status(db, task.feature_ids, "failed")
+                set_feature_status(db, task.feature_ids, FeatureStatus.failed)
                 record_event(db, "merge.needs_person", f"merge failed {MAX_MERGE_FAILURES} times",
                              run_id=task.run_id, task_id=task.id)
             continue

@@ -11,6 +11,8 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_xact_lock
 from agentswarm.db.models import Run, RunStatus
 from agentswarm.db.session import session_scope
+from agentswarm.git.refs import gc_auto
+from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.monitor.recovery import reap_orphans, recover_stuck, resend_lost
 from agentswarm.ops.status import run_summary
@@ -48,8 +50,9 @@ def monitor_tick(settings: Settings | None = None) -> dict:
 
 def _gc_hub(settings: Settings) -> None:
     """Plumbing never triggers git's automatic housekeeping; loose objects would pile up in the hub."""
-    import subprocess
-
     hub = settings.hub_path.resolve()
     if (hub / "HEAD").exists():
-        subprocess.run(["git", f"--git-dir={hub}", "gc", "--auto", "--quiet"], capture_output=True, timeout=600)
+        try:
+            gc_auto(hub, timeout_s=600)
+        except GitError:
+            pass  # housekeeping only: the next tick tries again

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import MEASURED_FIELDS
-from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
+from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, MergeStatus, Run, Task
 
 
 def latest_run(db: Session) -> Run | None:
@@ -25,7 +25,7 @@ def run_summary(db: Session, run: Run) -> dict:
                              .where(Task.run_id == run.id).group_by(MergeAttempt.status)).all())
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
     merged_hour = db.scalar(select(func.count()).select_from(MergeAttempt).join(Task).where(
-        Task.run_id == run.id, MergeAttempt.status == "merged", MergeAttempt.finished_at > hour_ago))
+        Task.run_id == run.id, MergeAttempt.status == MergeStatus.merged, MergeAttempt.finished_at > hour_ago))
     prompt, completion, cost, calls = db.execute(select(
         func.coalesce(func.sum(LLMCall.prompt_tokens), 0), func.coalesce(func.sum(LLMCall.completion_tokens), 0),
         func.coalesce(func.sum(LLMCall.cost_usd), 0.0), func.count(LLMCall.id),
@@ -84,7 +84,7 @@ def run_metrics(db: Session, run: Run, summary: dict | None = None) -> dict:
     summary = summary or run_summary(db, run)
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
     landed = db.scalars(select(MergeAttempt.commits_landed).join(Task).where(
-        Task.run_id == run.id, MergeAttempt.status == "merged", MergeAttempt.finished_at > hour_ago)).all()
+        Task.run_id == run.id, MergeAttempt.status == MergeStatus.merged, MergeAttempt.finished_at > hour_ago)).all()
     merges = summary["merges"]
     decided = sum(merges.get(k, 0) for k in ("merged", "conflict", "failed"))
     llm = summary["llm"]

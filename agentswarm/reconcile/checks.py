@@ -1,4 +1,4 @@
-"""Check out `main` into a scratch directory and run the target's build and test commands."""
+"""Run the target's build and test commands in the scratch checkout of `main` (see agentswarm.git.checkout)."""
 
 from __future__ import annotations
 
@@ -27,21 +27,6 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
-
-
-def _git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def checkout_main(hub: str, workdir: Path, ref: str = "main") -> str:
-    """Bring `workdir` to exactly the hub's `ref` (node_modules kept); return its sha."""
-    if not (workdir / ".git").exists():
-        workdir.parent.mkdir(parents=True, exist_ok=True)
-        _git("clone", "--quiet", "--no-checkout", hub, str(workdir))
-    _git("fetch", "--quiet", "--force", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}", cwd=workdir)
-    _git("checkout", "--quiet", "--force", "--detach", f"origin/{ref}", cwd=workdir)
-    _git("clean", "-ffdxq", "-e", "node_modules", cwd=workdir)
-    return _git("rev-parse", "HEAD", cwd=workdir)
 
 
 def run_command(command: str, cwd: Path, timeout_s: float) -> CheckResult:

@@ -19,6 +19,7 @@ from agentswarm.db.locks import try_xact_lock
 from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
+from agentswarm.git.checkout import checkout_main
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
 from agentswarm.llm import LLMClient
@@ -28,7 +29,7 @@ from agentswarm.planning.parsing import parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
-from agentswarm.reconcile.checks import CheckResult, checkout_main, run_checks
+from agentswarm.reconcile.checks import CheckResult, run_checks
 
 log = logging.getLogger(__name__)
 FIX_PRIORITY = 1

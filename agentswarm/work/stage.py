@@ -42,7 +42,7 @@ def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
             return f"not-pending:{task.status}"
         run = db.get(Run, task.run_id)
         if run is None or run.status != RunStatus.active:
-            transition(db, task_id, "pending", "cancelled", error="run ended before the task started")
+            transition(db, task_id, TaskStatus.pending, TaskStatus.cancelled, error="run ended before the task started")
             return "cancelled"
         # Takes in one run are serialised so that two overlapping scopes never both start.
         xact_lock(db, f"take:{task.run_id}")
@@ -53,7 +53,7 @@ def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
             db.execute(update(Task).where(Task.id == task.id).values(enqueued_at=None))
             return "held"
         old_sandbox = task.sandbox_id
-        if not transition(db, task_id, "pending", "assigned", attempts=task.attempts + 1,
+        if not transition(db, task_id, TaskStatus.pending, TaskStatus.assigned, attempts=task.attempts + 1,
                           heartbeat_at=datetime.now(UTC), sandbox_id=None, error=None):
             return "lost-race"
         db.refresh(task)
@@ -98,7 +98,7 @@ def work_on(task_id: str, settings: Settings | None = None) -> str:
     backend = backend_for(settings)
     _reap(backend, old_sandbox)
     with session_scope() as db:
-        if not transition(db, task_id, "assigned", "running"):
+        if not transition(db, task_id, TaskStatus.assigned, TaskStatus.running):
             return "lost-while-assigned"
     if _decompose(task_id, settings):
         return "decomposed"

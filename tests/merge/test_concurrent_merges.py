@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.merge_queue import build_repo
-from tests.merge.hubkit import git, rev_list
+from tests.git.hubkit import git, rev_list
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import merge_queue
-from tests.merge.hubkit import git, rev_list
+from tests.git.hubkit import git, rev_list
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"merges_per_s", "merged", "conflicts", "already_merged", "p50_ms", "p95_ms",

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from agentswarm.db import MergeAttempt, Run, Task, session_scope
 from agentswarm.db.states import transition
 from agentswarm.git.landing import land_branch as plumbing_merge
-from tests.merge.hubkit import branch, git, lines, new_hub, read
+from tests.git.hubkit import branch, git, lines, new_hub, read
 
 
 def _complete_task(db, run_id: str, branch_name: str, scope: list[str], **kw) -> str:

@@ -1,41 +1,6 @@
-import subprocess
-from pathlib import Path
+"""The reconciler's build and test commands (the checkout of main is tested in tests/git/test_checkout.py)."""
 
-from agentswarm.reconcile.checks import checkout_main, run_checks, run_command
-
-
-def git(*args, cwd):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_hub(tmp_path: Path, files: dict[str, str]) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name, text in files.items():
-        (src / name).write_text(text)
-    git("init", "-q", "-b", "main", cwd=src)
-    git("add", ".", cwd=src)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=src)
-    hub = tmp_path / "hub.git"
-    git("clone", "-q", "--bare", str(src), str(hub), cwd=tmp_path)
-    return hub
-
-
-def test_checkout_follows_main_and_cleans(tmp_path):
-    hub = make_hub(tmp_path, {"a.txt": "one\n", "package-lock.json": "{}"})
-    work = tmp_path / "work"
-    sha1 = checkout_main(str(hub), work)
-    (work / "junk.txt").write_text("left over")
-    (work / "node_modules").mkdir()
-    (work / "node_modules" / "keep").write_text("x")
-    clone = tmp_path / "clone"
-    git("clone", "-q", str(hub), str(clone), cwd=tmp_path)
-    (clone / "a.txt").write_text("two\n")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "second", cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
-    sha2 = checkout_main(str(hub), work)
-    assert sha2 != sha1 and (work / "a.txt").read_text() == "two\n"
-    assert not (work / "junk.txt").exists() and (work / "node_modules" / "keep").exists()
+from agentswarm.reconcile.checks import run_checks, run_command
 
 
 def test_checks_report_failures_and_install_once(tmp_path):

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from agentswarm.git import landing as mergeops
-from agentswarm.git import repo as gitops
+from agentswarm.git import landing, refs
+from agentswarm.git import repo as gitrepo
 from agentswarm.git.landing import (
     MergeStrategy,
     branch_changes,
@@ -16,7 +16,7 @@ from agentswarm.git.landing import (
     list_conflicting_files,
 )
 from agentswarm.git.repo import GitVersionError
-from tests.merge.hubkit import branch, commit, edit, git, lines, new_hub, read, rev_list, set_ref
+from tests.git.hubkit import branch, commit, edit, git, lines, new_hub, read, rev_list, set_ref
 
 ALL = list(MergeStrategy)
 BASE = {"a.txt": lines(20, "a"), "b.txt": lines(20, "b"), "c.txt": lines(20, "c")}
@@ -65,7 +65,7 @@ def test_diverged_branch_is_rebased_linearly_keeping_authors_messages_and_every_
     got = [git(path, "log", "-1", f"--format={fmt}", "--date=raw", c) for c in r.commits_landed]
     want = [git(path, "log", "-1", f"--format={fmt}", "--date=raw", c) for c in (c1, c2, c3)]
     assert [g.rsplit("|", 1)[0] for g in got] == [w.rsplit("|", 1)[0] for w in want]
-    assert {g.rsplit("|", 1)[1] for g in got} == {mergeops.DEFAULT_COMMITTER[0]}
+    assert {g.rsplit("|", 1)[1] for g in got} == {landing.DEFAULT_COMMITTER[0]}
     assert read(path, "main", "a.txt") == edit(a1, 3, "second")
     assert read(path, "main", "c.txt") == edit(BASE["c.txt"], 9, "C9") and read(path, "main", "b.txt") is None
 
@@ -141,7 +141,7 @@ def test_lost_race_is_retried_from_the_new_main(hub, monkeypatch):
     path, root = hub
     branch(path, "swarm/mine", root, {"a.txt": edit(BASE["a.txt"], 1, "mine")})
     branch(path, "swarm/theirs", root, {"b.txt": edit(BASE["b.txt"], 1, "theirs")})
-    real_cas, calls = gitops.update_ref_cas, []
+    real_cas, calls = refs.update_ref_cas, []
 
     def cas_after_someone_else_lands(repo, ref, new, old):
         if not calls:  # another merger moves main between our read and our update
@@ -149,7 +149,7 @@ def test_lost_race_is_retried_from_the_new_main(hub, monkeypatch):
             calls[0] = land_branch(path, "swarm/theirs", "rebase")
         return real_cas(repo, ref, new, old)
 
-    monkeypatch.setattr(gitops, "update_ref_cas", cas_after_someone_else_lands)
+    monkeypatch.setattr(refs, "update_ref_cas", cas_after_someone_else_lands)
     r = land_branch(path, "swarm/mine", "rebase")
     assert calls[0].status == "merged" and r.status == "merged"
     assert r.main_before == calls[0].main_after and main_of(path) == r.main_after
@@ -161,15 +161,15 @@ def test_lost_race_is_retried_from_the_new_main(hub, monkeypatch):
 def test_main_that_keeps_moving_gives_failed_after_bounded_retries(hub, monkeypatch):
     path, root = hub
     branch(path, "swarm/slow", root, {"a.txt": "slow\n"})
-    real_cas, moves = gitops.update_ref_cas, []
+    real_cas, moves = refs.update_ref_cas, []
 
     def always_beaten(repo, ref, new, old):
         moves.append(advance_main(path, {f"other{len(moves)}.txt": "x\n"}))
         return real_cas(repo, ref, new, old)
 
-    monkeypatch.setattr(gitops, "update_ref_cas", always_beaten)
+    monkeypatch.setattr(refs, "update_ref_cas", always_beaten)
     r = land_branch(path, "swarm/slow", "merge-commit")
-    assert r.status == "failed" and len(moves) == mergeops.MAX_CAS_ATTEMPTS
+    assert r.status == "failed" and len(moves) == landing.MAX_CAS_ATTEMPTS
     assert "moved during each of" in r.error and r.main_after is None and r.main_before == root
     assert main_of(path) == moves[-1] and read(path, "main", "a.txt") == BASE["a.txt"]
 
@@ -178,7 +178,7 @@ def test_stale_read_of_main_cannot_move_main_backwards(hub, monkeypatch):
     path, root = hub
     newer = advance_main(path, {"c.txt": "newer\n"})
     branch(path, "swarm/s", root, {"a.txt": "s\n"})
-    real, stale = gitops.rev_parse_many, [True]
+    real, stale = refs.rev_parse_many, [True]
 
     def reader(repo, revs):
         out = real(repo, revs)
@@ -186,10 +186,10 @@ def test_stale_read_of_main_cannot_move_main_backwards(hub, monkeypatch):
             out["refs/heads/main"] = root  # a value read before `newer` landed
         return out
 
-    monkeypatch.setattr(gitops, "rev_parse_many", reader)
+    monkeypatch.setattr(refs, "rev_parse_many", reader)
     r = land_branch(path, "swarm/s", "fast-forward")
     assert r.status == "merged" and r.main_before == newer
-    assert gitops.is_ancestor(path, newer, main_of(path)) and read(path, "main", "c.txt") == "newer\n"
+    assert refs.is_ancestor(path, newer, main_of(path)) and read(path, "main", "c.txt") == "newer\n"
 
 
 def test_bad_input_fails_with_a_clear_error(tmp_path, hub):
@@ -205,7 +205,7 @@ def test_bad_input_fails_with_a_clear_error(tmp_path, hub):
     r = land_branch(outer / "sub", "swarm/x", "rebase")
     assert r.status == "failed" and "is not a git repository" in r.error
     assert "no such directory" in land_branch(tmp_path / "nope", "swarm/x", "rebase").error
-    empty = gitops.init_bare(tmp_path / "empty.git")
+    empty = gitrepo.init_bare(tmp_path / "empty.git")
     assert "refs/heads/main does not exist" in land_branch(empty, "swarm/x", "rebase").error
     with pytest.raises(ValueError, match="unknown merge strategy 'squash'"):
         land_branch(path, "swarm/x", "squash")
@@ -213,22 +213,22 @@ def test_bad_input_fails_with_a_clear_error(tmp_path, hub):
 
 def test_old_git_is_refused_once_with_a_clear_message(hub, monkeypatch):
     path, _ = hub
-    gitops.require_git.cache_clear()
-    monkeypatch.setattr(gitops, "git_version", lambda: (2, 37, 1))
+    gitrepo.require_git.cache_clear()
+    monkeypatch.setattr(gitrepo, "git_version", lambda: (2, 37, 1))
     try:
         with pytest.raises(GitVersionError, match=r"git 2\.37\.1 is too old.*>= 2\.38"):
             land_branch(path, "swarm/x", "rebase")
     finally:
-        gitops.require_git.cache_clear()
+        gitrepo.require_git.cache_clear()
 
 
 def test_delete_branch_is_compare_and_swap(hub):
     path, root = hub
     tip = branch(path, "swarm/d", root, {"a.txt": "d\n"})[-1]
     assert delete_branch(path, "swarm/d", expected_sha=root) is False
-    assert gitops.rev_parse(path, "refs/heads/swarm/d") == tip
+    assert refs.rev_parse(path, "refs/heads/swarm/d") == tip
     assert delete_branch(path, "swarm/d", expected_sha=tip) is True
-    assert gitops.rev_parse(path, "refs/heads/swarm/d") is None
+    assert refs.rev_parse(path, "refs/heads/swarm/d") is None
     assert delete_branch(path, "swarm/d") is False
 
 
@@ -239,5 +239,5 @@ def test_branch_changes_gives_what_a_conflict_task_needs(hub):
     info = branch_changes(path, "swarm/k")
     assert (info.merge_base, info.head, info.commits) == (root, shas[-1], shas)
     assert info.files == ["a.txt", "b.txt", "new/x.py"] and info.conflict_files == ["a.txt"]
-    assert gitops.list_branches(path) == {"refs/heads/swarm/k": shas[-1]}
-    assert gitops.changed_files(path, root, shas[0]) == ["a.txt", "new/x.py"]
+    assert refs.list_branches(path) == {"refs/heads/swarm/k": shas[-1]}
+    assert refs.changed_files(path, root, shas[0]) == ["a.txt", "new/x.py"]

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from agentswarm.git import repo as gitops
+from agentswarm.git import repo as gitrepo
 
 AGENT = ("Agent Smith", "smith@agents.local")
 
@@ -32,7 +32,7 @@ def commit(hub: Path, parent: str | None, files: dict[str, str | None], message:
         entries = []
         for path, content in files.items():
             if content is None:  # mode 0 removes the path from the index
-                entries.append(f"0 {gitops.ZERO_SHA}\t{path}\n")
+                entries.append(f"0 {gitrepo.ZERO_SHA}\t{path}\n")
             else:
                 blob = git(hub, "hash-object", "-w", "--stdin", input=content.encode())
                 entries.append(f"100644 {blob}\t{path}\n")
@@ -58,7 +58,7 @@ def branch(hub: Path, name: str, base: str, *changes: dict[str, str | None], **k
 
 def new_hub(path: Path, files: dict[str, str]) -> tuple[Path, str]:
     """A bare hub whose main holds files; (hub, main sha)."""
-    hub = gitops.init_bare(path)
+    hub = gitrepo.init_bare(path)
     root = commit(hub, None, files, message="initial")
     set_ref(hub, "main", root)
     return hub, root
