@@ -126,19 +126,19 @@ class Ours:
         self.git_calls = 0
 
     def step(self, name: str) -> None:
-        real_execute = gitrepo.SafeGit.execute  # every git process of the layer starts there
+        real_call = gitrepo.SafeGit.call  # every git command the layer runs to completion starts there
 
-        def counting_execute(git_self, *args, **kw):
+        def counting_call(git_self, *args, **kw):
             self.git_calls += 1
-            return real_execute(git_self, *args, **kw)
+            return real_call(git_self, *args, **kw)
 
-        gitrepo.SafeGit.execute = counting_execute  # type: ignore[method-assign]
+        gitrepo.SafeGit.call = counting_call  # type: ignore[method-assign]
         try:
             t = time.perf_counter()
             r = land_branch(str(self.repo), name, self.strategy)
             self.durations.append((time.perf_counter() - t) * 1000)
         finally:
-            gitrepo.SafeGit.execute = real_execute  # type: ignore[method-assign]
+            gitrepo.SafeGit.call = real_call  # type: ignore[method-assign]
         self.counts[r.status] += 1
 
 

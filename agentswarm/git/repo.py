@@ -1,6 +1,7 @@
 """The orchestrator's git layer: GitPython repository handles whose every git call is confined.
 
-Invariants (every git process the orchestrator starts goes through `SafeGit.execute`):
+Invariants (every git process the orchestrator starts goes through `SafeGit`: `call` runs a
+command to completion, `execute` is GitPython's entry and builds on it):
 - An allow-listed environment, never `os.environ`: DATABASE_URL, REDIS_URL, LLM_API_KEY,
   GIT_TOKEN and the like never reach git, a hook, an alias or a credential helper.
 - Hooks are off: `core.hooksPath=/dev/null` at command-line precedence (GIT_CONFIG_COUNT),

@@ -58,3 +58,21 @@ def test_bad_options_are_refused(capsys):
     with pytest.raises(SystemExit):
         merge_queue.main(["--branches", "0"])
     assert "--branches" in capsys.readouterr().err
+
+
+def test_compare_against_another_revision_runs_both_in_one_process():
+    """bench/compare_merge_queue.py: this checkout against HEAD's, alternated, one JSON line."""
+    proc = subprocess.run([sys.executable, "bench/compare_merge_queue.py", "--against", "HEAD", "--rounds", "2",
+                           "--strategy", "rebase", "--files", "40", "--branches", "12"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    rebase = report["rebase"]
+    assert len(rebase["runs"]["before"]) == len(rebase["runs"]["after"]) == 2
+    for figures in rebase["runs"]["after"]:  # this checkout's own benchmark
+        check(figures, "rebase", 12)
+    for figures in rebase["runs"]["before"]:  # HEAD's, which may predate a change to its figures
+        assert figures["merged"] + figures["conflicts"] + figures["already_merged"] == 12
+    assert rebase["ratio_change"] == pytest.approx(rebase["ratio_after"] / rebase["ratio_before"] - 1, abs=0.002)
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "merge-bench-against-" not in worktrees  # the temporary checkout is gone
