@@ -28,7 +28,17 @@ def _leftover_processes(root) -> list[int]:
     return [pid for pids in procs.marked_processes(str(root / "sandboxes")).values() for pid in pids]
 
 
+def _plant_hooks(hub, log) -> None:
+    """Hooks an agent could plant in the hub: each appends the environment it was run with to `log`."""
+    for name in ("reference-transaction", "post-update", "pre-auto-gc"):
+        hook = hub / "hooks" / name
+        hook.write_text(f"#!/bin/sh\necho \"== {name}\" >> {log}\nenv >> {log}\ncat >/dev/null\nexit 0\n")
+        hook.chmod(0o755)
+
+
 def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
+    hook_log = swarm.root / "hooks.log"
+    _plant_hooks(swarm.hub, hook_log)
     celery_worker(queues="work", pool="threads", concurrency=4, env=swarm.env)
     celery_worker(queues="merge", pool="solo", env=swarm.env)
 
@@ -67,6 +77,12 @@ def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
                        check=True)
     assert swarm.sandbox_dirs() == []
     assert _leftover_processes(swarm.root) == []
+    # The planted hooks were live (the agents' own pushes ran them, with the agents' environment),
+    # but no orchestrator process ran one: the merge worker's DATABASE_URL and secrets never show.
+    ran = hook_log.read_text()
+    assert "== reference-transaction" in ran
+    for secret in ("DATABASE_URL", "REDIS_URL", "aws-orchestrator-secret"):
+        assert secret not in ran, f"{secret} reached a hook planted in the hub"
 
 
 def test_reconciler_sees_green_main(swarm, db):
