@@ -12,6 +12,7 @@ keeps no hooksPath so agents' pushes meet the pre-receive hook), explicit GIT_DI
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from agentswarm.git.repo import GitError, SwarmRepo, init_bare, open_repo, run_g
 
 EXCLUDED_DIRS = frozenset({".git", "node_modules", "dist"})
 BRANCH_PREFIX = "refs/heads/swarm/"
+OWN_HOOK_FILES = frozenset({"pre-receive", ".pre-receive.tmp"})
 _IDENTITY = {"GIT_AUTHOR_NAME": "AgentSwarm", "GIT_AUTHOR_EMAIL": "agentswarm@localhost",
              "GIT_COMMITTER_NAME": "AgentSwarm", "GIT_COMMITTER_EMAIL": "agentswarm@localhost"}
 
@@ -34,7 +36,12 @@ while read -r old new ref; do
         refs/heads/main)
             echo "agentswarm hub: refusing push to $ref: main is updated only by the merge queue" >&2
             status=1 ;;
-        refs/heads/swarm/?*) ;;
+        refs/heads/swarm/?*)
+            case "$new" in
+                *[!0]*) ;;
+                *)  echo "agentswarm hub: refusing to delete $ref: branches are removed only by the merge queue" >&2
+                    status=1 ;;
+            esac ;;
         *)
             echo "agentswarm hub: refusing push to $ref: only swarm/<task-id> branches may be pushed" >&2
             status=1 ;;
@@ -46,6 +53,10 @@ exit $status
 
 class HubError(SwarmError):
     """The hub repository could not be created or read."""
+
+
+class HubTampered(HubError):
+    """The hub's hooks are not the ones agentswarm installed (someone planted or redirected hooks)."""
 
 
 def _git(repo: SwarmRepo, *args: str, env: dict[str, str] | None = None, data: bytes | None = None) -> str:
@@ -88,6 +99,10 @@ def create_hub(hub_path: Path, source_dir: Path) -> str:
     hub_path, source_dir = Path(hub_path).resolve(), Path(source_dir).resolve()
     existing = main_sha(hub_path) if (hub_path / "HEAD").exists() else None
     if existing:
+        found = foreign_hooks(hub_path)
+        if found:
+            raise HubTampered(f"{hub_path}: {', '.join(found)} not installed by agentswarm (an agent may have "
+                              "planted it); inspect and remove it, then start again")
         install_hooks(hub_path)
         return existing
     if not source_dir.is_dir():
@@ -127,6 +142,42 @@ def install_hooks(hub_path: Path) -> Path:
     # An explicit hooksPath elsewhere would silently skip this hook.
     open_repo(hub_path).run("config", "--unset-all", "core.hooksPath")  # exit 5 when unset: fine
     return hook
+
+
+def foreign_hooks(hub_path: Path) -> list[str]:
+    """What in the hub would run code that agentswarm did not install: extra hooks, a hooks symlink, a hooksPath.
+
+    Our own git calls never run hooks (the layer turns them off); these would run for agents' pushes.
+    The pre-receive hook is ours and rewritten by install_hooks, so it is not listed here.
+    """
+    hooks = Path(hub_path) / "hooks"
+    found = []
+    if hooks.is_symlink() or (hooks.exists() and not hooks.is_dir()):
+        found.append("hooks (not a plain directory)")
+    elif hooks.is_dir():
+        found += [f"hooks/{p.name}" for p in sorted(hooks.iterdir())
+                  if p.name not in OWN_HOOK_FILES and not p.name.endswith(".sample")]
+    configured = open_repo(hub_path).run("config", "--file", str(Path(hub_path) / "config"), "--get-all",
+                                         "core.hooksPath")  # the hub's own file, not the layer's setting
+    if configured.returncode == 0:
+        found.append(f"core.hooksPath={configured.stdout.decode(errors='replace').strip()}")
+    return found
+
+
+def repair_hooks(hub_path: Path) -> list[str]:
+    """Remove whatever foreign_hooks finds and reinstall pre-receive; returns what was removed."""
+    found = foreign_hooks(hub_path)
+    hooks = Path(hub_path) / "hooks"
+    if hooks.is_symlink() or (hooks.exists() and not hooks.is_dir()):
+        hooks.unlink()
+    for name in found:
+        path = Path(hub_path) / name
+        if name.startswith("hooks/") and (path.is_file() or path.is_symlink()):
+            path.unlink()
+        elif name.startswith("hooks/") and path.is_dir():
+            shutil.rmtree(path)
+    install_hooks(hub_path)  # also unsets core.hooksPath
+    return found
 
 
 def hub_url(git_repo_url: str | None, hub_path: Path | str) -> str:

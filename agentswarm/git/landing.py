@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +38,7 @@ MAX_CAS_ATTEMPTS = 5
 COMMIT_GRAPH_EVERY = 50
 _landings: dict[str, int] = {}
 DEFAULT_COMMITTER = ("AgentSwarm Merge Queue", "merge-queue@agentswarm.local")
+_SHA = re.compile(r"[0-9a-f]{7,64}")
 _FIELDS = "%H%x00%T%x00%P%x00%an%x00%ae%x00%ad%x00%B%x00"
 
 
@@ -220,9 +222,13 @@ def _after_landing(git: SwarmRepo, head: str) -> None:
 
 
 def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
-                 main_ref: str = "refs/heads/main", message: str | None = None,
-                 committer: tuple[str, str] = DEFAULT_COMMITTER) -> MergeResult:
-    """Land branch on main with strategy; expected failures come back as a result, never raised."""
+                main_ref: str = "refs/heads/main", message: str | None = None,
+                committer: tuple[str, str] = DEFAULT_COMMITTER, head: str | None = None) -> MergeResult:
+    """Land branch on main with strategy; expected failures come back as a result, never raised.
+
+    With `head` (the commit the task's handoff recorded), exactly that commit lands, whatever the
+    branch points at now: a branch moved by anyone after the handoff cannot change what lands.
+    """
     require_git()
     try:
         strategy = MergeStrategy(strategy)
@@ -238,20 +244,21 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
     try:
         ref, main_ref = refs.branch_ref(branch), refs.branch_ref(main_ref)
         git = open_repo(repo_path)
+        pinned = _recorded_commit(git, head) if head is not None else None
     except (ValueError, GitError) as exc:
         return result(Landing.FAILED, main_after=None, error=str(exc))
     for attempt in range(MAX_CAS_ATTEMPTS):
         if attempt:  # lost a race: jitter so two unlocked mergers stop colliding in step
             time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
         try:
-            tips = refs.rev_parse_many(git, [main_ref, ref])
-            main, head = tips[main_ref], tips[ref]
+            tips = refs.rev_parse_many(git, [main_ref] if pinned else [main_ref, ref])
+            main, tip = tips[main_ref], pinned or tips.get(ref)
             if main is None:
                 return result(Landing.FAILED, main_after=None, error=f"{main_ref} does not exist in {repo_path}")
-            if head is None:
+            if tip is None:
                 return result(Landing.FAILED, main, main_after=None, error=f"unknown branch {branch!r}")
             seen.append(main)
-            out = _plan(git, strategy, main, head, ref, message, committer)
+            out = _plan(git, strategy, main, tip, ref, message, committer)
             if out.status is not Landing.MERGED:
                 after = main if out.status is Landing.ALREADY_MERGED else None
                 return result(out.status, main, main_after=after, conflict_files=out.conflict_files,
@@ -266,6 +273,17 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
     return result(Landing.FAILED, seen[0], main_after=None,
                   error=f"{main_ref} moved during each of {MAX_CAS_ATTEMPTS} attempts (last seen {seen[-1][:12]}); "
                         "nothing was landed")
+
+
+def _recorded_commit(git: SwarmRepo, head: str) -> str:
+    """The full sha of a recorded head, which must be a commit in this repository (ValueError/GitError if not)."""
+    if not _SHA.fullmatch(head):
+        raise ValueError(f"recorded head {head!r} is not a commit id")
+    sha = refs.rev_parse(git, head)
+    if sha is None:
+        raise GitError(f"recorded head {head[:12]} is not in {git.git_dir}: the branch was never pushed, or was "
+                       "replaced before its objects arrived")
+    return sha
 
 
 def _tips(repo_path: str | os.PathLike[str], branch: str, main_ref: str) -> tuple[SwarmRepo, str, str]:

@@ -19,9 +19,10 @@ from agentswarm.config import ConflictPolicy, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.lookup import load_task, missing_is_done
-from agentswarm.db.models import FeatureStatus, MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import FeatureStatus, HandoffRecord, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
+from agentswarm.errors import SwarmError
 from agentswarm.git import refs
 from agentswarm.git.landing import Landing, MergeResult, MergeStrategy, delete_branch, land_branch
 from agentswarm.lifecycle.dispatch import dispatch_pending
@@ -92,9 +93,20 @@ def _record(db: Session, task: Task, strategy: str, result: MergeResult, started
     return attempt
 
 
+class MissingHead(SwarmError):
+    """A complete task with no recorded head commit: nothing the queue may land."""
+
+
+def recorded_head(db: Session, task: Task) -> str | None:
+    """The head commit the task's latest complete handoff recorded (measured from git by the runner)."""
+    return db.scalar(select(HandoffRecord.head_sha).where(
+        HandoffRecord.task_id == task.id, HandoffRecord.status == TaskStatus.complete,
+        HandoffRecord.head_sha.is_not(None)).order_by(HandoffRecord.attempt.desc(), HandoffRecord.id.desc()).limit(1))
+
+
 @missing_is_done
 def merge_task(task_id: str, settings: Settings | None = None) -> str:
-    """Land a complete task's branch on main; a branch already landed is a successful no-op."""
+    """Land the head commit a complete task's handoff recorded on main; one already landed is a successful no-op."""
     settings = settings or get_settings()
     with session_scope() as db:
         xact_lock(db, "merge")  # held until this transaction ends: one merge at a time
@@ -108,11 +120,17 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         strategy = MergeStrategy(settings.merge_strategy.value)
         try:
+            head = recorded_head(db, task)
+            if head is None:
+                raise MissingHead(f"task {task.id} has no complete handoff with a head commit to land")
             _remote_sync_in(settings, task.branch)
-            result = land_branch(str(settings.hub_path), task.branch, strategy,
-                                  message=f"{task.title or task.id} ({task.branch})")
+            result = land_branch(str(settings.hub_path), task.branch, strategy, head=head,
+                                 message=f"{task.title or task.id} ({task.branch})")
             if result.status in LANDED:
                 _remote_push_main(settings)
+        except MissingHead as exc:
+            result = MergeResult(status=Landing.FAILED, branch=task.branch, main_before="", main_after=None,
+                                 error=str(exc), duration_ms=(time.perf_counter() - t0) * 1000)
         except Exception as exc:  # git broke in an unexpected way: record, keep the worker alive
             log.exception("merge of %s failed", task.branch)
             result = MergeResult(status=Landing.FAILED, branch=task.branch, main_before="", main_after=None,
@@ -120,5 +138,5 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
                                  duration_ms=(time.perf_counter() - t0) * 1000)
         _record(db, task, strategy.value, result, started_at, settings)
         if result.status in LANDED and settings.merge_delete_branch:
-            delete_branch(str(settings.hub_path), task.branch)
+            delete_branch(str(settings.hub_path), task.branch, expected_sha=head)  # kept if it moved since
         return result.status

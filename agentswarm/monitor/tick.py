@@ -11,6 +11,7 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_xact_lock
 from agentswarm.db.models import Run, RunStatus
 from agentswarm.db.session import session_scope
+from agentswarm.git.hub import repair_hooks
 from agentswarm.git.refs import gc_auto
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
@@ -39,13 +40,30 @@ def monitor_tick(settings: Settings | None = None) -> dict:
             recovered = recover_stuck(db, settings)
             resent = resend_lost(db, client)
             reaped = reap_orphans(db, settings, [r.id for r in runs])
+            hooks = _guard_hub(db, settings, runs[0].id if runs else None)
             for run in runs:
                 dispatch_pending(db, run.id)
                 record_event(db, "metrics.snapshot", "", run_id=run.id, **snapshot(db, client, run))
         _gc_hub(settings)
-        return {"recovered": recovered, "resent": resent, "reaped": reaped}
+        return {"recovered": recovered, "resent": resent, "reaped": reaped, "hooks_removed": hooks}
     finally:
         client.close()
+
+
+def _guard_hub(db: Session, settings: Settings, run_id: str | None) -> list[str]:
+    """Hooks planted in the local hub run for every agent's push: remove them, restore pre-receive, tell a person."""
+    hub = settings.hub_path.resolve()
+    if settings.git_repo_url or not (hub / "HEAD").exists():
+        return []  # a remote hub is protected by its host; the local mirror receives no pushes
+    try:
+        removed = repair_hooks(hub)
+    except (GitError, OSError) as exc:
+        record_event(db, "hub.needs_person", f"could not check the hub's hooks: {exc}"[:500], run_id=run_id)
+        return []
+    if removed:
+        record_event(db, "hub.hooks_removed", f"removed {', '.join(removed)} from the hub"[:500], run_id=run_id,
+                     removed=removed)
+    return removed
 
 
 def _gc_hub(settings: Settings) -> None:

@@ -12,6 +12,7 @@ import subprocess
 from sqlalchemy import func, select
 
 from agentswarm.db import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task, session_scope
+from agentswarm.git.hub import foreign_hooks
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.reconcile.tick import reconcile_tick
@@ -77,12 +78,12 @@ def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
                        check=True)
     assert swarm.sandbox_dirs() == []
     assert _leftover_processes(swarm.root) == []
-    # The planted hooks were live (the agents' own pushes ran them, with the agents' environment),
-    # but no orchestrator process ran one: the merge worker's DATABASE_URL and secrets never show.
-    ran = hook_log.read_text()
-    assert "== reference-transaction" in ran
+    # The planted hooks ran at most for agents' pushes (with the agents' environment) until the
+    # monitor removed them; no orchestrator process ran one: DATABASE_URL and secrets never show.
+    ran = hook_log.read_text() if hook_log.exists() else ""
     for secret in ("DATABASE_URL", "REDIS_URL", "aws-orchestrator-secret"):
         assert secret not in ran, f"{secret} reached a hook planted in the hub"
+    assert "hub.hooks_removed" in events and foreign_hooks(swarm.hub) == []
 
 
 def test_reconciler_sees_green_main(swarm, db):

@@ -11,7 +11,7 @@ import pytest
 
 from agentswarm.git import refs
 from agentswarm.git.checkout import checkout_main
-from agentswarm.git.hub import create_hub, install_hooks, main_sha
+from agentswarm.git.hub import HubTampered, create_hub, install_hooks, main_sha
 from agentswarm.git.landing import MergeStrategy, land_branch
 from agentswarm.git.repo import GitError, open_repo, run_git
 from agentswarm.planning.repo_state import read_main
@@ -64,7 +64,9 @@ def test_planted_hooks_never_run_for_the_merge_queue_or_the_hub_helpers(hub: Pat
     assert refs.delete_branch(hub, "swarm/cas", expected_sha=root)
     refs.write_commit_graph(hub, [main_sha(hub)])
     refs.gc_auto(hub)
-    create_hub(hub, tmp_path / "src")  # existing hub: re-installs the real pre-receive, moves nothing
+    with pytest.raises(HubTampered):  # start-up on a hub with planted hooks refuses, and runs none of them
+        create_hub(hub, tmp_path / "src")
+    install_hooks(hub)  # re-installs the real pre-receive, moves nothing
     pre.write_text(pre.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\necho pre-receive >> {marker}\n", 1))
     refs.fetch_refs(hub, "self", ["refs/heads/main"])
     checkout_main(str(hub), tmp_path / "work")

@@ -104,3 +104,36 @@ def test_hub_url_prefers_git_repo_url(tmp_path: Path, source: Path) -> None:
     assert not (tmp_path / "h").exists()
     assert ensure_hub("", tmp_path / "h", source) == str((tmp_path / "h").resolve())
     assert main_sha(tmp_path / "h")
+
+
+def test_an_agent_cannot_delete_a_swarm_branch_but_may_replace_its_own_attempt(hub: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone-del"
+    git("clone", "-q", str(hub), str(clone))
+    (clone / "a.txt").write_text("one\n")
+    git("add", "a.txt", cwd=clone)
+    git("commit", "-q", "-m", "one", cwd=clone)
+    git("push", "-q", "origin", "HEAD:refs/heads/swarm/t1", cwd=clone)
+    gone = git("push", "origin", ":refs/heads/swarm/t1", cwd=clone, check=False)
+    assert gone.returncode != 0 and "removed only by the merge queue" in gone.stderr
+    assert git("--git-dir", str(hub), "rev-parse", "--verify", "-q", "refs/heads/swarm/t1", check=False).returncode == 0
+    git("commit", "-q", "--amend", "-m", "one, second attempt", cwd=clone)  # a retry rewrites its branch
+    assert git("push", "-q", "--force", "origin", "HEAD:refs/heads/swarm/t1", cwd=clone, check=False).returncode == 0
+
+
+def test_planted_hooks_stop_start_up_and_the_monitor_removes_them(hub: Path, source: Path) -> None:
+    from agentswarm.git.hub import HubTampered, foreign_hooks, repair_hooks
+
+    assert foreign_hooks(hub) == []  # a fresh hub: our pre-receive and git's samples only
+    planted = hub / "hooks" / "post-receive"
+    planted.write_text("#!/bin/sh\nenv > /tmp/stolen\n")
+    planted.chmod(0o755)
+    (hub / "hooks" / "pre-receive").write_text("#!/bin/sh\nexit 0\n")  # neutered protection
+    git("--git-dir", str(hub), "config", "core.hooksPath", str(hub / "elsewhere"))
+    found = foreign_hooks(hub)
+    assert "hooks/post-receive" in found and any(f.startswith("core.hooksPath=") for f in found)
+    with pytest.raises(HubTampered, match="hooks/post-receive"):
+        create_hub(hub, source)  # start-up refuses a tampered hub and says what to look at
+    assert sorted(repair_hooks(hub)) == sorted(found)
+    assert foreign_hooks(hub) == [] and not planted.exists()
+    assert "refusing push" in (hub / "hooks" / "pre-receive").read_text()  # protection restored
+    assert create_hub(hub, source) == main_sha(hub)

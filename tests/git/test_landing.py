@@ -241,3 +241,26 @@ def test_branch_changes_gives_what_a_conflict_task_needs(hub):
     assert info.files == ["a.txt", "b.txt", "new/x.py"] and info.conflict_files == ["a.txt"]
     assert refs.list_branches(path) == {"refs/heads/swarm/k": shas[-1]}
     assert refs.changed_files(path, root, shas[0]) == ["a.txt", "new/x.py"]
+
+
+@pytest.mark.parametrize("strategy", ALL)
+def test_a_pinned_head_lands_exactly_that_commit_whatever_the_branch_points_at_now(hub, strategy):
+    path, root = hub
+    recorded = branch(path, "swarm/p1", root, {"a.txt": edit(BASE["a.txt"], 2, "mine")})[-1]
+    # Someone (another agent) force-pushes the branch after the handoff recorded its head.
+    set_ref(path, "swarm/p1", commit(path, root, {"b.txt": "hijacked\n"}, message="not the task's work"))
+    r = land_branch(path, "swarm/p1", strategy, head=recorded)
+    assert r.status == "merged", r.error
+    assert read(path, "main", "a.txt") == edit(BASE["a.txt"], 2, "mine")
+    assert read(path, "main", "b.txt") == BASE["b.txt"]  # the hijacked tip never reached main
+
+
+def test_a_pinned_head_must_be_a_commit_of_the_hub(hub):
+    path, root = hub
+    branch(path, "swarm/p2", root, {"a.txt": "x\n"})
+    missing = land_branch(path, "swarm/p2", "rebase", head="0123456789abcdef0123456789abcdef01234567")
+    assert missing.status == "failed" and "is not in" in missing.error and main_of(path) == root
+    for bad in ("--all", "main", "HEAD~1", ""):
+        r = land_branch(path, "swarm/p2", "rebase", head=bad)
+        assert r.status == "failed" and "not a commit id" in r.error, bad
+    assert main_of(path) == root

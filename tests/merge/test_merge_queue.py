@@ -6,19 +6,26 @@ import time
 
 from sqlalchemy import select
 
-from agentswarm.db import MergeAttempt, Run, Task, session_scope
+from agentswarm.db import Event, HandoffRecord, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.states import transition
 from agentswarm.git.landing import land_branch as plumbing_merge
 from tests.git.hubkit import branch, git, lines, new_hub, read
 
 
-def _complete_task(db, run_id: str, branch_name: str, scope: list[str], **kw) -> str:
+def _complete_task(db, run_id: str, branch_name: str, scope: list[str], head: str, **kw) -> str:
+    """A task that ran and handed off `head` (the commit its runner measured and pushed)."""
     t = Task(run_id=run_id, description=f"change {scope}", branch=branch_name, scope=scope, status="running",
-             title=f"task {branch_name}", **kw)
+             title=f"task {branch_name}", attempts=1, **kw)
     db.add(t)
     db.flush()
+    _hand_off(db, t.id, head)
     assert transition(db, t.id, "running", "complete")
     return t.id
+
+
+def _hand_off(db, task_id: str, head: str, attempt: int = 1) -> None:
+    db.add(HandoffRecord(task_id=task_id, attempt=attempt, status="complete", commits=[head], head_sha=head))
+    db.flush()
 
 
 def _wait(predicate, timeout=120.0, every=0.2):
@@ -48,8 +55,8 @@ def test_two_merge_workers_lose_nothing_and_main_only_moves_forward(db, tmp_path
         ids = []
         for i in range(240):
             name = f"swarm/b{i}"
-            branch(hub, name, root, {f"src/f{i}.ts": lines(5, f"changed{i}")})
-            ids.append(_complete_task(s, run.id, name, [f"src/f{i}.ts"]))
+            head = branch(hub, name, root, {f"src/f{i}.ts": lines(5, f"changed{i}")})[-1]
+            ids.append(_complete_task(s, run.id, name, [f"src/f{i}.ts"], head))
     for _ in range(2):  # two workers on purpose, each concurrency 1, same hub
         celery_worker(queues="merge", pool="prefork", concurrency=1, env=env)
     for tid in ids + ids[:40]:  # some sent twice: a duplicate is a no-op
@@ -83,14 +90,14 @@ def test_conflict_records_files_and_creates_one_conflict_task_that_lands(db, tmp
     sent = []
     monkeypatch.setattr("agentswarm.queue.send.send_run_task", lambda tid, p: sent.append((tid, p)))
     try:
-        branch(hub, "swarm/one", root, {"src/a.ts": "one\n"})
-        branch(hub, "swarm/two", root, {"src/a.ts": "two\n"})
+        head_one = branch(hub, "swarm/one", root, {"src/a.ts": "one\n"})[-1]
+        head_two = branch(hub, "swarm/two", root, {"src/a.ts": "two\n"})[-1]
         with session_scope(db) as s:
             run = Run(max_tasks=10, max_tokens=10**6, max_dollars=1.0)
             s.add(run)
             s.flush()
-            one = _complete_task(s, run.id, "swarm/one", ["src/a.ts"], feature_ids=[])
-            two = _complete_task(s, run.id, "swarm/two", ["src/a.ts"], feature_ids=[])
+            one = _complete_task(s, run.id, "swarm/one", ["src/a.ts"], head_one, feature_ids=[])
+            two = _complete_task(s, run.id, "swarm/two", ["src/a.ts"], head_two, feature_ids=[])
         assert merge_task(one) == "merged"
         assert merge_task(two) == "conflict"
         assert merge_task(two).startswith("already")  # handled once
@@ -105,8 +112,9 @@ def test_conflict_records_files_and_creates_one_conflict_task_that_lands(db, tmp
             assert sent == [(ct.id, 1)]  # dispatched after commit, most urgent
             # The conflict task's agent resolves on top of the new main (done by hand here).
             main = git(hub, "rev-parse", "main")
-            branch(hub, ct.branch, main, {"src/a.ts": "one\ntwo\n"})
+            resolved = branch(hub, ct.branch, main, {"src/a.ts": "one\ntwo\n"})[-1]
             assert transition(s, ct.id, "pending", "assigned") and transition(s, ct.id, "assigned", "running")
+            _hand_off(s, ct.id, resolved)
             assert transition(s, ct.id, "running", "complete")
             ct_id = ct.id
         assert merge_task(ct_id) == "merged"
@@ -124,3 +132,37 @@ def test_strategies_shape_history(tmp_path):
         found = git(hub, "rev-list", "--merges", "main").split()
         assert len(found) == merges, strategy
 
+
+
+def test_the_queue_lands_the_recorded_head_not_a_branch_moved_since(db, tmp_path, monkeypatch):
+    """One agent force-pushes over another task's branch: the task's recorded commit lands, nothing else."""
+    from agentswarm.config import get_settings
+    from agentswarm.merge.queue import merge_task
+
+    hub, root = new_hub(tmp_path / "hub.git", {"src/a.ts": lines(3), "src/b.ts": lines(3)})
+    monkeypatch.setenv("HUB_PATH", str(hub))
+    monkeypatch.setenv("MERGE_STRATEGY", "rebase")
+    get_settings.cache_clear()
+    try:
+        recorded = branch(hub, "swarm/victim", root, {"src/a.ts": "victim's work\n"})[-1]
+        with session_scope(db) as s:
+            run = Run(max_tasks=10, max_tokens=10**6, max_dollars=1.0)
+            s.add(run)
+            s.flush()
+            victim = _complete_task(s, run.id, "swarm/victim", ["src/a.ts"], recorded, feature_ids=[])
+            orphan = _complete_task(s, run.id, "swarm/orphan", ["src/b.ts"], recorded, feature_ids=[])
+            s.execute(HandoffRecord.__table__.update().where(HandoffRecord.task_id == orphan)
+                      .values(head_sha=None))
+        hijack = branch(hub, "swarm/hijack", root, {"src/b.ts": "planted\n"})[-1]
+        git(hub, "update-ref", "refs/heads/swarm/victim", hijack)  # the branch moved after the handoff
+        assert merge_task(victim) == "merged"
+        assert read(hub, "main", "src/a.ts") == "victim's work\n"
+        assert read(hub, "main", "src/b.ts") == lines(3)  # the planted change never reached main
+        assert git(hub, "rev-parse", "refs/heads/swarm/victim") == hijack  # a moved branch is kept, not deleted
+        assert merge_task(orphan) == "failed"
+        with session_scope(db) as s:
+            attempt = s.scalars(select(MergeAttempt).where(MergeAttempt.task_id == orphan)).one()
+            assert "no complete handoff with a head commit" in attempt.error
+            assert s.scalars(select(Event.kind).where(Event.task_id == orphan)).all() == ["merge.failed"]
+    finally:
+        get_settings.cache_clear()
