@@ -13,6 +13,14 @@ from typing import Any, ClassVar, Self
 
 SCHEMA_VERSION = 1
 TASK_KINDS = ("feature", "fix", "conflict", "manual")
+# How the work leaves the sandbox: "push" (the runner pushes its branch to repo_url) or "bundle"
+# (the repository was prepared for it; the runner writes out.bundle and the orchestrator imports it).
+DELIVERIES = ("push", "bundle")
+BUNDLE_NAME = "out.bundle"
+# Set in the sandbox when the model is reached through the orchestrator's LLM gate: the gate's Unix
+# socket, and the per-sandbox token the gate accepts (never the real key).
+GATE_SOCKET_ENV = "AGENTSWARM_LLM_SOCKET"
+GATE_TOKEN_ENV = "AGENTSWARM_LLM_TOKEN"
 HANDOFF_STATUSES = ("complete", "failed", "blocked")
 
 
@@ -104,6 +112,7 @@ class TaskSpec(_Document):
     limits: Limits = field(default_factory=Limits)
     agent: str = "builtin"
     context: dict[str, Any] = field(default_factory=dict)
+    delivery: str = "push"
     version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -111,6 +120,8 @@ class TaskSpec(_Document):
             self.llm = _build(LLMSettings, self.llm, "task.llm")
         if isinstance(self.limits, dict):
             self.limits = _build(Limits, self.limits, "task.limits")
+        if self.delivery not in DELIVERIES:
+            raise ContractError(f"task.delivery: must be one of {', '.join(DELIVERIES)}, got {self.delivery!r}")
         if self.kind not in TASK_KINDS:
             raise ContractError(f"task.kind: must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
         if self.version != SCHEMA_VERSION:

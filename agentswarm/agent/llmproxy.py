@@ -68,7 +68,7 @@ class LLMProxy:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def __enter__(self) -> LLMProxy:
-        handler = type("ProxyHandler", (_Handler,), {"proxy": self})
+        handler = type("BoundProxyHandler", (ProxyHandler,), {"proxy": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.1,), daemon=True,
@@ -93,7 +93,7 @@ class LLMProxy:
         return secrets.compare_digest(given or "", self.token)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class ProxyHandler(BaseHTTPRequestHandler):
     proxy: LLMProxy
     protocol_version = "HTTP/1.1"
 

@@ -19,7 +19,17 @@ from pathlib import Path
 from types import FrameType
 
 from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
-from agentswarm.agent.contract import ContractError, GitMeasure, Handoff, TaskSpec, write_json_atomic
+from agentswarm.agent.bridge import Bridge
+from agentswarm.agent.contract import (
+    BUNDLE_NAME,
+    GATE_SOCKET_ENV,
+    GATE_TOKEN_ENV,
+    ContractError,
+    GitMeasure,
+    Handoff,
+    TaskSpec,
+    write_json_atomic,
+)
 from agentswarm.agent.gitwork import Git, GitError
 from agentswarm.agent.registry import get_agent
 from agentswarm.agent.transcript import Transcript, scrub, secrets_from_env
@@ -66,6 +76,7 @@ class Runner:
         self.ctx: AgentContext | None = None
         self.transcript = Transcript(self.result_path.parent / "transcript.jsonl", secrets=self.secrets)
         self._killed: Killed | None = None
+        self.bridge: Bridge | None = None
 
     def _peek_task_id(self) -> str:
         try:
@@ -149,8 +160,14 @@ class Runner:
         self.transcript.add("note", event="checkout", branch=branch, base=base, agent=spec.agent)
 
         agent_deadline = deadline - harvest_margin_s(spec.limits.timeout_s)
+        api_key = os.environ.get("LLM_API_KEY") or None
+        gate = os.environ.get(GATE_SOCKET_ENV)
+        if gate:  # no network here: the model is reached through the orchestrator's gate
+            self.bridge = Bridge(gate).start()
+            spec.llm.base_url, api_key = self.bridge.url, os.environ.get(GATE_TOKEN_ENV) or None
+            self.transcript.add("note", event="llm_gate", via="unix socket")
         self.ctx = AgentContext(spec=spec, repo=self.workdir, deadline=agent_deadline, transcript=self.transcript,
-                                api_key=os.environ.get("LLM_API_KEY") or None, work_dir=self.result_path.parent)
+                                api_key=api_key, work_dir=self.result_path.parent)
         outcome = self._run_agent(self.ctx, agent_deadline)
         self.transcript.add("note", event="agent_done", status=outcome.status, error=outcome.error)
         return self._harvest(git, spec, base, branch, outcome)
@@ -184,7 +201,11 @@ class Runner:
         status, error = outcome.status, outcome.error
         if status == "complete" and not measure.commits:
             status, error = "blocked", "the agent reported complete but left no changes on its branch"
-        if measure.commits:
+        if measure.commits and spec.delivery == "bundle":
+            bundle = self.result_path.parent / BUNDLE_NAME
+            git("bundle", "create", str(bundle), f"refs/heads/{branch}", f"^{base}")
+            self.transcript.add("note", event="bundle", branch=branch, head=measure.head_sha)
+        elif measure.commits:
             try:
                 how = git.push_branch(branch)
                 self.transcript.add("note", event="push", branch=branch, head=measure.head_sha, how=how)

@@ -65,8 +65,11 @@ class SandboxBackend(Protocol):
     """A place to run one task's agent, isolated from the orchestrator."""
 
     name: str
+    delivery: str  # "bundle": the orchestrator prepares the repository and imports a bundle; "push": the runner pushes
 
     def create(self, *, run_id: str, task_id: str, attempt: int, env: dict[str, str]) -> SandboxHandle: ...
+
+    def prepare_repo(self, sb: SandboxHandle, hub: str) -> None: ...
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None: ...
 

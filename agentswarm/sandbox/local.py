@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 import agentswarm
+from agentswarm.git.intake import clone_for_sandbox
 from agentswarm.sandbox import procs
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
@@ -79,6 +80,7 @@ class LocalSandboxBackend:
     """Sandboxes as directories and process groups on this machine."""
 
     name = "local"
+    delivery = "bundle"  # the orchestrator prepares the repository and imports the work as a bundle
 
     def __init__(self, config: LocalSandboxConfig | None = None, *, admission: AdmissionController | None = None):
         self.config = config or LocalSandboxConfig()
@@ -159,6 +161,10 @@ class LocalSandboxBackend:
         return sorted(found.values(), key=lambda info: info.id)
 
     # -- files and commands ----------------------------------------------------------------------
+
+    def prepare_repo(self, sb: SandboxHandle, hub: str) -> None:
+        """The task's repository at <workdir>/repo: a clone borrowing the hub's objects, read-only."""
+        clone_for_sandbox(hub, self._inside(sb, "repo"))
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
         """Write a file under the sandbox's workdir, never through a link that leaves it."""

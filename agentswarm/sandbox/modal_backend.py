@@ -75,6 +75,7 @@ class ModalSandboxBackend:
     """Sandboxes as Modal Sandboxes in one named app."""
 
     name = "modal"
+    delivery = "push"  # the runner clones GIT_REPO_URL and pushes its branch (bundles through the filesystem: next)
 
     def __init__(
         self,
@@ -174,6 +175,9 @@ class ModalSandboxBackend:
         return sorted(infos, key=lambda info: info.id)
 
     # -- files and commands ----------------------------------------------------------------------
+
+    def prepare_repo(self, sb: SandboxHandle, hub: str) -> None:
+        """Nothing to prepare: with push delivery the runner clones the hub itself."""
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
         """Write a file under the sandbox's workdir through the sandbox filesystem API."""

@@ -1,39 +1,70 @@
 """Driving one sandbox: task.json in, the worker runner run, result.json (the handoff) out.
 
 task.json carries no secret; the sandbox's environment holds only what the agent may see.
+
+Two deliveries, chosen by the backend. "bundle" (local sandboxes): the orchestrator prepares the
+repository, the model is reached only through the orchestrator's LLM gate (no key, no network
+needed), and the work comes back as a bundle that is imported into the hub and measured there:
+the stored handoff's git fields and LLM calls are the orchestrator's own measurements, and only
+status, summary and transcript come from result.json. "push" (Modal, for now): the runner clones
+the hub, pushes its branch and measures it; the orchestrator stores what it reports.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
-from agentswarm.agent.contract import ContractError, Handoff, Limits, LLMSettings, TaskSpec
+from agentswarm.agent.contract import (
+    BUNDLE_NAME,
+    GATE_SOCKET_ENV,
+    GATE_TOKEN_ENV,
+    ContractError,
+    GitMeasure,
+    Handoff,
+    Limits,
+    LLMSettings,
+    TaskSpec,
+)
 from agentswarm.config import Settings
 from agentswarm.db.models import Task
 from agentswarm.git.hub import hub_url
+from agentswarm.git.intake import import_bundle, measure
+from agentswarm.git.repo import GitError
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
+from agentswarm.work.gate import LLMGate
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline
 
 
-def sandbox_env(settings: Settings) -> dict[str, str]:
-    """What the agent may see: the LLM key (and the git token for a remote hub); nothing else."""
+def sandbox_env(settings: Settings, gate: LLMGate | None = None) -> dict[str, str]:
+    """What the agent may see: the gate's socket and token, or (push delivery) the LLM key and git token."""
+    if gate is not None:
+        return {GATE_SOCKET_ENV: gate.socket_path, GATE_TOKEN_ENV: gate.token}
     env = {"LLM_API_KEY": settings.llm_api_key} if settings.llm_api_key else {}
     if settings.git_repo_url and settings.git_token:
         env["GIT_TOKEN"] = settings.git_token
     return env
 
 
-def build_spec(task: Task, settings: Settings) -> TaskSpec:
+def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
+    """The LLM gate a bundle-delivery sandbox reaches the model through (None for push delivery)."""
+    if backend.delivery != "bundle":
+        return None
+    return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s)
+
+
+def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSpec:
     """task.json for this task: no secrets, only what the runner needs."""
     return TaskSpec(
         id=task.id, run_id=task.run_id, title=task.title, description=task.description,
         branch=task.branch, base_sha=task.base_sha or "", repo_url=hub_url(settings.git_repo_url, settings.hub_path),
         scope=list(task.scope), acceptance=list(task.acceptance), priority=task.priority,
         parent_id=task.parent_id, kind=task.kind, feature_ids=list(task.feature_ids),
-        context=dict(task.context or {}), agent=settings.agent,
+        context=dict(task.context or {}), agent=settings.agent, delivery=delivery,
         llm=LLMSettings(base_url=settings.llm_base_url, model=settings.llm_model,
                         max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
                         timeout_s=settings.llm_timeout_s),
@@ -48,8 +79,13 @@ def failure(task_id: str, error: str, started: float) -> Handoff:
                    duration_s=round(time.monotonic() - started, 3))
 
 
-def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: Settings) -> Handoff:
+def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: Settings,
+          gate: LLMGate | None = None) -> Handoff:
+    """Run the worker runner in the sandbox; the handoff (for bundle delivery, measured by us)."""
     started = time.monotonic()
+    hub = str(settings.hub_path.resolve())
+    if spec.delivery == "bundle":
+        backend.prepare_repo(sb, hub)
     backend.put_file(sb, "task.json", json.dumps(spec.to_dict(), indent=2).encode())
     res = backend.exec(sb, ["python", *RUNNER_ARGV], timeout_s=settings.worker_timeout)
     raw = backend.get_file(sb, "result.json")
@@ -59,6 +95,33 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
         tail = (res.stderr or res.stdout)[-1500:]
         return failure(spec.id, f"runner exited {res.exit_code} without result.json: {tail}", started)
     try:
-        return Handoff.from_dict(json.loads(raw))
+        handoff = Handoff.from_dict(json.loads(raw))
     except (ValueError, ContractError) as exc:
         return failure(spec.id, f"unreadable result.json: {exc}", started)
+    if spec.delivery != "bundle":
+        return handoff
+    return _measured(backend, sb, spec, hub, handoff, gate, started)
+
+
+def _measured(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, hub: str, claimed: Handoff,
+              gate: LLMGate | None, started: float) -> Handoff:
+    """The handoff with its git fields measured from the imported bundle and its LLM calls from the gate."""
+    if gate is not None:
+        claimed.llm_calls = list(gate.calls)
+        claimed.tokens = {"prompt": sum(c.prompt_tokens for c in gate.calls),
+                          "completion": sum(c.completion_tokens for c in gate.calls)}
+    bundle = backend.get_file(sb, BUNDLE_NAME)
+    found = GitMeasure()
+    if bundle is not None:
+        with tempfile.TemporaryDirectory(prefix="agentswarm-bundle-") as tmp:
+            path = Path(tmp) / BUNDLE_NAME
+            path.write_bytes(bundle)
+            try:
+                head = import_bundle(hub, path, spec.branch, spec.base_sha)
+                found = measure(hub, spec.base_sha, head)
+            except (GitError, ValueError) as exc:
+                bad = failure(spec.id, f"the sandbox's work could not be taken in: {exc}", started)
+                bad.llm_calls, bad.tokens, bad.transcript = claimed.llm_calls, claimed.tokens, claimed.transcript
+                return bad
+    claimed.set_measure(found)
+    return claimed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 from sqlalchemy import update
@@ -28,7 +29,7 @@ from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.subplanner import maybe_decompose
 from agentswarm.sandbox import SandboxBackend, SandboxError, SandboxHandle
 from agentswarm.sandbox.factory import backend_for
-from agentswarm.work.drive import build_spec, drive, failure, sandbox_env
+from agentswarm.work.drive import build_spec, drive, failure, open_gate, sandbox_env
 from agentswarm.work.heartbeats import heartbeats
 
 log = logging.getLogger(__name__)
@@ -104,20 +105,25 @@ def work_on(task_id: str, settings: Settings | None = None) -> str:
         return "decomposed"
     started = time.monotonic()
     sb: SandboxHandle | None = None
+    gate = None
     try:
+        gate = open_gate(backend, settings)
         sb = backend.create(run_id=task.run_id, task_id=task.id, attempt=task.attempts,
-                            env=sandbox_env(settings))
+                            env=sandbox_env(settings, gate))
         # Start from main as it is now, not as it was when planned: fewer conflicts at merge time.
         task.base_sha = main_sha(settings.hub_path) or task.base_sha
         with session_scope() as db:  # recorded before any agent work, so a crash can be reaped
             db.execute(update(Task).where(Task.id == task_id).values(sandbox_id=sb.id, base_sha=task.base_sha))
             record_event(db, "sandbox.created", sb.id, run_id=task.run_id, task_id=task_id)
-        with heartbeats(settings.heartbeat_interval_s).keep_alive(task_id, sb.id):
-            handoff = drive(backend, sb, build_spec(task, settings), settings)
+        spec = build_spec(task, settings, backend.delivery)
+        with heartbeats(settings.heartbeat_interval_s).keep_alive(task_id, sb.id), gate or nullcontext():
+            handoff = drive(backend, sb, spec, settings, gate)
     except Exception as exc:  # the sandbox or its provider failed: the task fails, the worker lives
         log.exception("task %s: sandbox failure", task_id)
         handoff = failure(task_id, f"sandbox error: {type(exc).__name__}: {exc}", started)
     finally:
         if sb is not None:
             _reap(backend, sb.id)
+        if gate is not None:
+            gate.remove()
     return finish_task(task_id, task.attempts, sb.id if sb else None, handoff, settings)
