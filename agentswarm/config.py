@@ -30,6 +30,11 @@ class SandboxBackendName(str, Enum):
     modal = "modal"
 
 
+class SandboxIsolation(str, Enum):
+    bwrap = "bwrap"
+    none = "none"
+
+
 class ConflictPolicy(str, Enum):
     resolve = "resolve"
     skip = "skip"
@@ -70,6 +75,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, gt=0)
     sandbox_backend: SandboxBackendName = SandboxBackendName.local
     sandbox_root: Path = Path("./var/sandboxes")
+    sandbox_isolation: SandboxIsolation = Field(
+        SandboxIsolation.bwrap, description="bwrap: local sandboxes in their own namespaces, no network; none: unisolated")
+    sandbox_uid: int = Field(65534, ge=1, description="uid (and gid) local sandboxes run as when started by root")
     sandbox_cpu: float = Field(2.0, gt=0)
     sandbox_memory_mb: int = Field(4096, gt=0)
     sandbox_create_concurrency: int = Field(8, gt=0)

@@ -29,12 +29,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from git import Repo
-from git.cmd import Git
-from git.db import GitCmdObjectDB
-from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+# GitPython probes for git when imported and raises ImportError without it; our own check
+# (`require_git`) says what to install in one line instead.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-from agentswarm.errors import SwarmError
+from git import Repo  # noqa: E402
+from git.cmd import Git  # noqa: E402
+from git.db import GitCmdObjectDB  # noqa: E402
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError  # noqa: E402
+
+from agentswarm.errors import SwarmError  # noqa: E402
 
 MIN_GIT_VERSION = (2, 38)  # `git merge-tree --write-tree`
 ZERO_SHA = "0" * 40

@@ -11,7 +11,9 @@ from urllib.parse import urlparse
 
 import psycopg
 
+from agentswarm.config import Settings
 from agentswarm.errors import ServiceUnavailable
+from agentswarm.sandbox.factory import backend_for
 
 INSTALL_HINT = (
     "install them (Debian/Ubuntu: `apt-get install redis-server postgresql`; macOS: "
@@ -88,3 +90,13 @@ def ensure_postgres(url: str) -> str:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ServiceUnavailable(f"DATABASE_URL: cannot connect to Postgres ({first})") from None
     return how
+
+
+def check_sandboxes(settings: Settings) -> str:
+    """How agents will be sandboxed; IsolationUnavailable (one line: why, what to install) if they cannot be."""
+    if settings.sandbox_backend.value != "local":
+        return f"{settings.sandbox_backend.value} (cloud sandboxes)"
+    if settings.sandbox_isolation.value == "none":
+        return "local, UNISOLATED (SANDBOX_ISOLATION=none): agents run with this machine's user and network"
+    backend_for(settings)  # builds the backend, which checks that bubblewrap can make its namespaces
+    return f"local, isolated with bubblewrap (uid {settings.sandbox_uid} when started as root, no network)"

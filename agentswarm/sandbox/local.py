@@ -14,22 +14,21 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import agentswarm
+from agentswarm.agent.contract import GATE_SOCKET_ENV
 from agentswarm.git.intake import clone_for_sandbox
-from agentswarm.sandbox import procs
+from agentswarm.sandbox import isolation, procs
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
     OUTPUT_CAP_BYTES,
@@ -40,6 +39,7 @@ from agentswarm.sandbox.base import (
     check_id,
     check_relpath,
 )
+from agentswarm.sandbox.files import chown_tree, force_remove, read_capped, write_atomic
 
 _SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
 _PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
@@ -74,6 +74,8 @@ class LocalSandboxConfig(BaseModel):
     output_cap_bytes: int = Field(OUTPUT_CAP_BYTES, description="Most bytes of stdout (and of stderr) returned by exec.")
     create_concurrency: int = Field(8, description="Most sandboxes being created at once in this process.")
     create_rate: float = Field(10.0, description="Most sandbox creations per second in this process.")
+    isolation: Literal["bwrap", "none"] = Field("bwrap", description="bwrap: namespaces, no network, read-only system (SANDBOX_ISOLATION).")
+    uid: int = Field(65534, ge=1, description="The unprivileged uid (and gid) sandboxes run as when the orchestrator is root.")
 
 
 class LocalSandboxBackend:
@@ -89,7 +91,10 @@ class LocalSandboxBackend:
             self.config.create_concurrency, self.config.create_rate
         )
         self._envs: dict[str, dict[str, str]] = {}
+        self._readonly: dict[str, builtins.list[str]] = {}
         self._lock = threading.Lock()
+        if self.config.isolation == "bwrap":
+            isolation.check_bwrap(self.config.uid, self.config.uid)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -133,12 +138,13 @@ class LocalSandboxBackend:
         sbdir = self.root / sid
         procs.kill_marked(str(sbdir))
         for _ in range(5):
-            shutil.rmtree(sbdir, onerror=_force_remove)
+            shutil.rmtree(sbdir, onerror=force_remove)
             if not sbdir.exists():
                 break
             procs.kill_marked(str(sbdir))
         with self._lock:
             self._envs.pop(sid, None)
+            self._readonly.pop(sid, None)
 
     def list(self, run_id: str | None = None) -> list[SandboxInfo]:
         """Sandboxes of this run (or of every run) found as directories or as live marked processes."""
@@ -165,13 +171,15 @@ class LocalSandboxBackend:
     def prepare_repo(self, sb: SandboxHandle, hub: str) -> None:
         """The task's repository at <workdir>/repo: a clone borrowing the hub's objects, read-only."""
         clone_for_sandbox(hub, self._inside(sb, "repo"))
+        with self._lock:  # the clone borrows the hub's objects: visible read-only inside
+            self._readonly[sb.id] = [str(Path(hub) / "objects")]
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
         """Write a file under the sandbox's workdir, never through a link that leaves it."""
         target = self._inside(sb, path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._inside(sb, path)  # the parents may have been links
-        _write_atomic(target, data)
+        write_atomic(target, data)
 
     def get_file(self, sb: SandboxHandle, path: str) -> bytes | None:
         """Read a file under the sandbox's workdir; None if absent (or a link leading outside)."""
@@ -194,9 +202,12 @@ class LocalSandboxBackend:
         stem = sbdir / "logs" / f"exec-{uuid.uuid4().hex[:12]}"
         out_path, err_path = stem.with_suffix(".out"), stem.with_suffix(".err")
         cmd = [self.config.python, "-I", "-S", "-c", _LAUNCHER, json.dumps(self._limits()), *argv]
+        env = self._child_env(sb)
+        if self.config.isolation == "bwrap":
+            cmd, env = self._isolated(sb, cmd, env), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, cwd=sb.workdir, env=self._child_env(sb), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(cmd, cwd=sb.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True, close_fds=True)
         timed_out = False
         try:
@@ -207,7 +218,7 @@ class LocalSandboxBackend:
             proc.wait()
             code = -1
         duration = time.monotonic() - started
-        stdout, stderr = (_read_capped(p, self.config.output_cap_bytes) for p in (out_path, err_path))
+        stdout, stderr = (read_capped(p, self.config.output_cap_bytes) for p in (out_path, err_path))
         for p in (out_path, err_path):
             p.unlink(missing_ok=True)
         if code < 0 and not timed_out:
@@ -228,6 +239,21 @@ class LocalSandboxBackend:
             env.update(self._envs.get(sb.id, {}))
         env[procs.MARKER] = str(sbdir)
         return env
+
+    def _isolated(self, sb: SandboxHandle, cmd: builtins.list[str], env: dict[str, str]) -> builtins.list[str]:
+        """cmd wrapped in bubblewrap, its directories handed to the sandbox's uid (when we are root)."""
+        sbdir = self.root / sb.id
+        uid = self.config.uid
+        if os.geteuid() == 0:
+            for sub in ("work", "home", "tmp"):
+                chown_tree(sbdir / sub, uid)
+        with self._lock:
+            readonly = builtins.list(self._readonly.get(sb.id, []))
+        gate = env.get(GATE_SOCKET_ENV)
+        if gate:
+            readonly.append(str(Path(gate).parent))
+        return isolation.wrap(cmd, workdir=sb.workdir, home=str(sbdir / "home"), tmp=str(sbdir / "tmp"), env=env,
+                              uid=uid, gid=uid, python=self.config.python, readonly=readonly)
 
     def _limits(self) -> dict[str, int]:
         mib = 1024 * 1024
@@ -274,35 +300,3 @@ def _info(sid: str, created_at: str | None, alive: bool) -> SandboxInfo:
     assert m is not None
     when = datetime.fromisoformat(created_at) if created_at else None
     return SandboxInfo(id=sid, run_id=m["run"], task_id=m["task"], created_at=when, alive=alive)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _read_capped(path: Path, cap: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size <= cap:
-                return f.read().decode("utf-8", "replace")
-            head = f.read(cap // 2)
-            f.seek(size - (cap - cap // 2))
-            tail = f.read()
-    except FileNotFoundError:
-        return ""
-    marker = f"\n[... {size - len(head) - len(tail)} bytes truncated ...]\n".encode()
-    return (head + marker + tail).decode("utf-8", "replace")
-
-
-def _force_remove(func: Callable[..., Any], path: str, _exc_info: object) -> None:
-    """rmtree error handler: make a read-only entry (and its directory) writable and retry once."""
-    try:
-        os.chmod(os.path.dirname(path), stat.S_IRWXU)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, stat.S_IRWXU)
-        func(path)
-    except OSError:
-        pass

@@ -83,7 +83,7 @@ def test_shared_controllers_and_validation() -> None:
 
 def test_local_backend_creates_through_admission(tmp_path: Path) -> None:
     controller = AdmissionController(2, 1000.0)
-    backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sb"), admission=controller)
+    backend = LocalSandboxBackend(LocalSandboxConfig(isolation="none", root=tmp_path / "sb"), admission=controller)
     held = [controller.acquire(), controller.acquire()]  # both slots busy
     done = threading.Event()
 

@@ -1,4 +1,7 @@
-"""The local backend with real subprocesses, real process groups and /proc."""
+"""The local backend's own mechanics, unisolated (SANDBOX_ISOLATION=none): real subprocesses, process groups, /proc.
+
+The same backend under bubblewrap, and what a hostile command cannot do there: tests/security/.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from agentswarm.sandbox.procs import marked_processes
 
 @pytest.fixture
 def backend(tmp_path: Path) -> LocalSandboxBackend:
-    return get_backend("local", {"root": tmp_path / "sandboxes"})
+    return get_backend("local", {"root": tmp_path / "sandboxes", "isolation": "none"})
 
 
 @pytest.fixture
@@ -136,7 +139,7 @@ def test_child_environment_is_scrubbed(
 
 
 def test_resource_limits_apply(tmp_path: Path, run_id: str) -> None:
-    backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sb", max_file_mb=1, max_open_files=64))
+    backend = LocalSandboxBackend(LocalSandboxConfig(isolation="none", root=tmp_path / "sb", max_file_mb=1, max_open_files=64))
     sb = backend.create(run_id=run_id, task_id="t1", attempt=1, env={})
     res = backend.exec(sb, ["sh", "-c", "ulimit -n; ulimit -f; ulimit -c"], timeout_s=10)
     assert res.stdout.split() == ["64", str(1024 * 1024 // 512), "0"]
@@ -146,7 +149,7 @@ def test_resource_limits_apply(tmp_path: Path, run_id: str) -> None:
 
 
 def test_output_is_capped(tmp_path: Path, run_id: str) -> None:
-    backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sb", output_cap_bytes=1000))
+    backend = LocalSandboxBackend(LocalSandboxConfig(isolation="none", root=tmp_path / "sb", output_cap_bytes=1000))
     sb = backend.create(run_id=run_id, task_id="t1", attempt=1, env={})
     res = backend.exec(sb, ["sh", "-c", "echo START; head -c 100000 /dev/zero | tr '\\0' x; echo; echo END"],
                        timeout_s=10)
@@ -157,7 +160,7 @@ def test_output_is_capped(tmp_path: Path, run_id: str) -> None:
 
 def test_list_and_reap_leftovers_of_a_crashed_worker(tmp_path: Path, run_id: str) -> None:
     root = tmp_path / "sandboxes"
-    crashed = LocalSandboxBackend(LocalSandboxConfig(root=root))
+    crashed = LocalSandboxBackend(LocalSandboxConfig(isolation="none", root=root))
     sb = crashed.create(run_id=run_id, task_id="t1", attempt=1, env={})
     idle = crashed.create(run_id=run_id, task_id="t2", attempt=1, env={})
     other_run = crashed.create(run_id=run_id + "x", task_id="t1", attempt=1, env={})
@@ -166,7 +169,7 @@ def test_list_and_reap_leftovers_of_a_crashed_worker(tmp_path: Path, run_id: str
     daemon = int(res.stdout)
     assert alive(daemon)
 
-    monitor = LocalSandboxBackend(LocalSandboxConfig(root=root))  # another process, after the crash
+    monitor = LocalSandboxBackend(LocalSandboxConfig(isolation="none", root=root))  # another process, after the crash
     found = {info.id: info for info in monitor.list(run_id)}
     assert set(found) == {sb.id, idle.id}
     assert found[sb.id].alive and not found[idle.id].alive
@@ -210,7 +213,10 @@ def test_backend_from_settings() -> None:
     name, fields = backend_config(settings)
     assert name == "modal" and fields == {"app_name": "a", "timeout_s": 600, "cpu": 1.0, "memory_mb": 2048,
                                           "create_concurrency": 3, "create_rate": 2.5}
-    name, fields = backend_config(load_settings(sandbox_backend="local", sandbox_root="/tmp/x"))
-    assert name == "local" and LocalSandboxConfig(**fields).root == Path("/tmp/x")
+    name, fields = backend_config(load_settings(sandbox_backend="local", sandbox_root="/tmp/x", sandbox_uid=1234,
+                                                sandbox_isolation="none"))
+    config = LocalSandboxConfig(**fields)
+    assert name == "local" and (config.root, config.isolation, config.uid) == (Path("/tmp/x"), "none", 1234)
+    assert LocalSandboxConfig(**backend_config(load_settings(sandbox_root="/tmp/x"))[1]).isolation == "bwrap"
     backend = backend_for(load_settings(sandbox_root="/tmp/x"))
     assert backend.name == "local" and backend is backend_for(load_settings(sandbox_root="/tmp/x"))
