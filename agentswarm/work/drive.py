@@ -11,6 +11,7 @@ import time
 from agentswarm.agent.contract import ContractError, Handoff, Limits, LLMSettings, TaskSpec
 from agentswarm.config import Settings
 from agentswarm.db.models import Task
+from agentswarm.db.text import stored_text
 from agentswarm.git.hub import hub_url
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
 
@@ -44,6 +45,7 @@ def build_spec(task: Task, settings: Settings) -> TaskSpec:
 
 def failure(task_id: str, error: str, started: float) -> Handoff:
     """A failed handoff made by the orchestrator when the sandbox gave none."""
+    error = stored_text(error)  # scrubbed before it is cut
     return Handoff(task_id=task_id, status="failed", error=error[:4000], summary=error[:500],
                    duration_s=round(time.monotonic() - started, 3))
 
