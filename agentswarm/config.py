@@ -7,14 +7,17 @@ one line naming the variable: see `load_settings`.
 from __future__ import annotations
 
 import functools
+import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 from agentswarm.errors import ConfigError
 from agentswarm.llm import normalize_base_url
 
@@ -44,7 +47,8 @@ class Settings(BaseSettings):
     """Every knob of a swarm. Field names are the environment variables, upper-cased."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        allow_inf_nan=False,  # inf or nan in a budget or a timeout is a mistake, never a setting
     )
 
     # The model
@@ -145,6 +149,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    def secrets(self) -> list[str]:
+        """Every secret to scrub from stored or logged text: this object's and the environment's.
+
+        The LLM key, the git token, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL,
+        AGENTSWARM_DASHBOARD_TOKEN, MODAL_TOKEN_SECRET and MODAL_TOKEN_ID.
+        """
+        env = os.environ
+        plain = [self.llm_api_key, self.git_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
+        return secret_values(plain, [self.database_url, self.redis_url] + [env.get(n) for n in URL_ENV_NAMES])
+
     @property
     def demo_mode(self) -> bool:
         """No endpoint configured: the built-in simulator plays the model."""
@@ -176,12 +190,26 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def format_settings_error(exc: SettingsError) -> str:
+    """One line for a value pydantic-settings could not even decode (a list that is not JSON)."""
+    found = re.search(r'field "?([A-Za-z0-9_]+)"?', str(exc))
+    if not found:
+        return f"configuration: {str(exc).splitlines()[0]}"
+    name = found.group(1)
+    field = Settings.model_fields.get(name.lower())
+    if field is not None and getattr(field.annotation, "__origin__", None) is list:
+        return f'{name.upper()}: must be a JSON list of strings, e.g. \'["npm test"]\''
+    return f"{name.upper()}: cannot be read ({str(exc).splitlines()[0]})"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from env/.env; raise ConfigError with one clear line on bad values."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(format_settings_error(exc)) from None
 
 
 @functools.lru_cache(maxsize=1)

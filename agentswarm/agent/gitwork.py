@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from agentswarm.agent.contract import GitMeasure
-from agentswarm.agent.transcript import scrub
+from agentswarm.agent.scrubbing import scrub, secrets_from_env
 
 COMMITTER_NAME = "AgentSwarm Worker"
 COMMITTER_EMAIL = "worker@agentswarm.local"
@@ -49,7 +49,7 @@ class Git:
                  timeout_s: float = 300.0) -> None:
         self.repo = Path(repo)
         self.timeout_s = timeout_s
-        self._secrets = [token] if token else []
+        self._secrets = ([token] if token else []) + secrets_from_env()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", LC_ALL="C",
                    GIT_CONFIG_COUNT=str(len(_CONFIG)))

@@ -32,7 +32,8 @@ from agentswarm.agent.contract import (
 )
 from agentswarm.agent.gitwork import Git, GitError
 from agentswarm.agent.registry import get_agent
-from agentswarm.agent.transcript import Transcript, scrub, secrets_from_env
+from agentswarm.agent.scrubbing import scrub, scrub_data, secrets_from_env
+from agentswarm.agent.transcript import Transcript
 
 log = logging.getLogger("agentswarm.runner")
 EXIT_CODES = {"complete": 0, "failed": 1, "blocked": 2}
@@ -91,6 +92,9 @@ class Runner:
         """Build the handoff from what is known now."""
         calls = list(self.ctx.llm_calls) if self.ctx else []
         text, cut = self.transcript.inline()
+        # Scrubbed here, before the error is cut into a summary: a secret split by a cut could not be found.
+        error = scrub(error, self.secrets) if error else error
+        summary = scrub(summary, self.secrets) if summary else summary
         h = Handoff(task_id=self.task_id, status=status, summary=summary or (error or "")[:500], error=error,
                     tokens={"prompt": sum(c.prompt_tokens for c in calls),
                             "completion": sum(c.completion_tokens for c in calls)},
@@ -102,7 +106,8 @@ class Runner:
 
     def write(self, h: Handoff) -> None:
         """Write result.json atomically, with every secret scrubbed."""
-        write_json_atomic(str(self.result_path), json.loads(scrub(json.dumps(h.to_dict()), self.secrets)))
+        data = scrub_data(h.to_dict(), self.secrets)  # every string: transcript, summary, error, call errors
+        write_json_atomic(str(self.result_path), json.loads(scrub(json.dumps(data), self.secrets)))
 
     # -- signals -------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-SECRET_ENV = ("LLM_API_KEY", "GIT_TOKEN", "OPENAI_API_KEY", "GIT_ASKPASS")
+SECRET_ENV = ("LLM_API_KEY", "GIT_TOKEN", "OPENAI_API_KEY", "GIT_ASKPASS", "AGENTSWARM_DASHBOARD_TOKEN",
+              "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
 DEFAULT_CAP = 32 * 1024
 _CHUNK = 64 * 1024
 _EXIT_GRACE_S = 1.0  # after the command exits, how long a background child may keep the pipe open

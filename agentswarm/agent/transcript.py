@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, clean_text, scrub, scrub_data, secrets_from_env
+
+__all__ = ["SECRET_ENV_NAMES", "Transcript", "scrub", "secrets_from_env"]
+
 FILE_CAP = 4 * 1024 * 1024
 INLINE_CAP = 256 * 1024
 FIELD_CAP = 16 * 1024
-SECRET_ENV_NAMES = ("LLM_API_KEY", "GIT_TOKEN")
-
-
-def secrets_from_env() -> list[str]:
-    """The secret values present in this process's environment (the ones to scrub)."""
-    return [os.environ[n] for n in SECRET_ENV_NAMES if len(os.environ.get(n, "").strip()) >= 4]
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """Replace every secret value in `text` with ***."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _cap_strings(value: Any, cap: int) -> Any:
@@ -55,8 +44,10 @@ class Transcript:
         """Record one event (kind: system, user, assistant, tool, llm_error, note, outcome, ...)."""
         if self.truncated:
             return
-        event = {"t": round(time.time(), 3), "kind": kind, **_cap_strings(data, self.field_cap)}
-        line = scrub(json.dumps(event, ensure_ascii=False, default=str), self.secrets) + "\n"
+        # Scrubbed before the fields are capped (a secret cut in two could not be found), and the line again after.
+        data = json.loads(json.dumps(data, ensure_ascii=False, default=str))
+        event = {"t": round(time.time(), 3), "kind": kind, **_cap_strings(scrub_data(data, self.secrets), self.field_cap)}
+        line = clean_text(scrub(json.dumps(event, ensure_ascii=False, default=str), self.secrets)) + "\n"
         if self.size + len(line.encode()) > self.cap_bytes:
             self.truncated = True
             line = json.dumps({"t": round(time.time(), 3), "kind": "truncated",

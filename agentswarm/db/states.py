@@ -10,9 +10,11 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from agentswarm.db.models import MergeStatus, Task, TaskStatus
+from agentswarm.db.text import stored_text
 from agentswarm.errors import IllegalTransition
 
 S = TaskStatus
+FREE_TEXT = ("summary", "error", "title", "description")  # model- or person-supplied: scrubbed and cleaned
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.pending: frozenset({S.assigned, S.cancelled}),
@@ -56,6 +58,9 @@ def transition(
     for s in sources:
         check_transition(s, dst)
     dst = TaskStatus(dst)
+    for key in FREE_TEXT:
+        if isinstance(values.get(key), str):
+            values[key] = stored_text(values[key])
     now = datetime.now(UTC)
     values.setdefault("updated_at", now)
     if dst is S.running:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.models import LLMCall
+from agentswarm.db.text import stored_text
 from agentswarm.llm import Usage, estimate_cost_usd
 
 ERROR_CHARS = 2000
@@ -36,13 +37,11 @@ def scrub(text: str, settings: Settings) -> str: ...
 @overload
 def scrub(text: None, settings: Settings) -> None: ...
 def scrub(text: str | None, settings: Settings) -> str | None:
-    """Text with the API key and git token blanked out (for anything stored or logged)."""
-    if not text:
-        return text
-    for secret in (settings.llm_api_key, settings.git_token):
-        if secret and secret.strip():
-            text = text.replace(secret.strip(), "***")
-    return text
+    """Text with every configured secret blanked out in every form, and cleaned (for anything stored or logged).
+
+    Cut the result, never the argument: a secret split by a cut cannot be found.
+    """
+    return stored_text(text, None, settings)
 
 
 def call_cost(prompt_tokens: int, completion_tokens: int, latency_ms: int, settings: Settings) -> float:
@@ -61,12 +60,12 @@ def record_llm_call(
 ) -> LLMCall:
     """Add one llm_calls row (committed with the caller's transaction); failed calls are recorded too."""
     latency = max(0, int(round(latency_ms or 0)))
-    error = scrub(error, settings)
+    error = stored_text(error, ERROR_CHARS, settings) if error else None  # scrubbed before it is cut
     row = LLMCall(
-        run_id=run_id, task_id=task_id, role=(role or "")[:16], model=(model or "")[:128],
+        run_id=run_id, task_id=task_id, role=(role or "")[:16], model=stored_text(model or "", 128, settings),
         prompt_tokens=max(0, int(prompt_tokens or 0)), completion_tokens=max(0, int(completion_tokens or 0)),
         latency_ms=latency, cost_usd=call_cost(prompt_tokens or 0, completion_tokens or 0, latency, settings),
-        ok=bool(ok), error=error[:ERROR_CHARS] if error else None,
+        ok=bool(ok), error=error,
     )
     session.add(row)
     return row

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import Handoff
+from agentswarm.agent.scrubbing import clean_data, scrub_clip
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import HandoffRecord, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
+from agentswarm.db.text import orchestrator_secrets
 from agentswarm.lifecycle.accounting import record_llm_call
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
@@ -21,8 +25,27 @@ from agentswarm.queue.send import merge_after_commit
 TRANSCRIPT_CAP = 512 * 1024
 
 
-def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: Settings) -> bool:
+def safe_handoff(h: Handoff, settings: Settings) -> Handoff:
+    """A copy of an (untrusted) handoff whose texts are scrubbed of every secret and cleaned of NUL/surrogates.
+
+    Done once, before anything is cut or stored: every later cut works on scrubbed text.
+    """
+    secrets = orchestrator_secrets(settings)
+    calls = [dataclasses.replace(c, error=scrub_clip(c.error, secrets), model=scrub_clip(c.model or "", secrets) or "")
+             for c in h.llm_calls]
+    return dataclasses.replace(
+        h, summary=scrub_clip(h.summary or "", secrets) or "", error=scrub_clip(h.error, secrets),
+        transcript=scrub_clip(h.transcript or "", secrets) or "", llm_calls=calls,
+        files_changed=clean_data(list(h.files_changed)), commits=clean_data(list(h.commits)),
+        head_sha=scrub_clip(h.head_sha, ()),
+    )
+
+
+def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: Settings, *,
+                  scrubbed: bool = False) -> bool:
     """Insert the handoff and its LLM calls once per (task, attempt); False if already stored."""
+    if not scrubbed:
+        h = safe_handoff(h, settings)
     exists = db.scalar(select(HandoffRecord.id).where(HandoffRecord.task_id == task.id, HandoffRecord.attempt == attempt))
     if exists:
         return False
@@ -42,9 +65,10 @@ def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: S
 @missing_is_done
 def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, settings: Settings) -> str:
     """Record the handoff and move the task on; a no-op if someone else already moved it."""
+    h = safe_handoff(h, settings)  # scrubbed and cleaned before any cut below
     with session_scope() as db:
         task = load_task(db, task_id)
-        store_handoff(db, task, attempt, h, settings)
+        store_handoff(db, task, attempt, h, settings, scrubbed=True)
         owns = task.status == TaskStatus.running and task.attempts == attempt and (
             sandbox_id is None or task.sandbox_id in (None, sandbox_id))
         if not owns:

@@ -1,6 +1,7 @@
 """A small client for OpenAI-compatible chat endpoints (SGLang, vLLM, OpenAI, RunPod, the fake server).
 
-Standard library + requests only, and nothing else from agentswarm: it runs inside slim sandboxes.
+Standard library + requests only, and from agentswarm only the standard-library scrubber: it runs inside
+slim sandboxes.
 The API key lives only in a private attribute and the request header; every error text is scrubbed.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from agentswarm.agent.scrubbing import scrub
 from agentswarm.llm.replies import (
     ChatReply,
     LLMConnectionError,
@@ -179,8 +181,11 @@ class LLMClient:
                 data = self._read_json(resp)
         finally:
             resp.close()
-        if self.__key and self.__key in json.dumps(data):  # a server that echoes the key must not get it stored
-            data = json.loads(self._scrub(json.dumps(data)))
+        if self.__key:  # a server that echoes the key (in any form) must not get it stored
+            dumped = json.dumps(data)
+            scrubbed = self._scrub(dumped)
+            if scrubbed != dumped:
+                data = json.loads(scrubbed)
         return to_reply(data, time.monotonic() - started, self.model, self._scrub)
 
     def models(self) -> list[str]:
@@ -193,14 +198,15 @@ class LLMClient:
         items = data.get("data")
         if not isinstance(items, list):
             raise LLMProtocolError("/v1/models: no 'data' list in the answer", status=resp.status_code,
-                                   body_excerpt=self._scrub(clip(json.dumps(data))))
+                                   body_excerpt=clip(self._scrub(json.dumps(data))))
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
     # -- transport ---------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
+        """Every form of the key (plain, base64, hex, percent-encoded) blanked; always before any cut."""
         if self.__key and text:
-            text = text.replace(self.__key, "***")
+            text = scrub(text, [self.__key])
         return text
 
     def _headers(self, stream: bool) -> dict[str, str]:
@@ -230,11 +236,11 @@ class LLMClient:
                     f"{method} {url}: no answer within {self.timeout_s:g}s ({type(exc).__name__})"
                 ) from None
             except requests.RequestException as exc:
-                last = LLMConnectionError(f"{method} {url}: cannot connect: {self._scrub(clip(str(exc), 300))}")
+                last = LLMConnectionError(f"{method} {url}: cannot connect: {clip(self._scrub(str(exc)), 300)}")
             else:
                 if resp.status_code < 400:
                     return resp
-                text = self._scrub(clip(_safe_text(resp)))
+                text = clip(self._scrub(_safe_text(resp)))
                 status = resp.status_code
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 resp.close()
@@ -261,11 +267,11 @@ class LLMClient:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            excerpt = self._scrub(clip(text))
+            excerpt = clip(self._scrub(text))
             raise LLMProtocolError(f"answer is not valid JSON ({exc.msg}): {excerpt}",
                                    status=resp.status_code, body_excerpt=excerpt) from None
         if not isinstance(data, dict):
-            excerpt = self._scrub(clip(text))
+            excerpt = clip(self._scrub(text))
             raise LLMProtocolError(f"answer is not a JSON object: {excerpt}", status=resp.status_code,
                                    body_excerpt=excerpt)
         return data
@@ -289,11 +295,11 @@ class LLMClient:
                 try:
                     chunk = json.loads(payload)
                 except json.JSONDecodeError:
-                    excerpt = self._scrub(clip(payload))
+                    excerpt = clip(self._scrub(payload))
                     raise LLMProtocolError(f"stream chunk is not valid JSON: {excerpt}",
                                            status=resp.status_code, body_excerpt=excerpt) from None
                 if isinstance(chunk, dict) and "error" in chunk:
-                    excerpt = self._scrub(clip(json.dumps(chunk["error"])))
+                    excerpt = clip(self._scrub(json.dumps(chunk["error"])))
                     raise LLMProtocolError(f"stream carried an error: {excerpt}", status=resp.status_code,
                                            body_excerpt=excerpt)
                 acc.add(chunk)
@@ -302,7 +308,7 @@ class LLMClient:
                 raise LLMTimeout(f"stream stalled for more than {self.timeout_s:g}s") from None
             raise LLMProtocolError(f"stream cut off: {type(exc).__name__}", status=resp.status_code) from None
         if not acc.done and acc.finish_reason is None:
-            excerpt = self._scrub(clip("\n".join(seen)))
+            excerpt = clip(self._scrub("\n".join(seen)))
             raise LLMProtocolError("stream ended before [DONE] and without a finish_reason (truncated)",
                                    status=resp.status_code, body_excerpt=excerpt)
         if not acc.chunks:

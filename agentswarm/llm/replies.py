@@ -187,12 +187,12 @@ def _int(value: Any) -> int:
 def to_reply(data: dict, latency_s: float, default_model: str, scrub: Any) -> ChatReply:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        excerpt = scrub(clip(json.dumps(data)))
+        excerpt = clip(scrub(json.dumps(data)))
         raise LLMProtocolError(f"answer has no choices: {excerpt}", body_excerpt=excerpt)
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
-        excerpt = scrub(clip(json.dumps(data)))
+        excerpt = clip(scrub(json.dumps(data)))
         raise LLMProtocolError(f"first choice has no message: {excerpt}", body_excerpt=excerpt)
     content = message.get("content")
     if content is not None and not isinstance(content, str):

@@ -22,6 +22,7 @@ from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import FeatureStatus, HandoffRecord, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
+from agentswarm.db.text import stored_text
 from agentswarm.errors import SwarmError
 from agentswarm.git import refs
 from agentswarm.git.landing import Landing, MergeResult, MergeStrategy, delete_branch, land_branch
@@ -67,7 +68,7 @@ def _record(db: Session, task: Task, strategy: str, result: MergeResult, started
     attempt = MergeAttempt(
         task_id=task.id, branch=task.branch, strategy=strategy, status=status,
         main_before=result.main_before, main_after=result.main_after, conflict_files=result.conflict_files,
-        commits_landed=result.commits_landed, error=result.error, started_at=started_at,
+        commits_landed=result.commits_landed, error=stored_text(result.error, None, settings), started_at=started_at,
         finished_at=datetime.now(UTC), duration_ms=result.duration_ms,
     )
     db.add(attempt)
@@ -77,8 +78,8 @@ def _record(db: Session, task: Task, strategy: str, result: MergeResult, started
                      run_id=task.run_id, task_id=task.id, commits=len(result.commits_landed),
                      already=result.status is Landing.ALREADY_MERGED, ms=round(result.duration_ms, 1))
     elif status is MergeStatus.conflict:
-        record_event(db, "merge.conflict", ", ".join(result.conflict_files)[:500], run_id=task.run_id,
-                     task_id=task.id, files=result.conflict_files)
+        record_event(db, "merge.conflict", stored_text(", ".join(result.conflict_files), 500, settings),
+                     run_id=task.run_id, task_id=task.id, files=result.conflict_files)
         child = conflict_task_for(db, task, result) if settings.conflict_policy is ConflictPolicy.resolve else None
         if child is not None:
             record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,
@@ -89,7 +90,8 @@ def _record(db: Session, task: Task, strategy: str, result: MergeResult, started
             record_event(db, "merge.needs_person", f"{why}: {task.branch} left unmerged",
                          run_id=task.run_id, task_id=task.id)
     else:
-        record_event(db, "merge.failed", (result.error or "")[:500], run_id=task.run_id, task_id=task.id)
+        record_event(db, "merge.failed", stored_text(result.error or "", 500, settings), run_id=task.run_id,
+                     task_id=task.id)
     return attempt
 
 

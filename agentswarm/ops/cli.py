@@ -259,6 +259,29 @@ def main(argv: list[str] | None = None) -> None:
     except SwarmError as exc:
         click.echo(f"agentswarm: {exc}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        line = _database_error_line(exc)
+        if line is None:
+            raise
+        click.echo(f"agentswarm: {line}", err=True)
+        sys.exit(2)
+
+
+def _database_error_line(exc: BaseException) -> str | None:
+    """One line for a database that is missing, down or without its schema (any verb); None for anything else."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+    from agentswarm.agent.scrubbing import scrub, secrets_from_env
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    reason = scrub(text.splitlines()[0] if text else type(exc).__name__, secrets_from_env())[:300]
+    if isinstance(exc, OperationalError):
+        return f"DATABASE_URL: cannot reach Postgres ({reason})"
+    if isinstance(exc, ProgrammingError) and "does not exist" in reason:
+        return f"DATABASE_URL: the database has no schema yet ({reason}); run `agentswarm db upgrade`"
+    return f"DATABASE_URL: database error ({reason})"
 
 
 if __name__ == "__main__":

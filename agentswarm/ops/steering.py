@@ -8,6 +8,7 @@ from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import Run, RunStatus, Task, TaskKind, TaskStatus
 from agentswarm.db.states import transition
+from agentswarm.db.text import clean_text, stored_text
 from agentswarm.errors import SwarmError
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.dispatch import dispatch_pending
@@ -46,14 +47,15 @@ def active_run(db: Session, run_id: str | None = None) -> Run:
 def add_manual_task(db: Session, settings: Settings, description: str, scope: list[str] | tuple[str, ...] = (),
                     priority: int = 3, title: str = "", run_id: str | None = None) -> Task:
     """Create a manual task in the active run and send it to a worker once the session commits."""
-    description = (description or "").strip()
+    description = stored_text(description or "", None, settings).strip()  # NUL, lone surrogates, secrets
+    title = stored_text(title or "", None, settings)
     if not description:
         raise InvalidTask("description is empty")
     if len(description) > MAX_DESCRIPTION:
         raise InvalidTask(f"description longer than {MAX_DESCRIPTION} characters")
     if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
         raise InvalidTask("priority must be an integer from 1 to 10")
-    paths = [check_scope_path(p) for p in scope]
+    paths = [check_scope_path(clean_text(p) if isinstance(p, str) else p) for p in scope]
     run = active_run(db, run_id)
     task = Task(run_id=run.id, kind=TaskKind.manual, title=(title.strip() or description)[:MAX_TITLE],
                 description=description, scope=paths, priority=priority, branch="pending",
@@ -71,10 +73,10 @@ def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person"
     task = db.get(Task, task_id)
     if task is None:
         raise NotFound(f"no task {task_id}")
-    if not transition(db, task_id, CANCELLABLE, TaskStatus.cancelled, error=reason[:1000]):
+    if not transition(db, task_id, CANCELLABLE, TaskStatus.cancelled, error=stored_text(reason, 1000)):
         db.refresh(task)
         raise Conflict(f"task {task_id} is {task.status}; only pending or blocked tasks can be cancelled")
-    record_event(db, "task.cancelled", reason[:300], run_id=task.run_id, task_id=task_id)
+    record_event(db, "task.cancelled", stored_text(reason, 300), run_id=task.run_id, task_id=task_id)
     db.refresh(task)
     if task.parent_id:
         settle_parent(db, task.parent_id)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.models import LLMCall
+from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.accounting import record_llm_call
 from agentswarm.llm import LLMClient, LLMError
 from agentswarm.planning.parsing import reply_text
@@ -42,7 +43,8 @@ def ask(client: LLMClient, messages: list[dict], settings: Settings) -> CallOutc
     except (LLMError, ValueError) as exc:  # LLMError texts are scrubbed of the key by the client
         elapsed = int((time.monotonic() - started) * 1000)
         log.warning("LLM call failed after %d ms: %s", elapsed, type(exc).__name__)
-        return CallOutcome(None, client.model, latency_ms=elapsed, error=f"{type(exc).__name__}: {exc}"[:2000])
+        error = stored_text(f"{type(exc).__name__}: {exc}", 2000, settings)  # scrubbed before it is cut
+        return CallOutcome(None, client.model, latency_ms=elapsed, error=error)
     return CallOutcome(
         reply_text(reply.content, [c.arguments for c in reply.tool_calls]), reply.model,
         reply.usage.prompt_tokens, reply.usage.completion_tokens, int(reply.latency_s * 1000))

@@ -26,6 +26,7 @@ from agentswarm.db.locks import lock_key, try_xact_lock, xact_lock
 from agentswarm.db.models import Run, RunStatus, Task
 from agentswarm.db.session import get_engine, session_scope
 from agentswarm.db.states import OPEN
+from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.accounting import scrub
 from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
@@ -161,7 +162,8 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
         try:
             parsed = parse_tasks(outcome.text, board.features.keys(), job.room)
         except UnparseableReply as exc:
-            record_event(session, "planner.unparseable", str(exc)[:500], run_id=run.id, iteration=iteration)
+            record_event(session, "planner.unparseable", stored_text(str(exc), 500, settings), run_id=run.id,
+                         iteration=iteration)
             return {"error": "unparseable"}
         kept, dropped = _select(board, parsed.tasks, min(job.room, tasks_left(session, run)))
         rejected = parsed.rejected + dropped
@@ -170,7 +172,7 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
             task = store_task(session, draft, run_id=run.id, base_sha=job.base_sha, settings=settings,
                               context={"planned_by": "planner", "iteration": iteration})
             mark_features_in_progress(session, draft.feature_ids)
-            record_event(session, "task.created", draft.title[:200], run_id=run.id, task_id=task.id,
+            record_event(session, "task.created", task.title[:200], run_id=run.id, task_id=task.id,
                          scope=draft.scope, feature_ids=draft.feature_ids, priority=draft.priority)
         sent = dispatch_pending(session, run.id)
         record_event(session, "planner.planned", f"{len(kept)} tasks stored, {len(rejected)} dropped",

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import Task, TaskKind, TaskStatus
+from agentswarm.db.text import clean_data, stored_text
 from agentswarm.planning.parsing import Rejection, TaskDraft
 
 EVENTS_PER_REPLY = 20
@@ -14,12 +15,17 @@ EVENTS_PER_REPLY = 20
 
 def store_task(session: Session, draft: TaskDraft, *, run_id: str, base_sha: str | None, settings: Settings,
                parent: Task | None = None, context: dict | None = None) -> Task:
-    """Insert one pending task (branch `swarm/<id>`); the caller dispatches after."""
+    """Insert one pending task (branch `swarm/<id>`); the caller dispatches after.
+
+    The model wrote the draft: its texts are scrubbed of secrets and cleaned of NUL/surrogates first.
+    """
     task = Task(
         run_id=run_id, parent_id=parent.id if parent else None, kind=TaskKind(draft.kind), status=TaskStatus.pending,
-        title=draft.title, description=draft.description, scope=draft.scope, acceptance=draft.acceptance,
-        priority=draft.priority, feature_ids=draft.feature_ids, depth=parent.depth + 1 if parent else 0,
-        branch="pending", base_sha=base_sha, max_attempts=settings.max_attempts, context=context or {},
+        title=stored_text(draft.title or "", None, settings),
+        description=stored_text(draft.description or "", None, settings),
+        scope=clean_data(draft.scope), acceptance=[stored_text(a, None, settings) for a in draft.acceptance],
+        priority=draft.priority, feature_ids=clean_data(draft.feature_ids), depth=parent.depth + 1 if parent else 0,
+        branch="pending", base_sha=base_sha, max_attempts=settings.max_attempts, context=clean_data(context or {}),
     )
     session.add(task)
     session.flush()

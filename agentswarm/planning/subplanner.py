@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
+from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.parents import children_of
@@ -80,7 +81,8 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
     try:
         parsed = parse_tasks(outcome.text, known, room)
     except UnparseableReply as exc:
-        record_event(session, "subplanner.unparseable", str(exc)[:500], run_id=run.id, task_id=task.id)
+        record_event(session, "subplanner.unparseable", stored_text(str(exc), 500, settings), run_id=run.id,
+                     task_id=task.id)
         return None
     kept, rejected = [], list(parsed.rejected)
     for i, draft in enumerate(parsed.tasks):

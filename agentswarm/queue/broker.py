@@ -15,16 +15,24 @@ UNACKED = "unacked"
 
 
 def _task_id_of(payload: bytes | str, task_name: str) -> str | None:
+    """The first argument of a `task_name` message; None for anything else (including non-object JSON)."""
     try:
         msg = json.loads(payload)
-        if msg.get("headers", {}).get("task") != task_name:
+        if not isinstance(msg, dict):
+            return None  # a list, number or string someone pushed: not a kombu message
+        headers = msg.get("headers")
+        if not isinstance(headers, dict) or headers.get("task") != task_name:
             return None
         body = msg["body"]
-        if msg.get("properties", {}).get("body_encoding") == "base64":
+        properties = msg.get("properties")
+        if isinstance(properties, dict) and properties.get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
+        decoded = json.loads(body)
+        if not isinstance(decoded, list) or not decoded or not isinstance(decoded[0], list):
+            return None
+        args = decoded[0]
         return str(args[0]) if args else None
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
 
@@ -43,8 +51,11 @@ def queued_task_ids(client: redis.Redis, queue: str, task_name: str) -> set[str]
                 found.add(tid)
     for raw in client.hvals(UNACKED):
         try:
-            message = json.loads(raw)[0]
+            entry = json.loads(raw)  # kombu stores [message, exchange, routing_key]
+            message = entry[0] if isinstance(entry, list) and entry else None
         except (ValueError, IndexError, TypeError):
+            continue
+        if not isinstance(message, dict):
             continue
         tid = _task_id_of(json.dumps(message), task_name)
         if tid:

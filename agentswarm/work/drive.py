@@ -30,6 +30,7 @@ from agentswarm.agent.contract import (
 )
 from agentswarm.config import Settings
 from agentswarm.db.models import Task
+from agentswarm.db.text import stored_text
 from agentswarm.git.hub import hub_url
 from agentswarm.git.intake import import_bundle, measure
 from agentswarm.git.repo import GitError
@@ -75,6 +76,7 @@ def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSp
 
 def failure(task_id: str, error: str, started: float) -> Handoff:
     """A failed handoff made by the orchestrator when the sandbox gave none."""
+    error = stored_text(error)  # scrubbed before it is cut
     return Handoff(task_id=task_id, status="failed", error=error[:4000], summary=error[:500],
                    duration_s=round(time.monotonic() - started, 3))
 

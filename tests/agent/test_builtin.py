@@ -135,12 +135,12 @@ def test_system_prompt_falls_back_when_the_prompt_files_are_missing(tmp_path: Pa
 
 
 def test_transcript_is_capped(tmp_path: Path) -> None:
-    tr = Transcript(tmp_path / "t.jsonl", cap_bytes=2000, secrets=["hunter2"])
+    tr = Transcript(tmp_path / "t.jsonl", cap_bytes=2000, secrets=["hunter2-pw"])
     for i in range(100):
-        tr.add("tool", result=f"{i} hunter2 " + "x" * 100)
+        tr.add("tool", result=f"{i} hunter2-pw " + "x" * 100)
     tr.close()
     text = (tmp_path / "t.jsonl").read_text()
     assert len(text.encode()) <= 2000 + 200 and tr.truncated
-    assert json.loads(text.splitlines()[-1])["kind"] == "truncated" and "hunter2" not in text
+    assert json.loads(text.splitlines()[-1])["kind"] == "truncated" and "hunter2-pw" not in text
     inline, cut = tr.inline(cap_bytes=500)
     assert cut and len(inline.encode()) <= 500 and inline.endswith("\n")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from agentswarm.config import load_settings, normalize_base_url
+from agentswarm.config import Settings, load_settings, normalize_base_url
 from agentswarm.errors import ConfigError
 
 
@@ -79,3 +79,53 @@ def test_celery_import_with_bad_setting_prints_one_line():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "MERGE_STRATEGY" in r.stderr
+
+
+FLOAT_SETTINGS = sorted(name for name, f in Settings.model_fields.items() if f.annotation is float)
+
+
+def test_every_float_setting_is_covered():
+    assert {"llm_timeout_s", "run_max_dollars", "sandbox_cpu", "stale_heartbeat_s"} <= set(FLOAT_SETTINGS)
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+def test_inf_and_nan_are_refused_for_every_float_setting(monkeypatch, name, value):
+    monkeypatch.setenv(name.upper(), value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith(f"{name.upper()}:") and "\n" not in message
+
+
+@pytest.mark.parametrize("env_extra,needle", [
+    ({"RECONCILE_COMMANDS": "npm test"}, "RECONCILE_COMMANDS: must be a JSON list of strings"),
+    ({"RUN_MAX_DOLLARS": "inf"}, "RUN_MAX_DOLLARS: input should be a finite number"),
+    ({"LLM_TIMEOUT_S": "nan"}, "LLM_TIMEOUT_S:"),
+])
+def test_undecodable_and_infinite_values_stop_the_cli_with_one_line(env_extra, needle):
+    r = _cli(env_extra, "check", "--no-services")
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert needle in lines[0] and "Traceback" not in r.stderr + r.stdout
+
+
+def test_a_json_list_of_commands_is_still_read(monkeypatch):
+    monkeypatch.setenv("RECONCILE_COMMANDS", '["npm test", "npx tsc --noEmit"]')
+    assert load_settings().reconcile_commands == ["npm test", "npx tsc --noEmit"]
+
+
+MISSING_DB = {"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm_nosuchdb_for_tests"}
+
+
+@pytest.mark.parametrize("args", [
+    ["status"], ["status", "--json"], ["features"], ["run", "start"], ["run", "stop"],
+    ["add-task", "do something"], ["cancel-task", "abc"], ["db", "upgrade"], ["db", "current"],
+])
+def test_a_missing_database_is_one_line_in_every_verb(args):
+    r = _cli(MISSING_DB, *args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    assert lines[0].startswith("agentswarm: DATABASE_URL:") and "agentswarm_nosuchdb_for_tests" in lines[0]
