@@ -7,15 +7,17 @@ one line naming the variable: see `load_settings`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 from agentswarm.errors import ConfigError
@@ -41,6 +43,48 @@ class SandboxIsolation(str, Enum):
 class ConflictPolicy(str, Enum):
     resolve = "resolve"
     skip = "skip"
+
+
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
+_WILDCARD_ALL = {"0.0.0.0", "::"}
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """A Host header or a host[:port] entry as (lower-case name, port or None); ValueError if it is not one.
+
+    IPv6 addresses come back without brackets. Schemes, paths, user info and wildcards are refused.
+    """
+    raw = value.strip()
+    if "://" in raw:
+        raise ValueError(f"{raw!r} has a scheme; give a host name, optionally host:port")
+    if any(c in raw for c in "/?#\\"):
+        raise ValueError(f"{raw!r} has a path; give a host name, optionally host:port")
+    if "*" in raw:
+        raise ValueError(f"{raw!r} is a wildcard; list each host name")
+    if "@" in raw or any(c.isspace() for c in raw):
+        raise ValueError(f"{raw!r} is not a host name")
+    try:
+        parts = urlsplit("//" + raw)
+        name, port = parts.hostname or "", parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r} has a bad port") from None
+    if raw.endswith(":") or port == 0:
+        raise ValueError(f"{raw!r} has a bad port")
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is None and (":" in name or not _HOST_NAME.match(name)):
+        raise ValueError(f"{raw!r} is not a host name")
+    if name in _WILDCARD_ALL or (ip is not None and ip.is_unspecified):
+        raise ValueError(f"{raw!r} means every address; list each host name")
+    return name, port
+
+
+def format_host(name: str, port: int | None) -> str:
+    """The inverse of `split_host`: `name`, `name:port`, `[v6]` or `[v6]:port`."""
+    shown = f"[{name}]" if ":" in name else name
+    return shown if port is None else f"{shown}:{port}"
 
 
 class Settings(BaseSettings):
@@ -120,6 +164,12 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(4 * 3600, gt=0)
     flower_port: int = Field(5555, gt=0, lt=65536)
     dashboard_port: int = Field(8080, gt=0, lt=65536)
+    dashboard_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        validation_alias=AliasChoices("agentswarm_dashboard_hosts", "dashboard_hosts"),
+        description="AGENTSWARM_DASHBOARD_HOSTS: comma-separated host or host:port names the dashboard also "
+        "answers to (in the Host header) when it listens off loopback; loopback names always pass",
+    )
 
     @field_validator("llm_base_url")
     @classmethod
@@ -130,6 +180,14 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("dashboard_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError("must be host names, comma-separated")
+        return tuple(format_host(*split_host(item)) for item in items if item.strip())
 
     @field_validator("database_url")
     @classmethod

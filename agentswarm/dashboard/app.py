@@ -1,4 +1,15 @@
-"""What every request handler shares: the settings, who may steer, and a Redis client for queue depths."""
+"""What every request handler shares: the settings, who may read and steer, and a Redis client for queue depths.
+
+The rules, in every binding mode:
+
+* Host: a request must be addressed to a loopback name (127.0.0.0/8, `localhost`, `[::1]`) with the
+  server's port or none; when bound off loopback, also to a name listed in AGENTSWARM_DASHBOARD_HOSTS
+  (`name` takes the server's port or none, `name:port` exactly that port). Anything else is 403, so a
+  page that rebinds its own DNS name to this machine reads nothing.
+* Reads: open on a loopback bind; off loopback they need the token (Authorization: Bearer ...).
+* Steering: same-origin JSON POSTs; the token when one is set, else only on a loopback bind.
+* Off loopback without AGENTSWARM_DASHBOARD_TOKEN the server does not start (`check_bind`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +22,12 @@ from dataclasses import dataclass, field
 
 import redis
 
-from agentswarm.config import Settings
+from agentswarm.config import Settings, split_host
+from agentswarm.errors import ConfigError
 
 log = logging.getLogger("agentswarm.dashboard")
 TOKEN_ENV = "AGENTSWARM_DASHBOARD_TOKEN"
+HOSTS_ENV = "AGENTSWARM_DASHBOARD_HOSTS"
 
 
 def is_loopback(host: str) -> bool:
@@ -42,12 +55,44 @@ class DashboardApp:
         """The server listens on a loopback address only."""
         return is_loopback(self.host)
 
+    def has_token(self, authorization: str | None) -> bool:
+        """The request carries the configured token as a bearer token (never true without a token set)."""
+        if not self.token:
+            return False
+        sent = (authorization or "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(sent.encode(), self.token.encode())
+
     def may_steer(self, authorization: str | None) -> bool:
         """With a token set, the request must carry it as a bearer token; without one, only on loopback."""
         if self.token:
-            sent = (authorization or "").removeprefix("Bearer ").strip()
-            return hmac.compare_digest(sent.encode(), self.token.encode())
+            return self.has_token(authorization)
         return self.loopback
+
+    def may_read(self, authorization: str | None) -> bool:
+        """On a loopback bind anyone who reached the port may read; elsewhere only with the token."""
+        return self.loopback or self.has_token(authorization)
+
+    def host_allowed(self, host_header: str | None, port: int) -> bool:
+        """The Host header names this server: a loopback name, or (off loopback) one of the listed names."""
+        try:
+            name, sent_port = split_host(host_header or "")
+        except ValueError:
+            return False
+        if is_loopback(name) and sent_port in (None, port):
+            return True
+        if self.loopback:
+            return False
+        for entry in self.settings.dashboard_hosts:
+            allowed, allowed_port = split_host(entry)
+            if name == allowed and sent_port in ((None, port) if allowed_port is None else (allowed_port,)):
+                return True
+        return False
+
+    def check_bind(self) -> None:
+        """Refuse to serve off loopback without a token: every request there needs one (ConfigError, one line)."""
+        if not self.loopback and not self.token:
+            raise ConfigError(f"{TOKEN_ENV} is not set: the dashboard will not listen on {self.host}, off loopback "
+                              "every request needs that token (set it, or bind 127.0.0.1)")
 
     def redis(self) -> redis.Redis:
         """A shared Redis client with short timeouts (the page must not hang on a dead broker)."""

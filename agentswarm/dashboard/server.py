@@ -1,4 +1,7 @@
-"""The HTTP server: JSON API, steering behind a permission check, and the static page."""
+"""The HTTP server: JSON API, steering behind a permission check, and the static page.
+
+Who may do what is decided in `agentswarm.dashboard.app` (Host names, token, bind address).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import OperationalError
 
 from agentswarm.config import Settings
-from agentswarm.dashboard.app import DashboardApp, is_loopback, log
+from agentswarm.dashboard.app import HOSTS_ENV, TOKEN_ENV, DashboardApp, log
 from agentswarm.dashboard.routes import match
 from agentswarm.dashboard.web import MAX_BODY, ApiError, parse_body, query_params
 from agentswarm.db.session import session_scope
@@ -25,6 +28,9 @@ from agentswarm.planning.parsing import InvalidTask
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+READ_TIMEOUT_S = 30.0  # a client that sends nothing for this long loses its connection (and its thread)
+HOST_REFUSED = ("this dashboard answers only to a loopback host name or one listed in "
+                f"{HOSTS_ENV}; the Host header named something else")
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -33,8 +39,9 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: DashboardApp) -> None:
+    def __init__(self, address: tuple[str, int], app: DashboardApp, read_timeout: float = READ_TIMEOUT_S) -> None:
         self.app = app
+        self.read_timeout = read_timeout
         super().__init__(address, Handler)
 
     def server_close(self) -> None:
@@ -48,6 +55,12 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "agentswarm-dashboard"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # Every read of the request line, headers and body waits at most this long; http.server closes
+        # the connection on a timeout before a request, `_read_body` answers 408 on one inside the body.
+        self.connection.settimeout(self.server.read_timeout)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle("GET")
@@ -72,6 +85,8 @@ class Handler(BaseHTTPRequestHandler):
             if route.steers:
                 self._check_steering()
                 body = parse_body(self._read_body())
+            else:
+                self._check_read()
             app = self.server.app
             with session_scope(app.settings.database_url) as db:
                 if route.steers:
@@ -86,21 +101,22 @@ class Handler(BaseHTTPRequestHandler):
             self._json(status, {"error": message})
 
     def _check_host(self) -> None:
-        # A page on another site can resolve its own name to 127.0.0.1 (DNS rebinding): on loopback
-        # without a token, answer only requests addressed to a loopback name.
-        app = self.server.app
-        if app.loopback and not app.token:
-            host = urlsplit("//" + (self.headers.get("Host") or "")).hostname or ""
-            if not is_loopback(host):
-                raise ApiError(403, "this dashboard answers only on a loopback address")
+        # A page on another site can resolve its own name to this machine (DNS rebinding); its requests
+        # still carry its own name in Host. Checked first, in every binding mode, for every path.
+        if not self.server.app.host_allowed(self.headers.get("Host"), self.server.server_address[1]):
+            raise ApiError(403, HOST_REFUSED)
+
+    def _check_read(self) -> None:
+        if not self.server.app.may_read(self.headers.get("Authorization")):
+            raise ApiError(401, f"reading this dashboard off loopback needs the token ({TOKEN_ENV}) "
+                           "as Authorization: Bearer ...")
 
     def _check_steering(self) -> None:
         app = self.server.app
         if not app.may_steer(self.headers.get("Authorization")):
             if app.token:
                 raise ApiError(401, "steering needs the dashboard token (Authorization: Bearer ...)")
-            raise ApiError(403, "steering is off: the dashboard is not on loopback and no "
-                           "AGENTSWARM_DASHBOARD_TOKEN is set")
+            raise ApiError(403, f"steering is off: the dashboard is not on loopback and no {TOKEN_ENV} is set")
         if (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
             raise ApiError(415, "steering requests must be application/json")
         origin = self.headers.get("Origin")
@@ -114,7 +130,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "bad Content-Length") from None
         if length < 0 or length > MAX_BODY:
             raise ApiError(413, f"body larger than {MAX_BODY} bytes")
-        return self.rfile.read(length)
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:
+            data = b""
+        if len(data) < length:
+            self.close_connection = True
+            raise ApiError(408, "the request body did not arrive in time")
+        return data
 
     def _static(self, path: str) -> None:
         if path in ("/", "/index.html"):
@@ -142,8 +165,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Security-Policy", CSP)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="agentswarm-dashboard"')
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except OSError as exc:  # the client went away or stopped reading (timeout): nothing left to tell it
+            self.close_connection = True
+            log.debug("reply to %s not delivered: %s", self.address_string(), exc)
 
 
 def _error_reply(exc: Exception) -> tuple[int, str]:
@@ -163,24 +192,31 @@ def _error_reply(exc: Exception) -> tuple[int, str]:
     return 500, f"internal error ({HTTPStatus.INTERNAL_SERVER_ERROR.phrase.lower()}; see the dashboard log)"
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None) -> DashboardServer:
-    """A bound, not yet serving, dashboard server (port 0 picks a free port)."""
+def make_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None,
+                read_timeout: float = READ_TIMEOUT_S) -> DashboardServer:
+    """A bound, not yet serving, dashboard server (port 0 picks a free port).
+
+    Raises ConfigError (one line) before binding when the address is off loopback and no token is set.
+    """
     if settings is None:
         from agentswarm.config import get_settings
 
         settings = get_settings()
-    return DashboardServer((host, port), DashboardApp(settings=settings, host=host))
+    app = DashboardApp(settings=settings, host=host)
+    app.check_bind()
+    return DashboardServer((host, port), app, read_timeout)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None) -> None:
     """Serve the dashboard until Ctrl-C."""
     server = make_server(host, port, settings)
     app = server.app
-    if not app.loopback and not app.token:
-        log.warning("dashboard on %s without AGENTSWARM_DASHBOARD_TOKEN: read-only, steering is off", host)
-    print(f"dashboard at http://{host}:{server.server_address[1]}/ "
-          f"(steering {'needs the token' if app.token else 'on' if app.loopback else 'off'}; Ctrl-C to stop)",
-          flush=True)
+    if app.loopback and app.settings.dashboard_hosts:
+        log.warning("%s is ignored: the dashboard listens on loopback (%s) and answers to loopback names only",
+                    HOSTS_ENV, host)
+    access = ("reads open, steering needs the token" if app.token else "reads and steering open") if app.loopback \
+        else "reads and steering need the token"
+    print(f"dashboard at http://{host}:{server.server_address[1]}/ ({access}; Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

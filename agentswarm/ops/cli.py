@@ -234,8 +234,7 @@ def dashboard(host: str, port: int | None) -> None:
     from agentswarm.dashboard import serve
 
     s = _settings()
-    click.echo(f"dashboard at http://{host}:{port or s.dashboard_port}/")
-    serve(host, port or s.dashboard_port, s)
+    serve(host, port or s.dashboard_port, s)  # prints where it listens; refuses off loopback without a token
 
 
 @cli.command()

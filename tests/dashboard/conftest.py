@@ -1,4 +1,4 @@
-"""Fixtures: a real dashboard server on a free loopback port over the test database."""
+"""Fixtures: a real dashboard server on a free port over the test database (reached through 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import requests
 
 from agentswarm.config import load_settings
 from agentswarm.dashboard import make_server
+from agentswarm.dashboard.app import HOSTS_ENV, TOKEN_ENV
 from agentswarm.db.session import session_scope
 from tests.dashboard.sample import fill
 
@@ -29,14 +30,22 @@ class Client:
         return requests.post(self.base + path, json=body if body is not None else {}, timeout=10, **kw)
 
 
+@pytest.fixture(autouse=True)
+def _no_dashboard_env(monkeypatch):
+    """Tests set the token and the allowed hosts themselves."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(HOSTS_ENV, raising=False)
+
+
 @pytest.fixture
 def start_dashboard(db, redis_client):
-    """Factory: start a dashboard server (port 0) in a thread; all are shut down at the end."""
+    """Factory: start a dashboard server (port 0) bound to `bind`, in a thread; all are shut down at the end."""
     servers = []
 
-    def start(**overrides) -> Client:
+    def start(bind: str = "127.0.0.1", read_timeout: float | None = None, **overrides) -> Client:
         settings = load_settings(**{"database_url": db, "llm_api_key": SECRET_KEY, **overrides})
-        server = make_server("127.0.0.1", 0, settings)
+        timeout = {} if read_timeout is None else {"read_timeout": read_timeout}
+        server = make_server(bind, 0, settings, **timeout)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return Client(f"http://127.0.0.1:{server.server_address[1]}", server)

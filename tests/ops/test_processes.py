@@ -52,6 +52,27 @@ def test_compose_services_agree_with_celery_app():
         assert s.get("env_file") == ".env"
 
 
+def test_compose_publishes_ports_on_loopback_only():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    published = {n: s["ports"] for n, s in services.items() if s.get("ports")}
+    assert {"dashboard", "flower"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+    assert services["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    # inside the container it binds every address on the published port (so it needs the token there)
+    argv = _argv(services["dashboard"]["command"])
+    assert argv[:2] == ["agentswarm", "dashboard"] and _opt(argv, "--host") == "0.0.0.0"
+    assert _opt(argv, "--port") == "8080"
+
+
+def test_procfile_dashboard_stays_on_loopback():
+    lines = dict(ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip())
+    argv = shlex.split(lines["dashboard"])
+    assert argv[:2] == ["agentswarm", "dashboard"] and _opt(argv, "--host") in (None, "127.0.0.1", "localhost")
+
+
 def test_procfile_agrees_with_celery_app():
     lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip()]
     commands = {name.strip(): shlex.split(cmd) for name, cmd in lines}

@@ -40,10 +40,32 @@ function dur(s) {
 function clock(iso) { return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : ""; }
 function pct(frac) { return frac === null || frac === undefined ? "—" : (frac * 100).toFixed(frac < 0.1 ? 1 : 0) + "%"; }
 
-async function api(path, options) {
-  const res = await fetch(path, options);
+// The token (AGENTSWARM_DASHBOARD_TOKEN) is asked for once per tab and kept in sessionStorage. Off loopback
+// every API call needs it; on loopback only steering does (when one is set).
+const TOKEN_KEY = "agentswarm-token";
+let tokenDeclined = false;
+function askToken() {
+  const token = prompt("Dashboard token (AGENTSWARM_DASHBOARD_TOKEN):");
+  if (!token) { tokenDeclined = true; sessionStorage.removeItem(TOKEN_KEY); return ""; }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return token;
+}
+
+async function api(path, options, retried) {
+  const opts = Object.assign({}, options);
+  const sent = sessionStorage.getItem(TOKEN_KEY) || "";
+  opts.headers = Object.assign({}, opts.headers);
+  if (sent) opts.headers.Authorization = "Bearer " + sent;
+  const res = await fetch(path, opts);
   let body = null;
   try { body = await res.json(); } catch (_) { body = null; }
+  if (res.status === 401 && !retried) {
+    // A wrong or missing token: ask again, unless another request already did or the user declined.
+    const now = sessionStorage.getItem(TOKEN_KEY) || "";
+    if (now && now !== sent) return api(path, options, true);
+    if (now) sessionStorage.removeItem(TOKEN_KEY);
+    if (!tokenDeclined && askToken()) return api(path, options, true);
+  }
   if (!res.ok) {
     const err = new Error((body && body.error) || `${res.status} ${res.statusText}`);
     err.status = res.status;
@@ -54,19 +76,11 @@ async function api(path, options) {
 const withRun = (path) => (state.run ? path + (path.includes("?") ? "&" : "?") + "run=" + encodeURIComponent(state.run) : path);
 
 async function steer(path, body) {
-  const headers = { "Content-Type": "application/json" };
-  if (state.config.token_required) {
-    let token = sessionStorage.getItem("agentswarm-token");
-    if (!token) token = prompt("Dashboard token (AGENTSWARM_DASHBOARD_TOKEN):") || "";
-    sessionStorage.setItem("agentswarm-token", token);
-    headers.Authorization = "Bearer " + token;
+  if (state.config.token_required && !sessionStorage.getItem(TOKEN_KEY)) {
+    tokenDeclined = false; // a click is an explicit request: ask even if a poll's prompt was dismissed
+    askToken();
   }
-  try {
-    return await api(path, { method: "POST", headers, body: JSON.stringify(body || {}) });
-  } catch (err) {
-    if (err.status === 401) sessionStorage.removeItem("agentswarm-token");
-    throw err;
-  }
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
 }
 
 // ---- panels ----
