@@ -146,7 +146,8 @@ class Settings(BaseSettings):
     run_deadline_s: int = Field(6 * 3600, gt=0)
 
     # Reconciler: how main is built and tested (run in a checkout of main)
-    reconcile_install: str = Field("npm ci --no-audit --no-fund", description="run when the lock file changes")
+    reconcile_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
+                                   description="run (with network, no secret, sandboxed) once per lock file")
     reconcile_commands: list[str] = Field(default_factory=lambda: ["npx tsc --noEmit", "npm test"])
     reconcile_timeout_s: int = Field(900, gt=0)
     reconcile_max_fix_tasks: int = Field(3, ge=0)

@@ -19,7 +19,7 @@ from agentswarm.db.locks import try_xact_lock
 from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
-from agentswarm.git.checkout import checkout_main
+from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
 from agentswarm.llm import LLMClient
@@ -30,6 +30,7 @@ from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.reconcile.checks import CheckResult, run_checks
+from agentswarm.sandbox.factory import check_backend_for
 
 log = logging.getLogger(__name__)
 FIX_PRIORITY = 1
@@ -51,8 +52,9 @@ def _open_fixes(db: Session, run_id: str) -> list[Task]:
                                               Task.status.in_(OPEN))))
 
 
-def _workdir(settings: Settings) -> Path:
-    return settings.hub_path.resolve().parent / "reconcile"
+def _deps_root(settings: Settings) -> Path:
+    """Installed dependencies, one directory per lock file, beside the hub."""
+    return settings.hub_path.resolve().parent / "deps"
 
 
 def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None) -> dict:
@@ -65,11 +67,14 @@ def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = 
                          .order_by(Run.started_at.desc())).first()
         if run is None:
             return {"skipped": "no active run"}
-        sha = checkout_main(str(settings.hub_path.resolve()), _workdir(settings))
+        hub = str(settings.hub_path.resolve())
+        sha = main_sha(settings.hub_path)
+        if sha is None:
+            return {"skipped": f"the hub at {hub} has no main"}
         if (run.config or {}).get("reconciled_sha") == sha:
             return {"skipped": f"main {sha[:10]} already checked"}
-        results = run_checks(_workdir(settings), settings.reconcile_install, settings.reconcile_commands,
-                             settings.reconcile_timeout_s)
+        results = run_checks(check_backend_for(settings), hub, sha, settings.reconcile_install,
+                             settings.reconcile_commands, settings.reconcile_timeout_s, _deps_root(settings))
         run.config = {**(run.config or {}), "reconciled_sha": sha}
         summary = [{"command": r.command, "ok": r.ok, "s": r.duration_s} for r in results]
         if all(r.ok for r in results):

@@ -10,6 +10,7 @@ from agentswarm.sandbox import SandboxBackend, get_backend
 
 if TYPE_CHECKING:
     from agentswarm.config import Settings
+    from agentswarm.sandbox.local import LocalSandboxBackend
 
 
 def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -27,6 +28,19 @@ def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
 @functools.lru_cache(maxsize=4)
 def _backend(name: str, config_json: str) -> SandboxBackend:
     return get_backend(name, json.loads(config_json))
+
+
+def check_backend_for(settings: Settings) -> LocalSandboxBackend:
+    """The local backend the reconciler's checks run in (whatever SANDBOX_BACKEND is): they use this machine's cache."""
+    from agentswarm.config import SandboxBackendName
+    from agentswarm.sandbox.local import LocalSandboxBackend  # noqa: F811 - the runtime class for isinstance
+
+    if settings.sandbox_backend is not SandboxBackendName.local:
+        settings = settings.model_copy(update={"sandbox_backend": SandboxBackendName.local})
+    backend = backend_for(settings)
+    if not isinstance(backend, LocalSandboxBackend):
+        raise TypeError(f"checks need the local backend, got {backend.name}")
+    return backend
 
 
 def backend_for(settings: Settings) -> SandboxBackend:

@@ -104,10 +104,12 @@ def _parents(paths: list[str]) -> list[str]:
 
 
 def wrap(argv: list[str], *, workdir: str, home: str, tmp: str, env: Mapping[str, str], uid: int, gid: int,
-         python: str, readonly: Iterable[str] = (), writable: Iterable[str] = ()) -> list[str]:
+         python: str, readonly: Iterable[str] = (), writable: Iterable[str] = (), network: bool = False) -> list[str]:
     """The command that runs argv inside a fresh bubblewrap sandbox (see the module's docstring)."""
     bwrap = shutil.which("bwrap") or "bwrap"
     flags, drop = _namespaces_and_user(uid, gid)
+    if network:  # only for installing dependencies: the host's network, everything else still isolated
+        flags = [*(f for f in flags if f != "--unshare-net"), *(["--share-net"] if "--unshare-all" in flags else [])]
     args = [bwrap, *flags, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]

@@ -168,11 +168,15 @@ class LocalSandboxBackend:
 
     # -- files and commands ----------------------------------------------------------------------
 
+    def add_readonly(self, sb: SandboxHandle, path: str) -> None:
+        """Make a host path visible, read-only and at the same place, to the sandbox's later commands."""
+        with self._lock:
+            self._readonly.setdefault(sb.id, []).append(path)
+
     def prepare_repo(self, sb: SandboxHandle, hub: str) -> None:
         """The task's repository at <workdir>/repo: a clone borrowing the hub's objects, read-only."""
         clone_for_sandbox(hub, self._inside(sb, "repo"))
-        with self._lock:  # the clone borrows the hub's objects: visible read-only inside
-            self._readonly[sb.id] = [str(Path(hub) / "objects")]
+        self.add_readonly(sb, str(Path(hub) / "objects"))  # the clone borrows the hub's objects
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
         """Write a file under the sandbox's workdir, never through a link that leaves it."""
@@ -192,7 +196,8 @@ class LocalSandboxBackend:
         except (ValueError, OSError):
             return None
 
-    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float) -> ExecResult:  # `list` is a method here
+    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float,
+             network: bool = False) -> ExecResult:  # `list` is a method here
         """Run argv in the workdir, in its own process group; at the limit the whole group is killed."""
         if not argv:
             raise ValueError("argv must not be empty")
@@ -204,7 +209,7 @@ class LocalSandboxBackend:
         cmd = [self.config.python, "-I", "-S", "-c", _LAUNCHER, json.dumps(self._limits()), *argv]
         env = self._child_env(sb)
         if self.config.isolation == "bwrap":
-            cmd, env = self._isolated(sb, cmd, env), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
+            cmd, env = self._isolated(sb, cmd, env, network), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=sb.workdir, env=env, stdin=subprocess.DEVNULL,
@@ -240,7 +245,8 @@ class LocalSandboxBackend:
         env[procs.MARKER] = str(sbdir)
         return env
 
-    def _isolated(self, sb: SandboxHandle, cmd: builtins.list[str], env: dict[str, str]) -> builtins.list[str]:
+    def _isolated(self, sb: SandboxHandle, cmd: builtins.list[str], env: dict[str, str],
+                  network: bool) -> builtins.list[str]:
         """cmd wrapped in bubblewrap, its directories handed to the sandbox's uid (when we are root)."""
         sbdir = self.root / sb.id
         uid = self.config.uid
@@ -253,7 +259,7 @@ class LocalSandboxBackend:
         if gate:
             readonly.append(str(Path(gate).parent))
         return isolation.wrap(cmd, workdir=sb.workdir, home=str(sbdir / "home"), tmp=str(sbdir / "tmp"), env=env,
-                              uid=uid, gid=uid, python=self.config.python, readonly=readonly)
+                              uid=uid, gid=uid, python=self.config.python, readonly=readonly, network=network)
 
     def _limits(self) -> dict[str, int]:
         mib = 1024 * 1024

@@ -193,7 +193,8 @@ class ModalSandboxBackend:
         except (exc.SandboxFilesystemNotFoundError, exc.SandboxFilesystemIsADirectoryError):
             return None
 
-    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float) -> ExecResult:  # `list` is a method here
+    def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float,  # `list` is a method here
+             network: bool = False) -> ExecResult:
         """Run argv in the workdir; Modal kills it at the limit and reports code -1 (timed_out=True)."""
         if not argv:
             raise ValueError("argv must not be empty")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentswarm.git import refs
-from agentswarm.git.checkout import checkout_main
 from agentswarm.git.hub import HubTampered, create_hub, install_hooks, main_sha
+from agentswarm.git.intake import clone_for_sandbox
 from agentswarm.git.landing import MergeStrategy, land_branch
 from agentswarm.git.repo import GitError, open_repo, run_git
 from agentswarm.planning.repo_state import read_main
@@ -69,9 +69,9 @@ def test_planted_hooks_never_run_for_the_merge_queue_or_the_hub_helpers(hub: Pat
     install_hooks(hub)  # re-installs the real pre-receive, moves nothing
     pre.write_text(pre.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\necho pre-receive >> {marker}\n", 1))
     refs.fetch_refs(hub, "self", ["refs/heads/main"])
-    checkout_main(str(hub), tmp_path / "work")
+    clone_for_sandbox(hub, tmp_path / "work")  # a sandbox's repository, prepared by the orchestrator
     plant(tmp_path / "work" / ".git" / "hooks", marker)
-    checkout_main(str(hub), tmp_path / "work")
+    open_repo(tmp_path / "work").out("checkout", "--quiet", "--detach", "main")  # post-checkout never runs
     assert not marker.exists(), marker.read_text()
 
     # Agents push with their own git: the hub's pre-receive still refuses main, the planted hooks are live.

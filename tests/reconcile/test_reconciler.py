@@ -8,7 +8,7 @@ from agentswarm.config import load_settings
 from agentswarm.db import Event, LLMCall, Run, Task, session_scope
 from agentswarm.reconcile.tick import reconcile_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.git.test_checkout import git, make_hub
+from tests.reconcile.hubs import git, make_hub
 
 BROKEN = ("import sys\n"
           "print('src/world/chunk.ts(12,5): error TS2304: Cannot find name \\'Chunk\\'.')\n"

@@ -1,0 +1,21 @@
+"""A small hub built with plain git for the reconciler's tests."""
+
+import subprocess
+from pathlib import Path
+
+
+def git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_hub(tmp_path: Path, files: dict[str, str]) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, text in files.items():
+        (src / name).write_text(text)
+    git("init", "-q", "-b", "main", cwd=src)
+    git("add", ".", cwd=src)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=src)
+    hub = tmp_path / "hub.git"
+    git("clone", "-q", "--bare", str(src), str(hub), cwd=tmp_path)
+    return hub
