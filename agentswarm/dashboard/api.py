@@ -37,6 +37,7 @@ def safe_config(app: DashboardApp, run: Run | None) -> dict:
     s, cfg = app.settings, (run.config if run else None) or {}
     return {"model": cfg.get("model", s.llm_model), "workers": cfg.get("max_workers", s.max_workers),
             "merge_strategy": s.merge_strategy.value, "sandbox": s.sandbox_backend.value,
+            "unisolated": s.sandbox_backend.value == "local" and s.sandbox_isolation.value == "none",
             "steering": app.token != "" or app.loopback, "token_required": app.token != ""}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from agentswarm.db.models import Event, HandoffRecord
 from agentswarm.db.session import session_scope
@@ -34,7 +35,16 @@ def test_summary_of_the_sample_run(dash, sample, redis_client):
     assert body["queues"]["work"] == 2 and body["queues"]["merge"] == 1
     assert body["features"]["audio"] and sum(sum(c.values()) for c in body["features"].values()) == 38
     assert body["config"] == {"model": "glm-5", "workers": 100, "merge_strategy": "fast-forward",
-                              "sandbox": "local", "steering": True, "token_required": False}
+                              "sandbox": "local", "unisolated": False, "steering": True,
+                              "token_required": False}
+
+
+def test_unisolated_sandboxes_are_flagged_for_the_page(start_dashboard, sample):
+    """SANDBOX_ISOLATION=none is a choice a person must see: the summary says so and the page shows a warning."""
+    body = start_dashboard(sandbox_isolation="none").get("/api/summary").json()
+    assert body["config"]["unisolated"] is True
+    page = (Path(__file__).resolve().parents[2] / "agentswarm/dashboard/static/app.js").read_text()
+    assert "c.unisolated" in page and "agents are not isolated" in page
 
 
 def test_summary_of_an_unknown_run_is_404(dash, sample):

@@ -114,6 +114,9 @@ function renderSummary(s) {
       h("span", {}, "elapsed ", h("b", {}, dur(s.metrics.elapsed_s))),
       h("span", {}, "model ", h("b", {}, c.model)), h("span", {}, h("b", {}, c.workers), " workers"),
       h("span", {}, "merge ", h("b", {}, c.merge_strategy)), h("span", {}, "sandbox ", h("b", {}, c.sandbox)),
+      c.unisolated ? h("span", { class: "warn", id: "unisolated",
+                                 title: "SANDBOX_ISOLATION=none: agents run as this machine's user, with its network" },
+                       "⚠ agents are not isolated") : null,
       s.demo ? badge("demo") : null);
     $("btn-stop").disabled = s.status !== "active";
     $("btn-add").disabled = s.status !== "active";
