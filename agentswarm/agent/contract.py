@@ -17,6 +17,7 @@ TASK_KINDS = ("feature", "fix", "conflict", "manual")
 # (the repository was prepared for it; the runner writes out.bundle and the orchestrator imports it).
 DELIVERIES = ("push", "bundle")
 BUNDLE_NAME = "out.bundle"
+REPO_BUNDLE_NAME = "repo.bundle"  # the hub's branches, for a sandbox that cannot reach the hub
 # Set in the sandbox when the model is reached through the orchestrator's LLM gate: the gate's Unix
 # socket, and the per-sandbox token the gate accepts (never the real key).
 GATE_SOCKET_ENV = "AGENTSWARM_LLM_SOCKET"

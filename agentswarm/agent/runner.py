@@ -24,6 +24,7 @@ from agentswarm.agent.contract import (
     BUNDLE_NAME,
     GATE_SOCKET_ENV,
     GATE_TOKEN_ENV,
+    REPO_BUNDLE_NAME,
     ContractError,
     GitMeasure,
     Handoff,
@@ -159,7 +160,8 @@ class Runner:
         git = Git(self.workdir, token=os.environ.get("GIT_TOKEN") or None,
                   scratch=self.result_path.parent, timeout_s=max(10.0, min(300.0, spec.limits.timeout_s / 2)))
         if not (self.workdir / ".git").exists():
-            git.clone(spec.repo_url)
+            given = self.result_path.parent / REPO_BUNDLE_NAME  # a remote sandbox gets the hub as a bundle
+            git.clone(str(given) if spec.delivery == "bundle" and given.is_file() else spec.repo_url)
         git.configure_identity()
         base = git.checkout_branch(branch, spec.base_sha)
         self.transcript.add("note", event="checkout", branch=branch, base=base, agent=spec.agent)

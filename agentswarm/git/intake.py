@@ -27,6 +27,13 @@ def clone_for_sandbox(hub: str | os.PathLike[str], dest: str | os.PathLike[str])
         raise GitError(f"cannot prepare the sandbox's repository from {hub}: {proc.stderr.strip()}")
 
 
+def bundle_of_branches(hub: str | os.PathLike[str], dest: Path) -> Path:
+    """Every branch of the hub (main, and the swarm branches a conflict task may need) as one bundle file."""
+    repo = open_repo(hub)
+    repo.out("bundle", "create", "--quiet", str(dest), "--branches")
+    return dest
+
+
 def import_bundle(hub: str | os.PathLike[str], bundle: Path, branch: str, base: str) -> str:
     """Fetch the branch a sandbox bundled into the hub's refs/heads/<branch>; returns its head commit."""
     ref = branch_ref(branch)

@@ -13,15 +13,19 @@ import math
 import posixpath
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentswarm.agent.contract import REPO_BUNDLE_NAME
 from agentswarm.agent.shell import HeadTail
+from agentswarm.git.intake import bundle_of_branches
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
     OUTPUT_CAP_BYTES,
@@ -75,7 +79,7 @@ class ModalSandboxBackend:
     """Sandboxes as Modal Sandboxes in one named app."""
 
     name = "modal"
-    delivery = "push"  # the runner clones GIT_REPO_URL and pushes its branch (bundles through the filesystem: next)
+    delivery = "bundle"  # the hub goes in and the work comes out as bundles, through the filesystem API
 
     def __init__(
         self,
@@ -177,7 +181,10 @@ class ModalSandboxBackend:
     # -- files and commands ----------------------------------------------------------------------
 
     def prepare_repo(self, sb: SandboxHandle, hub: str) -> None:
-        """Nothing to prepare: with push delivery the runner clones the hub itself."""
+        """Put the hub's branches into the sandbox as a bundle; the runner clones from it (no hub access needed)."""
+        with tempfile.TemporaryDirectory(prefix="agentswarm-hub-") as tmp:
+            bundle = bundle_of_branches(hub, Path(tmp) / REPO_BUNDLE_NAME)
+            self.put_file(sb, REPO_BUNDLE_NAME, bundle.read_bytes())
 
     def put_file(self, sb: SandboxHandle, path: str, data: bytes) -> None:
         """Write a file under the sandbox's workdir through the sandbox filesystem API."""

@@ -41,19 +41,19 @@ RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--w
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline
 
 
-def sandbox_env(settings: Settings, gate: LLMGate | None = None) -> dict[str, str]:
-    """What the agent may see: the gate's socket and token, or (push delivery) the LLM key and git token."""
+def sandbox_env(settings: Settings, gate: LLMGate | None = None, delivery: str = "push") -> dict[str, str]:
+    """What the agent may see: the gate's socket and token; else the LLM key (and, to push, the git token)."""
     if gate is not None:
         return {GATE_SOCKET_ENV: gate.socket_path, GATE_TOKEN_ENV: gate.token}
     env = {"LLM_API_KEY": settings.llm_api_key} if settings.llm_api_key else {}
-    if settings.git_repo_url and settings.git_token:
+    if delivery == "push" and settings.git_repo_url and settings.git_token:
         env["GIT_TOKEN"] = settings.git_token
     return env
 
 
 def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
-    """The LLM gate a bundle-delivery sandbox reaches the model through (None for push delivery)."""
-    if backend.delivery != "bundle":
+    """The LLM gate a local sandbox reaches the model through (a remote one, for now, holds the key itself)."""
+    if backend.name != "local":
         return None
     return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s)
 

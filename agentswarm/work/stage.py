@@ -109,7 +109,7 @@ def work_on(task_id: str, settings: Settings | None = None) -> str:
     try:
         gate = open_gate(backend, settings)
         sb = backend.create(run_id=task.run_id, task_id=task.id, attempt=task.attempts,
-                            env=sandbox_env(settings, gate))
+                            env=sandbox_env(settings, gate, backend.delivery))
         # Start from main as it is now, not as it was when planned: fewer conflicts at merge time.
         task.base_sha = main_sha(settings.hub_path) or task.base_sha
         with session_scope() as db:  # recorded before any agent work, so a crash can be reaped

@@ -170,3 +170,22 @@ def test_the_swarm_simulator_drives_the_builtin_agent_end_to_end(tmp_path: Path,
     assert code == 0, (result["error"], err)
     assert result["files_changed"] == ["NOTES.md", "src/index.ts"] and result["status"] == "complete"
     assert hub.numstat(hub.base, result["head_sha"]) and hub.branch_sha("swarm/t1") == result["head_sha"]
+
+
+def test_bundle_delivery_clones_the_given_bundle_and_hands_back_a_bundle_not_a_push(tmp_path: Path, hub) -> None:
+    """A sandbox that cannot reach the hub (Modal): repo.bundle in, out.bundle back; the orchestrator takes it in."""
+    from agentswarm.git.intake import bundle_of_branches, import_bundle, measure
+
+    task_dir = tmp_path / "sb"
+    task_dir.mkdir()
+    bundle_of_branches(hub.path, task_dir / "repo.bundle")
+    with FakeLLMServer(EDIT_TWO_FILES) as llm:
+        task = write_task(task_dir, hub, llm.url, delivery="bundle", repo_url="/nowhere/hub.git")
+        code, result, err = run_runner(task)
+    assert code == 0, (result, err)
+    assert hub.branch_sha("swarm/t1") is None  # nothing was pushed
+    head = import_bundle(hub.path, task_dir / "out.bundle", "swarm/t1", hub.base)
+    assert head == result["head_sha"] == hub.branch_sha("swarm/t1")
+    found = measure(hub.path, hub.base, head)
+    assert (found.commits, found.files_changed, found.insertions, found.deletions) == \
+        (result["commits"], result["files_changed"], result["insertions"], result["deletions"])

@@ -148,3 +148,23 @@ def test_sandbox_names_fit_modal_rules() -> None:
     with pytest.raises(ValueError):
         ModalSandboxBackend(ModalSandboxConfig(), make_fake_modal(World())).create(
             run_id="r/1", task_id="t", attempt=1, env={})
+
+
+def test_the_hub_goes_in_as_a_bundle_through_the_filesystem(backend: ModalSandboxBackend, tmp_path) -> None:
+    """A Modal sandbox cannot reach a local hub: prepare_repo puts every branch in as repo.bundle."""
+    import subprocess
+
+    from agentswarm.git.hub import create_hub
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.ts").write_text("export {};\n")
+    create_hub(tmp_path / "hub.git", tmp_path / "src")
+    sb = backend.create(run_id="r1", task_id="t9", attempt=1, env={})
+    assert backend.delivery == "bundle"
+    backend.prepare_repo(sb, str(tmp_path / "hub.git"))
+    data = backend.get_file(sb, "repo.bundle")
+    assert data is not None and data.startswith(b"# v")
+    (tmp_path / "in.bundle").write_bytes(data)
+    heads = subprocess.run(["git", "bundle", "list-heads", str(tmp_path / "in.bundle")], capture_output=True,
+                           text=True, check=True).stdout
+    assert "refs/heads/main" in heads
