@@ -146,6 +146,19 @@ class GitMeasure:
     insertions: int = 0
     deletions: int = 0
 
+    @classmethod
+    def from_numstat(cls, commits: list[str], head: str, numstat_z: str) -> GitMeasure:
+        """Built from `git diff --numstat -z --no-renames base head` output (binary files count no lines)."""
+        m = cls(commits=commits, head_sha=head)
+        for entry in numstat_z.split("\0"):
+            if not entry.strip():
+                continue
+            added, removed, path = entry.split("\t", 2)
+            m.files_changed.append(path)
+            m.insertions += int(added) if added.isdigit() else 0  # "-" marks a binary file
+            m.deletions += int(removed) if removed.isdigit() else 0
+        return m
+
 
 MEASURED_FIELDS = tuple(f.name for f in fields(GitMeasure))
 

@@ -139,15 +139,7 @@ class Git:
         head = self.out("rev-parse", "HEAD")
         commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
         raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout
-        m = GitMeasure(commits=commits, head_sha=head)
-        for entry in raw.split("\0"):
-            if not entry.strip():
-                continue
-            added, removed, path = entry.split("\t", 2)
-            m.files_changed.append(path)
-            m.insertions += int(added) if added.isdigit() else 0  # "-" marks a binary file
-            m.deletions += int(removed) if removed.isdigit() else 0
-        return m
+        return GitMeasure.from_numstat(commits, head, raw)
 
     def push_branch(self, branch: str) -> str:
         """Push HEAD to origin's `branch` only; a rejected non-fast-forward is retried once with a lease."""

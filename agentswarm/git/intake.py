@@ -60,12 +60,4 @@ def measure(hub: str | os.PathLike[str], base: str, head: str) -> GitMeasure:
     raw = repo.run("diff-tree", "-r", "--numstat", "-z", "--no-renames", base, head, "--")
     if raw.returncode != 0:
         raise GitError(f"cannot measure {base[:12]}..{head[:12]}: {raw.stderr.strip()}")
-    m = GitMeasure(commits=commits, head_sha=head)
-    for entry in raw.stdout.decode("utf-8", "surrogateescape").split("\0"):
-        if not entry.strip():
-            continue
-        added, removed, path = entry.split("\t", 2)
-        m.files_changed.append(path)
-        m.insertions += int(added) if added.isdigit() else 0  # "-" marks a binary file
-        m.deletions += int(removed) if removed.isdigit() else 0
-    return m
+    return GitMeasure.from_numstat(commits, head, raw.stdout.decode("utf-8", "surrogateescape"))

@@ -101,3 +101,38 @@ def test_a_hostile_agent_is_contained_and_cannot_forge_its_handoff(swarm, db, ce
     assert task.status != "complete"
     assert len(calls) >= 6 and handoff.prompt_tokens == sum(c.prompt_tokens for c in calls) >= 6000
     assert json.loads(json.dumps(handoff.prompt_tokens)) > 0
+
+
+def test_no_form_of_a_secret_is_stored_after_a_run_that_prints_them(swarm, db, celery_worker):
+    """The model (prompt-injected, say) writes the key plain, base64- and URL-encoded: no stored row keeps any."""
+    import base64
+    import urllib.parse
+
+    from sqlalchemy import text
+
+    key = swarm.env["LLM_API_KEY"]
+    forms = [key, base64.b64encode(key.encode()).decode(), urllib.parse.quote(key, safe="")]
+    leak = " | ".join(forms)
+
+    def script(body: dict) -> dict:
+        msgs = body["messages"]
+        if not any(m.get("role") == "system" and m["content"].startswith("# AgentSwarm worker") for m in msgs):
+            return simulate(body)
+        if not any(m.get("role") == "tool" for m in msgs):
+            return {"content": f"my key is {leak}", "tool_calls": [{"name": "run", "arguments": {
+                "command": f"echo '{leak}'; python3 -c \"print('{forms[1]}')\""}}]}
+        return {"content": None, "tool_calls": [{"name": "finish", "arguments": {
+            "status": "failed", "summary": f"could not: {leak}"}}]}
+
+    with FakeLLMServer(script=script) as llm:
+        env = {**swarm.env, "LLM_BASE_URL": llm.url, "MAX_ATTEMPTS": "1"}
+        [tid] = add_tasks(db, swarm.run_id, [["src/y.ts"]], max_attempts=1)
+        celery_worker(queues="work", pool="threads", concurrency=1, env=env)
+        wait_for(lambda: statuses(db, [tid])[tid] in ("complete", "failed", "blocked"), timeout=90)
+    with session_scope(db) as s:
+        rows = {table: s.execute(text(f"select row_to_json(t)::text from {table} t")).scalars().all()
+                for table in ("tasks", "handoffs", "events", "llm_calls")}
+    assert rows["handoffs"], "the attempt was stored"
+    for table, texts in rows.items():
+        for form in forms:
+            assert not any(form in row for row in texts), f"{table} keeps {form[:6]}..."
