@@ -181,7 +181,7 @@ def repair_hooks(hub_path: Path) -> list[str]:
 
 
 def hub_url(git_repo_url: str | None, hub_path: Path | str) -> str:
-    """Where agents clone from and push to: GIT_REPO_URL when set, else the local hub's absolute path."""
+    """The hub's address (task.json's repo_url): GIT_REPO_URL when set, else the local hub's absolute path."""
     if git_repo_url and git_repo_url.strip():
         return git_repo_url.strip()
     return str(Path(hub_path).resolve())

@@ -36,14 +36,13 @@ RECORDED_AS = {Landing.MERGED: MergeStatus.merged, Landing.ALREADY_MERGED: Merge
                Landing.CONFLICT: MergeStatus.conflict, Landing.FAILED: MergeStatus.failed}
 
 
-def _remote_sync_in(settings: Settings, branch: str) -> None:
-    """With a remote hub, bring the branch and main into the local mirror first."""
-    if settings.git_repo_url:
-        # main is not fetched: only this queue writes it, and the local mirror may be ahead after a failed push
-        refs.fetch_refs(str(settings.hub_path), "origin", [f"refs/heads/{branch}"])
-
-
 def _remote_push_main(settings: Settings) -> None:
+    """With a remote hub, publish main after it moved in the local mirror.
+
+    Nothing is fetched first: the work of a task arrives in the mirror itself (the work stage
+    imports the sandbox's bundle there, and the recorded head is what lands), and main is written
+    only by this queue, so the mirror's main is never behind the remote's.
+    """
     if settings.git_repo_url:
         refs.push_ref(str(settings.hub_path), "origin", "refs/heads/main")
 
@@ -125,7 +124,6 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
             head = recorded_head(db, task)
             if head is None:
                 raise MissingHead(f"task {task.id} has no complete handoff with a head commit to land")
-            _remote_sync_in(settings, task.branch)
             result = land_branch(str(settings.hub_path), task.branch, strategy, head=head,
                                  message=f"{task.title or task.id} ({task.branch})")
             if result.status in LANDED:

@@ -166,3 +166,28 @@ def test_the_queue_lands_the_recorded_head_not_a_branch_moved_since(db, tmp_path
             assert s.scalars(select(Event.kind).where(Event.task_id == orphan)).all() == ["merge.failed"]
     finally:
         get_settings.cache_clear()
+
+
+def test_with_a_remote_hub_the_mirror_lands_the_imported_work_and_pushes_main(db, tmp_path, monkeypatch):
+    """GIT_REPO_URL: sandboxes never push; their work is imported into the mirror, lands there, main is pushed."""
+    from agentswarm.config import get_settings
+    from agentswarm.git.hub import ensure_mirror
+    from agentswarm.merge.queue import merge_task
+
+    remote, root = new_hub(tmp_path / "remote.git", {"src/a.ts": lines(3)})
+    mirror = tmp_path / "mirror.git"
+    ensure_mirror(str(remote), mirror)
+    head = branch(mirror, "swarm/r1", root, {"src/a.ts": "remote work\n"})[-1]  # as import_bundle leaves it
+    monkeypatch.setenv("HUB_PATH", str(mirror))
+    monkeypatch.setenv("GIT_REPO_URL", str(remote))
+    get_settings.cache_clear()
+    try:
+        with session_scope(db) as s:
+            run = Run(max_tasks=10, max_tokens=10**6, max_dollars=1.0)
+            s.add(run)
+            s.flush()
+            tid = _complete_task(s, run.id, "swarm/r1", ["src/a.ts"], head, feature_ids=[])
+        assert merge_task(tid) == "merged"
+        assert read(remote, "main", "src/a.ts") == "remote work\n"  # published to the remote
+    finally:
+        get_settings.cache_clear()
