@@ -70,3 +70,8 @@ def test_the_hub_goes_out_as_a_bundle_and_as_a_shared_clone(hub, tmp_path):
     clone_for_sandbox(path, tmp_path / "clone")
     alternates = (tmp_path / "clone" / ".git" / "objects" / "info" / "alternates").read_text()
     assert str(path) in alternates  # objects borrowed, never copied or hard-linked
+
+
+def test_preparing_from_a_hub_that_is_not_there_is_a_git_error(tmp_path):
+    with pytest.raises(GitError, match="cannot prepare"):
+        clone_for_sandbox(tmp_path / "nowhere.git", tmp_path / "clone")

@@ -7,7 +7,6 @@ import pytest
 from agentswarm.reconcile.checks import lock_digest, run_checks
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
 from tests.reconcile.hubs import git, make_hub
-from tests.support.env import ROOT
 
 INSTALL = "mkdir -p node_modules/dep && echo built > node_modules/dep/index.js"
 
@@ -71,22 +70,3 @@ def test_output_keeps_only_the_tail(tmp_path, backend):
     [res] = run_checks(backend, str(hub), _main(hub), "", ["python3 -c \"print('x'*100000); print('THE END')\""], 30,
                        tmp_path / "deps")
     assert res.ok and len(res.output) <= 20_000 and "THE END" in res.output
-
-
-def test_a_check_script_reads_no_secret_reaches_no_service_and_cannot_touch_the_hub(tmp_path, backend, monkeypatch):
-    """A package's test script, as an agent wrote it: every attempt fails, and the check still reports red."""
-    monkeypatch.setenv("LLM_API_KEY", "sk-secret-123")
-    monkeypatch.setenv("AGENTSWARM_DASHBOARD_TOKEN", "dash-token-456")
-    (ROOT / ".env.check-probe").write_text("LLM_API_KEY=sk-secret-123\n")  # an operator's file in the project
-    hub = make_hub(tmp_path, {"a.txt": "x"})
-    try:
-        probe = (f"env; for f in /proc/[0-9]*/environ; do tr '\\\\0' '\\\\n' < $f; done; cat {ROOT}/.env.check-probe; "
-                 "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 5432), 2)\" && echo PG-OPEN; "
-                 f"touch {hub}/objects/planted && echo HUB-WRITTEN; exit 1")
-        [res] = run_checks(backend, str(hub), _main(hub), "", [probe], 30, tmp_path / "deps")
-    finally:
-        (ROOT / ".env.check-probe").unlink()
-    assert not res.ok
-    for leaked in ("sk-secret-123", "dash-token-456", "DATABASE_URL", "REDIS_URL", "PG-OPEN", "HUB-WRITTEN"):
-        assert leaked not in res.output, leaked
-    assert not (hub / "objects" / "planted").exists()

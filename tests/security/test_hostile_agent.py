@@ -36,7 +36,8 @@ def _attacks(hub: Path) -> list[str]:
         "for f in /proc/[0-9]*/environ; do tr '\\\\0' '\\\\n' < $f; done 2>/dev/null; echo environ-done",
         f"python -c \"{probe}\"; echo net-done",
         f"touch {PACKAGE}/pwned 2>&1; echo rc=$?",
-        f"touch {hub}/pwned 2>&1; ls {hub}/hooks 2>&1; git --git-dir={hub} update-ref refs/heads/main HEAD 2>&1; echo rc=$?",
+        f"touch {hub}/pwned 2>&1; ls {hub}/hooks 2>&1; git --git-dir={hub} update-ref refs/heads/main HEAD 2>&1; "
+        f"git push --force {hub} HEAD:refs/heads/main 2>&1; git push {hub} :refs/heads/main 2>&1; echo rc=$?",
         "env -u AGENTSWARM_SANDBOX setsid sh -c 'exec sleep 917' >/dev/null 2>&1 & (sh -c 'exec sleep 918' &) ; "
         "echo spawned",  # no marker, own session, double fork: the PID namespace still ends them
         # forge the handoff and kill the runner, so only the forged result.json is left behind
