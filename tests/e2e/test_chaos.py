@@ -19,6 +19,11 @@ def _done(db_url) -> int:
         return s.scalar(select(func.count()).where(Feature.status == "done"))
 
 
+def _running(db_url) -> int:
+    with session_scope(db_url) as s:
+        return s.scalar(select(func.count()).where(Task.status == "running", Task.sandbox_id.is_not(None)))
+
+
 def test_redis_flush_and_killed_workers_lose_nothing(swarm, db, redis_client, celery_worker, monkeypatch):
     from agentswarm.config import get_settings
 
@@ -36,9 +41,10 @@ def test_redis_flush_and_killed_workers_lose_nothing(swarm, db, redis_client, ce
 
         wait_for(lambda: _done(db) >= 1, timeout=90, every=0.5, tick=beat)
         plan_tick()
-        # Strike while work is in flight: Redis loses every queued and unacknowledged message,
-        # and the work worker dies without a chance to clean up.
-        wait_for(lambda: redis_client.dbsize() > 0, timeout=10, every=0.05)
+        # Strike while work is in flight (a task running in a sandbox, as Postgres says): Redis
+        # loses every queued and unacknowledged message, and the work worker dies without a
+        # chance to clean up.
+        wait_for(lambda: _running(db) > 0, timeout=30, every=0.05, tick=plan_tick)
         redis_client.flushdb()
         work.kill(signal.SIGKILL)
         time.sleep(0.5)
