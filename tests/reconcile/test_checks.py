@@ -8,6 +8,8 @@ from agentswarm.reconcile.checks import lock_digest, run_checks
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
 from tests.reconcile.hubs import git, make_hub
 
+pytestmark = pytest.mark.bwrap
+
 INSTALL = "mkdir -p node_modules/dep && echo built > node_modules/dep/index.js"
 
 

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 import agentswarm
@@ -19,6 +20,8 @@ from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.simulator import simulate
 from tests.support.tasks import add_tasks, statuses
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.bwrap
 
 PACKAGE = Path(agentswarm.__file__).resolve().parent
 SECRETS = ("DATABASE_URL", "REDIS_URL", "aws-orchestrator-secret", "sk-e2e-secret-key")

@@ -9,6 +9,8 @@ from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
 from tests.reconcile.hubs import git, make_hub
 from tests.support.env import ROOT
 
+pytestmark = pytest.mark.bwrap
+
 
 @pytest.fixture
 def backend(tmp_path) -> LocalSandboxBackend:

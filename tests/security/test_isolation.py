@@ -19,6 +19,7 @@ def backend(tmp_path: Path) -> LocalSandboxBackend:
     return LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sandboxes", isolation="bwrap"))
 
 
+@pytest.mark.bwrap
 def test_a_command_runs_unprivileged_read_only_offline_and_alone(backend, tmp_path):
     sb = backend.create(run_id="r1", task_id="t1", attempt=1, env={"VISIBLE": "yes"})
     script = ("id -u; echo $VISIBLE; env | grep -c DATABASE_URL; ls /proc | grep -c '^[0-9]'; "
@@ -35,6 +36,7 @@ def test_a_command_runs_unprivileged_read_only_offline_and_alone(backend, tmp_pa
     backend.terminate(sb)
 
 
+@pytest.mark.bwrap
 def test_terminate_ends_what_escaped_into_the_background(backend):
     sb = backend.create(run_id="r1", task_id="t2", attempt=1, env={})
     res = backend.exec(sb, ["sh", "-c", "setsid sh -c 'exec sleep 927' >/dev/null 2>&1 & echo $!"], timeout_s=30)
