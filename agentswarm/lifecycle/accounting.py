@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import overload
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,18 +29,6 @@ class Spend:
     def tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
-
-
-@overload
-def scrub(text: str, settings: Settings) -> str: ...
-@overload
-def scrub(text: None, settings: Settings) -> None: ...
-def scrub(text: str | None, settings: Settings) -> str | None:
-    """Text with every configured secret blanked out in every form, and cleaned (for anything stored or logged).
-
-    Cut the result, never the argument: a secret split by a cut cannot be found.
-    """
-    return stored_text(text, None, settings)
 
 
 def call_cost(prompt_tokens: int, completion_tokens: int, latency_ms: int, settings: Settings) -> float:

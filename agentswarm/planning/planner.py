@@ -27,7 +27,6 @@ from agentswarm.db.models import Run, RunStatus, Task
 from agentswarm.db.session import get_engine, session_scope
 from agentswarm.db.states import OPEN
 from agentswarm.db.text import stored_text
-from agentswarm.lifecycle.accounting import scrub
 from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import mark_features_in_progress
@@ -206,7 +205,7 @@ def plan_tick(settings: Settings | None = None, client: LLMClient | None = None)
                     log.exception("planning run %s failed", job.run_id)
                     runs[job.run_id]["error"] = type(exc).__name__
                     with session_scope(settings.database_url) as session:
-                        record_event(session, "planner.error", scrub(f"{type(exc).__name__}: {exc}", settings)[:500],
+                        record_event(session, "planner.error", stored_text(f"{type(exc).__name__}: {exc}", 500, settings),
                                      run_id=job.run_id)
         finally:
             if own and client is not None:

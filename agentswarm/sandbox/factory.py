@@ -6,11 +6,12 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from agentswarm.config import SandboxBackendName
 from agentswarm.sandbox import SandboxBackend, get_backend
+from agentswarm.sandbox.local import LocalSandboxBackend
 
 if TYPE_CHECKING:
     from agentswarm.config import Settings
-    from agentswarm.sandbox.local import LocalSandboxBackend
 
 
 def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -32,9 +33,6 @@ def _backend(name: str, config_json: str) -> SandboxBackend:
 
 def check_backend_for(settings: Settings) -> LocalSandboxBackend:
     """The local backend the reconciler's checks run in (whatever SANDBOX_BACKEND is): they use this machine's cache."""
-    from agentswarm.config import SandboxBackendName
-    from agentswarm.sandbox.local import LocalSandboxBackend  # noqa: F811 - the runtime class for isinstance
-
     if settings.sandbox_backend is not SandboxBackendName.local:
         settings = settings.model_copy(update={"sandbox_backend": SandboxBackendName.local})
     backend = backend_for(settings)

@@ -36,6 +36,11 @@ _MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`)"
 
 
+@functools.lru_cache(maxsize=8)
+def _tool(name: str) -> str | None:
+    return shutil.which(name)
+
+
 def _namespaces_and_user(uid: int, gid: int) -> tuple[list[str], list[str]]:
     """bwrap's namespace flags, and the command that becomes uid:gid inside (root only).
 
@@ -45,7 +50,7 @@ def _namespaces_and_user(uid: int, gid: int) -> tuple[list[str], list[str]]:
     """
     if os.geteuid() != 0:
         return ["--unshare-all"], []
-    setpriv = shutil.which("setpriv")
+    setpriv = _tool("setpriv")
     if not setpriv:
         raise IsolationUnavailable("setpriv (util-linux) is missing: cannot drop sandboxes to SANDBOX_UID")
     flags = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -78,6 +83,7 @@ def check_bwrap(uid: int, gid: int) -> None:
                                    "enable them, or set SANDBOX_ISOLATION=none to run agents unisolated")
 
 
+@functools.lru_cache(maxsize=4)
 def runtime_paths(python: str) -> list[str]:
     """What the runner needs read-only: the interpreter (venv and base), the package and the prompts."""
     import agentswarm
@@ -106,7 +112,7 @@ def _parents(paths: list[str]) -> list[str]:
 def wrap(argv: list[str], *, workdir: str, home: str, tmp: str, env: Mapping[str, str], uid: int, gid: int,
          python: str, readonly: Iterable[str] = (), writable: Iterable[str] = (), network: bool = False) -> list[str]:
     """The command that runs argv inside a fresh bubblewrap sandbox (see the module's docstring)."""
-    bwrap = shutil.which("bwrap") or "bwrap"
+    bwrap = _tool("bwrap") or "bwrap"
     flags, drop = _namespaces_and_user(uid, gid)
     if network:  # only for installing dependencies: the host's network, everything else still isolated
         flags = [*(f for f in flags if f != "--unshare-net"), *(["--share-net"] if "--unshare-all" in flags else [])]

@@ -9,7 +9,6 @@ the run's accounting stores: a sandbox cannot under-report what it spent.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socketserver
 import tempfile
@@ -31,7 +30,6 @@ class LLMGate(LLMProxy):
         self.calls: list[LLMCallRecord] = []
         self._calls_lock = threading.Lock()
         super().__init__(upstream, api_key, on_call=self._record, timeout_s=timeout_s)
-        self.token = "agentswarm-gate-" + secrets.token_hex(16)
         # A short path (AF_UNIX allows ~107 bytes), traversable by the sandbox's user but not listable.
         self.directory = Path(tempfile.mkdtemp(prefix="as-gate-"))
         self.directory.chmod(0o711)

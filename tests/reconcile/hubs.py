@@ -19,3 +19,8 @@ def make_hub(tmp_path: Path, files: dict[str, str]) -> Path:
     hub = tmp_path / "hub.git"
     git("clone", "-q", "--bare", str(src), str(hub), cwd=tmp_path)
     return hub
+
+
+def main_of(hub: Path) -> str:
+    """The commit the hub's main points at."""
+    return git("--git-dir", str(hub), "rev-parse", "main", cwd=hub.parent)

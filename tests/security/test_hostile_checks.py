@@ -6,7 +6,7 @@ import pytest
 
 from agentswarm.reconcile.checks import run_checks
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
-from tests.reconcile.hubs import git, make_hub
+from tests.reconcile.hubs import main_of, make_hub
 from tests.support.env import ROOT
 
 pytestmark = pytest.mark.bwrap
@@ -16,9 +16,6 @@ pytestmark = pytest.mark.bwrap
 def backend(tmp_path) -> LocalSandboxBackend:
     return LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sandboxes", isolation="bwrap"))
 
-
-def _main(hub) -> str:
-    return git("--git-dir", str(hub), "rev-parse", "main", cwd=hub.parent)
 
 
 def test_a_check_script_reads_no_secret_reaches_no_service_and_cannot_touch_the_hub(tmp_path, backend, monkeypatch):
@@ -31,7 +28,7 @@ def test_a_check_script_reads_no_secret_reaches_no_service_and_cannot_touch_the_
         probe = (f"env; for f in /proc/[0-9]*/environ; do tr '\\\\0' '\\\\n' < $f; done; cat {ROOT}/.env.check-probe; "
                  "python3 -c \"import socket; socket.create_connection(('127.0.0.1', 5432), 2)\" && echo PG-OPEN; "
                  f"touch {hub}/objects/planted && echo HUB-WRITTEN; exit 1")
-        [res] = run_checks(backend, str(hub), _main(hub), "", [probe], 30, tmp_path / "deps")
+        [res] = run_checks(backend, str(hub), main_of(hub), "", [probe], 30, tmp_path / "deps")
     finally:
         (ROOT / ".env.check-probe").unlink()
     assert not res.ok
