@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 from agentswarm.errors import ConfigError
 from agentswarm.llm import normalize_base_url
+from agentswarm.testing.sim_faults import parse_sim_faults
 
 
 class MergeStrategyName(str, Enum):
@@ -38,6 +39,12 @@ class SandboxBackendName(str, Enum):
 class SandboxIsolation(str, Enum):
     bwrap = "bwrap"
     none = "none"
+
+
+class GateMode(str, Enum):
+    off = "off"
+    each = "each"
+    batch = "batch"
 
 
 class ConflictPolicy(str, Enum):
@@ -152,6 +159,37 @@ class Settings(BaseSettings):
     reconcile_timeout_s: int = Field(900, gt=0)
     reconcile_max_fix_tasks: int = Field(3, ge=0)
 
+    # The gate: what must pass before main moves (run in a sandbox with no secret and no network)
+    gate: GateMode = Field(GateMode.batch, description="off: land what merges; each: test every branch; "
+                           "batch: test batches, bisect a red one")
+    gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's commands in its sandbox")
+    gate_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
+                              description="installs the target's dependencies (once per lock file, networked sandbox)")
+    gate_commands: list[str] = Field(
+        default_factory=lambda: ["node_modules/.bin/tsc --noEmit",
+                                 "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files}"],
+        description="{files}: the changed files that still exist, shell-quoted")
+    gate_full_commands: list[str] = Field(
+        default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads"],
+        description="run instead when a GATE_FULL_PATHS file changed, and every GATE_FULL_EVERY batches")
+    gate_presubmit_commands: list[str] = Field(
+        default_factory=lambda: ["node_modules/.bin/tsc --noEmit -p {tsconfig}",
+                                 "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files}"],
+        description="what the runner checks its branch with; {tsconfig}: the project's tsconfig.json narrowed to "
+        "the changed TypeScript files (and what they import)")
+    gate_full_paths: list[str] = Field(
+        default_factory=lambda: ["package.json", "package-lock.json", "pnpm-lock.yaml", "yarn.lock",
+                                 "tsconfig*.json", "vite.config.*", "vitest.config.*", "vitest.workspace.*"],
+        description="glob patterns of config, lock and shared files: a change runs the full commands")
+    gate_full_every: int = Field(10, ge=0, description="the full commands every N batches (0: only when needed)")
+    gate_batch_max: int = Field(8, gt=0, le=256)
+    gate_batch_wait_s: float = Field(2.0, ge=0, le=600)
+    gate_timeout_s: int = Field(600, gt=0)
+
+    # The simulator (demo mode): faults it puts in branches on purpose
+    sim_faults: str = Field("", description="kind:rate,... with kinds type, test, semantic, flaky, shared")
+    sim_fault_attempts: int = Field(0, ge=0, description="inject faults only up to this attempt (0: every attempt)")
+
     # Ticks (seconds)
     plan_interval_s: float = Field(10.0, gt=0)
     reconcile_interval_s: float = Field(300.0, gt=0)
@@ -180,6 +218,12 @@ class Settings(BaseSettings):
         value = normalize_base_url(value)
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("sim_faults")
+    @classmethod
+    def _sim_faults(cls, value: str) -> str:
+        parse_sim_faults(value)  # ValueError names what is wrong
         return value
 
     @field_validator("dashboard_hosts", mode="before")

@@ -31,7 +31,7 @@ PROMPT_NAMES = ("root-planner", "subplanner", "worker", "reconciler")
 INPUT_MARKER = "<!-- input -->"
 WORKER_TOOLS = ("read_file", "write_file", "edit_file", "list_files", "search", "run", "finish")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_TASK_KEYS = ("id", "title", "description", "kind", "priority", "scope", "acceptance", "feature_ids",
+_TASK_KEYS = ("id", "attempt", "title", "description", "kind", "priority", "scope", "acceptance", "feature_ids",
               "parent_id", "branch", "context")
 
 
@@ -97,6 +97,23 @@ def render_messages(name: str, **variables: Any) -> list[dict[str, str]]:
     return messages
 
 
+def _gate_failure(task: dict) -> str:
+    """What failed last time, when the gate sent this task back to its author ("" otherwise)."""
+    gate = (task.get("context") or {}).get("gate") if isinstance(task.get("context"), dict) else None
+    if not isinstance(gate, dict):
+        return ""
+    where = "the merge queue's gate" if gate.get("source") == "merge-queue" else "the presubmit checks"
+    lines = [f"Your previous attempt at this task failed {where}: the branch did not land. Fix that first."]
+    clash = gate.get("clashes_with")
+    if isinstance(clash, dict) and clash.get("task_id"):
+        lines.append(f"It passes alone but breaks together with task {clash['task_id']} ({clash.get('branch', '')}), "
+                     "which is on main now: make your change work with it.")
+    elif gate.get("tested_with"):
+        lines.append(f"It was tested together with: {', '.join(map(str, gate['tested_with']))}.")
+    lines.append(f"<gate_failure>\n{str(gate.get('output') or '').strip()}\n</gate_failure>\n")
+    return "\n".join(lines) + "\n"
+
+
 def render_worker_task_message(task: dict) -> str:
     """The worker's first user message: the task as <task>JSON</task>, with the tools and how to finish."""
     if not isinstance(task, dict):
@@ -107,9 +124,13 @@ def render_worker_task_message(task: dict) -> str:
     if not isinstance(scope, list) or not all(isinstance(p, str) for p in scope):
         raise PromptError("worker task scope must be a list of relative paths")
     shown = {k: task[k] for k in _TASK_KEYS if k in task and task[k] not in (None, "", [], {})}
+    if isinstance(shown.get("context"), dict) and "gate" in shown["context"]:  # shown on its own below
+        shown["context"] = {k: v for k, v in shown["context"].items() if k != "gate"} or None
+        shown = {k: v for k, v in shown.items() if v is not None}
     return (
         "Here is your task.\n\n"
         f"<task>\n{json.dumps(shown, indent=2, ensure_ascii=False)}\n</task>\n\n"
+        f"{_gate_failure(task)}"
         f"Tools: {', '.join(WORKER_TOOLS)}. Stay inside the scope: "
         f"{', '.join(scope) if scope else '(none given: touch as few files as you can)'}.\n"
         "Check your work against every acceptance criterion, then call finish exactly once with "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agentswarm.agent.checks import Presubmit
 from agentswarm.agent.contract import HANDOFF_STATUSES, LLMCallRecord, TaskSpec
 from agentswarm.agent.transcript import Transcript
 
@@ -41,6 +42,7 @@ class AgentContext:
     api_key: str | None = None
     work_dir: Path | None = None  # scratch space outside the repository (prompt files, configs)
     llm_calls: list[LLMCallRecord] = field(default_factory=list)  # appended as calls happen, kept on a kill
+    presubmit: Presubmit | None = None  # the gate's checks an agent may run before it finishes "complete"
 
     def tokens(self) -> dict[str, int]:
         """Prompt and completion tokens over every call so far."""

@@ -108,6 +108,8 @@ class BuiltinAgent:
                         if result.status == "complete" and not pushed_back and not has_changes(ctx.repo, spec.base_sha):
                             pushed_back = True
                             result = "Error: " + NO_CHANGES
+                        elif result.status == "complete" and (failed := _presubmit_failure(ctx)):
+                            result = failed
                         else:
                             tr.add("tool", id=call.id, name=call.name, status=result.status, summary=result.summary)
                             _answer_rest(messages, reply.tool_calls, call)
@@ -156,6 +158,23 @@ class BuiltinAgent:
             return f"Error: {exc}"
         except OSError as exc:
             return f"Error: {type(exc).__name__}: {exc}"
+
+
+def _presubmit_failure(ctx: AgentContext) -> str | None:
+    """The checks' failure to show the agent before its "complete" stands, or None (passed, unavailable, or
+    the agent has been shown `max_rounds` failures already: the runner's own check then decides)."""
+    pre = ctx.presubmit
+    if pre is None or not pre.enabled:
+        return None
+    shown = sum(1 for r in pre.runs if not r.ok and not r.unavailable)
+    if shown >= pre.spec.max_rounds:
+        return None
+    run = pre.check()
+    ctx.transcript.add("note", event="presubmit", ok=run.ok, unavailable=run.unavailable, tree=run.tree,
+                       full=run.full, seconds=run.seconds, commands=[c.command for c in run.commands])
+    if run.ok or run.unavailable:
+        return None
+    return run.feedback()
 
 
 def _answer_rest(messages: list[dict], calls: list[ToolCall], current: ToolCall) -> None:

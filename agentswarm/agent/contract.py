@@ -91,6 +91,23 @@ class Limits:
 
 
 @dataclass
+class PresubmitSpec:
+    """The gate's checks the runner runs on the branch, in the sandbox, before the work may count as complete.
+
+    `commands` run with `{files}` replaced by the changed files; `full_commands` instead when a file
+    matching `full_paths` changed. `install` runs first (with the network, if the sandbox has any)
+    only when the checkout has no node_modules (a local sandbox gets them linked read-only).
+    """
+
+    commands: list[str] = field(default_factory=list)
+    full_commands: list[str] = field(default_factory=list)
+    full_paths: list[str] = field(default_factory=list)
+    install: str = ""
+    timeout_s: float = 600.0
+    max_rounds: int = 3  # how many failed checks the agent is shown before its finish stands
+
+
+@dataclass
 class TaskSpec(_Document):
     """task.json: everything the worker runner needs, and nothing secret."""
 
@@ -114,9 +131,13 @@ class TaskSpec(_Document):
     agent: str = "builtin"
     context: dict[str, Any] = field(default_factory=dict)
     delivery: str = "push"
+    attempt: int = 1
+    presubmit: PresubmitSpec | None = None
     version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if isinstance(self.presubmit, dict):
+            self.presubmit = _build(PresubmitSpec, self.presubmit, "task.presubmit")
         if isinstance(self.llm, dict):
             self.llm = _build(LLMSettings, self.llm, "task.llm")
         if isinstance(self.limits, dict):
@@ -195,6 +216,7 @@ class Handoff(_Document):
     error: str | None = None
     transcript: str = ""
     transcript_truncated: bool = False
+    presubmit: list[dict[str, Any]] = field(default_factory=list)  # each check run: ok, tree, commands, output
     version: int = SCHEMA_VERSION
 
     def measured(self) -> dict[str, Any]:

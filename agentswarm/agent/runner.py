@@ -20,6 +20,7 @@ from types import FrameType
 
 from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
 from agentswarm.agent.bridge import Bridge
+from agentswarm.agent.checks import Presubmit
 from agentswarm.agent.contract import (
     BUNDLE_NAME,
     GATE_SOCKET_ENV,
@@ -34,6 +35,7 @@ from agentswarm.agent.contract import (
 from agentswarm.agent.gitwork import Git, GitError
 from agentswarm.agent.registry import get_agent
 from agentswarm.agent.scrubbing import scrub, scrub_data, secrets_from_env
+from agentswarm.agent.shell import clean_env
 from agentswarm.agent.transcript import Transcript
 
 log = logging.getLogger("agentswarm.runner")
@@ -103,6 +105,7 @@ class Runner:
                     transcript=text, transcript_truncated=cut)
         if measure is not None:
             h.set_measure(measure)
+        h.presubmit = self._presubmit_runs()
         return h
 
     def write(self, h: Handoff) -> None:
@@ -173,8 +176,10 @@ class Runner:
             self.bridge = Bridge(gate).start()
             spec.llm.base_url, api_key = self.bridge.url, os.environ.get(GATE_TOKEN_ENV) or None
             self.transcript.add("note", event="llm_gate", via="unix socket")
+        presubmit = Presubmit(self.workdir, base, spec.presubmit, env=clean_env({"CI": "true"})) \
+            if spec.presubmit else None
         self.ctx = AgentContext(spec=spec, repo=self.workdir, deadline=agent_deadline, transcript=self.transcript,
-                                api_key=api_key, work_dir=self.result_path.parent)
+                                api_key=api_key, work_dir=self.result_path.parent, presubmit=presubmit)
         outcome = self._run_agent(self.ctx, agent_deadline)
         self.transcript.add("note", event="agent_done", status=outcome.status, error=outcome.error)
         return self._harvest(git, spec, base, branch, outcome)
@@ -208,6 +213,12 @@ class Runner:
         status, error = outcome.status, outcome.error
         if status == "complete" and not measure.commits:
             status, error = "blocked", "the agent reported complete but left no changes on its branch"
+        if status == "complete" and self.ctx is not None and self.ctx.presubmit is not None:
+            check = self.ctx.presubmit.check()  # the committed tree: a tree the agent already checked is not rerun
+            self.transcript.add("note", event="presubmit", ok=check.ok, unavailable=check.unavailable,
+                                tree=check.tree, final=True)
+            if not check.ok and not check.unavailable:
+                status, error = "failed", check.feedback()
         if measure.commits and spec.delivery == "bundle":
             bundle = self.result_path.parent / BUNDLE_NAME
             git("bundle", "create", str(bundle), f"refs/heads/{branch}", f"^{base}")
@@ -219,6 +230,10 @@ class Runner:
             except GitError as exc:
                 return self.handoff("failed", summary=outcome.summary, measure=measure, error=f"push failed: {exc}")
         return self.handoff(status, summary=outcome.summary, error=error, measure=measure)
+
+    def _presubmit_runs(self) -> list[dict]:
+        pre = self.ctx.presubmit if self.ctx else None
+        return [r.to_dict() for r in pre.runs] if pre else []
 
 
 def main(argv: list[str] | None = None) -> int:

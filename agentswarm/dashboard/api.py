@@ -42,14 +42,15 @@ def safe_config(app: DashboardApp, run: Run | None) -> dict:
 
 
 def summary(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
-    """The run's counts, throughput, spend against budgets, queue depths and feature progress."""
+    """The run's counts, throughput, spend against budgets, the gate, queue depths and feature progress."""
     run = _run(db, params)
     base = {"config": safe_config(app, run), "features": status.feature_progress(db), **_queues(app)}
     if run is None:
         return {"run": None, **base}
     data = status.run_summary(db, run)
     data["ended_at"] = run.ended_at.isoformat() if run.ended_at else None
-    return {**data, "metrics": status.run_metrics(db, run, data), **base}
+    return {**data, "metrics": status.run_metrics(db, run, data), "gate": status.gate_state(db, run, app.settings),
+            **base}
 
 
 def tasks(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:

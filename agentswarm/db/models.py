@@ -74,6 +74,7 @@ class MergeStatus(StrEnum):
     merged = "merged"
     conflict = "conflict"
     failed = "failed"
+    rejected = "rejected"  # the gate found this branch broke the build: back to its author
 
 
 class FeatureStatus(StrEnum):
@@ -190,6 +191,7 @@ class HandoffRecord(GitMeasureColumns, Base):
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[str] = mapped_column(Text, default="")
+    presubmit: Mapped[list[Any]] = mapped_column(default=list)  # the runner's checks of the branch, in order
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -206,6 +208,11 @@ class MergeAttempt(Base):
     conflict_files: Mapped[list[str]] = mapped_column(default=list)
     commits_landed: Mapped[list[str]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    head_sha: Mapped[str | None] = mapped_column(String(64))  # the recorded head this attempt tried to land
+    batch_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the gated batch it was tested in
+    position: Mapped[int | None] = mapped_column(Integer)  # its place in the batch's stack, from 0
+    tree_sha: Mapped[str | None] = mapped_column(String(64))  # the tree the gate passed (merged) or failed (rejected)
+    gate: Mapped[dict[str, Any]] = mapped_column(default=dict)  # runs, commands, durations, output, flaky, clash
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -30,7 +30,8 @@ from agentswarm.git.refs import delete_branch
 from agentswarm.git.repo import GitError, SwarmRepo, open_repo, require_git
 
 __all__ = ["MergeStrategy", "Landing", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
-           "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER"]
+           "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER", "Stacked", "stack_on",
+           "move_main", "tree_of", "changed_between"]
 
 MAX_CAS_ATTEMPTS = 5
 # Plumbing never triggers `gc --auto`, so without this every ancestry walk (rev-list, the
@@ -273,6 +274,62 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
     return result(Landing.FAILED, seen[0], main_after=None,
                   error=f"{main_ref} moved during each of {MAX_CAS_ATTEMPTS} attempts (last seen {seen[-1][:12]}); "
                         "nothing was landed")
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """One branch built on top of a commit (not published): the new tip, or why it could not be."""
+
+    status: Landing  # MERGED (tip is new), ALREADY_MERGED (nothing to add: tip is the base), CONFLICT, FAILED
+    tip: str | None
+    landed: list[str] = field(default_factory=list)
+    conflict_files: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def stack_on(repo_path: str | os.PathLike[str], base: str, head: str, strategy: MergeStrategy | str, *,
+             branch: str, message: str | None = None, committer: tuple[str, str] = DEFAULT_COMMITTER) -> Stacked:
+    """Build head onto base with the strategy, as a landing would, without moving any ref.
+
+    The merge queue stacks a batch this way (each branch on the previous one's tip) and moves
+    main only to a tip its gate passed.
+    """
+    git = open_repo(repo_path)
+    try:
+        pinned = _recorded_commit(git, head)
+        out = _plan(git, MergeStrategy(strategy), base, pinned, refs.branch_ref(branch), message, committer)
+    except (ValueError, GitError) as exc:
+        return Stacked(Landing.FAILED, None, error=str(exc))
+    if out.status is Landing.MERGED:
+        return Stacked(Landing.MERGED, out.new_head, out.landed)
+    if out.status is Landing.ALREADY_MERGED:
+        return Stacked(Landing.ALREADY_MERGED, base)
+    return Stacked(out.status, None, conflict_files=out.conflict_files, error=out.error)
+
+
+def move_main(repo_path: str | os.PathLike[str], new: str, old: str, main_ref: str = "refs/heads/main") -> bool:
+    """Compare-and-swap main from old to new (new must descend from old); False if main was not old."""
+    git = open_repo(repo_path)
+    if not refs.is_ancestor(git, old, new):
+        raise GitError(f"refusing to move {main_ref} to {new[:12]}: it does not descend from {old[:12]}")
+    if not refs.update_ref_cas(git, refs.branch_ref(main_ref), new, old):
+        return False
+    _after_landing(git, new)
+    return True
+
+
+def tree_of(repo_path: str | os.PathLike[str], commit: str) -> str:
+    """The tree id of a commit."""
+    return open_repo(repo_path).out("rev-parse", f"{commit}^{{tree}}")
+
+
+def changed_between(repo_path: str | os.PathLike[str], old: str, new: str) -> list[str]:
+    """Paths that differ between two commits and still exist in the newer one."""
+    out = open_repo(repo_path).run("diff-tree", "-r", "--name-only", "--no-renames", "--diff-filter=d", "-z",
+                                   old, new, "--")
+    if out.returncode != 0:
+        raise GitError(f"cannot diff {old[:12]}..{new[:12]}: {out.stderr.strip()}")
+    return sorted(p for p in out.stdout.decode("utf-8", "surrogateescape").split("\0") if p)
 
 
 def _recorded_commit(git: SwarmRepo, head: str) -> str:

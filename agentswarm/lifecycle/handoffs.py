@@ -19,6 +19,7 @@ from agentswarm.db.text import orchestrator_secrets
 from agentswarm.lifecycle.accounting import record_llm_call
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
+from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.queue.send import merge_after_commit
 
@@ -53,7 +54,7 @@ def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: S
         task_id=task.id, attempt=attempt, status=h.status, summary=h.summary or "", **h.measured(),
         prompt_tokens=int(h.tokens.get("prompt", 0)), completion_tokens=int(h.tokens.get("completion", 0)),
         llm_calls=len(h.llm_calls), duration_s=h.duration_s, error=h.error,
-        transcript=(h.transcript or "")[:TRANSCRIPT_CAP],
+        transcript=(h.transcript or "")[:TRANSCRIPT_CAP], presubmit=clean_data(list(h.presubmit or [])),
     ))
     for call in h.llm_calls:
         record_llm_call(db, run_id=task.run_id, task_id=task.id, role="worker", model=call.model,
@@ -84,6 +85,14 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
             merge_after_commit(db, task_id)
             record_event(db, "task.complete", h.summary[:200], run_id=task.run_id, task_id=task_id,
                          commits=len(h.commits), files=len(h.files_changed))
+        elif status == "failed" and (failed := presubmit_failure(h)) is not None:
+            outcome = send_back(db, task, TaskStatus.running, gate_feedback(
+                "presubmit", failed.get("output") or h.error or "", main=task.base_sha,
+                commands=[c.get("command", "") for c in failed.get("commands") or []]),
+                "presubmit: the branch fails the gate's checks", summary=fields["summary"])
+            if outcome == "retry":
+                return "retry"
+            status = "blocked"
         elif status == "failed" and task.attempts < task.max_attempts:
             transition(db, task_id, TaskStatus.running, TaskStatus.failed, **fields)
             transition(db, task_id, TaskStatus.failed, TaskStatus.pending, enqueued_at=None, finished_at=None)
@@ -104,6 +113,15 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
         if status != "complete":
             dispatch_pending(db, task.run_id)  # its scope is free again
         return status
+
+
+def presubmit_failure(h: Handoff) -> dict | None:
+    """The last presubmit run when the branch ended failing it (not when the checks could not run)."""
+    runs = [r for r in h.presubmit or [] if isinstance(r, dict)]
+    last = runs[-1] if runs else None
+    if last is None or last.get("ok") or last.get("unavailable"):
+        return None
+    return last
 
 
 def _mark_features(db: Session, task: Task, status: str) -> None:

@@ -29,7 +29,7 @@ def cli() -> None:
 def check(services: bool) -> None:
     """Validate the settings and make sure Redis and Postgres answer."""
     from agentswarm.db.session import check_database
-    from agentswarm.ops.services import check_sandboxes, ensure_postgres, ensure_redis
+    from agentswarm.ops.services import check_gate, check_sandboxes, ensure_postgres, ensure_redis
 
     s = _settings()
     if services:
@@ -37,6 +37,7 @@ def check(services: bool) -> None:
         click.echo(f"postgres: {ensure_postgres(s.database_url)}")
     check_database(s.database_url)
     click.echo(f"sandboxes: {check_sandboxes(s)}")
+    click.echo(f"gate: {check_gate(s)}")
     mode = "demo (built-in simulator)" if s.demo_mode else s.llm_base_url
     click.echo(f"settings ok: model {s.llm_model} at {mode}, {s.max_workers} workers, "
                f"sandbox {s.sandbox_backend.value}, merge {s.merge_strategy.value}")
@@ -89,11 +90,19 @@ def llm_check() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--latency", default=0.0, help="Seconds added to every reply.")
 def fake_llm(port: int, host: str, latency: float) -> None:
-    """Serve the OpenAI-compatible fake LLM (the swarm simulator) until Ctrl-C."""
-    from agentswarm.testing.fake_llm import serve_forever
+    """Serve the OpenAI-compatible fake LLM (the swarm simulator) until Ctrl-C.
 
+    SIM_FAULTS (kind:rate,...) and SIM_FAULT_ATTEMPTS in the environment make its worker break branches.
+    """
+    from agentswarm.testing.fake_llm import serve_forever
+    from agentswarm.testing.sim_faults import faults_from_env
+
+    try:
+        faults, attempts = faults_from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"fake LLM at http://{host}:{port}/v1 (Ctrl-C to stop)")
-    serve_forever(port=port, host=host, latency_s=latency)
+    serve_forever(port=port, host=host, latency_s=latency, sim_faults=faults, sim_fault_attempts=attempts)
 
 
 @cli.command()
@@ -116,31 +125,54 @@ def init() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """The current run: tasks by state, merges, tokens, dollars, and the latest events."""
+    """The current run: tasks by state, merges, the gate, tokens, dollars, and the latest events."""
     import json
 
     from agentswarm.db.session import session_scope
-    from agentswarm.ops.status import latest_run, recent_events, run_summary
+    from agentswarm.ops.status import gate_state, latest_run, recent_events, run_summary
 
+    settings = _settings()
     with session_scope() as db:
         run = latest_run(db)
         if run is None:
             click.echo("no run yet: start one with `make swarm` or `agentswarm run start`")
             return
         summary, events = run_summary(db, run), recent_events(db, run.id, 15)
+        gate = gate_state(db, run, settings)
     if as_json:
-        click.echo(json.dumps({**summary, "events": events}, indent=2))
+        click.echo(json.dumps({**summary, "gate": gate, "events": events}, indent=2))
         return
     click.echo(f"run {summary['run']} ({summary['status']}{', demo' if summary['demo'] else ''})"
                + (f" stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""))
     click.echo("tasks:  " + ", ".join(f"{k} {v}" for k, v in sorted(summary["tasks"].items())) or "none")
     click.echo("merges: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["merges"].items())) or "none")
                + f"; {summary['merged_last_hour']} in the last hour")
+    for line in _gate_lines(gate):
+        click.echo(line)
     llm = summary["llm"]
     click.echo(f"llm:    {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
                f"${llm['cost_usd']:.4f}")
     for e in events:
         click.echo(f"  {e['at']} {e['kind']:<18} {e['task'] or '':<12} {e['message'][:90]}")
+
+
+def _gate_lines(gate: dict, culprits: int = 3) -> list[str]:
+    """The gate block of `agentswarm status`: one summary line, then the newest culprits."""
+    if gate["mode"] == "off":
+        return ["gate:   off (main moves to whatever merges cleanly)"]
+    t = gate["in_test"]
+    now = (f"testing batch {t['batch_id'][:6]}… ({t['batch_size'] or t['size']} branches, {t['stage']}) "
+           f"for {t['batch_seconds']:.0f}s" if t else "idle")
+    green = f"main last green {gate['last_green'][:10]}" if gate["last_green"] else "nothing landed through the gate yet"
+    lines = [f"gate:   {gate['mode']}, presubmit {'on' if gate['presubmit'] else 'off'} — {now} · {green} · "
+             f"{gate['batches']} batches ({gate['red_batches']} red), {gate['runs']} gate runs in "
+             f"{gate['run_seconds']:.0f}s · {gate['culprits']} culprits, {gate['flaky']} flaky, "
+             f"{gate['presubmit_caught']} caught by presubmit"]
+    for c in gate["recent_culprits"][:culprits]:
+        at = c["at"][11:19] if c["at"] else "?"
+        lines.append(f"  culprit {at} {c['task']} {c['branch']}: {c['why'][:90]}"
+                     + (f" ({c['title'][:40]})" if c["title"] else ""))
+    return lines
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import shlex
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from urllib.parse import urlparse
 import psycopg
 
 from agentswarm.config import Settings
-from agentswarm.errors import ServiceUnavailable
+from agentswarm.errors import ConfigError, ServiceUnavailable
 from agentswarm.sandbox.factory import backend_for
 
 INSTALL_HINT = (
@@ -100,3 +101,25 @@ def check_sandboxes(settings: Settings) -> str:
         return "local, UNISOLATED (SANDBOX_ISOLATION=none): agents run with this machine's user and network"
     backend_for(settings)  # builds the backend, which checks that bubblewrap can make its namespaces
     return f"local, isolated with bubblewrap (uid {settings.sandbox_uid} when started as root, no network)"
+
+
+NODE_TOOLS = ("npx", "npm", "node")
+
+
+def check_gate(settings: Settings) -> str:
+    """What guards main; ConfigError naming the missing tool (and its Debian package) if the gate cannot run."""
+    if settings.gate.value == "off":
+        return "off: main moves to whatever merges cleanly (GATE=off)"
+    commands = [settings.gate_install, *settings.gate_commands, *settings.gate_full_commands]
+    for command in filter(None, commands):
+        try:
+            tool = shlex.split(command)[0]
+        except (ValueError, IndexError):
+            continue
+        if "/" not in tool and shutil.which(tool) is None:
+            hint = " (Debian: apt-get install nodejs npm)" if tool in NODE_TOOLS else ""
+            raise ConfigError(f"GATE={settings.gate.value} runs `{command}`, but {tool!r} is not installed{hint}; "
+                              "install it, or set GATE=off to land without checks")
+    presubmit = "presubmit on" if settings.gate_presubmit else "presubmit off"
+    return (f"{settings.gate.value} (batches of up to {settings.gate_batch_max}, {presubmit}): "
+            f"{'; '.join(settings.gate_commands)}")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import MEASURED_FIELDS
 from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, MergeStatus, Run, Task
+
+if TYPE_CHECKING:
+    from agentswarm.config import Settings
 
 
 def latest_run(db: Session) -> Run | None:
@@ -86,7 +90,7 @@ def run_metrics(db: Session, run: Run, summary: dict | None = None) -> dict:
     landed = db.scalars(select(MergeAttempt.commits_landed).join(Task).where(
         Task.run_id == run.id, MergeAttempt.status == MergeStatus.merged, MergeAttempt.finished_at > hour_ago)).all()
     merges = summary["merges"]
-    decided = sum(merges.get(k, 0) for k in ("merged", "conflict", "failed"))
+    decided = sum(merges.get(k, 0) for k in ("merged", "conflict", "failed", "rejected"))
     llm = summary["llm"]
     tokens = llm["prompt_tokens"] + llm["completion_tokens"]
     task_total = sum(summary["tasks"].values())
@@ -149,12 +153,15 @@ def handoff_row(h: HandoffRecord) -> dict:
 
 
 def merge_row(m: MergeAttempt, title: str | None = None) -> dict:
-    """One merge attempt as the commit feed shows it."""
+    """One merge attempt as the commit feed shows it (with its gated batch, and why the gate rejected it)."""
+    gate = m.gate or {}
     return {
         "id": m.id, "task": m.task_id, "title": title, "branch": m.branch, "strategy": m.strategy,
         "status": m.status, "main_before": m.main_before, "main_after": m.main_after,
         "commits": len(m.commits_landed or []), "conflict_files": m.conflict_files, "error": _clip(m.error),
         "duration_ms": m.duration_ms, "queued_at": _iso(m.queued_at), "finished_at": _iso(m.finished_at),
+        "batch": m.batch_id, "position": m.position, "tree": m.tree_sha, "flaky": bool(gate.get("flaky")),
+        "why": gate_why(gate) if m.status == MergeStatus.rejected else None,
     }
 
 
@@ -209,4 +216,90 @@ def events_after(db: Session, run_id: str | None, after: int | None = None, limi
         "last_id": last,
         "events": [{"id": e.id, "at": _iso(e.created_at), "kind": e.kind, "task": e.task_id, "run": e.run_id,
                     "message": _clip(e.message, 1000)} for e in rows if e.kind != "metrics.snapshot"],
+    }
+
+
+# --- the gated merge queue ---
+
+GATE_KINDS = ("gate.batch", "gate.run", "gate.flaky")
+_WHY_CAP = 160
+
+
+def gate_why(gate: dict[str, Any] | None) -> str:
+    """Why the gate rejected a branch, in one short line: the clash, else the first failing test, else the output."""
+    gate = gate or {}
+    clash = gate.get("clashes_with")
+    if isinstance(clash, dict) and clash.get("task_id"):
+        return _clip(f"clashes with task {clash['task_id']} ({clash.get('branch') or '?'})", _WHY_CAP) or ""
+    tests = gate.get("tests") or []
+    if tests:
+        return _clip(f"test: {tests[0]}", _WHY_CAP) or ""
+    output = str(gate.get("output") or "")
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    line = next((ln for ln in lines if not ln.startswith("$ ")), lines[0] if lines else "")
+    return _clip(line, _WHY_CAP) or "the gate's checks failed"
+
+
+def _in_test(db: Session, run_id: str, now: datetime) -> dict | None:
+    """The batch the gate is testing now: the newest gate.testing event, unless its batch was decided."""
+    ev = db.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "gate.testing")
+                    .order_by(Event.id.desc()).limit(1)).first()
+    batch_id = (ev.data or {}).get("batch_id") if ev else None
+    if ev is None or not batch_id:
+        return None
+    same_batch = (Event.run_id == run_id) & (Event.data["batch_id"].astext == str(batch_id))
+    if db.scalar(select(Event.id).where(same_batch, Event.kind == "gate.batch").limit(1)) is not None:
+        return None
+    first = db.scalars(select(Event).where(same_batch, Event.kind == "gate.testing")
+                       .order_by(Event.id).limit(1)).first() or ev
+    return {"batch_id": batch_id, "size": ev.data.get("size"), "stage": ev.data.get("stage"),
+            "sha": ev.data.get("sha"), "seconds": round(max(0.0, (now - ev.created_at).total_seconds()), 1),
+            "batch_size": first.data.get("size"),
+            "batch_seconds": round(max(0.0, (now - first.created_at).total_seconds()), 1)}
+
+
+def _last_green(db: Session, run_id: str) -> str | None:
+    """Main after the newest batch that landed something (else after the newest gated merge)."""
+    sha = db.scalar(select(Event.data["main"].astext).where(
+        Event.run_id == run_id, Event.kind == "gate.batch", Event.data["landed"].as_integer() > 0)
+        .order_by(Event.id.desc()).limit(1))
+    return sha or db.scalar(select(MergeAttempt.main_after).join(Task).where(
+        Task.run_id == run_id, MergeAttempt.status == MergeStatus.merged, MergeAttempt.batch_id.is_not(None),
+        MergeAttempt.main_after.is_not(None)).order_by(MergeAttempt.finished_at.desc().nulls_last(),
+                                                       MergeAttempt.id.desc()).limit(1))
+
+
+def _culprit_row(m: MergeAttempt, title: str | None) -> dict:
+    clash = (m.gate or {}).get("clashes_with")
+    return {"task": m.task_id, "branch": m.branch, "title": title, "at": _iso(m.finished_at or m.queued_at),
+            "batch": m.batch_id, "clashes_with": clash.get("task_id") if isinstance(clash, dict) else None,
+            "why": gate_why(m.gate)}
+
+
+def gate_state(db: Session, run: Run, settings: Settings, culprits: int = 10) -> dict:
+    """The gate of a run: its mode, the batch in test, main's last green commit, counts, the newest culprits."""
+    kind, seconds = Event.kind, Event.data["seconds"].as_float()
+    batches, red, runs, run_s, flaky = db.execute(select(
+        func.count().filter(kind == "gate.batch"),
+        func.count().filter(kind == "gate.batch", Event.data["red"].as_boolean().is_(True)),
+        func.count().filter(kind == "gate.run"),
+        func.coalesce(func.sum(seconds).filter(kind == "gate.run"), 0.0),
+        func.count().filter(kind == "gate.flaky"),
+    ).where(Event.run_id == run.id, kind.in_(GATE_KINDS))).one()
+    landed, rejected = db.execute(select(
+        func.count().filter(MergeAttempt.status == MergeStatus.merged, MergeAttempt.batch_id.is_not(None)),
+        func.count().filter(MergeAttempt.status == MergeStatus.rejected),
+    ).select_from(MergeAttempt).join(Task).where(Task.run_id == run.id)).one()
+    caught = db.scalar(select(func.count()).select_from(HandoffRecord).join(Task).where(
+        Task.run_id == run.id, HandoffRecord.presubmit.contains([{"ok": False, "unavailable": False}])))
+    newest = db.execute(select(MergeAttempt, Task.title).join(Task).where(
+        Task.run_id == run.id, MergeAttempt.status == MergeStatus.rejected)
+        .order_by(func.coalesce(MergeAttempt.finished_at, MergeAttempt.queued_at).desc(), MergeAttempt.id.desc())
+        .limit(max(0, culprits))).all()
+    return {
+        "mode": settings.gate.value, "presubmit": settings.gate_presubmit,
+        "in_test": _in_test(db, run.id, datetime.now(UTC)), "last_green": _last_green(db, run.id),
+        "batches": batches, "red_batches": red, "runs": runs, "run_seconds": round(float(run_s), 1),
+        "landed": landed, "culprits": rejected, "flaky": flaky, "presubmit_caught": caught or 0,
+        "recent_culprits": [_culprit_row(m, title) for m, title in newest],
     }

@@ -8,7 +8,6 @@ RECONCILE_MAX_FIX_TASKS are open at a time.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,6 +29,7 @@ from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.reconcile.checks import CheckResult, run_checks
+from agentswarm.sandbox.deps import deps_root
 from agentswarm.sandbox.factory import check_backend_for
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,6 @@ def _open_fixes(db: Session, run_id: str) -> list[Task]:
                                               Task.status.in_(OPEN))))
 
 
-def _deps_root(settings: Settings) -> Path:
-    """Installed dependencies, one directory per lock file, beside the hub."""
-    return settings.hub_path.resolve().parent / "deps"
-
-
 def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None) -> dict:
     """Check main once per new sha; create fix tasks for what broke."""
     settings = settings or get_settings()
@@ -74,7 +69,7 @@ def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = 
         if (run.config or {}).get("reconciled_sha") == sha:
             return {"skipped": f"main {sha[:10]} already checked"}
         results = run_checks(check_backend_for(settings), hub, sha, settings.reconcile_install,
-                             settings.reconcile_commands, settings.reconcile_timeout_s, _deps_root(settings))
+                             settings.reconcile_commands, settings.reconcile_timeout_s, deps_root(settings.hub_path))
         run.config = {**(run.config or {}), "reconciled_sha": sha}
         summary = [{"command": r.command, "ok": r.ok, "s": r.duration_s} for r in results]
         if all(r.ok for r in results):

@@ -1,11 +1,13 @@
 """An OpenAI-compatible chat server on loopback: scripted replies, injected faults, or the swarm simulator.
 
-Run it alone with `python -m agentswarm.testing.fake_llm --port 8999` (the simulator answers).
+Run it alone with `python -m agentswarm.testing.fake_llm --port 8999` (the simulator answers; SIM_FAULTS and
+SIM_FAULT_ATTEMPTS in the environment make its worker break branches on purpose, see sim_faults).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import threading
@@ -38,6 +40,8 @@ class FakeLLMServer:
         model: str = "fake-glm",
         port: int = 0,
         host: str = "127.0.0.1",
+        sim_faults: dict[str, float] | None = None,
+        sim_fault_attempts: int = 0,
     ) -> None:
         if script is not None and not (isinstance(script, list) or callable(script)):
             raise TypeError(f"script must be a list or a callable, got {type(script).__name__}")
@@ -45,10 +49,13 @@ class FakeLLMServer:
             raise TypeError(f"faults must be a list or a callable, got {type(faults).__name__}")
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        if sim_faults and (simulator is not None or script is not None):
+            raise ValueError("sim_faults only applies to the built-in simulator (no script, no simulator)")
         if simulator is None and script is None:
             from agentswarm.testing.simulator import simulate
 
-            simulator = simulate
+            simulator = functools.partial(simulate, faults=dict(sim_faults), fault_attempts=sim_fault_attempts) \
+                if sim_faults else simulate
         self._script_queue: deque[Any] | None = deque(script) if isinstance(script, list) else None
         self._script_fn = script if callable(script) else None
         self._scripted = len(script) if isinstance(script, list) else 0
@@ -285,10 +292,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, raw[: len(raw) // 2])
 
 
-def serve_forever(port: int, host: str = "127.0.0.1", latency_s: float = 0.0) -> None:
-    """Run the simulator-backed fake LLM in the foreground until Ctrl-C."""
-    server = FakeLLMServer(latency_s=latency_s, port=port, host=host).start()
+def serve_forever(port: int, host: str = "127.0.0.1", latency_s: float = 0.0,
+                  sim_faults: dict[str, float] | None = None, sim_fault_attempts: int | None = None) -> None:
+    """Run the simulator-backed fake LLM in the foreground until Ctrl-C.
+
+    The worker's faults come from the arguments, or else from SIM_FAULTS and SIM_FAULT_ATTEMPTS in the
+    environment (a bad value exits with one line naming the variable).
+    """
+    from agentswarm.testing.sim_faults import describe, faults_from_env
+
+    if sim_faults is None or sim_fault_attempts is None:
+        try:
+            env_faults, env_attempts = faults_from_env()
+        except ValueError as exc:
+            raise SystemExit(f"fake LLM: {exc}") from None
+        sim_faults = env_faults if sim_faults is None else sim_faults
+        sim_fault_attempts = env_attempts if sim_fault_attempts is None else sim_fault_attempts
+    server = FakeLLMServer(latency_s=latency_s, port=port, host=host, sim_faults=sim_faults,
+                           sim_fault_attempts=sim_fault_attempts).start()
     print(f"fake LLM (swarm simulator) listening on {server.url}/v1 — Ctrl-C to stop", flush=True)
+    if sim_faults:
+        print(f"fake LLM: {describe(sim_faults, sim_fault_attempts)}", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -299,7 +323,7 @@ def serve_forever(port: int, host: str = "127.0.0.1", latency_s: float = 0.0) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry: python -m agentswarm.testing.fake_llm --port N."""
+    """Command-line entry: python -m agentswarm.testing.fake_llm --port N (faults from SIM_FAULTS)."""
     parser = argparse.ArgumentParser(prog="python -m agentswarm.testing.fake_llm", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="TCP port (0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import shlex
+
+SHARED_PATH = "src/sim-shared.ts"  # the file a `shared` fault edits outside the task's scope
 
 
 def _words(text: str) -> list[str]:
@@ -47,7 +50,7 @@ def _ts_source(path: str, title: str) -> str:
         f"  if (!options.enabled) {{\n"
         f"    return 0;\n"
         f"  }}\n"
-        f"  return Math.max(0, options.scale) * {len(title)};\n"
+        f"  return Math.max(0, options.scale) * {fn}Title.length;\n"
         f"}}\n"
     )
 
@@ -60,13 +63,13 @@ def _ts_test(path: str, title: str, scope: list[str]) -> str:
         fn = camel(stem)
         return (
             'import { describe, expect, it } from "vitest";\n'
-            f'import {{ {fn} }} from "./{stem}";\n\n'
+            f'import {{ {fn}, {fn}Title }} from "./{stem}";\n\n'
             f"describe({quoted}, () => {{\n"
             f'  it("returns 0 when disabled", () => {{\n'
             f"    expect({fn}({{ enabled: false, scale: 2 }})).toBe(0);\n"
             f"  }});\n\n"
             f'  it("scales with the options", () => {{\n'
-            f"    expect({fn}({{ enabled: true, scale: 2 }})).toBe(2 * {len(title)});\n"
+            f"    expect({fn}({{ enabled: true, scale: 2 }})).toBe(2 * {fn}Title.length);\n"
             f"  }});\n"
             f"}});\n"
         )
@@ -95,3 +98,68 @@ def file_content(path: str, title: str, scope: list[str]) -> str:
     if path.endswith(".html"):
         return f"<!-- {title} -->\n<div></div>\n"
     return f"{title}\n"
+
+
+def is_test_path(path: str) -> bool:
+    """A vitest file: *.test.ts(x) or *.spec.ts(x)."""
+    return re.search(r"\.(test|spec)\.tsx?$", path) is not None
+
+
+def is_ts_source(path: str) -> bool:
+    """A TypeScript source the simulator writes as a module (not a test, not a declaration file)."""
+    return path.endswith((".ts", ".tsx")) and not path.endswith(".d.ts") and not is_test_path(path)
+
+
+def fault_target(kind: str, scope: list[str]) -> str | None:
+    """The file in scope a fault of this kind goes into (SHARED_PATH for `shared`), or None when none fits."""
+    if kind in ("type", "semantic"):
+        return next((p for p in scope if is_ts_source(p)), None)
+    if kind in ("test", "flaky"):
+        return next((p for p in scope if is_test_path(p)), None)
+    if kind == "shared":
+        return SHARED_PATH if scope else None
+    return None
+
+
+def fault_snippet(kind: str, path: str, title: str, task_id: str) -> str:
+    """The text a fault of this kind appends to `path` as file_content wrote it.
+
+    type: fails tsc (TS2322); test: a test that always fails; flaky: a test that fails about 30% of runs;
+    semantic: a global declaration that compiles alone but clashes (TS2717) with another task's.
+    """
+    quoted = json.dumps(title)
+    if kind == "type":
+        return f"\nexport const {camel(_stem(path))}Checked: number = {quoted};\n"
+    if kind == "test":
+        name = json.dumps(f"counts the letters of {title}")
+        return (f"\nit({name}, () => {{\n"
+                f"  expect({quoted}.length).toBe({quoted}.length + 1);\n"
+                f"}});\n")
+    if kind == "flaky":
+        name = json.dumps(f"flaky: {title} settles in time")
+        return (f"\nit({name}, () => {{\n"
+                f"  expect(Math.random()).toBeGreaterThanOrEqual(0.3);\n"
+                f"}});\n")
+    if kind == "semantic":
+        return (f"\ndeclare global {{\n"
+                f"  interface SimSwarmShared {{\n"
+                f"    owner: {json.dumps(task_id)};\n"
+                f"  }}\n"
+                f"}}\n")
+    raise ValueError(f"no file snippet for fault kind {kind!r}")
+
+
+def shared_line(task_id: str, title: str) -> str:
+    """The line a `shared` fault appends to SHARED_PATH: valid TypeScript, unique to the task."""
+    return f"export const sim_{re.sub(r'[^A-Za-z0-9_]', '_', task_id)} = {json.dumps(title)};"
+
+
+def shared_add_command(task_id: str, title: str) -> str:
+    """The shell command (run by sh in the repository root) that appends the task's line to SHARED_PATH."""
+    folder = posixpath.dirname(SHARED_PATH)
+    return f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(shared_line(task_id, title))} >> {SHARED_PATH}"
+
+
+def shared_undo_command() -> str:
+    """The shell command that puts SHARED_PATH back as the branch's base has it (or removes it)."""
+    return f"git checkout HEAD -- {SHARED_PATH} 2>/dev/null || rm -f {SHARED_PATH}"

@@ -3,6 +3,7 @@
 It reads the role from the first line of the system message and its inputs from the tagged sections
 the prompts define (<features>, <in_flight>, <task>, <build_output>, <open_fixes>), so its answers
 follow the same contracts a real model is asked for. Deterministic: the same request, the same reply.
+Given fault rates (SIM_FAULTS, see sim_faults), the worker also breaks some branches the way models do.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import json
 import re
 from typing import Any
 
-from agentswarm.testing.sim_files import file_content
+from agentswarm.testing.sim_faults import FIXED_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
+from agentswarm.testing.sim_files import (
+    fault_snippet,
+    fault_target,
+    file_content,
+    shared_add_command,
+    shared_undo_command,
+)
 
 ROLES = {
     "# AgentSwarm root planner": "root-planner",
@@ -220,25 +228,87 @@ def _call(name: str, **arguments: Any) -> dict:
     return {"name": name, "arguments": arguments}
 
 
-def work(body: dict) -> dict:
-    """Worker: write the scope, check git status, finish; decided from the message history alone."""
+def _text_of(message: dict) -> str:
+    content = message.get("content")
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _is_presubmit_failure(message: dict) -> bool:
+    return message.get("role") == "tool" and _text_of(message).lstrip().startswith(PRESUBMIT_FAILED)
+
+
+def _attempt(task: dict) -> int:
+    value = task.get("attempt", 1)
+    try:
+        return max(1, int(value)) if not isinstance(value, bool) else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def worker_fault(faults: dict[str, float] | None, task_id: str, attempt: int, scope: list[str],
+                 fault_attempts: int = 0) -> str | None:
+    """The fault this attempt puts in its branch: rolled per (task id, attempt), None past `fault_attempts`
+    (when > 0) or when the kind has no file to go into in this scope."""
+    if not faults or (fault_attempts > 0 and attempt > fault_attempts):
+        return None
+    kind = roll(faults, task_id, attempt)
+    return kind if kind is not None and fault_target(kind, scope) is not None else None
+
+
+def _write_calls(scope: list[str], title: str, task_id: str, fault: str | None) -> list[dict]:
+    target = fault_target(fault, scope) if fault else None
+    calls = []
+    for path in scope:
+        content = file_content(path, title, scope)
+        if fault and path == target:
+            content += fault_snippet(fault, path, title, task_id)
+        calls.append(_call("write_file", path=path, content=content))
+    if fault == "shared":
+        calls.append(_call("run", command=shared_add_command(task_id, title), timeout_s=30))
+    return calls
+
+
+def _presubmit_quote(text: str, lines: int = 6) -> str:
+    head, _, output = text.strip().partition("\n\n")
+    quoted = [ln.rstrip() for ln in output.splitlines() if ln.strip()][:lines]
+    return "\n".join([head.splitlines()[0][:300], *quoted])[:1500]
+
+
+def work(body: dict, faults: dict[str, float] | None = None, fault_attempts: int = 0) -> dict:
+    """Worker: write the scope, check git status, finish; decided from the message history alone.
+
+    With `faults`, the attempt rolled for the task may write a fault into its files and says so in a
+    `Sim-Fault: <kind>` trailer; told by the agent that presubmit failed, it rewrites the scope cleanly
+    once (`Sim-Fixed: <kind>`), and gives up as "failed" if presubmit fails again.
+    """
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     task = _json_tag(body, "task", None)
     if not isinstance(task, dict):
         return {"content": None, "tool_calls": [_call("finish", status="blocked", summary="No <task> JSON in the first user message.")]}
     title = str(task.get("title") or task.get("description") or "task")[:100]
     scope = [str(p) for p in task.get("scope") or []][:MAX_WORKER_WRITES]
+    task_id = str(task.get("id") or title)
+    fault = worker_fault(faults, task_id, _attempt(task), scope, fault_attempts)
     turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     if not turns:
         if not scope:
             return {"content": None, "tool_calls": [_call("finish", status="blocked", summary=f"'{title}' names no files in its scope.")]}
-        calls = [_call("write_file", path=p, content=file_content(p, title, scope)) for p in scope]
-        return {"content": f"Writing {len(calls)} file(s) for '{title}'.", "tool_calls": calls,
+        calls = _write_calls(scope, title, task_id, fault)
+        return {"content": f"Writing {len(scope)} file(s) for '{title}'.", "tool_calls": calls,
                 "reasoning": f"The scope is {', '.join(scope)}; write each file, then check git status."}
     results = [m for m in messages[turns[-1] + 1:] if m.get("role") == "tool"]
+    failure = next((r for r in results if _is_presubmit_failure(r)), None)
+    if failure is not None:
+        if any(_is_presubmit_failure(m) for m in messages[:turns[-1]]):
+            summary = "Presubmit still fails after my fix:\n" + _presubmit_quote(_text_of(failure))
+            return {"content": None, "tool_calls": [_call("finish", status="failed", summary=summary)]}
+        calls = _write_calls(scope, title, task_id, None)
+        if fault == "shared":
+            calls.append(_call("run", command=shared_undo_command(), timeout_s=30))
+        return {"content": f"Presubmit failed; rewriting {len(scope)} file(s) for '{title}'.", "tool_calls": calls,
+                "reasoning": "The checks failed on my branch: write the scope again without the mistake, then finish."}
     for r in results:
-        content = r.get("content")
-        err = _tool_error(content if isinstance(content, str) else json.dumps(content))
+        err = _tool_error(_text_of(r))
         if err:
             return {"content": None, "tool_calls": [_call("finish", status="failed", summary=f"A tool failed: {err[:400]}")]}
     last_names = [(tc.get("function") or {}).get("name") for tc in messages[turns[-1]].get("tool_calls") or []]
@@ -248,18 +318,21 @@ def work(body: dict) -> dict:
     summary = f"Implemented '{title}': wrote {', '.join(scope) or 'nothing'}."
     if status:
         summary += f" git status: {' '.join(status.split())[:200]}"
+    if fault:
+        fixed = any(_is_presubmit_failure(m) for m in messages)
+        summary += f"\n\n{FIXED_TRAILER if fixed else TRAILER}: {fault}"
     return {"content": None, "tool_calls": [_call("finish", status="complete", summary=summary)]}
 
 
-def simulate(body: dict) -> dict:
-    """Decide the reply to one chat request from the request alone."""
+def simulate(body: dict, faults: dict[str, float] | None = None, fault_attempts: int = 0) -> dict:
+    """Decide the reply to one chat request from the request alone (and the worker's fault rates, if any)."""
     role = role_of(body)
     if role == "root-planner":
         return plan_root(body)
     if role == "subplanner":
         return plan_sub(body)
     if role == "worker":
-        return work(body)
+        return work(body, faults, fault_attempts)
     if role == "reconciler":
         return reconcile(body)
     return {"content": "fake LLM simulator: the system message does not start with an AgentSwarm role line "

@@ -26,15 +26,18 @@ from agentswarm.agent.contract import (
     Handoff,
     Limits,
     LLMSettings,
+    PresubmitSpec,
     TaskSpec,
 )
-from agentswarm.config import Settings
+from agentswarm.config import GateMode, Settings
 from agentswarm.db.models import Task
 from agentswarm.db.text import stored_text
 from agentswarm.git.hub import hub_url
 from agentswarm.git.intake import import_bundle, measure
 from agentswarm.git.repo import GitError
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
+from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
+from agentswarm.sandbox.local import LocalSandboxBackend
 from agentswarm.work.gate import LLMGate
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
@@ -58,6 +61,18 @@ def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
     return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s)
 
 
+def presubmit_spec(settings: Settings, delivery: str) -> PresubmitSpec | None:
+    """The gate's checks for the runner to run on its branch (GATE on and GATE_PRESUBMIT on), else None.
+
+    A local sandbox gets the dependencies linked in by the orchestrator; a remote one installs them.
+    """
+    if settings.gate is GateMode.off or not settings.gate_presubmit:
+        return None
+    return PresubmitSpec(commands=list(settings.gate_presubmit_commands), full_commands=list(settings.gate_full_commands),
+                         full_paths=list(settings.gate_full_paths), timeout_s=float(settings.gate_timeout_s),
+                         install=settings.gate_install if delivery == "push" else "")
+
+
 def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSpec:
     """task.json for this task: no secrets, only what the runner needs."""
     return TaskSpec(
@@ -65,7 +80,8 @@ def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSp
         branch=task.branch, base_sha=task.base_sha or "", repo_url=hub_url(settings.git_repo_url, settings.hub_path),
         scope=list(task.scope), acceptance=list(task.acceptance), priority=task.priority,
         parent_id=task.parent_id, kind=task.kind, feature_ids=list(task.feature_ids),
-        context=dict(task.context or {}), agent=settings.agent, delivery=delivery,
+        context=dict(task.context or {}), agent=settings.agent, delivery=delivery, attempt=max(1, task.attempts),
+        presubmit=presubmit_spec(settings, delivery),
         llm=LLMSettings(base_url=settings.llm_base_url, model=settings.llm_model,
                         max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
                         timeout_s=settings.llm_timeout_s),
@@ -88,6 +104,8 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
     hub = str(settings.hub_path.resolve())
     if spec.delivery == "bundle":
         backend.prepare_repo(sb, hub)
+        if spec.presubmit is not None and isinstance(backend, LocalSandboxBackend):
+            _link_deps(backend, sb, hub, spec, settings)
     backend.put_file(sb, "task.json", json.dumps(spec.to_dict(), indent=2).encode())
     res = backend.exec(sb, ["python", *RUNNER_ARGV], timeout_s=settings.worker_timeout)
     raw = backend.get_file(sb, "result.json")
@@ -103,6 +121,14 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
     if spec.delivery != "bundle":
         return handoff
     return _measured(backend, sb, spec, hub, handoff, gate, started)
+
+
+def _link_deps(backend: LocalSandboxBackend, sb: SandboxHandle, hub: str, spec: TaskSpec, settings: Settings) -> None:
+    """The target's dependencies for presubmit, read-only (installed once per lock file); none if that fails."""
+    modules, _ = ensure_deps(backend, hub, spec.base_sha, settings.gate_install, deps_root(settings.hub_path),
+                             settings.gate_timeout_s)
+    if modules is not None:
+        attach_deps(backend, sb, modules)
 
 
 def _measured(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, hub: str, claimed: Handoff,

@@ -56,6 +56,95 @@ def _transcript(title: str, start: float, ok: bool) -> str:
     return "\n".join(json.dumps(x) for x in lines) + "\nnot json at all\n"
 
 
+# The gate in the sample: 7 batches of 4 (3 red), 19 gate runs of 10 s (one in the batch now in test),
+# 3 culprits (one clash, one hostile test name, one with only output), 1 flaky, 3 handoffs caught by presubmit.
+GATE_BATCHES, GATE_RED, GATE_RUNS, GATE_CULPRITS, GATE_FLAKY, GATE_CAUGHT = 7, 3, 19, 3, 1, 3
+IN_TEST = "b7e1c0ffee42"
+HOSTILE_TEST = f"src/world/mesh.test.ts > mesh > {HOSTILE}"
+
+
+def _sha(n: int, tag: str = "a") -> str:
+    return (f"{tag}{n:04d}" * 10)[:40]
+
+
+def _presubmit(i: int, ok: bool) -> list[dict]:
+    """Presubmit runs of the i-th handoff: the first three failed once (then passed), the fourth had no toolchain."""
+    def check(passed: bool, unavailable: bool = False) -> dict:
+        code = 0 if passed else 127 if unavailable else 1
+        return {"tree": _sha(i, "c"), "full": False, "ok": passed, "unavailable": unavailable, "seconds": 4.2,
+                "commands": [{"command": "npx tsc --noEmit", "exit_code": code, "duration_s": 4.2, "timed_out": False}],
+                "output": "" if passed else "$ npx tsc --noEmit\nsrc/world/mesh.ts(3,7): error TS2322"}
+    if not ok:
+        return []
+    if i < GATE_CAUGHT:
+        return [check(False), check(True)]
+    return [check(False, unavailable=True)] if i == GATE_CAUGHT else [check(True)]
+
+
+def fill_gate(db: Session, run: Run, tasks: list[Task], attempts: list[MergeAttempt], now: datetime) -> None:
+    """Batches for the merge attempts, rejected culprits, gate events, and a batch in test right now."""
+    def event(kind: str, at: datetime, message: str = "", task_id: str | None = None, **data) -> None:
+        db.add(Event(run_id=run.id, task_id=task_id, kind=kind, message=message, data=data, created_at=at))
+
+    def gate_run(batch: str, at: datetime, stage: str, size: int, sha: str, result: str) -> None:
+        event("gate.testing", at - timedelta(seconds=10), f"batch {batch}: {stage}", batch_id=batch, sha=sha,
+              size=size, stage=stage)
+        event("gate.run", at, f"batch {batch}: {result} in 10.0s ({stage})", batch_id=batch, stage=stage, size=size,
+              sha=sha, tree=sha, full=False, files=3, result=result, seconds=10.0, commands=[])
+
+    running = [t for t in tasks if t.status == "running"]
+    blocked = [t for t in tasks if t.status == "blocked"]
+    culprits = {2: [running[0]], 5: [blocked[0], running[1]]}
+    stages = {2: ["batch", "bisect 2/4", "confirm", "alone", "find clash"], 3: ["batch", "bisect 2/4", "confirm"],
+              5: ["batch", "bisect 2/4", "bisect 1/4", "confirm", "rest", "confirm"]}
+    main = _sha(0)
+    for k in range(GATE_BATCHES):
+        batch = f"b{k:03d}{'e' * 8}"
+        rows = attempts[4 * k:4 * k + 4]
+        at = max(a.finished_at for a in rows if a.finished_at)
+        for pos, a in enumerate(rows):
+            a.batch_id, a.position, a.head_sha = batch, pos, _sha(4 * k + pos, "d")
+            if a.status == "merged":
+                a.tree_sha = _sha(k, "f")
+                a.gate = {"result": "green", "runs": len(stages.get(k, ["batch"])), "full": False, "batch_size": len(rows)}
+                if k == 3 and pos == 1:
+                    a.gate.update(flaky=True, flaky_tests=["src/world/chunk.test.ts > chunk > saves"])
+                    event("gate.flaky", at, f"{a.branch}: red, then green on the same tree", task_id=a.task_id,
+                          batch_id=batch, tests=a.gate["flaky_tests"], tree=a.tree_sha)
+        for n, stage in enumerate(stages.get(k, ["batch"])):
+            red = k in culprits and stage in ("batch", "bisect 1/4", "confirm", "find clash") or (k == 3 and n < 2)
+            gate_run(batch, at - timedelta(seconds=10 * (len(stages.get(k, [])) - n)), stage, 4, _sha(k, "e"),
+                     "red" if red else "green")
+        landed = [a for a in rows if a.status == "merged"]
+        if landed:
+            main = landed[-1].main_after or main
+        for i, c in enumerate(culprits.get(k, [])):
+            clash = rows[0] if c is running[0] else None
+            tests = [HOSTILE_TEST] if c is blocked[0] else []
+            gate = {"result": "red", "batch_size": len(rows) + 1, "tested_with": [a.branch for a in landed],
+                    "output": "$ npx vitest related --run src/world/mesh.ts\n\n FAIL  src/world/mesh.test.ts\n"
+                              + ("AssertionError: expected 3 to be 4" if tests else "TypeError: chunk.get is not a function"),
+                    "commands": [{"command": "npx vitest related --run src/world/mesh.ts", "exit_code": 1,
+                                  "duration_s": 9.5, "timed_out": False}],
+                    "clashes_with": {"task_id": clash.task_id, "branch": clash.branch, "title": "Greedy meshing"}
+                    if clash else None, "tests": tests}
+            if c is running[1]:
+                gate["output"] = "$ npx tsc --noEmit\nsrc/player/move.ts(9,3): error TS2554: Expected 2 arguments"
+            db.add(MergeAttempt(task_id=c.id, branch=c.branch, strategy="rebase", status="rejected", main_before=main,
+                                head_sha=_sha(k, "9"), batch_id=batch, position=len(rows) + i, tree_sha=_sha(k, "8"),
+                                gate=gate, error=f"the gate failed on {c.branch}", queued_at=at - timedelta(minutes=1),
+                                started_at=at - timedelta(minutes=1), finished_at=at, duration_ms=60_000.0))
+            event("gate.culprit", at, f"{c.branch}: the branch breaks the gate's checks", task_id=c.id,
+                  batch_id=batch, clashes_with=gate["clashes_with"], tests=tests, tree=_sha(k, "8"))
+        event("gate.batch", at, f"batch {batch}: {len(landed)} landed", batch_id=batch, size=len(rows),
+              landed=len(landed), culprits=[c.id for c in culprits.get(k, [])],
+              flaky=[a.task_id for a in rows if (a.gate or {}).get("flaky")], runs=len(stages.get(k, ["batch"])),
+              red=k in culprits or k == 3, seconds=10.0 * len(stages.get(k, ["batch"])), main=main, held=None)
+    gate_run(IN_TEST, now - timedelta(seconds=16), "batch", 4, _sha(99, "e"), "red")
+    event("gate.testing", now - timedelta(seconds=6), f"batch {IN_TEST}: bisect 2/4", batch_id=IN_TEST,
+          sha=_sha(98, "e"), size=2, stage="bisect 2/4")
+
+
 def fill(db: Session, seed: int = 7) -> Run:
     """One active run with features, tasks in every state, handoffs, merges, LLM calls and events."""
     rnd = random.Random(seed)
@@ -93,26 +182,31 @@ def fill(db: Session, seed: int = 7) -> Run:
         db.add(t)
         tasks.append(t)
     db.flush()
+    handoffs: list[HandoffRecord] = []
     for t in tasks:
         if t.status in ("complete", "failed", "blocked"):
             ok = t.status == "complete"
-            db.add(HandoffRecord(task_id=t.id, attempt=max(1, t.attempts), status=t.status, summary=t.summary or "",
+            handoffs.append(HandoffRecord(task_id=t.id, attempt=max(1, t.attempts), status=t.status, summary=t.summary or "",
                            commits=["a1b2c3d"] if ok else [], files_changed=["src/world/mesh.ts"] if ok else [],
                            insertions=rnd.randint(20, 300), deletions=rnd.randint(0, 40), prompt_tokens=20430,
                            completion_tokens=1606, llm_calls=3, duration_s=34.0, error=t.error,
-                           transcript=_transcript(t.title, t.started_at.timestamp(), ok), created_at=t.finished_at))
+                           transcript=_transcript(t.title, t.started_at.timestamp(), ok), created_at=t.finished_at,
+                           presubmit=_presubmit(len(handoffs), ok)))
+    db.add_all(handoffs)
     completes = [t for t in tasks if t.status == "complete"]
+    attempts: list[MergeAttempt] = []
     for j, t in enumerate(completes):
         status = "conflict" if j in (4, 17) else "failed" if j == 11 else "merged"
         finished = t.finished_at + timedelta(seconds=rnd.randint(2, 30))
         sha = f"{rnd.randrange(16**40):040x}"
-        db.add(MergeAttempt(task_id=t.id, branch=t.branch, strategy="rebase", status=status,
+        attempts.append(MergeAttempt(task_id=t.id, branch=t.branch, strategy="rebase", status=status,
                             main_before=f"{rnd.randrange(16**40):040x}", main_after=sha if status == "merged" else None,
                             conflict_files=["src/world/chunk.ts", "src/world/mesh.ts"] if status == "conflict" else [],
                             commits_landed=[sha] * rnd.randint(1, 3) if status == "merged" else [],
                             error="git merge-tree exited 128" if status == "failed" else None,
                             queued_at=t.finished_at, started_at=t.finished_at, finished_at=finished,
                             duration_ms=rnd.uniform(40, 900)))
+    db.add_all(attempts)
     for t in tasks:
         for _ in range(3 if t.started_at else 0):
             db.add(LLMCall(run_id=run.id, task_id=t.id, role="worker", model="glm-5",
@@ -127,6 +221,7 @@ def fill(db: Session, seed: int = 7) -> Run:
     for t in completes[:20]:
         db.add(Event(run_id=run.id, task_id=t.id, kind="merge.merged", message=f"{t.branch} -> main",
                      created_at=t.finished_at))
+    fill_gate(db, run, tasks, attempts, now)
     db.add(Event(run_id=run.id, kind="merge.conflict", message="src/world/chunk.ts, src/world/mesh.ts",
                  task_id=completes[4].id, created_at=now - timedelta(minutes=3)))
     db.add(Event(run_id=run.id, kind="reconcile.red", message=f"npx tsc --noEmit failed {HOSTILE}",

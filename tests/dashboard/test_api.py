@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentswarm.db.models import Event, HandoffRecord
 from agentswarm.db.session import session_scope
+from tests.dashboard import sample as sample_data
 from tests.dashboard.conftest import SECRET_KEY
 
 
@@ -25,9 +26,9 @@ def test_summary_of_the_sample_run(dash, sample, redis_client):
     assert body["run"] == sample and body["status"] == "active"
     assert body["tasks"] == {"running": 14, "assigned": 3, "pending": 9, "complete": 26, "failed": 4,
                              "blocked": 3, "cancelled": 2}
-    assert body["merges"] == {"merged": 23, "conflict": 2, "failed": 1}
+    assert body["merges"] == {"merged": 23, "conflict": 2, "failed": 1, "rejected": 3}
     m = body["metrics"]
-    assert m["merge_success_rate"] == round(23 / 26, 4)
+    assert m["merge_success_rate"] == round(23 / 29, 4)
     assert 23 <= m["commits_last_hour"] <= 69
     assert m["used"]["tasks"] == 61 and m["used"]["tasks_frac"] == 0.061
     assert m["used"]["dollars"] == body["llm"]["cost_usd"] > 0
@@ -37,6 +38,23 @@ def test_summary_of_the_sample_run(dash, sample, redis_client):
     assert body["config"] == {"model": "glm-5", "workers": 100, "merge_strategy": "fast-forward",
                               "sandbox": "local", "unisolated": False, "steering": True,
                               "token_required": False}
+
+
+def test_summary_has_the_gate(start_dashboard, sample):
+    g = start_dashboard(gate="batch").get("/api/summary").json()["gate"]
+    assert g["mode"] == "batch" and g["presubmit"] is True
+    assert (g["batches"], g["red_batches"], g["runs"], g["run_seconds"]) \
+        == (sample_data.GATE_BATCHES, sample_data.GATE_RED, sample_data.GATE_RUNS, 10.0 * sample_data.GATE_RUNS)
+    assert (g["culprits"], g["flaky"], g["presubmit_caught"], g["landed"]) \
+        == (sample_data.GATE_CULPRITS, sample_data.GATE_FLAKY, sample_data.GATE_CAUGHT, 23)
+    t = g["in_test"]
+    assert (t["batch_id"], t["stage"], t["size"], t["batch_size"]) == (sample_data.IN_TEST, "bisect 2/4", 2, 4)
+    assert len(g["last_green"]) == 40 and len(g["recent_culprits"]) == 3
+    whys = [c["why"] for c in g["recent_culprits"]]
+    assert f"test: {sample_data.HOSTILE_TEST}" in whys and any(w.startswith("clashes with task ") for w in whys)
+    merged = start_dashboard().get("/api/merges?status=merged&limit=100").json()["merges"]
+    assert g["last_green"] in {m["main_after"] for m in merged}
+    assert start_dashboard().get("/api/summary").json()["gate"]["mode"] == "off"  # the tests' GATE=off
 
 
 def test_unisolated_sandboxes_are_flagged_for_the_page(start_dashboard, sample):
@@ -126,13 +144,17 @@ def test_events_poll_incrementally(dash, sample, db):
 
 def test_merge_feed_newest_first(dash, sample):
     merges = dash.get("/api/merges?limit=100").json()["merges"]
-    assert len(merges) == 26
+    assert len(merges) == 29
     times = [m["finished_at"] for m in merges]
     assert times == sorted(times, reverse=True)
     conflicts = dash.get("/api/merges?status=conflict").json()["merges"]
     assert len(conflicts) == 2 and conflicts[0]["conflict_files"] == ["src/world/chunk.ts", "src/world/mesh.ts"]
     landed = [m for m in merges if m["status"] == "merged"]
     assert all(len(m["main_after"]) == 40 and m["commits"] >= 1 and m["strategy"] == "rebase" for m in landed)
+    assert all(m["batch"] and m["position"] is not None and m["why"] is None for m in landed)
+    rejected = dash.get("/api/merges?status=rejected").json()["merges"]
+    assert len(rejected) == 3 and all(m["why"] and m["batch"] and m["main_after"] is None for m in rejected)
+    assert sum(m["flaky"] for m in merges) == 1
 
 
 def test_routing_errors_are_json(dash):

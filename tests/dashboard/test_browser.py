@@ -22,7 +22,8 @@ def _dump(url: str, tmp_path) -> tuple[str, str]:
     return proc.stdout, proc.stderr
 
 
-def test_page_renders_the_sample_run(dash, sample, tmp_path):
+def test_page_renders_the_sample_run(start_dashboard, sample, tmp_path):
+    dash = start_dashboard(gate="batch")
     task = dash.get("/api/tasks?status=complete&limit=1").json()["tasks"][0]["id"]
     dom, log = _dump(f"{dash.base}/#task={task}", tmp_path)
     body = re.search(r"<body[^>]*>", dom).group(0)
@@ -32,6 +33,16 @@ def test_page_renders_the_sample_run(dash, sample, tmp_path):
     assert sample in dom and 'class="tile running"' in dom and "merge.conflict" in dom
     assert "&lt;img src=x onerror=" in dom and "<img" not in dom  # model output shown as text
     assert 'class="assistant"' in dom and "5,210 → 96 tokens" in dom  # transcript replay of the task
+    gate = re.search(r'<div class="card gate" id="gate-card"[^>]*>(.*?)</div></div>', dom, re.S)
+    assert gate, dom[:3000]
+    green = dash.get("/api/summary").json()["gate"]["last_green"][:10]
+    assert ">batch<" in gate.group(1) and 'id="gate-testing"' in gate.group(1)
+    assert "testing b7e1c0… · 4 branches · bisect 2/4" in gate.group(1) and green in gate.group(1)
+    assert "3/7 red batches · 3 culprits" in gate.group(1)
+    culprits = re.search(r'<ol id="culprits"[^>]*>(.*?)</ol>', dom, re.S).group(1)
+    assert culprits.count('<li class="rejected">') == 3 and "clashes with task " in culprits
+    assert "test: src/world/mesh.test.ts &gt; mesh &gt; &lt;img src=x onerror=" in culprits  # escaped, as text
+    assert "rejected by gate: " in re.search(r'<ol id="merges"[^>]*>(.*?)</ol>', dom, re.S).group(1)
 
 
 def test_page_without_a_run(dash, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from agentswarm.llm import LLMClient
 from agentswarm.prompts import render_messages, render_prompt, render_worker_task_message
 from agentswarm.testing import FakeLLMServer
+from agentswarm.testing.sim_files import file_content
 from agentswarm.testing.simulator import simulate
 
 TASKS_SCHEMA = {
@@ -212,6 +213,18 @@ def test_worker_reports_a_failed_tool_and_a_missing_scope():
     blocked = simulate({"messages": [system, {"role": "user", "content": render_worker_task_message(
         {"title": "Think hard", "scope": []})}]})["tool_calls"][0]
     assert blocked["arguments"]["status"] == "blocked"
+
+
+def test_a_generated_test_holds_whichever_task_wrote_its_source():
+    # Two features share src/world/world.ts; the one with the test may land before the other rewrites the source.
+    scope = ["src/world/world.ts", "src/world/world.test.ts"]
+    test_src = file_content("src/world/world.test.ts", "Implement World container", scope)
+    later_source = file_content("src/world/world.ts", "Implement a much longer world title", ["src/world/world.ts"])
+    assert 'import { world, worldTitle } from "./world";' in test_src
+    assert "expect(world({ enabled: true, scale: 2 })).toBe(2 * worldTitle.length);" in test_src
+    assert 'export const worldTitle = "Implement a much longer world title";' in later_source
+    assert "return Math.max(0, options.scale) * worldTitle.length;" in later_source
+    assert str(len("Implement World container")) not in test_src
 
 
 def test_unknown_role_and_bad_inputs_are_explained():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentswarm.reconcile.checks import lock_digest, run_checks
+from agentswarm.reconcile.checks import run_checks
+from agentswarm.sandbox.deps import lock_digest
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
 from tests.reconcile.hubs import git, main_of, make_hub
 

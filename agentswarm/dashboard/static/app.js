@@ -105,6 +105,7 @@ function renderSummary(s) {
   if (!s.run) {
     fill($("run-info"), h("span", {}, "no run yet: start one with `make swarm` or `agentswarm run start`"));
     fill($("metrics"));
+    renderCulprits(null);
   } else {
     state.run = s.run;
     const c = state.config;
@@ -123,14 +124,15 @@ function renderSummary(s) {
     const t = s.tasks || {}, m = s.merges || {}, used = s.metrics.used, llm = s.llm;
     const total = Object.values(t).reduce((a, b) => a + b, 0);
     const inflight = (t.assigned || 0) + (t.running || 0);
-    const decided = (m.merged || 0) + (m.conflict || 0) + (m.failed || 0);
+    const decided = (m.merged || 0) + (m.conflict || 0) + (m.failed || 0) + (m.rejected || 0);
     const queues = s.queues ? Object.entries(s.queues).map(([q, n]) => `${q} ${n}`).join(" · ") : s.queues_error;
     fill($("metrics"),
       card("Commits / hour", num(s.metrics.commits_last_hour), `${num(s.merged_last_hour)} merges in the last hour`),
-      card("Merged", num(m.merged || 0), `${pct(s.metrics.merge_success_rate)} success · ${m.conflict || 0} conflicts · ${m.failed || 0} failed`,
+      card("Merged", num(m.merged || 0), `${pct(s.metrics.merge_success_rate)} success · ${m.conflict || 0} conflicts · ${m.failed || 0} failed${m.rejected ? ` · ${m.rejected} rejected` : ""}`,
         decided ? budgetBar((m.merged || 0) / decided, true) : null),
       card("Tasks", `${num(t.complete || 0)} / ${num(total)}`, STATES.filter((k) => t[k]).map((k) => `${k} ${t[k]}`).join(" · "),
         total ? stackBar(t, total) : null),
+      gateCard(s.gate),
       card("In flight", num(inflight), `${t.pending || 0} pending · queues: ${queues || "—"}`),
       card("Tokens", compact(used.tokens), `${pct(used.tokens_frac)} of ${compact(s.budget.max_tokens)} · ${num(llm.calls)} calls`,
         budgetBar(used.tokens_frac)),
@@ -138,8 +140,39 @@ function renderSummary(s) {
         budgetBar(used.dollars_frac)),
       card("Time", dur(s.metrics.elapsed_s), s.budget.deadline_at ? `${pct(used.time_frac)} of the deadline (${clock(s.budget.deadline_at)})` : "no deadline",
         budgetBar(used.time_frac)));
+    renderCulprits(s.gate);
   }
   renderFeatures(s.features || {});
+}
+
+// The gated merge queue: its mode, the batch in test, main's last green commit, red batches and culprits.
+function gateCard(g) {
+  if (!g) return null;
+  if (g.mode === "off") {
+    return h("div", { class: "card gate", id: "gate-card" }, h("div", { class: "label" }, "Gate"),
+      h("div", { class: "value" }, "off"), h("div", { class: "sub" }, "main moves to whatever merges cleanly"));
+  }
+  const t = g.in_test;
+  const testing = t ? `testing ${String(t.batch_id).slice(0, 6)}… · ${t.batch_size || t.size} branches · ${t.stage} · ${dur(t.batch_seconds)}` : "nothing in test";
+  const counts = `${num(g.red_batches)}/${num(g.batches)} red batches · ${num(g.culprits)} culprits`;
+  const detail = [`presubmit ${g.presubmit ? "on" : "off"}`, `${num(g.runs)} gate runs in ${dur(g.run_seconds)}`,
+    `${num(g.landed)} landed through the gate`, `${num(g.flaky)} flaky`, `${num(g.presubmit_caught)} caught by presubmit`].join("\n");
+  return h("div", { class: "card gate", id: "gate-card", title: detail },
+    h("div", { class: "label" }, "Gate"),
+    h("div", { class: "value" }, g.mode, t ? h("span", { class: "pulse", id: "gate-testing" }, " testing") : null),
+    h("div", { class: "sub", title: testing }, testing),
+    h("div", { class: "sub", title: counts }, "green ", h("span", { class: "mono", id: "gate-green" }, short(g.last_green)), ` · ${counts}`));
+}
+
+function renderCulprits(g) {
+  const list = (g && g.recent_culprits) || [];
+  $("culprit-count").textContent = g && g.culprits ? `${num(g.culprits)} in this run` : "";
+  fill($("culprits"), list.length ? list.map((c) => h("li", { class: "rejected" },
+    h("span", { class: "mono", onclick: () => openTask(c.task) }, c.task),
+    h("span", { class: "grow", title: `${c.branch}\n${c.title || ""}\n${c.why}${c.batch ? "\nbatch " + c.batch : ""}`, onclick: () => openTask(c.task) },
+      c.why),
+    h("span", { class: "time" }, clock(c.at))))
+    : h("li", { class: "empty" }, g && g.mode === "off" ? "the gate is off" : "no branch sent back by the gate"));
 }
 
 function renderFeatures(progress) {
@@ -184,12 +217,19 @@ function cancelButton(id) {
   } }, "cancel");
 }
 
+function mergeText(m) {
+  if (m.status === "rejected") return "rejected by gate: " + (m.why || m.title || m.branch);
+  if (m.conflict_files.length) return "conflict: " + m.conflict_files.join(", ");
+  return (m.title || m.branch) + (m.flaky ? " (flaky test passed on retry)" : "");
+}
+const batchOf = (m) => (m.batch ? `\nbatch ${m.batch}${m.position === null ? "" : " #" + (m.position + 1)}${m.tree ? " · tree " + short(m.tree) : ""}` : "");
+
 function renderMerges(merges) {
-  fill($("merges"), merges.length ? merges.map((m) => h("li", {},
+  fill($("merges"), merges.length ? merges.map((m) => h("li", { class: m.status === "rejected" ? "rejected" : null },
     badge(m.status), h("span", { class: "mono" }, m.status === "merged" ? short(m.main_after) : short(m.task)),
-    h("span", { class: "grow", title: `${m.branch}\n${m.title || ""}${m.conflict_files.length ? "\nconflicts: " + m.conflict_files.join(", ") : ""}${m.error ? "\n" + m.error : ""}`,
+    h("span", { class: "grow", title: `${m.branch}\n${m.title || ""}${m.conflict_files.length ? "\nconflicts: " + m.conflict_files.join(", ") : ""}${m.why ? "\n" + m.why : ""}${m.error ? "\n" + m.error : ""}${batchOf(m)}`,
       onclick: () => openTask(m.task) },
-    m.conflict_files.length ? "conflict: " + m.conflict_files.join(", ") : m.title || m.branch),
+    mergeText(m)),
     h("span", { class: "time", title: `${m.commits} commits · ${m.strategy} · ${m.duration_ms === null ? "—" : Math.round(m.duration_ms) + " ms"}` },
       `${m.commits}c · ${m.duration_ms === null ? "—" : Math.round(m.duration_ms) + "ms"} · ${clock(m.finished_at || m.queued_at)}`)))
     : h("li", { class: "empty" }, "nothing merged yet"));
@@ -198,7 +238,7 @@ function renderMerges(merges) {
 function renderEvents(fresh) {
   state.events = fresh.slice().reverse().concat(state.events).slice(0, 300);
   fill($("events"), state.events.length ? state.events.map((e) => {
-    const tone = /fail|error|conflict|red|unparseable|stale/.test(e.kind) ? "bad" : /merged|complete|green/.test(e.kind) ? "good" : "";
+    const tone = /fail|error|conflict|red|unparseable|stale|culprit|cannot|needs_person/.test(e.kind) ? "bad" : /merged|complete|green/.test(e.kind) ? "good" : "";
     return h("li", {}, h("span", { class: "time" }, clock(e.at)), h("span", { class: `kind ${tone}` }, e.kind),
       e.task ? h("span", { class: "mono", onclick: () => openTask(e.task) }, e.task) : null,
       h("span", { class: "grow", title: e.message }, e.message));
@@ -258,7 +298,7 @@ async function openTask(id) {
       ["handoffs", t.handoffs.length ? h("ul", { class: "sub-list" }, t.handoffs.map((x) => h("li", {},
         `attempt ${x.attempt}: `, badge(x.status), ` ${x.commits.length} commits, +${x.insertions}/-${x.deletions}, ${num(x.prompt_tokens + x.completion_tokens)} tokens, ${x.llm_calls} calls, ${dur(x.duration_s)}${x.error ? " · " + x.error : ""}`))) : null],
       ["merges", t.merges.length ? h("ul", { class: "sub-list" }, t.merges.map((m) => h("li", {},
-        badge(m.status), ` ${m.strategy} ${short(m.main_before)} → ${short(m.main_after)} ${m.duration_ms === null ? "" : Math.round(m.duration_ms) + "ms"}${m.conflict_files.length ? " · conflicts: " + m.conflict_files.join(", ") : ""}${m.error ? " · " + m.error : ""}`))) : null],
+        badge(m.status), ` ${m.strategy} ${short(m.main_before)} → ${short(m.main_after)} ${m.duration_ms === null ? "" : Math.round(m.duration_ms) + "ms"}${m.batch ? " · batch " + m.batch : ""}${m.conflict_files.length ? " · conflicts: " + m.conflict_files.join(", ") : ""}${m.why ? " · rejected by gate: " + m.why : ""}${m.error ? " · " + m.error : ""}`))) : null],
       ["", cancellable(t) ? cancelButton(t.id) : null],
     ]));
     renderTranscript(tr);

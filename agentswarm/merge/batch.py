@@ -1,0 +1,372 @@
+"""The gated merge queue: batches of complete branches are stacked on main and tested before main moves.
+
+The merge worker (holding the merge lock) takes up to GATE_BATCH_MAX complete, unlanded tasks
+(waiting at most GATE_BATCH_WAIT_S for the batch to fill), stacks their recorded heads on main
+with the configured strategy, and runs the gate on the stack's tip. Green: main moves to the tip
+in one compare-and-swap. Red: the stack is bisected, the first half on main first; every green
+prefix lands at once; the branch whose prefix turns red is tested again on the same tree, and
+either blamed (it goes back to its author with the output) or, if the tree now passes, recorded as
+flaky and landed. What is left is stacked again on the new main and tested in turn.
+
+Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are
+not tested one by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
+
+Crash safety: nothing is recorded until the transaction that holds the lock commits, and main
+moves only to tested tips; a merge worker killed mid-gate leaves main where it was (or on a
+tested prefix), and the batch is formed again by the next message: branches already on main are
+found already merged, the rest are tested again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agentswarm.config import GateMode, Settings
+from agentswarm.db.events import record_event
+from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.session import session_scope
+from agentswarm.db.states import MERGE_SETTLED
+from agentswarm.db.text import stored_text
+from agentswarm.git.hub import main_sha
+from agentswarm.git.landing import (
+    Landing,
+    MergeResult,
+    MergeStrategy,
+    Stacked,
+    delete_branch,
+    move_main,
+    stack_on,
+)
+from agentswarm.git.repo import GitError
+from agentswarm.lifecycle.feedback import gate_feedback, send_back
+from agentswarm.merge.gate import GateRun, GateWorkspace
+from agentswarm.merge.records import mark_done, record_landing, recorded_head, remote_push_main
+
+log = logging.getLogger(__name__)
+POLL_S = 0.25
+_workspaces: dict[str, GateWorkspace] = {}
+_batches: dict[str, int] = {}  # batches tested per hub in this process, for GATE_FULL_EVERY
+
+
+@dataclass
+class Entry:
+    """One task's branch in a batch: its recorded head and, once stacked, the stack tip after it."""
+
+    task: Task
+    head: str
+    position: int
+    tip: str | None = None
+    landed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """What one batch did, for the record and the caller."""
+
+    id: str
+    main_before: str
+    runs: list[GateRun] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    culprits: list[str] = field(default_factory=list)
+    flaky: list[str] = field(default_factory=list)
+    held: str | None = None  # why nothing could be decided (the gate cannot run)
+
+    def gate_seconds(self) -> float:
+        return round(sum(r.seconds for r in self.runs), 2)
+
+
+def workspace(settings: Settings) -> GateWorkspace:
+    """The merge process's gate workspace for this hub (made on first use)."""
+    key = str(settings.hub_path.resolve())
+    ws = _workspaces.get(key)
+    if ws is None or ws.settings is not settings:
+        ws = _workspaces[key] = GateWorkspace(settings)
+    return ws
+
+
+def candidates(db: Session, first: Task, limit: int) -> list[Task]:
+    """Complete tasks of the run with no settled merge, most urgent first, `first` always included."""
+    settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
+    rows = list(db.scalars(select(Task).where(
+        Task.run_id == first.run_id, Task.status == TaskStatus.complete, Task.id != first.id,
+        Task.id.not_in(settled)).order_by(Task.priority, Task.finished_at, Task.id).limit(limit - 1)))
+    return [first, *rows]
+
+
+def gather(db: Session, first: Task, settings: Settings) -> list[Task]:
+    """The batch: up to GATE_BATCH_MAX tasks, waiting up to GATE_BATCH_WAIT_S for it to fill."""
+    if settings.gate is GateMode.each:
+        return [first]
+    deadline = time.monotonic() + settings.gate_batch_wait_s
+    while True:
+        found = candidates(db, first, settings.gate_batch_max)
+        if len(found) >= settings.gate_batch_max or time.monotonic() >= deadline:
+            return found
+        time.sleep(POLL_S)
+
+
+def _live_event(kind: str, message: str, run_id: str, **data: Any) -> None:
+    """An event committed now (the batch's own transaction commits only at its end): the gate seen live."""
+    with session_scope() as db:
+        record_event(db, kind, message, run_id=run_id, **data)
+
+
+class GatedMerge:
+    """One batch through the gate, inside the merge lock's transaction."""
+
+    def __init__(self, db: Session, settings: Settings, tasks: list[Task], heads: dict[str, str]) -> None:
+        self.db, self.settings = db, settings
+        self.hub = str(settings.hub_path.resolve())
+        self.strategy = MergeStrategy(settings.merge_strategy.value)
+        main = main_sha(settings.hub_path)
+        if main is None:
+            raise GitError(f"the hub at {self.hub} has no main")
+        self.main = main
+        self.batch = Batch(id=uuid.uuid4().hex[:12], main_before=main)
+        self.run_id = tasks[0].run_id
+        self.entries = [Entry(t, heads[t.id], i) for i, t in enumerate(tasks)]
+        self.ws = workspace(settings)
+        n = _batches.get(self.hub, 0) + 1
+        _batches[self.hub] = n
+        self.full = bool(settings.gate_full_every) and n % settings.gate_full_every == 0
+        self.started_at = datetime.now(UTC)
+        self.landed: list[Entry] = []  # entries main moved over in this batch, in order
+
+    # -- stacking and testing --------------------------------------------------------------------
+
+    def stack(self, entries: list[Entry], base: str) -> list[Entry]:
+        """Build entries on base in order; a textual conflict or a failure is settled now and dropped."""
+        kept: list[Entry] = []
+        tip = base
+        for e in entries:
+            out = stack_on(self.hub, tip, e.head, self.strategy, branch=e.task.branch,
+                           message=f"{e.task.title or e.task.id} ({e.task.branch})")
+            if out.status is Landing.MERGED and out.tip:
+                e.tip, e.landed, tip = out.tip, out.landed, out.tip
+                kept.append(e)
+            elif out.status is Landing.ALREADY_MERGED:
+                self._settle_plain(e, Landing.ALREADY_MERGED, out)
+            else:
+                self._settle_plain(e, out.status, out)
+        return kept
+
+    def test(self, sha: str, base: str, size: int, stage: str) -> GateRun:
+        _live_event("gate.testing", f"batch {self.batch.id}: {stage} ({size} branch(es)) at {sha[:10]}",
+                    self.run_id, batch_id=self.batch.id, sha=sha, size=size, stage=stage)
+        run = self.ws.run(sha, base, full=self.full)
+        self.batch.runs.append(run)
+        _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({stage})",
+                    self.run_id, batch_id=self.batch.id, stage=stage, size=size, **run.summary())
+        return run
+
+    def land(self, entries: list[Entry], run: GateRun, extra: dict[str, Any] | None = None) -> bool:
+        """Move main to the last entry's tip (tested green); False if main moved under us."""
+        tip = entries[-1].tip
+        assert tip is not None
+        if not move_main(self.hub, tip, self.main):
+            return False
+        before, self.main = self.main, tip
+        if self.settings.git_repo_url:
+            remote_push_main(self.settings)
+        for e in entries:
+            self._record(e, MergeStatus.merged, main_before=before, main_after=tip, tree=run.tree,
+                         gate={"result": run.result, "runs": len(self.batch.runs), "full": run.full, **(extra or {})})
+            self.batch.merged.append(e.task.id)
+            self.landed.append(e)
+        return True
+
+    # -- the batch -------------------------------------------------------------------------------
+
+    def run(self) -> Batch:
+        pending = self.stack(self.entries, self.main)
+        while pending:
+            tip = pending[-1].tip
+            assert tip is not None
+            first = self.test(tip, self.main, len(pending), "batch" if len(pending) == len(self.entries) else "rest")
+            if first.cannot_run:
+                self._hold(pending, first)
+                break
+            if first.ok:
+                if not self.land(pending, first):
+                    pending = self.stack(pending, self._reread_main())
+                    continue
+                break
+            pending = self._bisect(pending, first)
+        self._finish()
+        return self.batch
+
+    def _bisect(self, pending: list[Entry], red: GateRun) -> list[Entry]:
+        """Find the first branch whose prefix is red; land the green prefix; blame or pass it; restack the rest."""
+        lo, hi, hi_run = 0, len(pending), red
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            tip = pending[mid - 1].tip
+            assert tip is not None
+            run = self.test(tip, self.main, mid, f"bisect {mid}/{len(pending)}")
+            if run.cannot_run:
+                self._hold(pending, run)
+                return []
+            if run.ok:
+                lo = mid
+            else:
+                hi, hi_run = mid, run
+        if lo and not self.land(pending[:lo], self._green_run(pending[lo - 1])):
+            return self.stack(pending, self._reread_main())
+        suspect = pending[hi - 1]
+        assert suspect.tip is not None
+        again = self.test(suspect.tip, self.main, 1, "confirm")
+        if again.cannot_run:
+            self._hold(pending[lo:], again)
+            return []
+        if again.ok:  # the same tree passed: the red did not reproduce
+            tests = hi_run.failing_tests()
+            self.batch.flaky.append(suspect.task.id)
+            record_event(self.db, "gate.flaky", f"{suspect.task.branch}: red, then green on the same tree"
+                         + (f" ({', '.join(tests[:3])})" if tests else ""), run_id=self.run_id,
+                         task_id=suspect.task.id, batch_id=self.batch.id, tests=tests, tree=again.tree)
+            if not self.land([suspect], again, {"flaky": True, "flaky_tests": tests}):
+                return self.stack(pending[hi - 1:], self._reread_main())
+        else:
+            self._blame(suspect, again, ahead=list(self.landed))
+        return self.stack(pending[hi:], self.main)
+
+    def _green_run(self, entry: Entry) -> GateRun:
+        """The green run of this entry's tip (bisection tested it)."""
+        return next(r for r in reversed(self.batch.runs) if r.sha == entry.tip and r.ok)
+
+    def _blame(self, culprit: Entry, run: GateRun, ahead: list[Entry]) -> None:
+        """The culprit goes back to its author; with branches ahead of it, check whether it fails alone."""
+        clash: dict[str, str] | None = None
+        if ahead:
+            alone = stack_on(self.hub, self.batch.main_before, culprit.head, self.strategy, branch=culprit.task.branch)
+            if alone.status is Landing.MERGED and alone.tip:
+                solo = self.test(alone.tip, self.batch.main_before, 1, "alone")
+                if solo.ok:
+                    partner = self._partner(culprit, ahead)
+                    clash = {"task_id": partner.task.id, "branch": partner.task.branch,
+                             "title": partner.task.title or ""}
+        self.batch.culprits.append(culprit.task.id)
+        tested_with = [e.task.branch for e in ahead]
+        self._record(culprit, MergeStatus.rejected, main_before=self.main, main_after=None, tree=run.tree,
+                     gate={"result": "red", "output": run.output, "commands": run.commands,
+                           "tested_with": tested_with, "clashes_with": clash, "tests": run.failing_tests()},
+                     error=f"the gate failed on {culprit.task.branch}")
+        why = (f"semantic conflict with task {clash['task_id']} ({clash['branch']})" if clash
+               else "the branch breaks the gate's checks")
+        record_event(self.db, "gate.culprit", f"{culprit.task.branch}: {why}", run_id=self.run_id,
+                     task_id=culprit.task.id, batch_id=self.batch.id, clashes_with=clash,
+                     tests=run.failing_tests(), tree=run.tree)
+        feedback = gate_feedback("merge-queue", run.output, main=self.main, tested_with=tested_with,
+                                 clashes_with=clash, commands=[c["command"] for c in run.commands])
+        send_back(self.db, culprit.task, TaskStatus.complete, feedback, f"rejected by the merge queue's gate: {why}")
+
+    def _partner(self, culprit: Entry, ahead: list[Entry]) -> Entry:
+        """The branch ahead of the culprit it clashes with: the shortest prefix of `ahead` that turns it red."""
+        lo, hi = 0, len(ahead)  # main_before + culprit is green; all of `ahead` + culprit is red
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            base = ahead[mid - 1].tip
+            assert base is not None
+            probe = stack_on(self.hub, base, culprit.head, self.strategy, branch=culprit.task.branch)
+            if probe.status is not Landing.MERGED or not probe.tip:
+                hi = mid
+                continue
+            run = self.test(probe.tip, self.batch.main_before, mid + 1, "find clash")
+            if run.ok:
+                lo = mid
+            else:
+                hi = mid
+        return ahead[hi - 1]
+
+    def _hold(self, pending: list[Entry], run: GateRun) -> None:
+        """The gate cannot run (a missing tool, a failed install): nothing lands, the monitor retries later."""
+        self.batch.held = run.cannot_run
+        for e in pending:
+            self._record(e, MergeStatus.failed, main_before=self.main, main_after=None, tree=run.tree,
+                         gate={"result": "cannot-run", "output": run.output}, error=f"gate: {run.cannot_run}")
+        record_event(self.db, "gate.cannot_run", run.cannot_run or "", run_id=self.run_id, batch_id=self.batch.id)
+
+    def _reread_main(self) -> str:
+        main = main_sha(self.settings.hub_path)
+        if main is None:
+            raise GitError(f"the hub at {self.hub} lost its main")
+        self.main = main
+        return main
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _record(self, e: Entry, status: MergeStatus, *, main_before: str, main_after: str | None, tree: str | None,
+                gate: dict[str, Any], error: str | None = None, conflict_files: list[str] | None = None) -> None:
+        now = datetime.now(UTC)
+        self.db.add(MergeAttempt(
+            task_id=e.task.id, branch=e.task.branch, strategy=self.strategy.value, status=status,
+            main_before=main_before, main_after=main_after, conflict_files=conflict_files or [],
+            commits_landed=e.landed if status is MergeStatus.merged else [], error=stored_text(error, None),
+            head_sha=e.head, batch_id=self.batch.id, position=e.position, tree_sha=tree,
+            gate={"batch_size": len(self.entries), **gate}, started_at=self.started_at, finished_at=now,
+            duration_ms=(now - self.started_at).total_seconds() * 1000))
+        if status is MergeStatus.merged:
+            mark_done(self.db, e.task)
+            record_event(self.db, "merge.merged", f"{e.task.branch} -> main {(main_after or '')[:10]}",
+                         run_id=self.run_id, task_id=e.task.id, commits=len(e.landed), batch_id=self.batch.id)
+
+    def _settle_plain(self, e: Entry, status: Landing, out: Stacked) -> None:
+        """A branch settled without the gate: already on main, a textual conflict, or a git failure."""
+        result = MergeResult(status=status, branch=e.task.branch, main_before=self.main,
+                             main_after=self.main if status is Landing.ALREADY_MERGED else None,
+                             conflict_files=out.conflict_files, error=out.error)
+        attempt = record_landing(self.db, e.task, self.strategy.value, result, self.started_at, self.settings)
+        attempt.head_sha, attempt.batch_id, attempt.position = e.head, self.batch.id, e.position
+        if status is Landing.ALREADY_MERGED:
+            self.batch.merged.append(e.task.id)
+
+    def _finish(self) -> None:
+        b = self.batch
+        record_event(self.db, "gate.batch", f"batch {b.id}: {len(b.merged)} landed, {len(b.culprits)} culprit(s), "
+                     f"{len(b.runs)} gate run(s) in {b.gate_seconds():.1f}s", run_id=self.run_id, batch_id=b.id,
+                     size=len(self.entries), landed=len(b.merged), culprits=b.culprits, flaky=b.flaky,
+                     runs=len(b.runs), red=any(not r.ok for r in b.runs), seconds=b.gate_seconds(),
+                     main=self.main, held=b.held)
+        if self.settings.merge_delete_branch:
+            for e in self.entries:
+                if e.task.id in b.merged:
+                    delete_branch(self.hub, e.task.branch, expected_sha=e.head)
+
+
+def merge_batch(db: Session, first: Task, settings: Settings) -> str:
+    """Gather a batch around `first` (a complete, unlanded task) and take it through the gate.
+
+    Called by the merge queue inside the transaction that holds the merge lock. Returns what
+    became of `first`: merged, rejected, conflict, failed or held.
+    """
+    tasks = gather(db, first, settings)
+    heads: dict[str, str] = {}
+    started = datetime.now(UTC)
+    for t in tasks:
+        head = recorded_head(db, t)
+        if head is None:
+            record_landing(db, t, settings.merge_strategy.value, MergeResult(
+                status=Landing.FAILED, branch=t.branch, main_before="", main_after=None,
+                error=f"task {t.id} has no complete handoff with a head commit to land"), started, settings)
+        else:
+            heads[t.id] = head
+    tasks = [t for t in tasks if t.id in heads]
+    if not tasks:
+        return Landing.FAILED.value
+    batch = GatedMerge(db, settings, tasks, heads).run()
+    if first.id in batch.merged:
+        return "merged"
+    if first.id in batch.culprits:
+        return "rejected"
+    if batch.held:
+        return "held"
+    return db.scalar(select(MergeAttempt.status).where(MergeAttempt.task_id == first.id)
+                     .order_by(MergeAttempt.id.desc()).limit(1)) or "failed"

@@ -1,0 +1,134 @@
+"""The target's installed dependencies, shared read-only by every sandbox that runs its checks.
+
+Installed once per lock file (a digest of the manifests at a commit), in a sandbox that may use the
+network but holds no secret and runs the install with the package's own scripts off
+(`--ignore-scripts` in the default commands), and kept under `<deps_root>/<digest>/node_modules`.
+A sandbox that runs checks gets a writable `node_modules` of links into that cache, whose target
+is bound read-only: tools may write their caches beside the links, never into the packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentswarm.git.repo import open_repo
+from agentswarm.sandbox.base import SandboxHandle
+from agentswarm.sandbox.local import LocalSandboxBackend
+
+OUTPUT_TAIL = 20_000
+LOCK_FILES = ("package-lock.json", "pnpm-lock.yaml", "yarn.lock")
+_installing: dict[str, threading.Lock] = {}  # one install per lock file at a time in this process
+_guard = threading.Lock()
+
+
+def deps_root(hub_path: Path) -> Path:
+    """Installed dependencies, one directory per lock file, beside the hub."""
+    return hub_path.resolve().parent / "deps"
+
+
+@dataclass
+class CheckResult:
+    command: str
+    exit_code: int
+    output: str  # the tail, capped
+    duration_s: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def lock_digest(hub: str, sha: str) -> str | None:
+    """A digest of the dependency manifests at sha (lock file and package.json), or None without a lock file."""
+    repo = open_repo(hub)
+    digest, found = hashlib.sha256(), False
+    names = (*LOCK_FILES, "package.json")
+    listed = repo.run("ls-tree", "--name-only", sha, "--", *names)
+    present = set(listed.stdout.decode().split()) if listed.returncode == 0 else set(names)
+    for name in names:
+        if name not in present:
+            continue
+        blob = repo.run("cat-file", "blob", f"{sha}:{name}")
+        if blob.returncode == 0:
+            digest.update(name.encode() + b"\0" + blob.stdout + b"\0")
+            found = found or name in LOCK_FILES
+    return digest.hexdigest() if found else None
+
+
+def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, root: Path,
+                timeout_s: float, *, run_id: str = "deps") -> tuple[Path | None, CheckResult | None]:
+    """(node_modules of sha's lock file, the install's result if one ran now); (None, failed result) if it failed.
+
+    No install command or no lock file: (None, None), the checks run without dependencies.
+    """
+    digest = lock_digest(hub, sha) if install else None
+    if not digest:
+        return None, None
+    cache = root / digest
+    modules = cache / "node_modules"
+    if modules.is_dir():
+        return modules, None
+    with _guard:
+        lock = _installing.setdefault(digest, threading.Lock())
+    with lock:
+        if modules.is_dir():  # another thread installed it while this one waited
+            return modules, None
+        return _install(backend, hub, sha, install, cache, timeout_s, run_id)
+
+
+def _install(backend: LocalSandboxBackend, hub: str, sha: str, install: str, cache: Path, timeout_s: float,
+             run_id: str) -> tuple[Path | None, CheckResult]:
+    modules = cache / "node_modules"
+    digest = cache.name
+    sb = checkout(backend, hub, sha, f"deps-{digest[:12]}", run_id=run_id)
+    try:
+        res = run_in(backend, sb, install, timeout_s, network=True)
+        built = Path(sb.workdir) / "repo" / "node_modules"
+        if res.ok and built.is_dir():
+            cache.mkdir(parents=True, exist_ok=True)
+            staging = cache / f".node_modules.{os.getpid()}"
+            shutil.move(str(built), staging)
+            try:
+                os.replace(staging, modules)
+            except OSError:  # another process installed the same lock file first: keep theirs
+                shutil.rmtree(staging, ignore_errors=True)
+        return (modules if modules.is_dir() else None), res
+    finally:
+        backend.terminate(sb)
+
+
+def attach_deps(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, repo: str = "repo") -> None:
+    """Give the sandbox's checkout a writable node_modules of links into the read-only cache."""
+    target = Path(sb.workdir) / repo / "node_modules"
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    target.mkdir()
+    for entry in sorted(modules.iterdir()):
+        (target / entry.name).symlink_to(entry)
+    backend.add_readonly(sb, str(modules))
+
+
+def checkout(backend: LocalSandboxBackend, hub: str, sha: str, name: str, *, run_id: str) -> SandboxHandle:
+    """A sandbox whose repo/ is the hub at sha (detached)."""
+    sb = backend.create(run_id=run_id, task_id=name, attempt=1, env={"CI": "true"})
+    backend.prepare_repo(sb, hub)
+    open_repo(Path(sb.workdir) / "repo").out("checkout", "--quiet", "--detach", sha)
+    return sb
+
+
+def run_in(backend: LocalSandboxBackend, sb: SandboxHandle, command: str, timeout_s: float, *,
+           network: bool = False, repo: str = "repo") -> CheckResult:
+    """One shell command in the sandbox's checkout: exit code, output tail, time."""
+    started = time.monotonic()
+    res = backend.exec(sb, ["sh", "-c", f"cd {repo} && {command}"], timeout_s=timeout_s, network=network)
+    output = (res.stdout + ("\n" if res.stdout and res.stderr else "") + res.stderr)[-OUTPUT_TAIL:]
+    return CheckResult(command, res.exit_code, output, round(time.monotonic() - started, 2), res.timed_out)

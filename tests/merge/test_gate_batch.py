@@ -1,0 +1,189 @@
+"""The gated merge queue at the merge-stage level: batches, bisection, culprits, clashes, flaky reds, holds.
+
+Real Postgres, a real bare hub and the gate's real sandbox workspace (bubblewrap when available);
+the gate's commands are small shell checks of the tree so that every outcome is exact.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from agentswarm.config import get_settings
+from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
+from agentswarm.merge import batch as batch_mod
+from agentswarm.merge.queue import merge_task
+from tests.git.hubkit import branch, git, new_hub
+from tests.merge.test_merge_queue import _complete_task
+
+NO_BROKEN = "! ls | grep -q '^BROKEN'"  # red when the tree has a file named BROKEN*
+NO_PAIR = "! { test -e PAIR-A && test -e PAIR-B; }"  # red only when both halves of a pair are present
+
+
+@pytest.fixture
+def gate_hub(tmp_path, monkeypatch, db):
+    hub, root = new_hub(tmp_path / "hub.git", {"README.md": "seed\n"})
+
+    def configure(commands: list[str], **extra: str):
+        env = {"HUB_PATH": str(hub), "SANDBOX_ROOT": str(tmp_path / "sandboxes"), "GATE": "batch",
+               "GATE_INSTALL": "", "GATE_COMMANDS": json.dumps(commands), "GATE_FULL_COMMANDS": "[]",
+               "GATE_BATCH_WAIT_S": "0", "GATE_FULL_EVERY": "0", "MERGE_DELETE_BRANCH": "false", **extra}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        batch_mod._workspaces.clear()
+        return get_settings()
+
+    with session_scope(db) as s:
+        run = Run(max_tasks=100, max_tokens=10**9, max_dollars=10.0)
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    yield hub, root, run_id, configure
+    for ws in batch_mod._workspaces.values():
+        ws.close()
+    batch_mod._workspaces.clear()
+    get_settings.cache_clear()
+
+
+def complete(db, hub, root, run_id: str, name: str, files: dict[str, str], **kw) -> str:
+    head = branch(hub, f"swarm/{name}", root, files)[-1]
+    with session_scope(db) as s:
+        return _complete_task(s, run_id, f"swarm/{name}", list(files), head, **kw)
+
+
+def attempts(db) -> list[MergeAttempt]:
+    with session_scope(db) as s:
+        rows = s.scalars(select(MergeAttempt).order_by(MergeAttempt.id)).all()
+        s.expunge_all()
+        return rows
+
+
+def gate_trees(db) -> dict[str, str]:
+    with session_scope(db) as s:
+        return {e.data["tree"]: e.data["result"] for e in s.scalars(select(Event).where(Event.kind == "gate.run"))}
+
+
+def test_a_green_batch_lands_in_one_move_after_one_gate_run(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN])
+    ids = [complete(db, hub, root, run_id, f"ok{i}", {f"f{i}.txt": f"{i}\n"}) for i in range(3)]
+    before = git(hub, "rev-parse", "main")
+    assert merge_task(ids[0], settings) == "merged"
+    rows = attempts(db)
+    assert [r.status for r in rows] == ["merged"] * 3
+    assert len({r.batch_id for r in rows}) == 1 and sorted(r.position for r in rows) == [0, 1, 2]
+    main = git(hub, "rev-parse", "main")
+    assert {r.main_after for r in rows} == {main} and {r.main_before for r in rows} == {before}
+    assert git(hub, "rev-parse", "main^{tree}") == rows[0].tree_sha
+    assert list(gate_trees(db).values()) == ["green"]  # one gate run for the batch
+    for i in range(3):
+        assert git(hub, "show", f"main:f{i}.txt") == str(i)
+    assert merge_task(ids[1], settings).startswith("already:")  # their own messages are no-ops now
+
+
+def test_a_red_batch_is_bisected_the_innocent_land_and_the_culprit_goes_back_to_its_author(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN])
+    ids = [complete(db, hub, root, run_id, "a", {"a.txt": "a\n"}),
+           complete(db, hub, root, run_id, "b", {"BROKEN-b": "oops\n"}),
+           complete(db, hub, root, run_id, "c", {"c.txt": "c\n"}),
+           complete(db, hub, root, run_id, "d", {"d.txt": "d\n"})]
+    assert merge_task(ids[0], settings) == "merged"
+    by_task = {r.task_id: r for r in attempts(db)}
+    assert {t: r.status for t, r in by_task.items()} == {ids[0]: "merged", ids[1]: "rejected", ids[2]: "merged",
+                                                          ids[3]: "merged"}
+    culprit = by_task[ids[1]]
+    assert culprit.gate["result"] == "red" and "$ " + NO_BROKEN in culprit.gate["output"]
+    assert culprit.gate["tested_with"] == ["swarm/a"] and culprit.gate["clashes_with"] is None
+    main = git(hub, "rev-parse", "main")
+    assert "BROKEN-b" not in git(hub, "ls-tree", "--name-only", main)
+    # main took only trees the gate passed.
+    trees = gate_trees(db)
+    for r in by_task.values():
+        if r.status == "merged":
+            assert trees[git(hub, "rev-parse", f"{r.main_after}^{{tree}}")] == "green"
+    with session_scope(db) as s:
+        task = s.get(Task, ids[1])
+        assert task.status == "pending" and task.priority == 1 and task.attempts == 1
+        assert task.context["gate"]["source"] == "merge-queue" and NO_BROKEN in task.context["gate"]["output"]
+        kinds = [e.kind for e in s.scalars(select(Event).order_by(Event.id))]
+    assert "gate.culprit" in kinds and "task.retry" in kinds
+    batch = [e for e in kinds if e == "gate.batch"]
+    assert len(batch) == 1
+
+
+def test_two_branches_that_only_fail_together_blame_the_later_and_name_the_earlier(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_PAIR])
+    ids = [complete(db, hub, root, run_id, "x", {"x.txt": "x\n"}),
+           complete(db, hub, root, run_id, "pa", {"PAIR-A": "a\n"}),
+           complete(db, hub, root, run_id, "y", {"y.txt": "y\n"}),
+           complete(db, hub, root, run_id, "pb", {"PAIR-B": "b\n"})]
+    merge_task(ids[0], settings)
+    by_task = {r.task_id: r for r in attempts(db)}
+    assert by_task[ids[3]].status == "rejected"
+    assert all(by_task[i].status == "merged" for i in ids[:3])
+    assert by_task[ids[3]].gate["clashes_with"]["task_id"] == ids[1]
+    with session_scope(db) as s:
+        assert s.get(Task, ids[3]).context["gate"]["clashes_with"]["branch"] == "swarm/pa"
+
+
+FLAKY = "if [ -e ../flaky-seen ]; then exit 0; fi; touch ../flaky-seen; echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1"
+
+
+def test_a_red_that_passes_on_the_same_tree_is_flaky_and_lands(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([FLAKY])
+    ids = [complete(db, hub, root, run_id, "f", {"f.txt": "f\n"})]
+    assert merge_task(ids[0], settings) == "merged"
+    (row,) = attempts(db)
+    assert row.gate["flaky"] is True and row.gate["flaky_tests"] == ["src/x.test.ts > it > wobbles"]
+    with session_scope(db) as s:
+        assert s.scalars(select(Event).where(Event.kind == "gate.flaky")).one().task_id == ids[0]
+
+
+def test_a_gate_that_cannot_run_holds_the_batch_and_main_stays(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure(["no-such-tool-anywhere --check"])
+    ids = [complete(db, hub, root, run_id, "h", {"h.txt": "h\n"})]
+    before = git(hub, "rev-parse", "main")
+    assert merge_task(ids[0], settings) == "held"
+    (row,) = attempts(db)
+    assert row.status == "failed" and "command not found" in row.error
+    assert git(hub, "rev-parse", "main") == before
+    with session_scope(db) as s:
+        assert s.get(Task, ids[0]).status == "complete"  # not the branch's fault: it waits for a retry
+
+
+def test_a_culprit_out_of_attempts_is_blocked_and_a_person_is_asked(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN])
+    ids = [complete(db, hub, root, run_id, "z", {"BROKEN-z": "z\n"}, max_attempts=1)]
+    assert merge_task(ids[0], settings) == "rejected"
+    with session_scope(db) as s:
+        assert s.get(Task, ids[0]).status == "blocked"
+        assert s.scalars(select(Event).where(Event.kind == "gate.needs_person")).one().task_id == ids[0]
+
+
+def test_gate_each_tests_every_branch_on_its_own(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN], GATE="each")
+    ids = [complete(db, hub, root, run_id, f"e{i}", {f"e{i}.txt": "e\n"}) for i in range(2)]
+    assert merge_task(ids[0], settings) == "merged"
+    assert [r.task_id for r in attempts(db)] == [ids[0]]
+    assert merge_task(ids[1], settings) == "merged"
+    assert len({r.batch_id for r in attempts(db)}) == 2
+
+
+def test_a_branch_already_on_main_is_recorded_merged_without_testing(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN])
+    tid = complete(db, hub, root, run_id, "again", {"g.txt": "g\n"})
+    with session_scope(db) as s:
+        sha = s.scalars(select(Task).where(Task.id == tid)).one().branch
+    git(hub, "update-ref", "refs/heads/main", git(hub, "rev-parse", sha))  # as a landing before a crash left it
+    assert merge_task(tid, settings) == "merged"
+    assert gate_trees(db) == {}
