@@ -174,16 +174,19 @@ class Settings(BaseSettings):
         description="run instead when a GATE_FULL_PATHS file changed, and every GATE_FULL_EVERY batches")
     gate_presubmit_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit -p {tsconfig}",
-                                 "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files}"],
+                                 "node_modules/.bin/vitest run --passWithNoTests --pool=threads {tests}"],
         description="what the runner checks its branch with; {tsconfig}: the project's tsconfig.json narrowed to "
-        "the changed TypeScript files (and what they import)")
+        "the changed TypeScript sources, tests excluded (and what they import); {tests}: the changed test files and the sibling "
+        "tests of changed sources; {files}: every changed file")
     gate_full_paths: list[str] = Field(
         default_factory=lambda: ["package.json", "package-lock.json", "pnpm-lock.yaml", "yarn.lock",
                                  "tsconfig*.json", "vite.config.*", "vitest.config.*", "vitest.workspace.*"],
         description="glob patterns of config, lock and shared files: a change runs the full commands")
+    gate_presubmit_concurrency: int = Field(
+        0, ge=0, description="presubmit checks running at once per work worker (0: one per CPU core)")
     gate_full_every: int = Field(10, ge=0, description="the full commands every N batches (0: only when needed)")
-    gate_batch_max: int = Field(8, gt=0, le=256)
-    gate_batch_wait_s: float = Field(2.0, ge=0, le=600)
+    gate_batch_max: int = Field(16, gt=0, le=256)
+    gate_batch_wait_s: float = Field(10.0, ge=0, le=600)
     gate_timeout_s: int = Field(600, gt=0)
 
     # The simulator (demo mode): faults it puts in branches on purpose

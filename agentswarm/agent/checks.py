@@ -14,18 +14,23 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentswarm.agent.contract import PresubmitSpec
+from agentswarm.agent.contract import GATE_SLOT_PATH, SLOT_HEADER, PresubmitSpec
 
 OUTPUT_TAIL = 6000  # characters of a failing check's output kept for the agent and the record
 FILES = "{files}"
 TSCONFIG = "{tsconfig}"
+TESTS = "{tests}"
+TEST_FILE = re.compile(r"\.(?:test|spec)\.[cm]?[jt]sx?$")
 NARROWED_TSCONFIG = "agentswarm-presubmit.tsconfig.json"  # written under .git/: never part of the work
 TS_SOURCE = re.compile(r"\.(?:ts|tsx|mts|cts)$")
 NOT_FOUND = 127
@@ -102,11 +107,42 @@ class CheckRun:
                 f"call finish again.\n\n{self.output}")
 
 
+@contextmanager
+def gate_slot(socket_path: str, token: str, wait_s: float) -> Iterator[bool]:
+    """Hold a presubmit slot from the orchestrator's gate while the block runs (True if one was granted).
+
+    The gate answers when a slot is free and frees it when this connection closes. Without an
+    answer (no gate, an error, a refusal) the checks run anyway: the slot paces, it does not guard.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    granted = False
+    try:
+        sock.settimeout(wait_s)
+        sock.connect(socket_path)
+        sock.sendall(f"POST {GATE_SLOT_PATH} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+        granted = head.startswith("http/1.1 200") and f"\r\n{SLOT_HEADER.lower()}: granted" in head
+    except OSError:
+        granted = False
+    try:
+        yield granted
+    finally:
+        sock.close()
+
+
 class Presubmit:
     """Runs the checks on the working tree of a checkout (uncommitted changes included), once per tree."""
 
-    def __init__(self, repo: Path, base: str, spec: PresubmitSpec, env: dict[str, str] | None = None) -> None:
-        self.repo, self.base, self.spec = repo, base, spec
+    def __init__(self, repo: Path, base: str, spec: PresubmitSpec, env: dict[str, str] | None = None,
+                 slot: Callable[[], AbstractContextManager[bool]] | None = None) -> None:
+        self.repo, self.base, self.spec, self.slot = repo, base, spec, slot
         self.env = env if env is not None else dict(os.environ)
         self.runs: list[CheckRun] = []
         self._installed = False
@@ -134,20 +170,39 @@ class Presubmit:
         return tree, sorted(n for n in names.split("\0") if n)
 
     def _narrow_tsconfig(self, commands: list[str], files: list[str]) -> list[str]:
-        """Replace {tsconfig} by the project's tsconfig.json narrowed to the changed TypeScript files.
+        """Replace {tsconfig} by the project's tsconfig.json narrowed to the changed TypeScript sources.
 
         tsc then checks those files and everything they import, not the whole program: the merge
-        queue's gate runs the whole program. With no TypeScript change (or no tsconfig.json) the
-        command is dropped.
+        queue's gate runs the whole program. Test files are left to the gate too: importing the
+        test framework's types costs tsc about a CPU-second, most of a presubmit's type check. With
+        no source change (or no tsconfig.json) the command is dropped.
         """
         if not any(TSCONFIG in c for c in commands):
             return commands
-        sources = [f for f in files if TS_SOURCE.search(f) and not f.endswith(".d.ts")]
+        sources = [f for f in files if TS_SOURCE.search(f) and not f.endswith(".d.ts") and not TEST_FILE.search(f)]
         if not sources or not (self.repo / "tsconfig.json").is_file():
             return [c for c in commands if TSCONFIG not in c]
         path = self.repo / ".git" / NARROWED_TSCONFIG
         path.write_text(json.dumps({"extends": "../tsconfig.json", "include": [f"../{f}" for f in sources]}))
         return [c.replace(TSCONFIG, shlex.quote(str(path))) for c in commands]
+
+    def _own_tests(self, commands: list[str], files: list[str]) -> list[str]:
+        """Replace {tests} by the branch's own tests: changed test files, and the sibling test of a changed source.
+
+        Cheaper than `vitest related` (which reads every test file to find importers); the merge
+        queue's gate runs the related tests. With no such test the command is dropped.
+        """
+        if not any(TESTS in c for c in commands):
+            return commands
+        tests = {f for f in files if TEST_FILE.search(f)}
+        for f in files:
+            stem, dot, ext = f.rpartition(".")
+            if dot and not TEST_FILE.search(f) and TS_SOURCE.search(f):
+                tests |= {t for t in (f"{stem}.test.{ext}", f"{stem}.spec.{ext}") if (self.repo / t).is_file()}
+        if not tests:
+            return [c for c in commands if TESTS not in c]
+        quoted = " ".join(shlex.quote(t) for t in sorted(tests))
+        return [c.replace(TESTS, quoted) for c in commands]
 
     def _install(self) -> None:
         if self._installed or not self.spec.install or (self.repo / "node_modules").exists():
@@ -163,8 +218,14 @@ class Presubmit:
             if done.tree == tree:
                 return done
         commands, full = plan_commands(self.spec.commands, self.spec.full_commands, self.spec.full_paths, files)
-        commands = self._narrow_tsconfig(commands, files)
+        commands = self._own_tests(self._narrow_tsconfig(commands, files), files)
         run = CheckRun(tree=tree, full=full)
+        with self.slot() if self.slot else nullcontext(False):
+            self._run(run, commands)
+        self.runs.append(run)
+        return run
+
+    def _run(self, run: CheckRun, commands: list[str]) -> None:
         started = time.monotonic()
         try:
             self._install()
@@ -185,8 +246,6 @@ class Presubmit:
                 run.output = f"$ {command}\n{out.strip()}"[-OUTPUT_TAIL:]
                 break
         run.seconds = round(time.monotonic() - started, 2)
-        self.runs.append(run)
-        return run
 
 
 def _text(data: bytes | str | None) -> str:

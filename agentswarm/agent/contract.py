@@ -22,6 +22,10 @@ REPO_BUNDLE_NAME = "repo.bundle"  # the hub's branches, for a sandbox that canno
 # socket, and the per-sandbox token the gate accepts (never the real key).
 GATE_SOCKET_ENV = "AGENTSWARM_LLM_SOCKET"
 GATE_TOKEN_ENV = "AGENTSWARM_LLM_TOKEN"
+# Asked on the gate's socket before presubmit: the orchestrator grants a slot (held while the
+# connection stays open) so that a machine runs only so many checks at once.
+GATE_SLOT_PATH = "/agentswarm/check-slot"
+SLOT_HEADER = "X-Agentswarm-Slot"  # "granted" in the reply's headers
 HANDOFF_STATUSES = ("complete", "failed", "blocked")
 
 

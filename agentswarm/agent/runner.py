@@ -8,6 +8,7 @@ only its own branch, and writes result.json (always, atomically) measured from g
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from types import FrameType
 
 from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
 from agentswarm.agent.bridge import Bridge
-from agentswarm.agent.checks import Presubmit
+from agentswarm.agent.checks import Presubmit, gate_slot
 from agentswarm.agent.contract import (
     BUNDLE_NAME,
     GATE_SOCKET_ENV,
@@ -176,8 +177,11 @@ class Runner:
             self.bridge = Bridge(gate).start()
             spec.llm.base_url, api_key = self.bridge.url, os.environ.get(GATE_TOKEN_ENV) or None
             self.transcript.add("note", event="llm_gate", via="unix socket")
-        presubmit = Presubmit(self.workdir, base, spec.presubmit, env=clean_env({"CI": "true"})) \
-            if spec.presubmit else None
+        presubmit = None
+        if spec.presubmit:
+            slot = functools.partial(gate_slot, gate, os.environ.get(GATE_TOKEN_ENV) or "",
+                                     max(1.0, agent_deadline - time.monotonic())) if gate else None
+            presubmit = Presubmit(self.workdir, base, spec.presubmit, env=clean_env({"CI": "true"}), slot=slot)
         self.ctx = AgentContext(spec=spec, repo=self.workdir, deadline=agent_deadline, transcript=self.transcript,
                                 api_key=api_key, work_dir=self.result_path.parent, presubmit=presubmit)
         outcome = self._run_agent(self.ctx, agent_deadline)

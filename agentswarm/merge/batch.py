@@ -4,16 +4,20 @@ The merge worker (holding the merge lock) takes up to GATE_BATCH_MAX complete, u
 (waiting at most GATE_BATCH_WAIT_S for the batch to fill), stacks their recorded heads on main
 with the configured strategy, and runs the gate on the stack's tip. Green: main moves to the tip
 in one compare-and-swap. Red: the stack is bisected, the first half on main first; every green
-prefix lands at once; the branch whose prefix turns red is tested again on the same tree, and
-either blamed (it goes back to its author with the output) or, if the tree now passes, recorded as
-flaky and landed. What is left is stacked again on the new main and tested in turn.
+prefix lands at once; the branch whose prefix turns red is tested again on the same tree (twice
+when tests failed, once for a type error), and either blamed (it goes back to its author with the
+output) or, if the tree now passes, recorded as flaky and landed. Tests once recorded flaky are
+quarantined for the rest of the run: a run whose only failures are those tests counts as green. What is left is stacked again on the new main and tested in turn.
 
 Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are
 not tested one by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
 
-Crash safety: nothing is recorded until the transaction that holds the lock commits, and main
-moves only to tested tips; a merge worker killed mid-gate leaves main where it was (or on a
-tested prefix), and the batch is formed again by the next message: branches already on main are
+Locking and crash safety: the merge lock is a session-level advisory lock on a connection of its
+own (`db.locks.held_lock`), held for the whole batch, while each decision (a landing, a culprit
+sent back, a conflict) is committed as soon as it is made, so no task or feature row stays locked
+while the gate runs. Main moves only to tested tips, before the landing is recorded: a merge
+worker killed mid-gate leaves main where it was (or on a tested prefix), its connection's death
+frees the lock, and the batch is formed again by the next message: branches already on main are
 found already merged, the rest are tested again.
 """
 
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import Event, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
 from agentswarm.db.text import stored_text
@@ -52,6 +56,7 @@ from agentswarm.merge.records import mark_done, record_landing, recorded_head, r
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
+MAX_ROUNDS = 64  # stack-and-test rounds in one batch: each lands or blames at least one branch, or restacks
 _workspaces: dict[str, GateWorkspace] = {}
 _batches: dict[str, int] = {}  # batches tested per hub in this process, for GATE_FULL_EVERY
 
@@ -81,6 +86,12 @@ class Batch:
 
     def gate_seconds(self) -> float:
         return round(sum(r.seconds for r in self.runs), 2)
+
+
+def known_flaky(db: Session, run_id: str) -> set[str]:
+    """Tests the gate has seen fail and then pass on the same tree in this run: quarantined from now on."""
+    rows = db.scalars(select(Event.data).where(Event.run_id == run_id, Event.kind == "gate.flaky"))
+    return {str(t) for data in rows for t in (data or {}).get("tests") or []}
 
 
 def workspace(settings: Settings) -> GateWorkspace:
@@ -139,6 +150,7 @@ class GatedMerge:
         self.full = bool(settings.gate_full_every) and n % settings.gate_full_every == 0
         self.started_at = datetime.now(UTC)
         self.landed: list[Entry] = []  # entries main moved over in this batch, in order
+        self.known_flaky = known_flaky(db, self.run_id)
 
     # -- stacking and testing --------------------------------------------------------------------
 
@@ -162,6 +174,7 @@ class GatedMerge:
         _live_event("gate.testing", f"batch {self.batch.id}: {stage} ({size} branch(es)) at {sha[:10]}",
                     self.run_id, batch_id=self.batch.id, sha=sha, size=size, stage=stage)
         run = self.ws.run(sha, base, full=self.full)
+        run.quarantine(self.known_flaky)
         self.batch.runs.append(run)
         _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({stage})",
                     self.run_id, batch_id=self.batch.id, stage=stage, size=size, **run.summary())
@@ -181,13 +194,20 @@ class GatedMerge:
                          gate={"result": run.result, "runs": len(self.batch.runs), "full": run.full, **(extra or {})})
             self.batch.merged.append(e.task.id)
             self.landed.append(e)
+        self.db.commit()  # main moved: recorded at once (a crash before this finds them already merged)
         return True
 
     # -- the batch -------------------------------------------------------------------------------
 
     def run(self) -> Batch:
         pending = self.stack(self.entries, self.main)
+        rounds = 0
         while pending:
+            rounds += 1
+            if rounds > MAX_ROUNDS:  # main keeps moving under the queue (someone else writes it): stop here
+                self._hold(pending, GateRun(sha="", tree="", full=False, files=0,
+                                            cannot_run=f"main moved under the queue {MAX_ROUNDS} times"))
+                break
             tip = pending[-1].tip
             assert tip is not None
             first = self.test(tip, self.main, len(pending), "batch" if len(pending) == len(self.entries) else "rest")
@@ -223,11 +243,15 @@ class GatedMerge:
         suspect = pending[hi - 1]
         assert suspect.tip is not None
         again = self.test(suspect.tip, self.main, 1, "confirm")
+        if not again.ok and not again.cannot_run and again.failing_tests():
+            # A failing test (unlike a type error) may be flaky: blame only a red that reproduces twice.
+            again = self.test(suspect.tip, self.main, 1, "confirm again")
         if again.cannot_run:
             self._hold(pending[lo:], again)
             return []
         if again.ok:  # the same tree passed: the red did not reproduce
             tests = hi_run.failing_tests()
+            self.known_flaky |= set(tests)
             self.batch.flaky.append(suspect.task.id)
             record_event(self.db, "gate.flaky", f"{suspect.task.branch}: red, then green on the same tree"
                          + (f" ({', '.join(tests[:3])})" if tests else ""), run_id=self.run_id,
@@ -267,6 +291,7 @@ class GatedMerge:
         feedback = gate_feedback("merge-queue", run.output, main=self.main, tested_with=tested_with,
                                  clashes_with=clash, commands=[c["command"] for c in run.commands])
         send_back(self.db, culprit.task, TaskStatus.complete, feedback, f"rejected by the merge queue's gate: {why}")
+        self.db.commit()  # back with its author now, while the rest of the batch is tested
 
     def _partner(self, culprit: Entry, ahead: list[Entry]) -> Entry:
         """The branch ahead of the culprit it clashes with: the shortest prefix of `ahead` that turns it red."""
@@ -293,6 +318,7 @@ class GatedMerge:
             self._record(e, MergeStatus.failed, main_before=self.main, main_after=None, tree=run.tree,
                          gate={"result": "cannot-run", "output": run.output}, error=f"gate: {run.cannot_run}")
         record_event(self.db, "gate.cannot_run", run.cannot_run or "", run_id=self.run_id, batch_id=self.batch.id)
+        self.db.commit()
 
     def _reread_main(self) -> str:
         main = main_sha(self.settings.hub_path)
@@ -327,6 +353,7 @@ class GatedMerge:
         attempt.head_sha, attempt.batch_id, attempt.position = e.head, self.batch.id, e.position
         if status is Landing.ALREADY_MERGED:
             self.batch.merged.append(e.task.id)
+        self.db.commit()
 
     def _finish(self) -> None:
         b = self.batch

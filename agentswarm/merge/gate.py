@@ -42,21 +42,34 @@ class GateRun:
     output: str = ""
     seconds: float = 0.0
     cannot_run: str | None = None
+    planned: int = 0  # how many commands were to run (a failure stops the rest)
+    quarantined: list[str] = field(default_factory=list)  # known-flaky tests that were the only failures
+
+    @property
+    def passed(self) -> bool:
+        return self.cannot_run is None and all(c["exit_code"] == 0 and not c["timed_out"] for c in self.commands)
 
     @property
     def ok(self) -> bool:
-        return self.cannot_run is None and all(c["exit_code"] == 0 and not c["timed_out"] for c in self.commands)
+        return self.passed or bool(self.quarantined)
 
     @property
     def result(self) -> str:
         return "cannot-run" if self.cannot_run else "green" if self.ok else "red"
+
+    def quarantine(self, known_flaky: set[str]) -> None:
+        """Pass a run whose only failures are tests already recorded flaky, in its last command."""
+        failing = self.failing_tests()
+        last = len(self.commands) == self.planned and self.commands and not self.commands[-1]["timed_out"]
+        if not self.passed and self.cannot_run is None and failing and last and set(failing) <= known_flaky:
+            self.quarantined = failing
 
     def failing_tests(self) -> list[str]:
         return failing_tests(self.output)
 
     def summary(self) -> dict[str, Any]:
         return {"sha": self.sha, "tree": self.tree, "full": self.full, "files": self.files, "result": self.result,
-                "seconds": self.seconds, "commands": self.commands}
+                "seconds": self.seconds, "commands": self.commands, "quarantined": self.quarantined}
 
 
 class GateWorkspace:
@@ -94,7 +107,7 @@ class GateWorkspace:
         files = changed_between(self.hub, base, sha)
         commands, full = plan_commands(s.gate_commands, s.gate_full_commands, s.gate_full_paths, files,
                                        force_full=full)
-        run = GateRun(sha=sha, tree=tree_of(self.hub, sha), full=full, files=len(files))
+        run = GateRun(sha=sha, tree=tree_of(self.hub, sha), full=full, files=len(files), planned=len(commands))
         started = time.monotonic()
         try:
             self._check(run, sha, commands, started)

@@ -13,11 +13,12 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agentswarm.config import GateMode, Settings, get_settings
-from agentswarm.db.locks import xact_lock
+from agentswarm.db.locks import held_lock, xact_lock
 from agentswarm.db.lookup import load_task, missing_is_done
-from agentswarm.db.models import MergeAttempt, TaskStatus
+from agentswarm.db.models import MergeAttempt, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
 from agentswarm.git.landing import Landing, MergeResult, MergeStrategy, delete_branch, land_branch
@@ -27,21 +28,29 @@ from agentswarm.merge.records import LANDED, MissingHead, record_landing, record
 log = logging.getLogger(__name__)
 
 
+def _not_mergeable(db: Session, task: Task) -> str | None:
+    """Why the task is not (or no longer) the queue's to land: not complete, or already settled."""
+    if task.status != TaskStatus.complete:
+        return f"not-complete:{task.status}"
+    done = db.scalar(select(MergeAttempt.status).where(
+        MergeAttempt.task_id == task.id, MergeAttempt.status.in_(MERGE_SETTLED)).limit(1))
+    return f"already:{done}" if done else None
+
+
 @missing_is_done
 def merge_task(task_id: str, settings: Settings | None = None) -> str:
     """Land the head commit a complete task's handoff recorded on main; one already landed is a successful no-op."""
     settings = settings or get_settings()
+    if settings.gate is not GateMode.off:
+        with held_lock("merge"), session_scope() as db:  # the lock outlives the batch's many commits
+            task = load_task(db, task_id)
+            return _not_mergeable(db, task) or merge_batch(db, task, settings)
     with session_scope() as db:
         xact_lock(db, "merge")  # held until this transaction ends: one merge at a time
         task = load_task(db, task_id)
-        if task.status != TaskStatus.complete:
-            return f"not-complete:{task.status}"
-        done = db.scalar(select(MergeAttempt.status).where(
-            MergeAttempt.task_id == task_id, MergeAttempt.status.in_(MERGE_SETTLED)).limit(1))
-        if done:
-            return f"already:{done}"
-        if settings.gate is not GateMode.off:
-            return merge_batch(db, task, settings)
+        refused = _not_mergeable(db, task)
+        if refused:
+            return refused
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         strategy = MergeStrategy(settings.merge_strategy.value)
         head = None

@@ -13,6 +13,7 @@ the hub, pushes its branch and measures it; the orchestrator stores what it repo
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from agentswarm.git.repo import GitError
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend
-from agentswarm.work.gate import LLMGate
+from agentswarm.work.gate import LLMGate, check_slots
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline
@@ -58,7 +59,9 @@ def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
     """The LLM gate a local sandbox reaches the model through (a remote one, for now, holds the key itself)."""
     if backend.name != "local":
         return None
-    return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s)
+    slots = check_slots(settings.gate_presubmit_concurrency or os.cpu_count() or 1)
+    return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s,
+                   slots=slots, slot_wait_s=settings.worker_timeout, slot_hold_s=settings.gate_timeout_s + 60)
 
 
 def presubmit_spec(settings: Settings, delivery: str) -> PresubmitSpec | None:

@@ -89,6 +89,7 @@ def test_the_tsconfig_is_narrowed_to_the_changed_typescript_files(repo):
     base = git(repo, "rev-parse", "HEAD")
     pre = Presubmit(repo, base, spec(commands=["cat {tsconfig}", "echo {files}"]))
     (repo / "src" / "b.ts").write_text("export const b = 2;\n")
+    (repo / "src" / "b.test.ts").write_text("test\n")  # tests are typed by the gate's whole program
     (repo / "README.md").write_text("docs\n")
     run = pre.check()
     assert run.ok and [c.command.split()[0] for c in run.commands] == ["cat", "echo"]
@@ -96,6 +97,7 @@ def test_the_tsconfig_is_narrowed_to_the_changed_typescript_files(repo):
     assert narrowed == {"extends": "../tsconfig.json", "include": ["../src/b.ts"]}
     assert "agentswarm" not in git(repo, "status", "--porcelain")  # nothing of it is part of the work
     (repo / "src" / "b.ts").unlink()
+    (repo / "src" / "b.test.ts").unlink()
     only_docs = pre.check()
     assert [c.command for c in only_docs.commands] == ["echo README.md"]  # no TypeScript changed: no tsc
 
@@ -108,3 +110,21 @@ def test_task_json_carries_the_presubmit_spec_and_the_attempt(tmp_path):
     task = TaskSpec.from_dict(data)
     assert isinstance(task.presubmit, PresubmitSpec) and task.presubmit.max_rounds == 2 and task.attempt == 2
     assert TaskSpec.from_dict(task.to_dict()) == task
+
+
+def test_the_branch_s_own_tests_are_its_changed_tests_and_the_siblings_of_its_changed_sources(repo):
+    (repo / "src" / "a.test.ts").write_text("test\n")
+    (repo / "src" / "lonely.ts").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tests")
+    base = git(repo, "rev-parse", "HEAD")
+    pre = Presubmit(repo, base, spec(commands=["echo {tests}"]))
+    (repo / "src" / "a.ts").write_text("export const a = 2;\n")  # its sibling test is run
+    (repo / "src" / "b.spec.ts").write_text("new\n")  # a new test is run
+    (repo / "src" / "lonely.ts").write_text("y\n")  # no sibling test: nothing added for it
+    assert [c.command for c in pre.check().commands] == ["echo src/a.test.ts src/b.spec.ts"]
+    for name in ("a.ts", "lonely.ts"):
+        git(repo, "checkout", "--", f"src/{name}")
+    (repo / "src" / "b.spec.ts").unlink()
+    (repo / "NOTES.md").write_text("n\n")
+    assert pre.check().commands == []  # no test of its own: the command is dropped

@@ -189,3 +189,35 @@ def test_bundle_delivery_clones_the_given_bundle_and_hands_back_a_bundle_not_a_p
     found = measure(hub.path, hub.base, head)
     assert (found.commits, found.files_changed, found.insertions, found.deletions) == \
         (result["commits"], result["files_changed"], result["insertions"], result["deletions"])
+
+
+PRESUBMIT = {"commands": ["! grep -q broken src/index.ts"], "full_commands": [], "full_paths": [], "install": "",
+             "timeout_s": 30, "max_rounds": 2}
+BREAK_THEN_FIX = [
+    {"content": None, "tool_calls": [call("edit_file", path="src/index.ts", old="answer = 41", new="answer = broken")]},
+    {"content": None, "tool_calls": [call("finish", status="complete", summary="done")]},
+    {"content": None, "tool_calls": [call("edit_file", path="src/index.ts", old="answer = broken", new="answer = 42")]},
+    {"content": None, "tool_calls": [call("finish", status="complete", summary="fixed what presubmit showed")]},
+]
+
+
+def test_presubmit_shows_the_agent_its_failure_and_the_fixed_branch_completes(tmp_path: Path, hub) -> None:
+    with FakeLLMServer(BREAK_THEN_FIX) as llm:
+        code, result, err = run_runner(write_task(tmp_path / "sb", hub, llm.url, presubmit=PRESUBMIT))
+        shown = [m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool"][-1]
+    assert code == 0 and result["status"] == "complete", (result, err)
+    assert shown.startswith("Error: presubmit failed") and "grep -q broken" in shown
+    assert [r["ok"] for r in result["presubmit"]] == [False, True]  # the committed tree was not checked twice
+    assert git(hub.path, "show", f"{result['head_sha']}:src/index.ts") == "export const answer = 42;"
+
+
+def test_a_branch_that_still_fails_presubmit_is_handed_back_failed_with_the_output(tmp_path: Path, hub) -> None:
+    stubborn = BREAK_THEN_FIX[:2] + [BREAK_THEN_FIX[1]] * 3
+    with FakeLLMServer(stubborn) as llm:
+        code, result, err = run_runner(write_task(tmp_path / "sb", hub, llm.url,
+                                                  presubmit={**PRESUBMIT, "max_rounds": 1}))
+        calls = len(llm.requests)
+    assert result["status"] == "failed" and result["error"].startswith("Error: presubmit failed"), (result, err)
+    assert calls == 3  # shown once (max_rounds 1), then its finish stood and the runner's own check decided
+    assert [r["ok"] for r in result["presubmit"]] == [False]
+    assert result["commits"] and result["head_sha"]  # the work is still measured and handed back

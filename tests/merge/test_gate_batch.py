@@ -187,3 +187,24 @@ def test_a_branch_already_on_main_is_recorded_merged_without_testing(gate_hub, d
     git(hub, "update-ref", "refs/heads/main", git(hub, "rev-parse", sha))  # as a landing before a crash left it
     assert merge_task(tid, settings) == "merged"
     assert gate_trees(db) == {}
+
+
+ALWAYS_WOBBLES = "echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1"
+
+
+def test_a_test_already_recorded_flaky_is_quarantined_and_does_not_fail_later_batches(gate_hub, db):
+    from agentswarm.db.events import record_event
+
+    hub, root, run_id, configure = gate_hub
+    settings = configure(["true", ALWAYS_WOBBLES])
+    with session_scope(db) as s:
+        record_event(s, "gate.flaky", "earlier", run_id=run_id, tests=["src/x.test.ts > it > wobbles"])
+    ids = [complete(db, hub, root, run_id, "q", {"q.txt": "q\n"})]
+    assert merge_task(ids[0], settings) == "merged"
+    with session_scope(db) as s:
+        (run,) = [e.data for e in s.scalars(select(Event).where(Event.kind == "gate.run"))]
+    assert run["result"] == "green" and run["quarantined"] == ["src/x.test.ts > it > wobbles"]
+    # A failure in any other test still counts.
+    settings = configure(["echo ' FAIL  src/y.test.ts > other'; exit 1"])
+    other = complete(db, hub, root, run_id, "r", {"r.txt": "r\n"})
+    assert merge_task(other, settings) == "rejected"

@@ -14,13 +14,13 @@ from agentswarm.db.session import session_scope
 from agentswarm.ops.cli import cli
 from agentswarm.ops.status import gate_state, gate_why, merge_feed
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)  # the year the seeded events carry; their ages are taken from the clock at seeding
 RUN, OTHER = "rungate01", "runother1"
 MAIN_1, MAIN_2 = "1a2b3c4d5e" + "0" * 30, "9f8e7d6c5b" + "0" * 30
 
 
 def _at(seconds_ago: float) -> datetime:
-    return NOW - timedelta(seconds=seconds_ago)
+    return datetime.now(UTC) - timedelta(seconds=seconds_ago)
 
 
 def _run(run_id: str, status: str = "active", started: float = 3600) -> Run:
