@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all lint swarm services migrate bench clean
+.PHONY: install test test-slow test-all lint swarm services migrate bench bench-gate clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ swarm: install
 
 bench: install
 	$(BIN)/python bench/merge_queue.py
+
+bench-gate: install  # the demo swarm with injected faults, gate on and off (about 30 minutes)
+	$(BIN)/python bench/gated_swarm.py --workers 16 --seconds 600 --modes gate-on,gate-off,presubmit-off
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -25,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentswarm.ops.swarm import free_port  # noqa: E402
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _db(name: str) -> str:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-        conn.execute(f'create database "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
 
 def _counts(url: str) -> dict:
@@ -59,24 +49,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="MAX_WORKERS")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="agentswarm-bench-"))
-    url = _db("agentswarm_bench")
+    url = fresh_db("agentswarm_bench")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/15", HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
                MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], capture_output=True)
-    log = open(tmp / "swarm.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        time.sleep(args.seconds)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    run_swarm(env, args.seconds, tmp / "swarm.log")
     out = {"bench": "demo_swarm", "seconds": args.seconds, "workers": args.workers, **_counts(url),
            "cores": os.cpu_count()}
     out["merges_per_hour_overall"] = round(3600 * out["merged"] / args.seconds)

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,8 +47,8 @@ from agentswarm.reconcile.checks import run_checks  # noqa: E402
 from agentswarm.sandbox.deps import deps_root  # noqa: E402
 from agentswarm.sandbox.factory import check_backend_for  # noqa: E402
 from agentswarm.testing.sim_faults import FIXED_TRAILER, TRAILER  # noqa: E402
+from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FAULTS = "type:0.08,test:0.04,semantic:0.03,flaky:0.02,shared:0.05"
 MODES = {
     "gate-on": {"GATE": "batch", "GATE_PRESUBMIT": "on"},
@@ -60,13 +59,6 @@ BREAKS = ("type", "test", "semantic")  # the faults the gate must catch (flaky m
 RECHECK = ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads"]
 SIM_FLAKY = "flaky: "  # the name of every test the simulator makes flaky on purpose
 _TRAILER = re.compile(rf"^({TRAILER}|{FIXED_TRAILER}):\s*(\w+)\s*$", re.M)
-
-
-def _db(name: str) -> str:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-        conn.execute(f'create database "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -124,23 +116,6 @@ def cpu_by_process() -> dict[str, float]:
     out["machine_busy"] = (sum(ticks) - ticks[3] - ticks[4]) / tick
     out["machine_total"] = sum(ticks) / tick
     return out
-
-
-def _run_swarm(env: dict[str, str], seconds: float, log_path: Path) -> dict[str, float]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        before = cpu_by_process()
-        try:
-            time.sleep(seconds)
-            after = cpu_by_process()
-            return {k: round(v - before.get(k, 0.0), 1) for k, v in sorted(after.items())}
-        finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _score(url: str, git: Git, seconds: float) -> dict:
@@ -248,7 +223,7 @@ def _recheck(env: dict[str, str], shas: list[str], sample: int | None) -> dict:
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"agentswarm-gated-{mode}-"))
-    url = _db(f"agentswarm_bench_{mode.replace('-', '_')}")
+    url = fresh_db(f"agentswarm_bench_{mode.replace('-', '_')}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "GATE", "SIM_"))}
     env.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/14", HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
@@ -258,7 +233,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
         (tmp / "deps").symlink_to(Path(args.deps).resolve())
     subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True)
     started = time.monotonic()
-    cpu = _run_swarm(env, args.seconds, tmp / "swarm.log")
+    before, after = run_swarm(env, args.seconds, tmp / "swarm.log", probe=cpu_by_process)
+    cpu = {k: round(v - before.get(k, 0.0), 1) for k, v in sorted(after.items())}
     wall = time.monotonic() - started
     git = Git(tmp / "hub.git")
     score = _score(url, git, args.seconds)

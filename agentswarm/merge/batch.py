@@ -191,7 +191,9 @@ class GatedMerge:
             remote_push_main(self.settings)
         for e in entries:
             self._record(e, MergeStatus.merged, main_before=before, main_after=tip, tree=run.tree,
-                         gate={"result": run.result, "runs": len(self.batch.runs), "full": run.full, **(extra or {})})
+                         gate={"result": run.result, "runs": len(self.batch.runs), "full": run.full,
+                               "commands": run.commands, "seconds": run.seconds, "quarantined": run.quarantined,
+                               **(extra or {})})
             self.batch.merged.append(e.task.id)
             self.landed.append(e)
         self.db.commit()  # main moved: recorded at once (a crash before this finds them already merged)
@@ -280,7 +282,7 @@ class GatedMerge:
         self.batch.culprits.append(culprit.task.id)
         tested_with = [e.task.branch for e in ahead]
         self._record(culprit, MergeStatus.rejected, main_before=self.main, main_after=None, tree=run.tree,
-                     gate={"result": "red", "output": run.output, "commands": run.commands,
+                     gate={"result": "red", "output": run.output, "commands": run.commands, "seconds": run.seconds,
                            "tested_with": tested_with, "clashes_with": clash, "tests": run.failing_tests()},
                      error=f"the gate failed on {culprit.task.branch}")
         why = (f"semantic conflict with task {clash['task_id']} ({clash['branch']})" if clash

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -15,6 +13,7 @@ from agentswarm.prompts import render_messages, render_prompt, render_worker_tas
 from agentswarm.testing import FakeLLMServer
 from agentswarm.testing.sim_files import file_content
 from agentswarm.testing.simulator import simulate
+from tests.llm.test_sim_faults import execute
 
 TASKS_SCHEMA = {
     "type": "array",
@@ -153,20 +152,6 @@ def test_reconciler_files_one_fix_per_failing_file_and_skips_open_fixes():
     assert len(limited) == 2
 
 
-def _execute(repo: Path, name: str, args: dict) -> str:
-    """A minimal stand-in for the agent's tools, enough to run the simulated worker for real."""
-    if name == "write_file":
-        path = repo / args["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(args["content"])
-        return f"wrote {len(args['content'])} bytes to {args['path']}"
-    if name == "run":
-        done = subprocess.run(shlex.split(args["command"]), cwd=repo, capture_output=True, text=True,
-                              timeout=args.get("timeout_s", 30))
-        return done.stdout + done.stderr
-    raise AssertionError(f"unexpected tool {name}")
-
-
 def test_worker_writes_its_scope_checks_git_and_finishes(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     task = {"id": "t-1", "title": "Add Chunk block storage", "description": "Chunk class.",
@@ -184,7 +169,7 @@ def test_worker_writes_its_scope_checks_git_and_finishes(tmp_path):
                     finished = call.parsed_arguments()
                     break
                 messages.append({"role": "tool", "tool_call_id": call.id,
-                                 "content": _execute(tmp_path, call.name, call.parsed_arguments())})
+                                 "content": execute(tmp_path, call.name, call.parsed_arguments())})
             if finished:
                 break
     written = [p for p in task["scope"] if (tmp_path / p).exists()]

@@ -78,6 +78,8 @@ def test_a_green_batch_lands_in_one_move_after_one_gate_run(gate_hub, db):
     main = git(hub, "rev-parse", "main")
     assert {r.main_after for r in rows} == {main} and {r.main_before for r in rows} == {before}
     assert git(hub, "rev-parse", "main^{tree}") == rows[0].tree_sha
+    ran = rows[0].gate["commands"]
+    assert [c["command"] for c in ran] == [NO_BROKEN] and ran[0]["exit_code"] == 0 and ran[0]["duration_s"] >= 0
     assert list(gate_trees(db).values()) == ["green"]  # one gate run for the batch
     for i in range(3):
         assert git(hub, "show", f"main:f{i}.txt") == str(i)

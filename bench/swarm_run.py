@@ -1,0 +1,43 @@
+"""What the whole-swarm benchmarks share: a fresh database, and `agentswarm swarm` run for a while and stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def fresh_db(name: str) -> str:
+    """Drop and create database `name`; its SQLAlchemy URL."""
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def run_swarm(env: dict[str, str], seconds: float, log_path: Path,
+              probe: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+    """`agentswarm swarm` for `seconds`, then Ctrl-C (SIGKILL if it hangs); probe() just after start and before stop."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = probe() if probe else None
+        try:
+            time.sleep(seconds)
+            return first, (probe() if probe else None)
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
