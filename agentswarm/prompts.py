@@ -31,7 +31,7 @@ PROMPT_NAMES = ("root-planner", "subplanner", "worker", "reconciler")
 INPUT_MARKER = "<!-- input -->"
 WORKER_TOOLS = ("read_file", "write_file", "edit_file", "list_files", "search", "run", "finish")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_TASK_KEYS = ("id", "attempt", "title", "description", "kind", "priority", "scope", "acceptance", "feature_ids",
+_TASK_KEYS = ("id", "attempt", "base_sha", "title", "description", "kind", "priority", "scope", "acceptance", "feature_ids",
               "parent_id", "branch", "context")
 
 

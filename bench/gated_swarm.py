@@ -46,7 +46,7 @@ from agentswarm.ops.swarm import free_port  # noqa: E402
 from agentswarm.reconcile.checks import run_checks  # noqa: E402
 from agentswarm.sandbox.deps import deps_root  # noqa: E402
 from agentswarm.sandbox.factory import check_backend_for  # noqa: E402
-from agentswarm.testing.sim_faults import FIXED_TRAILER, TRAILER  # noqa: E402
+from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER  # noqa: E402
 from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
 FAULTS = "type:0.08,test:0.04,semantic:0.03,flaky:0.02,shared:0.05"
@@ -58,7 +58,7 @@ MODES = {
 BREAKS = ("type", "test", "semantic")  # the faults the gate must catch (flaky may pass; shared is textual)
 RECHECK = ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads"]
 SIM_FLAKY = "flaky: "  # the name of every test the simulator makes flaky on purpose
-_TRAILER = re.compile(rf"^({TRAILER}|{FIXED_TRAILER}):\s*(\w+)\s*$", re.M)
+_TRAILER = re.compile(rf"^({TRAILER}|{FIXED_TRAILER}|{PAIR_TRAILER}):\s*(\w+)\s*$", re.M)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -159,13 +159,18 @@ def _score(url: str, git: Git, seconds: float) -> dict:
         else:
             culprits["false"] += 1
     landed_with = {k: 0 for k in BREAKS + ("flaky", "shared")}
+    pairs: dict[str, int] = {}
     for _task, head, *_ in merged:
-        kind = git.trailers(head).get(TRAILER)
+        tr = git.trailers(head)
+        kind = tr.get(TRAILER)
         if kind in landed_with:
             landed_with[kind] += 1
-    # A semantic fault is one half of a pair: the first to land breaks nothing; every later one does.
+        if kind == "semantic":
+            pairs[tr.get(PAIR_TRAILER, head)] = pairs.get(tr.get(PAIR_TRAILER, head), 0) + 1
+    # A semantic fault is one half of a pair (branches started from the same main): the first of a pair
+    # to land breaks nothing; every later one of the same pair would.
     missed = {k: landed_with[k] for k in ("type", "test")}
-    missed["semantic"] = max(0, landed_with["semantic"] - 1)
+    missed["semantic"] = sum(n - 1 for n in pairs.values())
     caught = sum(by_presubmit[k] + by_queue[k] for k in BREAKS)
     recall = round(caught / (caught + sum(missed.values())), 4) if caught + sum(missed.values()) else None
 

@@ -34,7 +34,9 @@ TEST_FILE = re.compile(r"\.(?:test|spec)\.[cm]?[jt]sx?$")
 NARROWED_TSCONFIG = "agentswarm-presubmit.tsconfig.json"  # written under .git/: never part of the work
 TS_SOURCE = re.compile(r"\.(?:ts|tsx|mts|cts)$")
 NOT_FOUND = 127
-PRESUBMIT_FAILED = "Error: presubmit failed"  # the start of the tool result an agent sees when its branch fails
+PRESUBMIT_FAILED = "Error: presubmit failed"
+CHECK_ENV = {"CI": "true", "NO_COLOR": "1", "FORCE_COLOR": "0"}  # plain output: read by people and by failing_tests
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # the start of the tool result an agent sees when its branch fails
 _VITEST_FAIL = re.compile(r"^\s*(?:FAIL|×|✗)\s+(\S+\.(?:test|spec)\.[cm]?[jt]sx?)(?:\s+>\s+(.+?))?\s*$", re.M)
 
 
@@ -56,7 +58,7 @@ def plan_commands(commands: list[str], full_commands: list[str], full_paths: lis
 def failing_tests(output: str) -> list[str]:
     """The failing test names ("file > suite > test", or the file) vitest printed, in order, once each."""
     seen: list[str] = []
-    for m in _VITEST_FAIL.finditer(output):
+    for m in _VITEST_FAIL.finditer(_ANSI.sub("", output)):
         name = m.group(1) + (f" > {m.group(2)}" if m.group(2) else "")
         if name not in seen:
             seen.append(name)

@@ -21,7 +21,7 @@ from types import FrameType
 
 from agentswarm.agent.base import Agent, AgentContext, AgentOutcome, DeadlineExceeded, Killed
 from agentswarm.agent.bridge import Bridge
-from agentswarm.agent.checks import Presubmit, gate_slot
+from agentswarm.agent.checks import CHECK_ENV, Presubmit, gate_slot
 from agentswarm.agent.contract import (
     BUNDLE_NAME,
     GATE_SOCKET_ENV,
@@ -181,7 +181,7 @@ class Runner:
         if spec.presubmit:
             slot = functools.partial(gate_slot, gate, os.environ.get(GATE_TOKEN_ENV) or "",
                                      max(1.0, agent_deadline - time.monotonic())) if gate else None
-            presubmit = Presubmit(self.workdir, base, spec.presubmit, env=clean_env({"CI": "true"}), slot=slot)
+            presubmit = Presubmit(self.workdir, base, spec.presubmit, env=clean_env(CHECK_ENV), slot=slot)
         self.ctx = AgentContext(spec=spec, repo=self.workdir, deadline=agent_deadline, transcript=self.transcript,
                                 api_key=api_key, work_dir=self.result_path.parent, presubmit=presubmit)
         outcome = self._run_agent(self.ctx, agent_deadline)

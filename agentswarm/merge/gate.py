@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentswarm.agent.checks import NOT_FOUND, failing_tests, plan_commands
+from agentswarm.agent.checks import CHECK_ENV, NOT_FOUND, failing_tests, plan_commands
 from agentswarm.config import Settings
 from agentswarm.git.landing import changed_between, tree_of
 from agentswarm.sandbox import SandboxError, SandboxHandle
@@ -91,7 +91,7 @@ class GateWorkspace:
             self.backend.terminate(f"{GATE_RUN}/{name}-a1")  # left by a merge process that died mid-run
         except (SandboxError, ValueError):
             pass
-        sb = self.backend.create(run_id=GATE_RUN, task_id=name, attempt=1, env={"CI": "true"})
+        sb = self.backend.create(run_id=GATE_RUN, task_id=name, attempt=1, env=dict(CHECK_ENV))
         self.backend.prepare_repo(sb, self.hub)
         self.sb, self.bound = sb, set()
         return sb

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentswarm.agent.checks import CHECK_ENV
 from agentswarm.git.repo import open_repo
 from agentswarm.sandbox.base import SandboxHandle
 from agentswarm.sandbox.local import LocalSandboxBackend
@@ -119,7 +120,7 @@ def attach_deps(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, 
 
 def checkout(backend: LocalSandboxBackend, hub: str, sha: str, name: str, *, run_id: str) -> SandboxHandle:
     """A sandbox whose repo/ is the hub at sha (detached)."""
-    sb = backend.create(run_id=run_id, task_id=name, attempt=1, env={"CI": "true"})
+    sb = backend.create(run_id=run_id, task_id=name, attempt=1, env=dict(CHECK_ENV))
     backend.prepare_repo(sb, hub)
     open_repo(Path(sb.workdir) / "repo").out("checkout", "--quiet", "--detach", sha)
     return sb

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 FAULT_KINDS = ("type", "test", "semantic", "flaky", "shared")
 TRAILER = "Sim-Fault"  # the commit trailer naming the fault a branch still carries
 FIXED_TRAILER = "Sim-Fixed"  # a fault the worker put in and fixed within the same attempt
+PAIR_TRAILER = "Sim-Pair"  # a semantic fault's pair: the branches started from the same main clash
 # How the built-in agent's answer to `finish` starts when the branch fails the checks
 # (agentswarm.agent.checks.PRESUBMIT_FAILED; kept here so the simulator needs nothing from the agent).
 PRESUBMIT_FAILED = "Error: presubmit failed"

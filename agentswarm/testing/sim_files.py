@@ -121,11 +121,18 @@ def fault_target(kind: str, scope: list[str]) -> str | None:
     return None
 
 
-def fault_snippet(kind: str, path: str, title: str, task_id: str) -> str:
+def pair_key(base_sha: str | None, task_id: str) -> str:
+    """Which semantic faults clash: those of branches started from the same main (else none: the task's id)."""
+    key = base_sha or f"task-{task_id}"
+    return re.sub(r"[^A-Za-z0-9]", "_", key)[:12]
+
+
+def fault_snippet(kind: str, path: str, title: str, task_id: str, pair: str | None = None) -> str:
     """The text a fault of this kind appends to `path` as file_content wrote it.
 
     type: fails tsc (TS2322); test: a test that always fails; flaky: a test that fails about 30% of runs;
-    semantic: a global declaration that compiles alone but clashes (TS2717) with another task's.
+    semantic: a global declaration that compiles alone but clashes (TS2717) with that of another task of
+    the same `pair` (branches started from the same main: concurrent ones), and with no other.
     """
     quoted = json.dumps(title)
     if kind == "type":
@@ -142,7 +149,7 @@ def fault_snippet(kind: str, path: str, title: str, task_id: str) -> str:
                 f"}});\n")
     if kind == "semantic":
         return (f"\ndeclare global {{\n"
-                f"  interface SimSwarmShared {{\n"
+                f"  interface SimSwarmShared_{pair or pair_key(None, task_id)} {{\n"
                 f"    owner: {json.dumps(task_id)};\n"
                 f"  }}\n"
                 f"}}\n")

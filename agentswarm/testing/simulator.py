@@ -12,11 +12,12 @@ import json
 import re
 from typing import Any
 
-from agentswarm.testing.sim_faults import FIXED_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
+from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
 from agentswarm.testing.sim_files import (
     fault_snippet,
     fault_target,
     file_content,
+    pair_key,
     shared_add_command,
     shared_undo_command,
 )
@@ -255,13 +256,13 @@ def worker_fault(faults: dict[str, float] | None, task_id: str, attempt: int, sc
     return kind if kind is not None and fault_target(kind, scope) is not None else None
 
 
-def _write_calls(scope: list[str], title: str, task_id: str, fault: str | None) -> list[dict]:
+def _write_calls(scope: list[str], title: str, task_id: str, fault: str | None, pair: str | None = None) -> list[dict]:
     target = fault_target(fault, scope) if fault else None
     calls = []
     for path in scope:
         content = file_content(path, title, scope)
         if fault and path == target:
-            content += fault_snippet(fault, path, title, task_id)
+            content += fault_snippet(fault, path, title, task_id, pair)
         calls.append(_call("write_file", path=path, content=content))
     if fault == "shared":
         calls.append(_call("run", command=shared_add_command(task_id, title), timeout_s=30))
@@ -289,11 +290,12 @@ def work(body: dict, faults: dict[str, float] | None = None, fault_attempts: int
     scope = [str(p) for p in task.get("scope") or []][:MAX_WORKER_WRITES]
     task_id = str(task.get("id") or title)
     fault = worker_fault(faults, task_id, _attempt(task), scope, fault_attempts)
+    pair = pair_key(str(task.get("base_sha") or "") or None, task_id)
     turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     if not turns:
         if not scope:
             return {"content": None, "tool_calls": [_call("finish", status="blocked", summary=f"'{title}' names no files in its scope.")]}
-        calls = _write_calls(scope, title, task_id, fault)
+        calls = _write_calls(scope, title, task_id, fault, pair)
         return {"content": f"Writing {len(scope)} file(s) for '{title}'.", "tool_calls": calls,
                 "reasoning": f"The scope is {', '.join(scope)}; write each file, then check git status."}
     results = [m for m in messages[turns[-1] + 1:] if m.get("role") == "tool"]
@@ -321,6 +323,8 @@ def work(body: dict, faults: dict[str, float] | None = None, fault_attempts: int
     if fault:
         fixed = any(_is_presubmit_failure(m) for m in messages)
         summary += f"\n\n{FIXED_TRAILER if fixed else TRAILER}: {fault}"
+        if fault == "semantic":
+            summary += f"\n{PAIR_TRAILER}: {pair}"
     return {"content": None, "tool_calls": [_call("finish", status="complete", summary=summary)]}
 
 

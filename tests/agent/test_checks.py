@@ -51,6 +51,8 @@ def test_failing_tests_are_read_from_vitest_output():
     out = (" ✓ src/ok.test.ts (2 tests) 3ms\n FAIL  src/a.test.ts > suite > breaks\n"
            " FAIL  src/a.test.ts > suite > breaks\n × src/b.spec.ts > other\n FAIL  src/c.test.ts\n")
     assert failing_tests(out) == ["src/a.test.ts > suite > breaks", "src/b.spec.ts > other", "src/c.test.ts"]
+    coloured = " \x1b[31mFAIL\x1b[39m  src/d.test.ts\x1b[2m > \x1b[22mflaky: it wobbles\n"
+    assert failing_tests(coloured) == ["src/d.test.ts > flaky: it wobbles"]
 
 
 def spec(**kw) -> PresubmitSpec:

@@ -195,13 +195,16 @@ def test_test_fault_adds_a_test_that_always_fails(repo):
     assert trailer_paragraph(finish["summary"]) == f"{TRAILER}: test"
 
 
-def test_semantic_fault_declares_the_shared_global_with_the_task_id(repo):
+def test_semantic_fault_declares_the_global_of_its_pair_with_the_task_id(repo):
     files, clean = writes(first_turn(TASK, {"semantic": 1.0})), writes(first_turn(TASK))
     assert files["src/world/chunk.ts"] == clean["src/world/chunk.ts"] + (
-        '\ndeclare global {\n  interface SimSwarmShared {\n    owner: "t-42";\n  }\n}\n')
+        '\ndeclare global {\n  interface SimSwarmShared_task_t_42 {\n    owner: "t-42";\n  }\n}\n')
     assert files["src/world/chunk.test.ts"] == clean["src/world/chunk.test.ts"]
     finish, _ = drive(repo, TASK, {"semantic": 1.0})
-    assert trailer_paragraph(finish["summary"]) == f"{TRAILER}: semantic"
+    assert trailer_paragraph(finish["summary"]) == f"{TRAILER}: semantic\nSim-Pair: task_t_42"
+    # Branches started from the same main are a pair: they share the interface (and clash).
+    based = {**TASK, "base_sha": "0123456789abcdef" * 2}
+    assert "interface SimSwarmShared_0123456789ab {" in writes(first_turn(based, {"semantic": 1.0}))["src/world/chunk.ts"]
 
 
 def test_flaky_fault_adds_a_random_test_named_flaky(repo):
@@ -390,8 +393,8 @@ def _features() -> list[dict]:
     return data["features"] if isinstance(data, dict) else data
 
 
-def _task(feature: dict) -> dict:
-    return {"id": feature["id"], "attempt": 1, "title": f"Implement {feature['title']}",
+def _task(feature: dict, base: str = "b" * 40) -> dict:
+    return {"id": feature["id"], "attempt": 1, "base_sha": base, "title": f"Implement {feature['title']}",
             "description": feature["description"], "scope": feature["files"]}
 
 
@@ -460,3 +463,6 @@ def test_simulated_features_and_faults_against_the_real_toolchain(tmp_path):
     both = _node(root, "npx tsc --noEmit")
     assert both.returncode != 0 and "error TS2717" in both.stdout, both.stdout
     assert "Property 'owner' must be of type" in both.stdout
+    _apply(root, first_turn(_task(clock, base="c" * 40), {"semantic": 1.0}))  # started from another main
+    apart = _node(root, "npx tsc --noEmit")
+    assert apart.returncode == 0, apart.stdout

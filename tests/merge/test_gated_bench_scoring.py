@@ -22,8 +22,9 @@ def test_recall_culprits_and_misses_come_from_the_trailers(tmp_path, db):
         "fixed": ("Sim-Fixed: type", "merged"),  # presubmit made it fix the break within the attempt
         "typed": ("Sim-Fault: type", "rejected"),  # a true culprit
         "innocent": (None, "rejected"),  # a false culprit
-        "sem1": ("Sim-Fault: semantic", "merged"),  # the first half of a pair breaks nothing
-        "sem2": ("Sim-Fault: semantic", "merged"),  # the second one landing is a miss
+        "sem1": ("Sim-Fault: semantic\nSim-Pair: p1", "merged"),  # the first half of a pair breaks nothing
+        "sem2": ("Sim-Fault: semantic\nSim-Pair: p1", "merged"),  # the second one of that pair landing is a miss
+        "sem3": ("Sim-Fault: semantic\nSim-Pair: p2", "merged"),  # alone in its pair: breaks nothing
         "tested": ("Sim-Fault: test", "merged"),  # a miss
     }
     with session_scope(db) as s:
@@ -44,9 +45,9 @@ def test_recall_culprits_and_misses_come_from_the_trailers(tmp_path, db):
         s.add(Event(run_id=run.id, kind="gate.batch", data={"red": True, "runs": 4}))
         s.add(Event(run_id=run.id, kind="gate.run", data={"seconds": 2.5}))
     score = _score(db, Git(hub), 60.0)
-    assert score["landed"] == 5 and score["culprits"] == {"true": 1, "false": 1, "flaky_test": 0}
+    assert score["landed"] == 6 and score["culprits"] == {"true": 1, "false": 1, "flaky_test": 0}
     assert score["caught_by_presubmit"]["type"] == 1 and score["caught_by_queue"]["type"] == 1
     assert score["missed"] == {"type": 0, "test": 1, "semantic": 1}
     assert score["recall"] == 0.5  # 2 caught (fixed, typed), 2 missed (tested, sem2)
     assert score["false_culprit_share"] == 0.5 and score["red_batches"] == 1 and score["bisection_runs"] == 3
-    assert score["faults_injected"]["semantic"] == 2 and score["handoff_to_landed_p50_s"] == 10.0
+    assert score["faults_injected"]["semantic"] == 3 and score["handoff_to_landed_p50_s"] == 10.0
