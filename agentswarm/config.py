@@ -47,6 +47,11 @@ class GateMode(str, Enum):
     batch = "batch"
 
 
+class RedAction(str, Enum):
+    revert = "revert"  # find the commit that broke main, land a revert of it, reopen its task
+    fix = "fix"  # ask the model for fix tasks from the failing output
+
+
 class ConflictPolicy(str, Enum):
     resolve = "resolve"
     skip = "skip"
@@ -155,9 +160,20 @@ class Settings(BaseSettings):
     # Reconciler: how main is built and tested (run in a checkout of main)
     reconcile_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
                                    description="run (with network, no secret, sandboxed) once per lock file")
-    reconcile_commands: list[str] = Field(default_factory=lambda: ["npx tsc --noEmit", "npm test"])
+    reconcile_commands: list[str] = Field(
+        default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run",
+                                 "node_modules/.bin/vite build"],
+        description="the slow checks of main, in order (a failure stops the rest); [] checks nothing")
+    reconcile_page: bool = Field(True, description="after the commands, load the built dist/ in headless "
+                                 "Chromium (in the sandbox) and keep a screenshot of each green main")
     reconcile_timeout_s: int = Field(900, gt=0)
     reconcile_max_fix_tasks: int = Field(3, ge=0)
+    reconcile_on_red: RedAction = Field(RedAction.revert, description="revert: bisect, revert the culprit, reopen "
+                                        "its task; fix: fix tasks from the model")
+    reconcile_bisect_max_steps: int = Field(12, gt=0, le=64, description="checks one bisection may run")
+    reconcile_screenshots_keep: int = Field(5, ge=0, description="screenshots of green mains kept")
+    flaky_quarantine_after: int = Field(2, gt=0, description="red-then-green observations that quarantine a test")
+    flaky_release_after: int = Field(3, gt=0, description="reconciler runs in a row a quarantined test must pass")
 
     # The gate: what must pass before main moves (run in a sandbox with no secret and no network)
     gate: GateMode = Field(GateMode.batch, description="off: land what merges; each: test every branch; "
@@ -167,10 +183,11 @@ class Settings(BaseSettings):
                               description="installs the target's dependencies (once per lock file, networked sandbox)")
     gate_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit",
-                                 "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files}"],
-        description="{files}: the changed files that still exist, shell-quoted")
+                                 "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files} {quarantined}"],
+        description="{files}: the changed files that still exist, shell-quoted; {quarantined}: --exclude= flags "
+        "for the files of quarantined flaky tests")
     gate_full_commands: list[str] = Field(
-        default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads"],
+        default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads {quarantined}"],
         description="run instead when a GATE_FULL_PATHS file changed, and every GATE_FULL_EVERY batches")
     gate_presubmit_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit -p {tsconfig}",

@@ -30,6 +30,7 @@ OUTPUT_TAIL = 6000  # characters of a failing check's output kept for the agent 
 FILES = "{files}"
 TSCONFIG = "{tsconfig}"
 TESTS = "{tests}"
+QUARANTINED = "{quarantined}"  # the gate's flags leaving quarantined flaky tests out (see lifecycle.flaky)
 TEST_FILE = re.compile(r"\.(?:test|spec)\.[cm]?[jt]sx?$")
 NARROWED_TSCONFIG = "agentswarm-presubmit.tsconfig.json"  # written under .git/: never part of the work
 TS_SOURCE = re.compile(r"\.(?:ts|tsx|mts|cts)$")
@@ -47,12 +48,15 @@ def needs_full(changed: list[str], full_paths: list[str]) -> bool:
 
 
 def plan_commands(commands: list[str], full_commands: list[str], full_paths: list[str], files: list[str],
-                  *, force_full: bool = False) -> tuple[list[str], bool]:
-    """The shell commands to run for these changed files, and whether they are the full ones."""
+                  *, force_full: bool = False, quarantined: str = "") -> tuple[list[str], bool]:
+    """The shell commands to run for these changed files, and whether they are the full ones.
+
+    `quarantined` replaces `{quarantined}` (the flags that leave quarantined tests out; "" for none).
+    """
     if full_commands and (force_full or needs_full(files, full_paths)):
-        return list(full_commands), True
+        return [c.replace(QUARANTINED, quarantined) for c in full_commands], True
     quoted = " ".join(shlex.quote(f) for f in files)
-    return [c.replace(FILES, quoted) for c in commands], False
+    return [c.replace(FILES, quoted).replace(QUARANTINED, quarantined) for c in commands], False
 
 
 def failing_tests(output: str) -> list[str]:

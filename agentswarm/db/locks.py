@@ -47,3 +47,21 @@ def held_lock(name: str, url: str | None = None) -> Iterator[None]:
         raise
     finally:
         conn.close()
+
+
+@contextmanager
+def try_held_lock(name: str, url: str | None = None) -> Iterator[bool]:
+    """Like `held_lock`, but never waits: yields False (holding nothing) when another process has it."""
+    conn = get_engine(url).connect()
+    try:
+        got = bool(conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar())
+        conn.commit()
+        yield got
+        if got:
+            conn.execute(text("select pg_advisory_unlock(:k)"), {"k": lock_key(name)})
+            conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
+    finally:
+        conn.close()

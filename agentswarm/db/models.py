@@ -61,6 +61,7 @@ class TaskKind(StrEnum):
     fix = "fix"
     conflict = "conflict"
     manual = "manual"
+    revert = "revert"  # made by the reconciler: a revert commit of a branch that broke main, landed by the queue
 
 
 class RunStatus(StrEnum):
@@ -75,6 +76,7 @@ class MergeStatus(StrEnum):
     conflict = "conflict"
     failed = "failed"
     rejected = "rejected"  # the gate found this branch broke the build: back to its author
+    reverted = "reverted"  # it landed, broke main, and a revert of it landed: its task was reopened
 
 
 class FeatureStatus(StrEnum):
@@ -265,3 +267,55 @@ class Event(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class MainCheck(Base):
+    """One reconciler check of a main sha: the slow checks' verdict and what was done about a red one."""
+
+    __tablename__ = "main_checks"
+    __table_args__ = (Index("ix_main_checks_run_id_started_at", "run_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(64), index=True)
+    result: Mapped[str] = mapped_column(String(16))  # green | red | cannot-run
+    checks: Mapped[list[Any]] = mapped_column(default=list)  # each command: exit code, seconds, timed out
+    output: Mapped[str] = mapped_column(Text, default="")  # the failing commands' output, capped
+    failing_tests: Mapped[list[str]] = mapped_column(default=list)
+    quarantined: Mapped[list[str]] = mapped_column(default=list)  # quarantined tests that failed here, tolerated
+    action: Mapped[str | None] = mapped_column(String(16))  # revert | fix | None
+    culprit_sha: Mapped[str | None] = mapped_column(String(64))
+    culprit_task_id: Mapped[str | None] = mapped_column(String(32))
+    revert_task_id: Mapped[str | None] = mapped_column(String(32))
+    bisect: Mapped[dict[str, Any]] = mapped_column(default=dict)  # range, steps, first bad, or why inconclusive
+    screenshot: Mapped[str | None] = mapped_column(String(128))  # file name under the screenshots directory
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class FlakyStatus(StrEnum):
+    observed = "observed"  # seen failing then passing on the same tree, fewer than FLAKY_QUARANTINE_AFTER times
+    quarantined = "quarantined"  # the gate excludes it; the reconciler runs it and reports it
+    released = "released"  # passed FLAKY_RELEASE_AFTER reconciler runs in a row after quarantine
+
+
+class FlakyTest(Base):
+    """A test seen failing and then passing on the same tree: counted, quarantined, released."""
+
+    __tablename__ = "flaky_tests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)  # "file > suite > test", as vitest names it
+    file: Mapped[str] = mapped_column(Text)
+    status: Mapped[FlakyStatus] = mapped_column(StatusString(FlakyStatus), default=FlakyStatus.observed, index=True)
+    observations: Mapped[int] = mapped_column(Integer, default=0)
+    passes_in_row: Mapped[int] = mapped_column(Integer, default=0)  # reconciler runs it passed since quarantine
+    last_source: Mapped[str] = mapped_column(String(16), default="")  # gate | reconciler
+    last_tree: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))  # of the last observation
+    fix_task_id: Mapped[str | None] = mapped_column(String(32))  # the one fix task made when it was quarantined
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    quarantined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

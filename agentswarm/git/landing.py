@@ -31,7 +31,7 @@ from agentswarm.git.repo import GitError, SwarmRepo, open_repo, require_git
 
 __all__ = ["MergeStrategy", "Landing", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
            "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER", "Stacked", "stack_on",
-           "move_main", "tree_of", "changed_between"]
+           "move_main", "tree_of", "changed_between", "revert_onto", "landed_range"]
 
 MAX_CAS_ATTEMPTS = 5
 # Plumbing never triggers `gc --auto`, so without this every ancestry walk (rev-list, the
@@ -305,6 +305,51 @@ def stack_on(repo_path: str | os.PathLike[str], base: str, head: str, strategy: 
     if out.status is Landing.ALREADY_MERGED:
         return Stacked(Landing.ALREADY_MERGED, base)
     return Stacked(out.status, None, conflict_files=out.conflict_files, error=out.error)
+
+
+def revert_onto(repo_path: str | os.PathLike[str], onto: str, base: str, last: str, message: str, *,
+                committer: tuple[str, str] = DEFAULT_COMMITTER) -> Stacked:
+    """A commit on `onto` that undoes base..last (a stretch of main's history), as `git revert` of each would.
+
+    Without a work tree, like the replay above: X is onto's tree and Y is base's tree, each committed
+    with `last` as its only parent, so merge-base(X, Y) = last and `merge-tree X Y` is the three-way
+    merge (base last, ours onto, theirs base) that a revert is. Nothing moves; MERGED with the new
+    commit as tip, ALREADY_MERGED when onto no longer holds any of the change, CONFLICT with the files.
+    """
+    git = open_repo(repo_path)
+    try:
+        onto, base, last = (_recorded_commit(git, c) for c in (onto, base, last))
+        onto_tree = tree_of(repo_path, onto)
+        ours = _commit_tree(git, onto_tree, [last], b"revert: ours\n", None, committer)
+        theirs = _commit_tree(git, tree_of(repo_path, base), [last], b"revert: theirs\n", None, committer)
+        tree, conflicts = _merge_trees(git, ours, theirs)
+        if conflicts:
+            return Stacked(Landing.CONFLICT, None, conflict_files=conflicts,
+                           error=f"reverting {last[:12]} conflicts with {onto[:12]} in {len(conflicts)} file(s)")
+        if tree == onto_tree:
+            return Stacked(Landing.ALREADY_MERGED, onto)
+        tip = _commit_tree(git, tree, [onto], message.rstrip("\n").encode() + b"\n", None, committer)
+    except (ValueError, GitError) as exc:
+        return Stacked(Landing.FAILED, None, error=str(exc))
+    return Stacked(Landing.MERGED, tip, [tip])
+
+
+def landed_range(repo_path: str | os.PathLike[str], commits: list[str]) -> tuple[str, str] | None:
+    """(base, last): the stretch of main's first-parent history a landing's commits make up, or None.
+
+    `commits` are what one landing put on main, oldest first (a rebase's replayed commits, or a
+    branch's commits and its merge commit); base is the first-parent ancestor just before them.
+    """
+    if not commits:
+        return None
+    landed, last = set(commits), commits[-1]
+    out = open_repo(repo_path).run("rev-list", "--first-parent", f"--max-count={len(commits) + 1}", last, "--")
+    if out.returncode != 0:
+        return None
+    for sha in out.stdout.decode().split():
+        if sha not in landed:
+            return sha, last
+    return None  # the landing reaches back to the root commit: nothing to revert to
 
 
 def move_main(repo_path: str | os.PathLike[str], new: str, old: str, main_ref: str = "refs/heads/main") -> bool:

@@ -123,6 +123,24 @@ def mark_features_failed(session: Session, feature_ids: Iterable[str]) -> list[s
     return set_feature_status(session, feature_ids, FeatureStatus.failed)
 
 
+def reopen_features(session: Session, feature_ids: Iterable[str]) -> list[str]:
+    """The task that made these features done was reverted off main: they are in progress again.
+
+    The one way back from done: landing is what done means, and a revert undoes the landing.
+    """
+    ids = [f for f in dict.fromkeys(feature_ids) if f]
+    if not ids:
+        return []
+    session.flush()
+    changed = list(session.scalars(update(Feature).where(Feature.id.in_(ids), Feature.status == FeatureStatus.done)
+                                   .values(status=FeatureStatus.in_progress).returning(Feature.id)
+                                   .execution_options(synchronize_session=False)))
+    for feature in session.identity_map.values():
+        if isinstance(feature, Feature) and feature.id in changed:
+            session.expire(feature)
+    return changed
+
+
 def all_features_done(session: Session) -> bool:
     """True when there is at least one feature and every feature is done."""
     total, done = session.execute(select(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.models import Task, TaskKind, TaskStatus
 from agentswarm.db.states import transition
 from agentswarm.db.text import stored_data
 from agentswarm.lifecycle.dispatch import dispatch_pending
@@ -41,9 +41,16 @@ def send_back(db: Session, task: Task, src: TaskStatus, feedback: dict[str, Any]
               **values: Any) -> str:
     """Move task (in src) back to pending with the feedback, or to blocked when its attempts are used up.
 
-    Returns "retry" or "blocked" ("" if the task was no longer in src).
+    Returns "retry" or "blocked" ("" if the task was no longer in src). A revert (the reconciler's,
+    with no author) is not retried: it fails, and the reconciler falls back to fix tasks.
     """
     context = {**(task.context or {}), "gate": feedback}
+    if task.kind is TaskKind.revert:
+        if not transition(db, task.id, src, TaskStatus.failed, error=reason[:4000], **values):
+            return ""
+        record_event(db, "reconcile.revert_failed", f"{task.branch}: {reason[:300]}", run_id=task.run_id,
+                     task_id=task.id, origin=task.origin_id)
+        return "failed"
     if task.attempts >= task.max_attempts:
         if not transition(db, task.id, src, TaskStatus.blocked, context=context, error=reason[:4000],
                           **values):

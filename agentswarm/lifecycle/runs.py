@@ -1,6 +1,6 @@
 """Runs: start (or resume) one with budgets from settings, check its budgets, end it with a reason.
 
-A run ends when every feature is done (finished), or when a budget is reached (stopped). Money
+A run ends when every feature is done and the reconciler has seen the current main green (finished), or when a budget is reached (stopped). Money
 and time stop it at once; tasks in flight finish, unsent pending work is cancelled. The task
 and planner-iteration budgets only stop planning: the run ends once the work it made has ended.
 """
@@ -16,11 +16,14 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
-from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
+from agentswarm.db.models import MainCheck, Run, RunStatus, Task, TaskStatus
 from agentswarm.db.states import OPEN, transition
+from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.budgets import BudgetHit, check_budgets
 from agentswarm.lifecycle.features import all_features_done
 from agentswarm.lifecycle.parents import settle_parent
+from agentswarm.queue.names import RECONCILE_TICK
+from agentswarm.queue.send import tick_after_commit
 
 
 def active_runs(session: Session) -> list[Run]:
@@ -40,7 +43,8 @@ def start_run(session: Session, settings: Settings, *, demo: bool | None = None)
         max_tasks=settings.run_max_tasks, max_tokens=settings.run_max_tokens, max_dollars=settings.run_max_dollars,
         deadline_at=now + timedelta(seconds=settings.run_deadline_s), planner_iterations=0,
         config={"max_planner_iterations": settings.max_planner_iterations, "model": settings.llm_model,
-                "max_workers": settings.max_workers, "planner_batch_size": settings.planner_batch_size},
+                "max_workers": settings.max_workers, "planner_batch_size": settings.planner_batch_size,
+                "main_at_start": main_sha(settings.hub_path)},
     )
     session.add(run)
     session.flush()
@@ -90,7 +94,11 @@ def open_task_count(session: Session, run_id: str) -> int:
 def enforce_limits(session: Session, run: Run, settings: Settings) -> str | None:
     """End the run if it is over (features done, a budget reached); the reason planning must stop, or None."""
     if all_features_done(session):
-        end_run(session, run.id, RunStatus.finished, "every feature is done")
+        waiting, note = main_verdict(session, settings)
+        if waiting:
+            tick_after_commit(session, RECONCILE_TICK, expires_s=settings.plan_interval_s)
+            return f"every feature is done; waiting: {waiting}"
+        end_run(session, run.id, RunStatus.finished, "every feature is done" + (f" ({note})" if note else ""))
         return "every feature is done"
     hit = check_budgets(session, run, settings)
     if hit is None:
@@ -99,6 +107,25 @@ def enforce_limits(session: Session, run: Run, settings: Settings) -> str | None
     if not hit.drain or open_task_count(session, run.id) == 0:
         end_run(session, run.id, RunStatus.stopped, hit.reason)
     return hit.reason
+
+
+def main_verdict(session: Session, settings: Settings) -> tuple[str, str]:
+    """(why the run cannot be called done yet, a note on how main was judged): "every feature is done" needs
+    the reconciler to have seen the current main green. A check that could not run (a missing tool) does
+    not hold the run; the note says main was not checked.
+    """
+    if not settings.reconcile_commands:
+        return "", "main not checked: RECONCILE_COMMANDS is empty"
+    sha = main_sha(settings.hub_path)
+    if sha is None:
+        return "", ""
+    result = session.scalar(select(MainCheck.result).where(MainCheck.sha == sha)
+                            .order_by(MainCheck.id.desc()).limit(1))
+    if result is None:
+        return f"the reconciler has not checked main {sha[:10]} yet", ""
+    if result == "red":
+        return f"main {sha[:10]} is red", ""
+    return "", "" if result == "green" else f"main {sha[:10]} could not be checked"
 
 
 def _note_budget(session: Session, run: Run, hit: BudgetHit) -> None:

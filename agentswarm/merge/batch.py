@@ -6,8 +6,10 @@ with the configured strategy, and runs the gate on the stack's tip. Green: main 
 in one compare-and-swap. Red: the stack is bisected, the first half on main first; every green
 prefix lands at once; the branch whose prefix turns red is tested again on the same tree (twice
 when tests failed, once for a type error), and either blamed (it goes back to its author with the
-output) or, if the tree now passes, recorded as flaky and landed. Tests once recorded flaky are
-quarantined for the rest of the run: a run whose only failures are those tests counts as green. What is left is stacked again on the new main and tested in turn.
+output) or, if the tree now passes, landed, and its failing tests observed flaky
+(`lifecycle.flaky`): once quarantined, their files are left out of the gate's vitest commands, and
+a run whose only failures are quarantined tests counts as green. What is left is stacked again on
+the new main and tested in turn.
 
 Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are
 not tested one by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
@@ -35,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Event, MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
 from agentswarm.db.text import stored_text
@@ -51,6 +53,7 @@ from agentswarm.git.landing import (
 )
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
+from agentswarm.lifecycle.flaky import exclude_flags, file_of_test, observe, quarantined_names
 from agentswarm.merge.gate import GateRun, GateWorkspace
 from agentswarm.merge.records import mark_done, record_landing, recorded_head, remote_push_main
 
@@ -86,12 +89,6 @@ class Batch:
 
     def gate_seconds(self) -> float:
         return round(sum(r.seconds for r in self.runs), 2)
-
-
-def known_flaky(db: Session, run_id: str) -> set[str]:
-    """Tests the gate has seen fail and then pass on the same tree in this run: quarantined from now on."""
-    rows = db.scalars(select(Event.data).where(Event.run_id == run_id, Event.kind == "gate.flaky"))
-    return {str(t) for data in rows for t in (data or {}).get("tests") or []}
 
 
 def workspace(settings: Settings) -> GateWorkspace:
@@ -150,7 +147,8 @@ class GatedMerge:
         self.full = bool(settings.gate_full_every) and n % settings.gate_full_every == 0
         self.started_at = datetime.now(UTC)
         self.landed: list[Entry] = []  # entries main moved over in this batch, in order
-        self.known_flaky = known_flaky(db, self.run_id)
+        self.known_flaky = quarantined_names(db)  # tolerated if they still run (a command without {quarantined})
+        self.exclude = exclude_flags(file_of_test(t) for t in self.known_flaky)
 
     # -- stacking and testing --------------------------------------------------------------------
 
@@ -173,7 +171,7 @@ class GatedMerge:
     def test(self, sha: str, base: str, size: int, stage: str) -> GateRun:
         _live_event("gate.testing", f"batch {self.batch.id}: {stage} ({size} branch(es)) at {sha[:10]}",
                     self.run_id, batch_id=self.batch.id, sha=sha, size=size, stage=stage)
-        run = self.ws.run(sha, base, full=self.full)
+        run = self.ws.run(sha, base, full=self.full, quarantined=self.exclude)
         run.quarantine(self.known_flaky)
         self.batch.runs.append(run)
         _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({stage})",
@@ -253,7 +251,8 @@ class GatedMerge:
             return []
         if again.ok:  # the same tree passed: the red did not reproduce
             tests = hi_run.failing_tests()
-            self.known_flaky |= set(tests)
+            self.known_flaky |= set(observe(self.db, tests, source="gate", tree=again.tree, run_id=self.run_id,
+                                            settings=self.settings, output=hi_run.output))
             self.batch.flaky.append(suspect.task.id)
             record_event(self.db, "gate.flaky", f"{suspect.task.branch}: red, then green on the same tree"
                          + (f" ({', '.join(tests[:3])})" if tests else ""), run_id=self.run_id,

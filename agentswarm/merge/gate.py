@@ -101,12 +101,15 @@ class GateWorkspace:
             self.backend.terminate(self.sb)
             self.sb = None
 
-    def run(self, sha: str, base: str, *, full: bool = False) -> GateRun:
-        """The checks on sha; `base` is the commit it is compared with to find the changed files."""
+    def run(self, sha: str, base: str, *, full: bool = False, quarantined: str = "") -> GateRun:
+        """The checks on sha; `base` is the commit it is compared with to find the changed files.
+
+        `quarantined`: what `{quarantined}` becomes in the commands (flags leaving flaky tests out).
+        """
         s = self.settings
         files = changed_between(self.hub, base, sha)
         commands, full = plan_commands(s.gate_commands, s.gate_full_commands, s.gate_full_paths, files,
-                                       force_full=full)
+                                       force_full=full, quarantined=quarantined)
         run = GateRun(sha=sha, tree=tree_of(self.hub, sha), full=full, files=len(files), planned=len(commands))
         started = time.monotonic()
         try:

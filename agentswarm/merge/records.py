@@ -10,13 +10,23 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import ConflictPolicy, Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import FeatureStatus, HandoffRecord, MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import (
+    FeatureStatus,
+    HandoffRecord,
+    MergeAttempt,
+    MergeStatus,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
+from agentswarm.db.states import transition
 from agentswarm.db.text import stored_text
 from agentswarm.errors import SwarmError
 from agentswarm.git import refs
 from agentswarm.git.landing import Landing, MergeResult
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
+from agentswarm.lifecycle.reverts import reopen_reverted
 from agentswarm.merge.conflicts import conflict_task_for
 
 log = logging.getLogger(__name__)
@@ -47,7 +57,10 @@ def _siblings_unmerged(db: Session, task: Task) -> bool:
 
 
 def mark_done(db: Session, task: Task) -> None:
-    if task.feature_ids and not _siblings_unmerged(db, task):
+    """A task landed: its features are done (once its siblings landed too); a landed revert reopens its culprit."""
+    if task.kind is TaskKind.revert:
+        reopen_reverted(db, task)
+    elif task.feature_ids and not _siblings_unmerged(db, task):
         set_feature_status(db, task.feature_ids, FeatureStatus.done)
 
 
@@ -68,6 +81,11 @@ def record_landing(db: Session, task: Task, strategy: str, result: MergeResult, 
     elif status is MergeStatus.conflict:
         record_event(db, "merge.conflict", stored_text(", ".join(result.conflict_files), 500, settings),
                      run_id=task.run_id, task_id=task.id, files=result.conflict_files)
+        if task.kind is TaskKind.revert:  # the reconciler's revert no longer applies: it falls back to fix tasks
+            transition(db, task.id, TaskStatus.complete, TaskStatus.failed, error="the revert conflicts with main")
+            record_event(db, "reconcile.revert_failed", f"{task.branch}: conflicts with main", run_id=task.run_id,
+                         task_id=task.id, origin=task.origin_id)
+            return attempt
         child = conflict_task_for(db, task, result) if settings.conflict_policy is ConflictPolicy.resolve else None
         if child is not None:
             record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,

@@ -20,6 +20,18 @@ def send(name: str, task_id: str, *, priority: int | None = None) -> None:
     app.send_task(name, args=[task_id], queue=QUEUE_OF[name], **options)
 
 
+def send_tick(name: str, *, expires_s: float | None = None, **kwargs: object) -> None:
+    """Publish a tick on its queue now (a stage or a person asking sooner than beat would)."""
+    from agentswarm.queue.app import app
+
+    app.send_task(name, kwargs=kwargs, queue=QUEUE_OF[name], expires=expires_s)
+
+
+def tick_after_commit(session: Session, name: str, *, expires_s: float | None = None) -> None:
+    """Send a tick once the session commits."""
+    after_commit(session, lambda: send_tick(name, expires_s=expires_s))
+
+
 def send_run_task(task_id: str, priority: int) -> None:
     """Publish run_task(task_id) on `work` with the task's priority (call after commit)."""
     send(RUN_TASK, task_id, priority=priority)

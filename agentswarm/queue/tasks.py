@@ -36,11 +36,11 @@ def merge_branch(task_id: str) -> str:
 
 
 @app.task(name=RECONCILE_TICK)
-def reconcile_tick() -> dict:
-    """Beat: build and test main, turn failures into fix tasks."""
+def reconcile_tick(force: bool = False) -> dict:
+    """Beat (and on demand): the slow checks of main; a red main's culprit reverted, or fix tasks."""
     from agentswarm.reconcile.tick import reconcile_tick as stage
 
-    return stage()
+    return stage(force=bool(force))
 
 
 @app.task(name=MONITOR_TICK)

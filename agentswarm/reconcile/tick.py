@@ -1,26 +1,50 @@
-"""The reconcile tick: build and test `main`, turn failures into a few urgent fix tasks.
+"""The reconcile tick: run the slow checks on main; when it is red, find the commit, revert it, reopen its task.
 
-Each sha of main is checked once. Fix tasks are deduplicated against fix tasks still open
-(a proposal whose scope overlaps an open fix is dropped), and at most
-RECONCILE_MAX_FIX_TASKS are open at a time.
+Each sha of main is checked once per run (or again on demand), and the check is stored
+(`MainCheck`): the verdict, every command's result, the failing tests, the quarantined ones
+tolerated. A red made only of failing tests is checked once more on the same tree; passing then,
+the tests are observed flaky (`lifecycle.flaky`) and main counts as green.
+
+Red, with RECONCILE_ON_RED=revert (the default): bisect from the last green ancestor (or the
+run's starting main, checked first) to the red sha with the failing commands
+(`reconcile.bisect`), confirm a test failure at the first bad commit once more, find the task
+whose landing holds it, and hand a revert of that landing to the merge queue
+(`reconcile.revert`); its landing reopens the task with the output. Where that cannot be done
+(no green ancestor, an inconclusive bisection, a commit no task landed, a revert that conflicts or
+failed before), and with RECONCILE_ON_RED=fix: a few urgent fix tasks from the model, deduplicated
+against fix tasks still open, at most RECONCILE_MAX_FIX_TASKS at a time.
+
+The tick holds the reconcile lock (one reconciler at a time) on a connection of its own and
+commits each step, so no row stays locked while checks run. Safe twice: a check stored for this
+sha ends the tick, and a red check whose action is still to be taken (the model failed) is acted
+on without checking again.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentswarm.config import Settings, get_settings
+from agentswarm.agent.checks import failing_tests
+from agentswarm.config import RedAction, Settings, get_settings
 from agentswarm.db.events import record_event
-from agentswarm.db.locks import try_xact_lock
-from agentswarm.db.models import Feature, Run, RunStatus, Task, TaskKind
+from agentswarm.db.locks import try_held_lock
+from agentswarm.db.models import Feature, MainCheck, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
+from agentswarm.db.text import stored_text
 from agentswarm.git.hub import main_sha
+from agentswarm.git.landing import tree_of
+from agentswarm.git.refs import is_ancestor
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
+from agentswarm.lifecycle.feedback import gate_feedback
+from agentswarm.lifecycle.flaky import note_runs, observe, quarantined_names
 from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
@@ -28,23 +52,213 @@ from agentswarm.planning.parsing import parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
-from agentswarm.reconcile.checks import CheckResult, run_checks
-from agentswarm.sandbox.deps import deps_root
-from agentswarm.sandbox.factory import check_backend_for
+from agentswarm.reconcile.bisect import Bisection, find_first_bad
+from agentswarm.reconcile.checks import MainRun, check_main
+from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
+from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
+from agentswarm.reconcile.verdict import CANNOT_RUN, GREEN, RED, Verdict, judge
 
 log = logging.getLogger(__name__)
 FIX_PRIORITY = 1
-BUILD_OUTPUT_CAP = 30_000
 
 
-def failure_report(results: list[CheckResult]) -> str:
+def failure_report(results: list) -> str:
     """The failing commands' output, capped, for the reconciler prompt."""
-    parts = []
-    for r in results:
-        if not r.ok:
-            why = "timed out" if r.timed_out else f"exit {r.exit_code}"
-            parts.append(f"$ {r.command}  ({why})\n{r.output.strip()}")
-    return "\n\n".join(parts)[-BUILD_OUTPUT_CAP:]
+    return Verdict(RED, failed=[r for r in results if not r.ok]).report()
+
+
+@dataclass
+class RedMain:
+    """What the action on a red main needs, read back from its stored check."""
+
+    check_id: int
+    run_id: str
+    sha: str
+    commands: list[str]  # the checks that failed
+    output: str
+    test_only: bool
+
+
+def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None, *,
+                   force: bool = False) -> dict[str, Any]:
+    """Check main once per new sha (again with `force`); act on a red one."""
+    settings = settings or get_settings()
+    with try_held_lock("reconcile", settings.database_url) as got:
+        if not got:
+            return {"skipped": "another reconciler holds the lock"}
+        return _tick(settings, client, force)
+
+
+def _tick(settings: Settings, client: LLMClient | None, force: bool) -> dict[str, Any]:
+    with session_scope(settings.database_url) as db:
+        run = db.scalars(select(Run).where(Run.status == RunStatus.active).order_by(Run.started_at.desc())).first()
+        if run is None:
+            return {"skipped": "no active run"}
+        sha = main_sha(settings.hub_path)
+        if sha is None:
+            return {"skipped": f"the hub at {settings.hub_path.resolve()} has no main"}
+        if not settings.reconcile_commands:
+            return {"skipped": "RECONCILE_COMMANDS is empty: nothing to check"}
+        run_id, quarantined = run.id, quarantined_names(db)
+        done = None if force else _latest(db, run_id, sha)
+        if done is not None and (done.result != RED or done.action):
+            return {"skipped": f"main {sha[:10]} already checked ({done.result})", "sha": sha, "green": done.result == GREEN}
+        red = _red_main(done) if done is not None else None
+    if red is None:
+        outcome = _check(settings, run_id, sha, quarantined)
+        if outcome["result"] != RED:
+            return outcome
+        red = outcome.pop("red")
+    return {"sha": sha, "green": False, **_act(settings, client, red)}
+
+
+def _latest(db: Session, run_id: str, sha: str) -> MainCheck | None:
+    return db.scalars(select(MainCheck).where(MainCheck.run_id == run_id, MainCheck.sha == sha)
+                      .order_by(MainCheck.id.desc()).limit(1)).first()
+
+
+def _red_main(check: MainCheck) -> RedMain:
+    """The failing checks of a stored red check: what bisection runs (a failing page needs the build first)."""
+    rows = [c for c in check.checks or [] if c.get("kind") != "install"]
+    failed = [c for c in rows if c.get("exit_code") != 0 or c.get("timed_out")]
+    if any(c.get("kind") == "page" for c in failed):
+        commands = [str(c["command"]) for c in rows if c.get("kind") == "command"] + [PAGE_COMMAND]
+    else:
+        commands = [str(c["command"]) for c in failed]
+    return RedMain(check.id, str(check.run_id), check.sha, commands, check.output,
+                   test_only=bool(failed) and all(c.get("tests") for c in failed))
+
+
+# -- checking --------------------------------------------------------------------------------------
+
+
+def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> dict[str, Any]:
+    """Run the checks on sha, judge them (once more for a red of failing tests), and store the check."""
+    started = datetime.now(UTC)
+    main_run = check_main(settings, sha)
+    verdict = judge(main_run, quarantined)
+    failed_tests = [t for r in main_run.results for t in failing_tests(r.output) if not r.ok]
+    flaky: list[str] = []
+    if verdict.result == RED and verdict.test_only():
+        again = judge(check_main(settings, sha, [r.command for r in verdict.failed], page=False), quarantined)
+        if again.green:  # red, then green on the same tree: the failing tests are flaky, main is green
+            flaky = verdict.failing_tests
+            verdict = Verdict(GREEN, tolerated=verdict.tolerated + flaky, suite_ran=verdict.suite_ran)
+    finished = datetime.now(UTC)
+    with session_scope(settings.database_url) as db:
+        if flaky:
+            observe(db, flaky, source="reconciler", tree=tree_of(settings.hub_path, sha), run_id=run_id,
+                    settings=settings, output=failure_report(main_run.results))
+        if verdict.suite_ran:
+            note_runs(db, failed_tests, run_id=run_id, settings=settings)
+        check = MainCheck(run_id=run_id, sha=sha, result=verdict.result, checks=_summary(main_run),
+                          output=stored_text(verdict.report() or verdict.reason, None, settings),
+                          failing_tests=verdict.failing_tests, quarantined=verdict.tolerated, started_at=started,
+                          finished_at=finished, seconds=round((finished - started).total_seconds(), 2))
+        if verdict.green and main_run.screenshot and settings.reconcile_screenshots_keep:
+            check.screenshot = save_screenshot(screenshots_root(settings.hub_path), sha, main_run.screenshot,
+                                               settings.reconcile_screenshots_keep).name
+        db.add(check)
+        db.flush()
+        summary = [{"command": c["command"], "ok": c["exit_code"] == 0 and not c["timed_out"], "s": c["s"]}
+                   for c in check.checks]
+        report: dict[str, Any] = {"sha": sha, "result": verdict.result, "green": verdict.green, "check_id": check.id}
+        if verdict.green:
+            note = f" (tolerated: {', '.join(verdict.tolerated[:3])})" if verdict.tolerated else ""
+            record_event(db, "reconcile.green", f"main {sha[:10]} builds and passes{note}", run_id=run_id,
+                         checks=summary, tolerated=verdict.tolerated, flaky=flaky, screenshot=check.screenshot)
+            report["fixes"] = []
+        elif verdict.result == CANNOT_RUN:
+            record_event(db, "reconcile.cannot_run", verdict.reason, run_id=run_id, checks=summary)
+            report.update(fixes=[], error=verdict.reason)
+        else:
+            record_event(db, "reconcile.red", f"main {sha[:10]} is broken: "
+                         f"{', '.join(r.command for r in verdict.failed)[:300]}", run_id=run_id, checks=summary,
+                         tests=verdict.failing_tests[:20])
+            report["red"] = _red_main(check)
+        return report
+
+
+def _summary(run: MainRun) -> list[dict[str, Any]]:
+    """Each check's result as stored: command, exit code, seconds, failing tests, and its kind."""
+    return [{"command": r.command, "exit_code": r.exit_code, "s": r.duration_s, "timed_out": r.timed_out,
+             "tests": failing_tests(r.output) if not r.ok else [],
+             "kind": "install" if r is run.install else "page" if r.command == PAGE_COMMAND else "command"}
+            for r in run.all]
+
+
+# -- acting on red ---------------------------------------------------------------------------------
+
+
+def _act(settings: Settings, client: LLMClient | None, red: RedMain) -> dict[str, Any]:
+    if settings.reconcile_on_red is RedAction.revert:
+        reverted = _revert(settings, red)
+        if "revert" in reverted:
+            return reverted
+        return {**_ask_for_fixes(settings, client, red), "revert_skipped": reverted.get("why")}
+    return _ask_for_fixes(settings, client, red)
+
+
+def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
+    """The newest sha known green that main descends from (or the run's start, checked now); or why none."""
+    hub = str(settings.hub_path.resolve())
+    with session_scope(settings.database_url) as db:
+        greens = list(db.scalars(select(MainCheck.sha).where(MainCheck.result == GREEN)
+                                 .order_by(MainCheck.finished_at.desc()).limit(50)))
+        run = db.get(Run, red.run_id)
+        start = (run.config or {}).get("main_at_start") if run else None
+    for sha in greens:
+        if sha != red.sha and is_ancestor(hub, sha, red.sha):
+            return sha, ""
+    if not start or start == red.sha or not is_ancestor(hub, start, red.sha):
+        return None, "no green main to bisect from"
+    if not judge(check_main(settings, start, red.commands, page=False), set()).green:
+        return None, f"main was already red at the run's start ({start[:10]})"
+    return start, ""
+
+
+def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
+    """Bisect, confirm, and hand a revert of the culprit's landing to the merge queue; or say why not."""
+    good, why = _good_bound(settings, red)
+    bis = (find_first_bad(settings, good, red.sha, red.commands, red_output=red.output) if good
+           else Bisection(good="", bad=red.sha, reason=why))
+    output = bis.output or red.output
+    if bis.first_bad and red.test_only and bis.first_bad != red.sha:
+        confirm = check_main(settings, bis.first_bad, red.commands, page=False)
+        if judge(confirm, set()).green:
+            bis.reason, bis.first_bad = f"{bis.first_bad[:10]} passed when checked again (flaky)", None
+    with session_scope(settings.database_url) as db:
+        check = db.get(MainCheck, red.check_id)
+        assert check is not None
+        check.bisect = bis.summary()
+        if bis.first_bad is None:
+            return _no_revert(db, check, bis.reason)
+        check.culprit_sha = bis.first_bad
+        culprit = culprit_of(db, bis.first_bad)
+        if culprit is None:
+            return _no_revert(db, check, f"no task's landing holds {bis.first_bad[:10]}")
+        check.culprit_task_id = culprit.task.id
+        pending = open_revert(db, culprit.task.id)
+        if pending is not None:
+            check.action, check.revert_task_id = "revert", pending.id
+            return {"revert": pending.id, "culprit": culprit.task.id, "note": "a revert is already on its way"}
+        failed_before = db.scalar(select(Task.id).where(Task.kind == TaskKind.revert, Task.origin_id == culprit.task.id,
+                                                        Task.status == "failed").limit(1))
+        if failed_before:
+            return _no_revert(db, check, f"a revert of {culprit.task.branch} failed before ({failed_before})")
+        feedback = gate_feedback("reconciler", output, main=red.sha, commands=red.commands)
+        revert = make_revert(db, settings, culprit, red.sha, culprit_sha=bis.first_bad, feedback=feedback,
+                             check_id=check.id, why=", ".join(red.commands)[:200] or "the checks failed")
+        if isinstance(revert, str):
+            return _no_revert(db, check, revert)
+        check.action, check.revert_task_id = "revert", revert.id
+        return {"revert": revert.id, "culprit": culprit.task.id, "first_bad": bis.first_bad, "steps": bis.steps}
+
+
+def _no_revert(db: Session, check: MainCheck, why: str) -> dict[str, Any]:
+    record_event(db, "reconcile.no_revert", f"main {check.sha[:10]}: {why}; asking for fix tasks instead",
+                 run_id=check.run_id, check_id=check.id)
+    return {"why": why}
 
 
 def _open_fixes(db: Session, run_id: str) -> list[Task]:
@@ -52,79 +266,44 @@ def _open_fixes(db: Session, run_id: str) -> list[Task]:
                                               Task.status.in_(OPEN))))
 
 
-def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None) -> dict:
-    """Check main once per new sha; create fix tasks for what broke."""
-    settings = settings or get_settings()
-    with session_scope() as db:
-        if not try_xact_lock(db, "reconcile"):
-            return {"skipped": "another reconciler holds the lock"}
-        run = db.scalars(select(Run).where(Run.status == RunStatus.active)
-                         .order_by(Run.started_at.desc())).first()
-        if run is None:
-            return {"skipped": "no active run"}
-        hub = str(settings.hub_path.resolve())
-        sha = main_sha(settings.hub_path)
-        if sha is None:
-            return {"skipped": f"the hub at {hub} has no main"}
-        if (run.config or {}).get("reconciled_sha") == sha:
-            return {"skipped": f"main {sha[:10]} already checked"}
-        results = run_checks(check_backend_for(settings), hub, sha, settings.reconcile_install,
-                             settings.reconcile_commands, settings.reconcile_timeout_s, deps_root(settings.hub_path))
-        run.config = {**(run.config or {}), "reconciled_sha": sha}
-        summary = [{"command": r.command, "ok": r.ok, "s": r.duration_s} for r in results]
-        if all(r.ok for r in results):
-            record_event(db, "reconcile.green", f"main {sha[:10]} builds and passes", run_id=run.id,
-                         checks=summary)
-            return {"sha": sha, "green": True, "fixes": []}
-        missing = [r.command for r in results if r.exit_code == 127]
-        if missing:  # the machine lacks a tool: not something an agent can fix in the code
-            record_event(db, "reconcile.cannot_run", f"command not found: {missing[0]}", run_id=run.id,
-                         checks=summary)
-            return {"sha": sha, "green": False, "fixes": [], "error": f"command not found: {missing[0]}"}
-        record_event(db, "reconcile.red", f"main {sha[:10]} is broken", run_id=run.id, checks=summary)
+def _ask_for_fixes(settings: Settings, client: LLMClient | None, red: RedMain) -> dict[str, Any]:
+    """Today's fallback: a few urgent fix tasks from the model, described from the failing output."""
+    with session_scope(settings.database_url) as db:
+        run = db.get(Run, red.run_id)
+        check = db.get(MainCheck, red.check_id)
+        assert run is not None and check is not None
         open_fixes = _open_fixes(db, run.id)
         room = min(settings.reconcile_max_fix_tasks - len(open_fixes), tasks_left(db, run))
         if room <= 0:
-            return {"sha": sha, "green": False, "fixes": [], "note": "fix tasks already open, or the task budget is spent"}
-        report = failure_report(results)
+            check.action = "fix"
+            return {"fixes": [], "note": "fix tasks already open, or the task budget is spent"}
         messages = render_messages(
-            "reconciler", build_output=report,
-            file_tree=read_main(settings.hub_path).file_tree(),
+            "reconciler", build_output=red.output, file_tree=read_main(settings.hub_path).file_tree(),
             open_fixes=[{"id": t.id, "title": t.title, "scope": t.scope} for t in open_fixes], max_tasks=room)
-        run_id = run.id
     # The model is asked outside any transaction; a slow model holds no lock or connection.
     outcome = ask(client or client_from_settings(settings), messages, settings)
-    with session_scope() as db:
-        record(db, outcome, run_id=run_id, task_id=None, role="reconciler", settings=settings)
+    with session_scope(settings.database_url) as db:
+        record(db, outcome, run_id=red.run_id, task_id=None, role="reconciler", settings=settings)
         if not outcome.ok:
-            record_event(db, "reconcile.llm_failed", outcome.error or "", run_id=run_id)
-            _forget_sha(db, run_id)  # try this sha again next tick
-            return {"sha": sha, "green": False, "fixes": [], "error": outcome.error}
+            record_event(db, "reconcile.llm_failed", outcome.error or "", run_id=red.run_id)
+            return {"fixes": [], "error": outcome.error}  # no action stored: the next tick asks again
         known = set(db.scalars(select(Feature.id)))
         parsed = parse_tasks(outcome.text, known, room)
-        record_rejections(db, parsed.rejected, source="reconciler", run_id=run_id)
-        open_scopes = [t.scope for t in _open_fixes(db, run_id)]
+        record_rejections(db, parsed.rejected, source="reconciler", run_id=red.run_id)
+        open_scopes = [t.scope for t in _open_fixes(db, red.run_id)]
         made = []
         for draft in parsed.tasks[:room]:
             if any(scopes_overlap(draft.scope, s) for s in open_scopes):
-                record_event(db, "reconciler.rejected", f"duplicate of an open fix: {draft.title}", run_id=run_id)
+                record_event(db, "reconciler.rejected", f"duplicate of an open fix: {draft.title}", run_id=red.run_id)
                 continue
             draft.kind, draft.priority = TaskKind.fix, FIX_PRIORITY
-            task = store_task(db, draft, run_id=run_id, base_sha=sha, settings=settings,
-                              context={"build_output": report[-4000:]})
+            task = store_task(db, draft, run_id=red.run_id, base_sha=red.sha, settings=settings,
+                              context={"build_output": red.output[-4000:]})
             open_scopes.append(task.scope)
             made.append(task.id)
-            record_event(db, "task.created", f"fix: {draft.title}", run_id=run_id, task_id=task.id)
-        dispatch_pending(db, run_id)
-        return {"sha": sha, "green": False, "fixes": made}
-
-
-def _forget_sha(db: Session, run_id: str) -> None:
-    run = db.get(Run, run_id)
-    if run is None:  # the run was deleted while the model was called: nothing to retry
-        return
-    cfg = dict(run.config or {})
-    cfg.pop("reconciled_sha", None)
-    run.config = cfg
-
-
+            record_event(db, "task.created", f"fix: {draft.title}", run_id=red.run_id, task_id=task.id)
+        check = db.get(MainCheck, red.check_id)
+        if check is not None:
+            check.action = "fix"
+        dispatch_pending(db, red.run_id)
+        return {"fixes": made}

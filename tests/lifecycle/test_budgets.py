@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from agentswarm.db.models import Event, Feature, LLMCall, Run, Task
+from agentswarm.db.models import Event, Feature, LLMCall, MainCheck, Run, Task
 from agentswarm.db.session import session_scope
+from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.accounting import record_llm_call, run_spend
 from agentswarm.lifecycle.runs import end_run, start_run
 from agentswarm.planning.planner import plan_tick
@@ -126,14 +127,37 @@ def test_task_and_iteration_budgets_stop_planning_and_end_the_run_once_work_ends
     assert run.status == "stopped" and "planner iterations" in run.stop_reason
 
 
-def test_the_run_finishes_when_every_feature_is_done(loaded, make_settings):
+def _checked(url, run_id, sha, result) -> None:
+    now = datetime.now(UTC)
+    with session_scope(url) as sess:
+        sess.add(MainCheck(run_id=run_id, sha=sha, result=result, started_at=now, finished_at=now))
+
+
+def test_the_run_finishes_when_every_feature_is_done_and_main_was_seen_green(loaded, make_settings, redis_client):
     s = make_settings()
+    run_id = start(s)
+    sha = main_sha(s.hub_path)
+    with session_scope(loaded) as sess:
+        sess.execute(update(Feature).values(status="done"))
+    assert plan_tick(s)["runs"][run_id]["stopped"] == (
+        f"every feature is done; waiting: the reconciler has not checked main {sha[:10]} yet")
+    assert _run(loaded, run_id).status == "active"
+    assert redis_client.llen("reconcile") == 1  # a check of main is asked for at once
+    _checked(loaded, run_id, sha, "red")
+    assert plan_tick(s)["runs"][run_id]["stopped"].endswith(f"waiting: main {sha[:10]} is red")
+    _checked(loaded, run_id, sha, "green")
+    assert plan_tick(s)["runs"][run_id]["stopped"] == "every feature is done"
+    run = _run(loaded, run_id)
+    assert run.status == "finished" and run.stop_reason == "every feature is done"
+
+
+def test_without_reconcile_commands_the_run_finishes_on_features_alone(loaded, make_settings):
+    s = make_settings(reconcile_commands=[])
     run_id = start(s)
     with session_scope(loaded) as sess:
         sess.execute(update(Feature).values(status="done"))
     assert plan_tick(s)["runs"][run_id]["stopped"] == "every feature is done"
-    run = _run(loaded, run_id)
-    assert run.status == "finished" and run.stop_reason == "every feature is done"
+    assert _run(loaded, run_id).stop_reason == "every feature is done (main not checked: RECONCILE_COMMANDS is empty)"
 
 
 def test_start_resumes_the_active_run_and_end_is_idempotent(db, make_settings):

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from agentswarm.config import get_settings
 from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
+from agentswarm.db.models import FlakyTest
 from agentswarm.merge import batch as batch_mod
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import branch, git, new_hub
@@ -147,6 +148,32 @@ def test_a_red_that_passes_on_the_same_tree_is_flaky_and_lands(gate_hub, db):
         assert s.scalars(select(Event).where(Event.kind == "gate.flaky")).one().task_id == ids[0]
 
 
+def test_flaky_observations_quarantine_the_test_and_its_file_leaves_the_gates_commands(gate_hub, db, tmp_path):
+    hub, root, run_id, configure = gate_hub
+    flaky_once_per_tree = ("t=$(git rev-parse HEAD^{tree}); if [ -e ../seen-$t ]; then exit 0; fi; "
+                           "touch ../seen-$t; echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1")
+    excluded = 'test "x{quarantined}" = "x--exclude=src/x.test.ts"'
+    settings = configure([flaky_once_per_tree], FLAKY_QUARANTINE_AFTER="2")
+    first = complete(db, hub, root, run_id, "fl1", {"fl1.txt": "1\n"})
+    assert merge_task(first, settings) == "merged"
+    with session_scope(db) as s:
+        row = s.scalars(select(FlakyTest)).one()
+        assert (row.status, row.observations, row.last_source, row.fix_task_id) == ("observed", 1, "gate", None)
+    second = complete(db, hub, root, run_id, "fl2", {"fl2.txt": "2\n"})
+    assert merge_task(second, settings) == "merged"
+    with session_scope(db) as s:
+        row = s.scalars(select(FlakyTest)).one()
+        assert row.status == "quarantined" and row.observations == 2 and row.fix_task_id
+        fix = s.get(Task, row.fix_task_id)
+        assert fix.kind == "fix" and fix.scope == ["src/x.test.ts"] and "wobbles" in fix.title
+    # From now on the gate's commands leave the quarantined file out.
+    settings = configure([excluded])
+    third = complete(db, hub, root, run_id, "fl3", {"fl3.txt": "3\n"})
+    assert merge_task(third, settings) == "merged"
+    with session_scope(db) as s:  # one fix task, however often it is seen again
+        assert len(s.scalars(select(Task).where(Task.kind == "fix")).all()) == 1
+
+
 def test_a_gate_that_cannot_run_holds_the_batch_and_main_stays(gate_hub, db):
     hub, root, run_id, configure = gate_hub
     settings = configure(["no-such-tool-anywhere --check"])
@@ -195,12 +222,11 @@ ALWAYS_WOBBLES = "echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1"
 
 
 def test_a_test_already_recorded_flaky_is_quarantined_and_does_not_fail_later_batches(gate_hub, db):
-    from agentswarm.db.events import record_event
-
     hub, root, run_id, configure = gate_hub
     settings = configure(["true", ALWAYS_WOBBLES])
     with session_scope(db) as s:
-        record_event(s, "gate.flaky", "earlier", run_id=run_id, tests=["src/x.test.ts > it > wobbles"])
+        s.add(FlakyTest(name="src/x.test.ts > it > wobbles", file="src/x.test.ts", status="quarantined",
+                        observations=2))
     ids = [complete(db, hub, root, run_id, "q", {"q.txt": "q\n"})]
     assert merge_task(ids[0], settings) == "merged"
     with session_scope(db) as s:

@@ -17,7 +17,7 @@ BROKEN = ("import sys\n"
 
 
 def _settings(tmp_path, hub, url, **kw):
-    return load_settings(hub_path=hub, llm_base_url=url, reconcile_install="",
+    return load_settings(hub_path=hub, sandbox_root=tmp_path / "sandboxes", llm_base_url=url, reconcile_install="",
                          reconcile_commands=["python3 check.py"], reconcile_max_fix_tasks=3, **kw)
 
 
@@ -40,7 +40,7 @@ def test_red_main_becomes_deduplicated_fix_tasks(db, tmp_path, redis_client):
         settings = _settings(tmp_path, hub, llm.url)
         out = reconcile_tick(settings)
         assert out["green"] is False and len(out["fixes"]) == 2
-        assert reconcile_tick(settings)["skipped"].endswith("already checked")
+        assert "already checked" in reconcile_tick(settings)["skipped"]
         _push(tmp_path, hub, "still-broken", BROKEN + "# touched\n")
         again = reconcile_tick(settings)
         assert again["fixes"] == []  # the same failures are already being fixed
@@ -79,7 +79,8 @@ def test_missing_tool_is_reported_not_turned_into_fix_tasks(db, tmp_path):
     with session_scope(db) as s:
         s.add(Run(max_tasks=100, max_tokens=10**7, max_dollars=10.0))
     with FakeLLMServer() as llm:
-        settings = load_settings(hub_path=hub, llm_base_url=llm.url, reconcile_install="",
+        settings = load_settings(hub_path=hub, sandbox_root=tmp_path / "sandboxes", llm_base_url=llm.url,
+                                 reconcile_install="",
                                  reconcile_commands=["no-such-build-tool --check"])
         out = reconcile_tick(settings)
         assert out["fixes"] == [] and "command not found" in out["error"] and llm.requests == []

@@ -1,0 +1,96 @@
+"""`git bisect run` in a sandbox: the first bad landing, skipped commits, the step cap, dependencies per commit."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentswarm.config import load_settings
+from agentswarm.reconcile.bisect import find_first_bad, step_script
+from tests.reconcile.hubs import git, main_of, make_hub
+
+pytestmark = pytest.mark.bwrap
+
+CHECK = "python3 check.py"
+CHECKER = ("import pathlib, sys\n"
+           "if pathlib.Path('skip.txt').exists(): sys.exit(127)\n"
+           "bad = [p.name for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN']\n"
+           "print('bad:', bad)\n"
+           "sys.exit(1 if bad else 0)\n")
+
+
+def _commits(tmp_path, hub, contents: list[dict[str, str | None]]) -> list[str]:
+    """One commit on main per dict (path -> text, None deletes), pushed; their shas, oldest first."""
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(hub), str(clone), cwd=tmp_path)
+    shas = []
+    for i, files in enumerate(contents):
+        for path, text in files.items():
+            if text is None:
+                (clone / path).unlink()
+            else:
+                (clone / path).write_text(text)
+        git("add", "-A", ".", cwd=clone)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"c{i}", "--allow-empty", cwd=clone)
+        shas.append(git("rev-parse", "HEAD", cwd=clone))
+    git("push", "-q", "origin", "main", cwd=clone)
+    return shas
+
+
+def _settings(hub, **kw):
+    return load_settings(**{"hub_path": hub, "sandbox_root": hub.parent / "sandboxes", "reconcile_install": "", "reconcile_page": False, **kw})
+
+
+def test_finds_the_first_bad_commit_with_the_output_there(tmp_path):
+    hub = make_hub(tmp_path, {"check.py": CHECKER})
+    good = main_of(hub)
+    shas = _commits(tmp_path, hub, [{f"f{i}.txt": "BROKEN" if i == 9 else "ok"} for i in range(16)])
+    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK])
+    assert bis.first_bad == shas[9], bis.summary()
+    assert 3 <= bis.steps <= 6 and "bad: ['f9.txt']" in bis.output and "$ python3 check.py" in bis.output
+
+
+def test_a_commit_whose_check_cannot_run_is_skipped(tmp_path):
+    hub = make_hub(tmp_path, {"check.py": CHECKER})
+    good = main_of(hub)
+    plan: list[dict[str, str | None]] = [{"a.txt": "ok"}, {"skip.txt": "x"}, {"b.txt": "BROKEN"},
+                                         {"skip.txt": None}, {"c.txt": "ok"}]
+    shas = _commits(tmp_path, hub, plan)
+    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK])
+    # b.txt broke it at shas[2], but shas[1] and shas[2] cannot run: git names the candidates, no guess is made
+    assert bis.first_bad is None and set(bis.candidates) >= {shas[2]} and "could not run" in bis.reason
+
+
+def test_the_step_cap_stops_a_long_bisection(tmp_path):
+    hub = make_hub(tmp_path, {"check.py": CHECKER})
+    good = main_of(hub)
+    shas = _commits(tmp_path, hub, [{f"f{i}.txt": "BROKEN" if i == 30 else "ok"} for i in range(32)])
+    bis = find_first_bad(_settings(hub, reconcile_bisect_max_steps=2), good, shas[-1], [CHECK])
+    assert bis.first_bad is None and "RECONCILE_BISECT_MAX_STEPS=2" in bis.reason and bis.steps == 3
+
+
+def test_each_commit_gets_the_dependencies_of_its_own_lock_file(tmp_path):
+    install = "mkdir -p node_modules/dep && cp package-lock.json node_modules/dep/version"
+    checker = ("import pathlib, sys\n"
+               "v = pathlib.Path('node_modules/dep/version').read_text().strip()\n"
+               "print('dep', v)\n"
+               "sys.exit(1 if v == 'v2' else 0)\n")
+    hub = make_hub(tmp_path, {"check.py": checker, "package-lock.json": "v1", "package.json": "{}"})
+    good = main_of(hub)
+    shas = _commits(tmp_path, hub, [{"a.txt": "1"}, {"b.txt": "2"}, {"package-lock.json": "v2"}, {"c.txt": "3"}])
+    settings = _settings(hub, reconcile_install=install)
+    bis = find_first_bad(settings, good, shas[-1], [CHECK])
+    assert bis.first_bad == shas[2] and "dep v2" in bis.output, bis.summary()
+
+
+def test_one_landing_between_green_and_red_needs_no_search(tmp_path):
+    hub = make_hub(tmp_path, {"check.py": CHECKER})
+    good = main_of(hub)
+    [bad] = _commits(tmp_path, hub, [{"x.txt": "BROKEN"}])
+    bis = find_first_bad(_settings(hub), good, bad, [CHECK])
+    assert bis.first_bad == bad and bis.steps == 0
+
+
+def test_step_script_quotes_commands_and_maps_exit_codes():
+    script = step_script(["echo 'it''s' && false", "true"], max_steps=7, timeout_s=30)
+    assert "-gt 7" in script and "timeout -k 5 30 sh -c" in script
+    assert "verdict=125" in script and "exit $verdict" in script and "git clean -ffdxq" in script
