@@ -1,4 +1,5 @@
-"""Steering a run by hand: add a manual task, cancel a task, stop a run (shared by the CLI and the dashboard)."""
+"""Steering a run by hand: add a manual task, cancel a task, stop a run, ask for a check of main
+(shared by the CLI and the dashboard)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,11 @@ def stop_run(db: Session, run_id: str, reason: str = "stopped by a person") -> N
         raise NotFound(f"no run {run_id}")
     if not end_run(db, run_id, RunStatus.stopped, reason or "stopped by a person"):
         raise Conflict(f"run {run_id} has already ended")
+
+
+def request_reconcile(*, force: bool = False) -> None:
+    """Ask the reconcile worker to check main now (`force`: even a sha it checked already)."""
+    from agentswarm.queue.names import RECONCILE_TICK
+    from agentswarm.queue.send import send_tick
+
+    send_tick(RECONCILE_TICK, force=force)

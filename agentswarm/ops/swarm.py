@@ -68,6 +68,10 @@ def launch(settings: Settings) -> None:
         settings = get_settings()
         click.echo(f"demo mode: no LLM_BASE_URL set, the built-in simulator answers at {env['LLM_BASE_URL']}")
     run_id = prepare(settings)
+    from agentswarm.queue.names import RECONCILE_TICK
+    from agentswarm.queue.send import send_tick
+
+    send_tick(RECONCILE_TICK)  # main is checked as soon as the reconcile worker starts, then every interval
     click.echo(f"run {run_id} active; dashboard at http://127.0.0.1:{settings.dashboard_port}/, Flower at "
                f"http://127.0.0.1:{settings.flower_port}; `agentswarm status` in another shell; "
                "Ctrl-C stops everything")
