@@ -1,12 +1,14 @@
-"""The steering endpoints: stop a run, add a manual task, cancel a task."""
+"""The steering endpoints: stop a run, add a manual task, cancel a task, ask for a check of main."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
+from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
-from agentswarm.dashboard.app import DashboardApp
+from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.web import ApiError, text_field
 from agentswarm.ops import steering
 
@@ -43,3 +45,16 @@ def cancel_task(app: DashboardApp, db: Session, body: dict[str, Any], task_id: s
     reason = text_field(body, "reason", "", 1000).strip() or "cancelled from the dashboard"
     task = steering.cancel_task(db, task_id, reason)
     return 200, {"task": task.id, "status": task.status}
+
+
+def reconcile(app: DashboardApp, db: Session, body: dict[str, Any]) -> tuple[int, dict]:
+    """Ask the reconcile worker to check main now ({"force": true}: even a sha it checked already)."""
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "force must be true or false")
+    try:
+        steering.request_reconcile(force=force)
+    except (KombuError, redis.RedisError, OSError) as exc:
+        log.warning("reconcile request not sent: %s", exc)
+        raise ApiError(503, "the broker (Redis) does not answer: the check was not requested") from None
+    return 202, {"requested": "reconcile", "force": force}

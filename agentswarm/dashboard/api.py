@@ -1,19 +1,25 @@
-"""The read-only JSON endpoints: summary, tasks, task detail, transcript, events, merges."""
+"""The read-only endpoints: summary, tasks, task detail, transcript, events, merges, main's health (JSON), and
+the screenshots of green mains (PNG)."""
 
 from __future__ import annotations
+
+import re
 
 import redis
 from sqlalchemy.orm import Session
 
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.transcript import parse_transcript
-from agentswarm.dashboard.web import ApiError, int_param, list_param
+from agentswarm.dashboard.web import ApiError, RawReply, int_param, list_param
 from agentswarm.db.models import MergeStatus, Run, Task, TaskStatus
 from agentswarm.ops import status
 from agentswarm.queue.broker import queue_lengths
+from agentswarm.reconcile.page import PNG_SIGNATURE, screenshots_root
 
 TASK_STATES = {s.value for s in TaskStatus}
 MERGE_STATES = {s.value for s in MergeStatus}
+SCREENSHOT_NAME = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\.png")  # <full commit sha>.png, as the reconciler keeps them
+SCREENSHOT_CACHE = "private, max-age=300"  # a sha's screenshot does not change; the page re-renders every poll
 
 
 def _run(db: Session, params: dict[str, str]) -> Run | None:
@@ -98,3 +104,31 @@ def merges(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     states = list_param(params, "status", MERGE_STATES)
     limit = int_param(params, "limit", 30, 1, status.MAX_LIMIT)
     return {"merges": status.merge_feed(db, run.id if run else None, limit, states)}
+
+
+def main(app: DashboardApp, db: Session, params: dict[str, str], run_id: str) -> dict:
+    """Main's health in a run: the reconciler's verdict and figures, its newest checks, quarantined tests, and
+    the names of the screenshots kept."""
+    run = db.get(Run, run_id)
+    if run is None:
+        raise ApiError(404, f"no run {run_id}")
+    return status.main_state(db, run, app.settings)
+
+
+def screenshot(app: DashboardApp, db: Session, params: dict[str, str], name: str) -> RawReply:
+    """A kept screenshot of a green main, `<sha>.png`: only such a name, only a PNG file directly in the
+    screenshots directory (no other path, no link out of it); anything else is 404."""
+    missing = ApiError(404, "no such screenshot")
+    if not SCREENSHOT_NAME.fullmatch(name):
+        raise missing
+    root = screenshots_root(app.settings.hub_path).resolve()
+    path = root / name
+    try:
+        if path.is_symlink() or path.resolve().parent != root or not path.is_file():
+            raise missing
+        data = path.read_bytes()
+    except OSError:
+        raise missing from None
+    if not data.startswith(PNG_SIGNATURE):
+        raise missing
+    return RawReply(data, "image/png", SCREENSHOT_CACHE)

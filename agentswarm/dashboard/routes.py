@@ -37,9 +37,12 @@ ROUTES = [
     _r("GET", f"/api/tasks/{ID}/transcript", api.transcript),
     _r("GET", "/api/events", api.events),
     _r("GET", "/api/merges", api.merges),
+    _r("GET", f"/api/runs/{ID}/main", api.main),
+    _r("GET", r"/api/screenshots/([^/]{1,200})", api.screenshot),  # the handler admits only <sha>.png
     _r("POST", f"/api/runs/{ID}/stop", actions.stop_run),
     _r("POST", "/api/tasks", actions.add_task),
     _r("POST", f"/api/tasks/{ID}/cancel", actions.cancel_task),
+    _r("POST", "/api/reconcile", actions.reconcile),
 ]
 
 

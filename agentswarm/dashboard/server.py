@@ -1,4 +1,4 @@
-"""The HTTP server: JSON API, steering behind a permission check, and the static page.
+"""The HTTP server: JSON API (and screenshots), steering behind a permission check, and the static page.
 
 Who may do what is decided in `agentswarm.dashboard.app` (Host names, token, bind address).
 """
@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from agentswarm.config import Settings
 from agentswarm.dashboard.app import HOSTS_ENV, TOKEN_ENV, DashboardApp, log
 from agentswarm.dashboard.routes import match
-from agentswarm.dashboard.web import MAX_BODY, ApiError, parse_body, query_params
+from agentswarm.dashboard.web import MAX_BODY, ApiError, RawReply, parse_body, query_params
 from agentswarm.db.session import session_scope
 from agentswarm.errors import IllegalTransition, SwarmError
 from agentswarm.ops import steering
@@ -93,6 +93,8 @@ class Handler(BaseHTTPRequestHandler):
                     status, payload = route.handler(app, db, body, *ids)
                 else:
                     status, payload = 200, route.handler(app, db, query_params(url.query), *ids)
+            if isinstance(payload, RawReply):
+                return self._send(status, payload.data, payload.content_type, payload.cache)
             self._json(status, payload)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON reply, never a traceback
             status, message = _error_reply(exc)
@@ -157,11 +159,11 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any) -> None:
         self._send(status, json.dumps(payload, default=str).encode(), "application/json")
 
-    def _send(self, status: int, data: bytes, ctype: str) -> None:
+    def _send(self, status: int, data: bytes, ctype: str, cache: str = "no-store") -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Security-Policy", CSP)

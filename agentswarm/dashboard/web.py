@@ -1,8 +1,10 @@
-"""Small HTTP helpers: an error that becomes a JSON reply, and strict parsing of query values and bodies."""
+"""Small HTTP helpers: an error that becomes a JSON reply, a raw (non-JSON) reply, and strict parsing of query
+values and bodies."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, overload
 from urllib.parse import parse_qs
 
@@ -76,3 +78,12 @@ def text_field(body: dict[str, Any], name: str, default: str = "", cap: int = 10
     if len(value) > cap:
         raise ApiError(400, f"{name} is longer than {cap} characters")
     return value
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A GET endpoint's reply that is not JSON: bytes sent as they are, with their type and caching."""
+
+    data: bytes
+    content_type: str
+    cache: str = "no-store"

@@ -125,11 +125,11 @@ def init() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """The current run: tasks by state, merges, the gate, tokens, dollars, and the latest events."""
+    """The current run: tasks by state, merges, the gate, main's health, tokens, dollars, and the latest events."""
     import json
 
     from agentswarm.db.session import session_scope
-    from agentswarm.ops.status import gate_state, latest_run, recent_events, run_summary
+    from agentswarm.ops.status import gate_state, latest_run, main_state, recent_events, run_summary
 
     settings = _settings()
     with session_scope() as db:
@@ -139,8 +139,9 @@ def status(as_json: bool) -> None:
             return
         summary, events = run_summary(db, run), recent_events(db, run.id, 15)
         gate = gate_state(db, run, settings)
+        main = main_state(db, run, settings)
     if as_json:
-        click.echo(json.dumps({**summary, "gate": gate, "events": events}, indent=2))
+        click.echo(json.dumps({**summary, "gate": gate, "main": main, "events": events}, indent=2))
         return
     click.echo(f"run {summary['run']} ({summary['status']}{', demo' if summary['demo'] else ''})"
                + (f" stopped: {summary['stop_reason']}" if summary["stop_reason"] else ""))
@@ -148,6 +149,8 @@ def status(as_json: bool) -> None:
     click.echo("merges: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["merges"].items())) or "none")
                + f"; {summary['merged_last_hour']} in the last hour")
     for line in _gate_lines(gate):
+        click.echo(line)
+    for line in _main_lines(main):
         click.echo(line)
     llm = summary["llm"]
     click.echo(f"llm:    {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
@@ -172,6 +175,68 @@ def _gate_lines(gate: dict, culprits: int = 3) -> list[str]:
         at = c["at"][11:19] if c["at"] else "?"
         lines.append(f"  culprit {at} {c['task']} {c['branch']}: {c['why'][:90]}"
                      + (f" ({c['title'][:40]})" if c["title"] else ""))
+    return lines
+
+
+def _ago(seconds: float | None) -> str:
+    """12s, 3m05s, 2h10m."""
+    if seconds is None:
+        return "?"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _main_lines(main: dict, quarantined: int = 5) -> list[str]:
+    """The main block of `agentswarm status`: main's verdict and health, the quarantined tests, the newest red."""
+    h, now = main["health"], main["main"]
+    if now is None:
+        return [f"main:   not checked yet (the reconciler checks every {_ago(main['interval_s'])}; "
+                "`agentswarm reconcile` asks for a check now)"]
+    head = f"main:   {now['result']} {now['sha'][:10]} (checked {_ago(now['age_s'])} ago"
+    head += f", red for {_ago(h['red_for_s'])})" if h["red_for_s"] is not None else ")"
+    parts = [head]
+    if h["shas_checked"]:
+        parts.append(f"{main['shas_green']}/{h['shas_checked']} shas green ({h['green_share']:.0%})")
+    ttg = h["time_to_green_s"]
+    if ttg["spells"]:
+        parts.append(f"time to green p50 {_ago(ttg['p50'])} p95 {_ago(ttg['p95'])}")
+    r = h["reverts"]
+    if r["made"]:
+        parts.append(f"{r['made']} revert{'s' if r['made'] != 1 else ''} ({r['landed']} landed"
+                     + (f", {r['failed']} failed)" if r["failed"] else ")"))
+    if h["culprits_by_kind"]:
+        parts.append("culprits " + ", ".join(f"{k} {n}" for k, n in h["culprits_by_kind"].items()))
+    f = main["flaky"]
+    if f["observed"] or f["quarantined"] or f["released"]:
+        parts.append(f"flaky {f['observed']} observed, {f['quarantined']} quarantined, {f['released']} released")
+    lines = [" · ".join(parts)]
+    for q in main["quarantined"][:quarantined]:
+        lines.append(f"  quarantined: {q['name'][:100]} ({q['observations']} observation"
+                     f"{'s' if q['observations'] != 1 else ''}, {q['passes_in_row']}/{q['release_after']} passes "
+                     "to release" + (f", fix task {q['fix_task']})" if q["fix_task"] else ")"))
+    if len(main["quarantined"]) > quarantined:
+        lines.append(f"  … {f['quarantined'] - quarantined} more quarantined")
+    red = main["last_red"]
+    if red:
+        at = red["at"][11:19] if red["at"] else "?"
+        line = f"  last red {red['sha'][:10]} at {at}: {(red['why'] or 'checks failed')[:80]}"
+        if red["failing_tests"]:
+            more = red["failing_count"] - 1
+            line += f" ({red['failing_tests'][0][:60]}" + (f" +{more})" if more > 0 else ")")
+        if red["culprit_task"] or red["culprit_sha"]:
+            line += f" · culprit {red['culprit_task'] or '?'} ({(red['culprit_sha'] or '?')[:10]})"
+        if red["revert_task"]:
+            state = "landed" if red["revert_landed"] else red["revert_status"] or "?"
+            line += f" · revert {red['revert_task']} ({state})"
+        elif red["action"] == "fix":
+            line += " · fix tasks asked for"
+        elif red["bisect_reason"]:
+            line += f" · no revert: {red['bisect_reason'][:60]}"
+        lines.append(line)
     return lines
 
 
@@ -256,6 +321,24 @@ def cancel(task_id: str) -> None:
     with session_scope() as db:
         cancel_task(db, task_id)
     click.echo(f"task {task_id} cancelled")
+
+
+@cli.command()
+@click.option("--now", is_flag=True, help="Run the checks here and wait for them, instead of asking the reconcile worker.")
+@click.option("--force", is_flag=True, help="Check main again even if this sha was checked already.")
+def reconcile(now: bool, force: bool) -> None:
+    """Check main now: the slow checks, and a revert or fix tasks if it is red."""
+    import json
+
+    if not now:
+        from agentswarm.ops.steering import request_reconcile
+
+        request_reconcile(force=force)
+        click.echo("reconcile requested: the reconcile worker checks main next (`agentswarm status` shows the result)")
+        return
+    from agentswarm.reconcile.tick import reconcile_tick
+
+    click.echo(json.dumps(reconcile_tick(_settings(), force=force), indent=2, default=str))
 
 
 @cli.command()

@@ -9,7 +9,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import MEASURED_FIELDS
-from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, MergeStatus, Run, Task
+from agentswarm.db.models import (
+    Event,
+    Feature,
+    HandoffRecord,
+    LLMCall,
+    MainCheck,
+    MergeAttempt,
+    MergeStatus,
+    Run,
+    Task,
+)
+from agentswarm.lifecycle.flaky import quarantined_tests
+from agentswarm.reconcile.health import health
+from agentswarm.reconcile.page import latest_screenshots, screenshots_root
 
 if TYPE_CHECKING:
     from agentswarm.config import Settings
@@ -302,4 +315,86 @@ def gate_state(db: Session, run: Run, settings: Settings, culprits: int = 10) ->
         "batches": batches, "red_batches": red, "runs": runs, "run_seconds": round(float(run_s), 1),
         "landed": landed, "culprits": rejected, "flaky": flaky, "presubmit_caught": caught or 0,
         "recent_culprits": [_culprit_row(m, title) for m, title in newest],
+    }
+
+
+# --- main's health: the reconciler's checks, flaky tests under quarantine, screenshots of green mains ---
+
+MAIN_CHECKS = 5  # the newest checks shown
+MAIN_TESTS_CAP = 5  # failing / tolerated test names per check
+QUARANTINE_CAP = 20
+_TEST_NAME_CAP = 200
+
+
+def _failed_commands(checks: list[dict[str, Any]] | None) -> list[str]:
+    return [str(c.get("command", "")) for c in checks or []
+            if c.get("exit_code") not in (0, None) or c.get("timed_out")]
+
+
+def main_check_row(c: MainCheck, tasks: dict[str, tuple[str, bool]] | None = None) -> dict:
+    """One reconciler check: its verdict, why it was red, and what was done (culprit, revert, fix)."""
+    tasks = tasks or {}
+    failing, tolerated = list(c.failing_tests or []), list(c.quarantined or [])
+    failed = _failed_commands(c.checks)
+    if c.result == "cannot-run":
+        why = next((ln.strip() for ln in (c.output or "").splitlines() if ln.strip()), "")
+    else:
+        why = ", ".join(failed)
+    revert = tasks.get(c.revert_task_id or "")
+    reason = (c.bisect or {}).get("reason")
+    return {
+        "id": c.id, "sha": c.sha, "result": c.result, "at": _iso(c.finished_at), "started_at": _iso(c.started_at),
+        "seconds": round(float(c.seconds or 0.0), 1), "why": _clip(why, _WHY_CAP) or None, "failed": failed,
+        "action": c.action, "culprit_sha": c.culprit_sha, "culprit_task": c.culprit_task_id,
+        "revert_task": c.revert_task_id, "revert_status": revert[0] if revert else None,
+        "revert_landed": revert[1] if revert else None,
+        "bisect_reason": _clip(str(reason) if reason else None, _WHY_CAP),
+        "failing_tests": [_clip(t, _TEST_NAME_CAP) for t in failing[:MAIN_TESTS_CAP]], "failing_count": len(failing),
+        "quarantined": [_clip(t, _TEST_NAME_CAP) for t in tolerated[:MAIN_TESTS_CAP]],
+        "quarantined_count": len(tolerated),
+        "screenshot": c.screenshot,
+    }
+
+
+def _task_states(db: Session, ids: set[str]) -> dict[str, tuple[str, bool]]:
+    """Each task's status and whether a merge of it landed."""
+    if not ids:
+        return {}
+    landed = set(db.scalars(select(MergeAttempt.task_id).where(
+        MergeAttempt.task_id.in_(ids), MergeAttempt.status.in_((MergeStatus.merged, MergeStatus.reverted)))))
+    rows = db.execute(select(Task.id, Task.status).where(Task.id.in_(ids))).all()
+    return {tid: (str(st), tid in landed) for tid, st in rows}
+
+
+def main_state(db: Session, run: Run, settings: Settings, checks: int = MAIN_CHECKS) -> dict:
+    """Main's health in a run: the health figures, the newest checks (and the newest red one), the tests
+    under quarantine, and the screenshots of green mains kept (names, newest first)."""
+    figures = health(db, run.id)
+    newest = list(db.scalars(select(MainCheck).where(MainCheck.run_id == run.id)
+                             .order_by(MainCheck.started_at.desc(), MainCheck.id.desc()).limit(max(0, checks))))
+    last_red = next((c for c in newest if c.result == "red"), None) or db.scalars(
+        select(MainCheck).where(MainCheck.run_id == run.id, MainCheck.result == "red")
+        .order_by(MainCheck.started_at.desc(), MainCheck.id.desc()).limit(1)).first()
+    tasks = _task_states(db, {c.revert_task_id for c in [*newest, last_red] if c and c.revert_task_id})
+    quarantined = quarantined_tests(db)
+    now = datetime.now(UTC)
+    main = figures["main"]
+    if main is not None:
+        main = {**main, "age_s": round(max(0.0, (now - newest[0].finished_at).total_seconds()), 1)
+                if newest else None}
+    judged, share = figures["shas_checked"], figures["green_share"]
+    shots = latest_screenshots(screenshots_root(settings.hub_path), settings.reconcile_screenshots_keep)
+    return {
+        "main": main,
+        "health": figures,
+        "shas_green": round(share * judged) if share is not None else 0,
+        "interval_s": settings.reconcile_interval_s,
+        "checks": [main_check_row(c, tasks) for c in newest],
+        "last_red": main_check_row(last_red, tasks) if last_red else None,
+        "flaky": {**figures["flaky"], "release_after": settings.flaky_release_after},
+        "quarantined": [{"name": _clip(q.name, _TEST_NAME_CAP), "file": q.file, "observations": q.observations,
+                         "passes_in_row": q.passes_in_row, "release_after": settings.flaky_release_after,
+                         "quarantined_at": _iso(q.quarantined_at), "fix_task": q.fix_task_id,
+                         "last_source": q.last_source} for q in quarantined[:QUARANTINE_CAP]],
+        "screenshots": [p.name for p in shots],
     }

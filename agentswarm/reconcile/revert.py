@@ -39,10 +39,10 @@ class Culprit:
 
 
 def culprit_of(db: Session, sha: str) -> Culprit | None:
-    """The task whose (still standing) landing put `sha` on main; None for a commit no task landed."""
-    landing = db.scalars(select(MergeAttempt).where(MergeAttempt.status == MergeStatus.merged,
-                                                    MergeAttempt.commits_landed.contains([sha]))
-                         .order_by(MergeAttempt.id.desc()).limit(1)).first()
+    """The task whose landing put `sha` on main (its status says whether it was reverted since); None if none did."""
+    landing = db.scalars(select(MergeAttempt).where(
+        MergeAttempt.status.in_((MergeStatus.merged, MergeStatus.reverted)),
+        MergeAttempt.commits_landed.contains([sha])).order_by(MergeAttempt.id.desc()).limit(1)).first()
     if landing is None:
         return None
     task = db.get(Task, landing.task_id)

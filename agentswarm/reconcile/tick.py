@@ -34,7 +34,7 @@ from agentswarm.agent.checks import failing_tests
 from agentswarm.config import RedAction, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_held_lock
-from agentswarm.db.models import Feature, MainCheck, Run, RunStatus, Task, TaskKind
+from agentswarm.db.models import Feature, MainCheck, MergeStatus, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
 from agentswarm.db.text import stored_text
@@ -52,6 +52,8 @@ from agentswarm.planning.parsing import parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
+from agentswarm.queue.names import RECONCILE_TICK
+from agentswarm.queue.send import tick_after_commit
 from agentswarm.reconcile.bisect import Bisection, find_first_bad
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
@@ -238,6 +240,10 @@ def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
         if culprit is None:
             return _no_revert(db, check, f"no task's landing holds {bis.first_bad[:10]}")
         check.culprit_task_id = culprit.task.id
+        if culprit.landing.status is MergeStatus.reverted:  # its revert landed while this check ran: done already
+            check.action = "revert"
+            tick_after_commit(db, RECONCILE_TICK)  # the newer main is what to check now
+            return {"revert": None, "culprit": culprit.task.id, "note": "already reverted on a newer main"}
         pending = open_revert(db, culprit.task.id)
         if pending is not None:
             check.action, check.revert_task_id = "revert", pending.id

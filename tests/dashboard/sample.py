@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Event, Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task
+from agentswarm.db.models import (
+    Event,
+    Feature,
+    FlakyStatus,
+    FlakyTest,
+    HandoffRecord,
+    LLMCall,
+    MainCheck,
+    MergeAttempt,
+    Run,
+    Task,
+)
 
 HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
 CATEGORIES = {"rendering": 9, "world": 8, "player": 6, "physics": 5, "ui": 7, "audio": 3}
@@ -145,6 +160,78 @@ def fill_gate(db: Session, run: Run, tasks: list[Task], attempts: list[MergeAtte
           sha=_sha(98, "e"), size=2, stage="bisect 2/4")
 
 
+# Main as the reconciler saw it: green, red (a type error; its culprit reverted), green, red (a test; fix
+# tasks asked for), green with a quarantined test tolerated. Screenshots of the three green mains are kept.
+MAIN_SHAS = [_sha(n, "5") for n in range(1, 6)]  # oldest first
+MAIN_RESULTS = ["green", "red", "green", "red", "green"]
+SHOTS = [f"{sha}.png" for sha, r in zip(MAIN_SHAS, MAIN_RESULTS, strict=True) if r == "green"]  # oldest first
+FLAKY_TEST = "src/world/chunk.test.ts > chunk > saves"
+QUARANTINED_TESTS = [FLAKY_TEST, f"src/ui/hud.test.ts > hud > {HOSTILE}"]
+
+
+def png(width: int = 160, height: int = 120, seed: int = 0) -> bytes:
+    """A real PNG: sky over grass, the horizon moved by the seed (what the page check's screenshot looks like)."""
+    horizon = height // 2 + seed * 7 % (height // 3)
+    rows = b"".join(b"\x00" + (bytes((110, 170, 255)) if y < horizon else bytes((70, 150, 60))) * width
+                    for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def write_screenshots(root: Path, names: list[str] = SHOTS) -> list[Path]:
+    """The kept screenshots (oldest first, one second apart, as the reconciler leaves them)."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        path = root / name
+        path.write_bytes(png(seed=i))
+        at = datetime.now(UTC).timestamp() - 60 + i
+        os.utime(path, (at, at))
+        paths.append(path)
+    return paths
+
+
+def fill_main(db: Session, run: Run, tasks: list[Task], now: datetime) -> None:
+    """The reconciler's checks of main (see MAIN_SHAS) and the flaky tests it and the gate saw."""
+    complete = [t for t in tasks if t.status == "complete"]
+    tsc = {"command": "npx tsc --noEmit", "exit_code": 0, "s": 8.1, "timed_out": False, "tests": [], "kind": "command"}
+    tests = {"command": "npx vitest run", "exit_code": 0, "s": 21.4, "timed_out": False, "tests": [], "kind": "command"}
+    page = {"command": "page check (headless chromium)", "exit_code": 0, "s": 6.0, "timed_out": False, "tests": [],
+            "kind": "page"}
+    for i, (sha, result) in enumerate(zip(MAIN_SHAS, MAIN_RESULTS, strict=True)):
+        finished = now - timedelta(minutes=40 - 9 * i)
+        check = MainCheck(run_id=run.id, sha=sha, result=result, checks=[tsc, tests, page], started_at=finished
+                          - timedelta(seconds=40), finished_at=finished, seconds=40.0,
+                          screenshot=f"{sha}.png" if result == "green" else None)
+        if i == 1:
+            check.checks = [{**tsc, "exit_code": 2}, tests, page]
+            check.output = "$ npx tsc --noEmit  (exit 2)\nsrc/player/move.ts(9,3): error TS2554: Expected 2 arguments"
+            check.action, check.culprit_sha = "revert", _sha(7, "c")
+            check.culprit_task_id, check.revert_task_id = complete[5].id, complete[6].id
+            check.bisect = {"good": MAIN_SHAS[0], "bad": sha, "first_bad": _sha(7, "c"), "steps": 3, "seconds": 95.0}
+        elif i == 3:
+            check.checks = [tsc, {**tests, "exit_code": 1, "tests": [HOSTILE_TEST]}, page]
+            check.output = "$ npx vitest run  (exit 1)\n FAIL  src/world/mesh.test.ts"
+            check.failing_tests, check.action = [HOSTILE_TEST], "fix"
+            check.bisect = {"reason": "the first bad commit is a merge of several branches"}
+        elif i == 4:
+            check.quarantined = [FLAKY_TEST]
+        db.add(check)
+    for n, name in enumerate(QUARANTINED_TESTS):
+        db.add(FlakyTest(name=name, file=name.split(" > ")[0], status=FlakyStatus.quarantined, observations=2 + n,
+                         passes_in_row=1 - n, last_source="reconciler" if n == 0 else "gate", run_id=run.id,
+                         fix_task_id=complete[7].id if n == 0 else None, quarantined_at=now - timedelta(minutes=20 - n)))
+    db.add(FlakyTest(name="src/audio/steps.test.ts > steps > plays", file="src/audio/steps.test.ts",
+                     status=FlakyStatus.observed, observations=1, last_source="gate", run_id=run.id))
+    db.add(FlakyTest(name="src/ui/menu.test.ts > menu > opens", file="src/ui/menu.test.ts",
+                     status=FlakyStatus.released, observations=0, last_source="reconciler", run_id=run.id,
+                     quarantined_at=now - timedelta(minutes=45), released_at=now - timedelta(minutes=10)))
+
+
 def fill(db: Session, seed: int = 7) -> Run:
     """One active run with features, tasks in every state, handoffs, merges, LLM calls and events."""
     rnd = random.Random(seed)
@@ -222,6 +309,7 @@ def fill(db: Session, seed: int = 7) -> Run:
         db.add(Event(run_id=run.id, task_id=t.id, kind="merge.merged", message=f"{t.branch} -> main",
                      created_at=t.finished_at))
     fill_gate(db, run, tasks, attempts, now)
+    fill_main(db, run, tasks, now)
     db.add(Event(run_id=run.id, kind="merge.conflict", message="src/world/chunk.ts, src/world/mesh.ts",
                  task_id=completes[4].id, created_at=now - timedelta(minutes=3)))
     db.add(Event(run_id=run.id, kind="reconcile.red", message=f"npx tsc --noEmit failed {HOSTILE}",
@@ -251,4 +339,10 @@ if __name__ == "__main__":  # a demo database to look at: python -m tests.dashbo
     upgrade(url)
     with session_scope(url) as session:
         fill(session)
-    serve("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8080, load_settings(database_url=url))
+    import tempfile
+
+    from agentswarm.reconcile.page import screenshots_root
+
+    hub = Path(tempfile.mkdtemp(prefix="agentswarm-sample-")) / "hub.git"
+    write_screenshots(screenshots_root(hub))
+    serve("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8080, load_settings(database_url=url, hub_path=hub))

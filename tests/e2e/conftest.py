@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
 from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.testing.sim_faults import parse_sim_faults
+from agentswarm.testing.simulator import simulate
+from tests.e2e.voxelcraft import TARGET
 from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the e2e tests)
 
 FEATURES = [
@@ -82,3 +87,44 @@ def swarm(tmp_path, db, redis_client, monkeypatch):
     get_settings.cache_clear()
     for k in env:
         os.environ.pop(k, None)
+
+
+@pytest.fixture(scope="session")
+def shared_deps(tmp_path_factory) -> Path:
+    """One dependency cache for every gate test of the session (npm ci once per lock file)."""
+    return tmp_path_factory.mktemp("gate-deps")
+
+
+@pytest.fixture
+def gated(tmp_path, db, redis_client, monkeypatch, shared_deps, celery_worker):
+    """A VoxelCraft hub with a few features and the gate on; call it with the settings of the test."""
+    started: list[FakeLLMServer] = []
+
+    def make(features: list[dict], *, faults: str = "", fault_attempts: int = 0, **settings: str):
+        target = tmp_path / "target"
+        shutil.copytree(TARGET, target, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
+        (target / "FEATURES.json").write_text(json.dumps({"project": "VoxelCraft", "version": 1,
+                                                           "features": features}))
+        hub = tmp_path / "hub.git"
+        (tmp_path / "deps").symlink_to(shared_deps)
+        llm = FakeLLMServer(simulator=functools.partial(simulate, faults=parse_sim_faults(faults),
+                                                        fault_attempts=fault_attempts)).start()
+        started.append(llm)
+        env = {"HUB_PATH": str(hub), "TARGET_REPO_PATH": str(target), "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
+               "LLM_BASE_URL": llm.url, "LLM_API_KEY": "sk-gate-e2e-key", "LLM_MAX_RETRIES": "1",
+               "HEARTBEAT_INTERVAL_S": "1", "MAX_WORKERS": "3", "MERGE_DELETE_BRANCH": "false",
+               "RECONCILE_INSTALL": "", "GATE": "batch", "GATE_PRESUBMIT": "on", "GATE_BATCH_WAIT_S": "1",
+               "GATE_FULL_EVERY": "0", "MAX_ATTEMPTS": "3", **settings}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        prepare_hub(None, hub, target)
+        with session_scope(db) as s:
+            sync_features(s, target / "FEATURES.json")
+            start_run(s, get_settings())
+        return env, hub, llm
+
+    yield make
+    for llm in started:
+        llm.stop()
+    get_settings.cache_clear()

@@ -8,128 +8,27 @@ model is the simulator over HTTP, told to break branches the way models do (SIM_
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from agentswarm.config import get_settings
-from agentswarm.db import Event, Feature, HandoffRecord, MergeAttempt, Task, session_scope
-from agentswarm.git.hub import prepare_hub
-from agentswarm.lifecycle.features import sync_features
-from agentswarm.lifecycle.runs import start_run
-from agentswarm.monitor.tick import monitor_tick
-from agentswarm.planning.planner import plan_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.sim_faults import parse_sim_faults
-from agentswarm.testing.simulator import simulate
-from tests.support.env import ROOT
+from agentswarm.db import Event, HandoffRecord, MergeAttempt, Task, session_scope
+from tests.e2e.voxelcraft import (
+    all_done,
+    assert_main_only_on_tested_trees,
+    beat,
+    feature,
+    git,
+    start_workers,
+    tsc_passes_on_main,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("npm") is None, reason="the gate's tests need node and npm (nodejs, npm)")
-
-TARGET = ROOT / "target-repo"
-
-
-def feature(fid: str, name: str) -> dict:
-    return {"id": fid, "category": "core", "title": f"The {name} module", "priority": 2, "dependencies": [],
-            "files": [f"src/gate/{name}.ts", f"src/gate/{name}.test.ts"], "description": f"A {name} module.",
-            "acceptance": ["tsc and its test pass"]}
-
-
-@pytest.fixture(scope="session")
-def shared_deps(tmp_path_factory) -> Path:
-    """One dependency cache for every gate test of the session (npm ci once per lock file)."""
-    return tmp_path_factory.mktemp("gate-deps")
-
-
-@pytest.fixture
-def gated(tmp_path, db, redis_client, monkeypatch, shared_deps, celery_worker):
-    """A VoxelCraft hub with a few features and the gate on; call it with the settings of the test."""
-    started: list[FakeLLMServer] = []
-
-    def make(features: list[dict], *, faults: str = "", fault_attempts: int = 0, **settings: str):
-        target = tmp_path / "target"
-        shutil.copytree(TARGET, target, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
-        (target / "FEATURES.json").write_text(json.dumps({"project": "VoxelCraft", "version": 1,
-                                                           "features": features}))
-        hub = tmp_path / "hub.git"
-        (tmp_path / "deps").symlink_to(shared_deps)
-        llm = FakeLLMServer(simulator=functools.partial(simulate, faults=parse_sim_faults(faults),
-                                                        fault_attempts=fault_attempts)).start()
-        started.append(llm)
-        env = {"HUB_PATH": str(hub), "TARGET_REPO_PATH": str(target), "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
-               "LLM_BASE_URL": llm.url, "LLM_API_KEY": "sk-gate-e2e-key", "LLM_MAX_RETRIES": "1",
-               "HEARTBEAT_INTERVAL_S": "1", "MAX_WORKERS": "3", "MERGE_DELETE_BRANCH": "false",
-               "RECONCILE_INSTALL": "", "GATE": "batch", "GATE_PRESUBMIT": "on", "GATE_BATCH_WAIT_S": "1",
-               "GATE_FULL_EVERY": "0", "MAX_ATTEMPTS": "3", **settings}
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        get_settings.cache_clear()
-        prepare_hub(None, hub, target)
-        with session_scope(db) as s:
-            sync_features(s, target / "FEATURES.json")
-            start_run(s, get_settings())
-        return env, hub, llm
-
-    yield make
-    for llm in started:
-        llm.stop()
-    get_settings.cache_clear()
-
-
-def git(hub: Path, *args: str) -> str:
-    return subprocess.run(["git", f"--git-dir={hub}", *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def all_done(db) -> bool:
-    with session_scope(db) as s:
-        return all(f.status == "done" for f in s.scalars(select(Feature)))
-
-
-def beat() -> None:
-    plan_tick()
-    monitor_tick()
-
-
-def start_workers(celery_worker, env: dict[str, str]) -> None:
-    celery_worker(queues="work", pool="threads", concurrency=3, env=env)
-    celery_worker(queues="merge", pool="solo", env=env)
-
-
-def green_trees(db) -> set[str]:
-    with session_scope(db) as s:
-        return {e.data["tree"] for e in s.scalars(select(Event).where(Event.kind == "gate.run"))
-                if e.data.get("result") == "green"}
-
-
-def assert_main_only_on_tested_trees(db, hub: Path) -> None:
-    """Every value main took (each landing's main_after, and main now) is a tree the gate passed."""
-    tested = green_trees(db)
-    with session_scope(db) as s:
-        values = {m.main_after for m in s.scalars(select(MergeAttempt).where(MergeAttempt.status == "merged"))
-                  if m.main_after and m.batch_id}
-    values.add(git(hub, "rev-parse", "main"))
-    seed = git(hub, "rev-list", "--max-parents=0", "main")
-    for sha in values - {seed}:
-        assert git(hub, "rev-parse", f"{sha}^{{tree}}") in tested, f"main pointed at {sha[:12]}, never tested green"
-
-
-def tsc_passes_on_main(hub: Path, tmp_path: Path, deps: Path) -> subprocess.CompletedProcess:
-    """tsc on a clean export of main (the gate's tests run it in a sandbox; this is a check of the result)."""
-    out = tmp_path / "main-check"
-    out.mkdir()
-    archive = subprocess.run(["git", f"--git-dir={hub}", "archive", "main"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    modules = next(deps.glob("*/node_modules"))
-    (out / "node_modules").symlink_to(modules)
-    return subprocess.run(["npx", "tsc", "--noEmit"], cwd=out, capture_output=True, text=True, timeout=300)
-
 
 def test_presubmit_shows_the_agent_its_type_error_and_it_fixes_it_within_the_attempt(gated, db, celery_worker,
                                                                                      tmp_path, shared_deps):

@@ -94,3 +94,29 @@ def test_step_script_quotes_commands_and_maps_exit_codes():
     script = step_script(["echo 'it''s' && false", "true"], max_steps=7, timeout_s=30)
     assert "-gt 7" in script and "timeout -k 5 30 sh -c" in script
     assert "verdict=125" in script and "exit $verdict" in script and "git clean -ffdxq" in script
+
+
+def test_a_break_already_reverted_does_not_hide_the_one_at_hand(tmp_path):
+    checker = ("import pathlib, sys\n"
+               "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN')\n"
+               "for name in bad: print(f' FAIL  {name}.test.ts > breaks')\n"
+               "sys.exit(1 if bad else 0)\n")
+    hub = make_hub(tmp_path, {"check.py": checker})
+    good = main_of(hub)
+    plan: list[dict[str, str | None]] = [{"a.txt": "BROKEN"}, {"x.txt": "ok"}, {"b.txt": "BROKEN"},
+                                         {"a.txt": None}, {"y.txt": "ok"}]  # a broke it, b broke it, a reverted
+    shas = _commits(tmp_path, hub, plan)
+    red_output = "$ python3 check.py\n FAIL  b.test.ts > breaks\n"
+    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK], red_output=red_output)
+    assert bis.first_bad == shas[2], bis.summary()
+    assert find_first_bad(_settings(hub), good, shas[-1], [CHECK]).first_bad == shas[0]  # without: the old break
+
+
+def test_signatures_are_failing_tests_and_the_files_tsc_errs_in():
+    from agentswarm.reconcile.bisect import signatures
+
+    out = ("src/a.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.\n"
+           "src/a.ts(9,1): error TS2304: Cannot find name 'x'.\n"
+           " FAIL  src/b.test.ts > suite > adds\n")
+    assert signatures(out) == ["src/b.test.ts > suite > adds", "src/a.ts("]
+    assert signatures("vite build failed: Could not resolve ./x.css") == []

@@ -3,7 +3,8 @@
 
 const POLL_MS = 2000;
 const STATES = ["pending", "assigned", "running", "complete", "failed", "blocked", "cancelled"];
-const state = { run: null, config: {}, lastEvent: null, events: [], detailId: null, replay: null, failures: 0 };
+const state = { run: null, config: {}, lastEvent: null, events: [], detailId: null, replay: null, failures: 0,
+  shot: null, shotsKey: null, lastCheck: null, reconcileAsked: null };
 
 window.addEventListener("error", (e) => { document.body.dataset.error = String(e.message || "error"); });
 window.addEventListener("unhandledrejection", (e) => { document.body.dataset.error = String(e.reason || "rejection"); });
@@ -175,6 +176,109 @@ function renderCulprits(g) {
     : h("li", { class: "empty" }, g && g.mode === "off" ? "the gate is off" : "no branch sent back by the gate"));
 }
 
+// Main's health (the reconciler): the verdict of the current main, its figures, the newest checks, the
+// tests under quarantine, and the screenshots of green mains (newest large, the others as thumbnails).
+const KINDS_ORDER = ["type", "test", "build", "page", "other"];
+function renderMain(m) {
+  const note = $("main-note"), asked = state.reconcileAsked;
+  if (!m) {
+    note.textContent = "";
+    fill($("main-verdict"), h("div", { class: "empty" }, "no run yet"));
+    fill($("main-figures")); fill($("main-red")); fill($("main-checks")); fill($("quarantine"));
+    $("quarantine-head").textContent = "";
+    renderShots([]);
+    return;
+  }
+  const hl = m.health, now = m.main, newest = m.checks.length ? m.checks[0].id : null;
+  if (asked && (newest !== asked.after || Date.now() - asked.at > 600000)) state.reconcileAsked = null; // done, or lost
+  state.lastCheck = newest;
+  $("btn-reconcile").disabled = !!state.reconcileAsked;
+  note.textContent = state.reconcileAsked ? `check asked for at ${clock(new Date(state.reconcileAsked.at).toISOString())}…`
+    : `checked every ${dur(m.interval_s)}`;
+  fill($("main-verdict"), now
+    ? [h("span", { class: `badge s-${now.result}`, id: "main-badge" }, now.result),
+      h("span", { class: "mono", id: "main-sha", title: now.sha }, short(now.sha)),
+      h("span", { class: "muted", title: now.at }, `checked ${dur(now.age_s)} ago`),
+      hl.red_for_s !== null ? h("span", { class: "warn" }, `red for ${dur(hl.red_for_s)}`) : null]
+    : h("span", { class: "empty" }, `not checked yet: the reconciler checks main every ${dur(m.interval_s)}`));
+  const ttg = hl.time_to_green_s, r = hl.reverts, f = m.flaky;
+  const culprits = KINDS_ORDER.filter((k) => hl.culprits_by_kind[k]).map((k) => `${k} ${hl.culprits_by_kind[k]}`);
+  fill($("main-figures"), [
+    hl.shas_checked ? `${num(m.shas_green)}/${num(hl.shas_checked)} shas green (${pct(hl.green_share)})` : null,
+    ttg.spells ? `time to green p50 ${dur(ttg.p50)} · p95 ${dur(ttg.p95)}` : null,
+    r.made ? `${num(r.made)} reverts (${num(r.landed)} landed${r.failed ? `, ${num(r.failed)} failed` : ""})` : null,
+    culprits.length ? "culprits " + culprits.join(", ") : null,
+    hl.gate_seconds_per_landed !== null ? `gate ${dur(hl.gate_seconds_per_landed)} per landed commit` : null,
+    f.observed || f.quarantined || f.released ? `flaky ${f.observed} observed · ${f.quarantined} quarantined · ${f.released} released` : null,
+  ].filter(Boolean).map((text) => h("span", {}, text)));
+  const red = m.last_red;
+  fill($("main-red"), red ? [h("span", { class: "badge s-red" }, "last red"),
+    h("span", { class: "mono", title: red.sha }, short(red.sha)), h("span", { class: "time" }, clock(red.at)),
+    h("span", { class: "grow", title: [red.why, ...red.failing_tests].filter(Boolean).join("\n") },
+      red.failing_tests.length ? red.failing_tests[0] + (red.failing_count > 1 ? ` +${red.failing_count - 1}` : "") : red.why || "checks failed"),
+    red.culprit_task ? h("span", {}, "culprit ", h("span", { class: "mono link", onclick: () => openTask(red.culprit_task) }, red.culprit_task)) : null,
+    red.revert_task ? h("span", {}, "revert ", h("span", { class: "mono link", onclick: () => openTask(red.revert_task) }, red.revert_task),
+      ` ${red.revert_landed ? "landed" : red.revert_status || ""}`) : red.action === "fix" ? h("span", {}, "fix tasks asked for")
+      : red.bisect_reason ? h("span", { title: red.bisect_reason }, "no revert") : null] : null);
+  fill($("main-checks"), m.checks.map((c) => h("li", { class: `check-${c.result}` }, badge(c.result),
+    h("span", { class: "mono", title: c.sha }, short(c.sha)),
+    h("span", { class: "grow", title: [c.why, ...c.failing_tests, ...c.quarantined.map((q) => "tolerated: " + q)].filter(Boolean).join("\n") },
+      c.result === "green" ? (c.quarantined_count ? `passes (${c.quarantined_count} quarantined tolerated)` : "passes")
+        : c.why || (c.failing_tests[0] || "checks failed")),
+    h("span", { class: "time" }, `${dur(c.seconds)} · ${clock(c.at)}`))));
+  $("quarantine-head").textContent = m.quarantined.length ? `Quarantined tests (${m.flaky.quarantined})` : "";
+  fill($("quarantine"), m.quarantined.map((q) => h("li", {},
+    h("span", { class: "grow mono", title: `${q.name}\nquarantined ${q.quarantined_at || "?"} (seen by ${q.last_source || "?"})` }, q.name),
+    h("span", { class: "time", title: `${q.observations} times red, then green on the same tree; released after ${q.release_after} reconciler runs in a row that pass it` },
+      `${q.observations} obs · ${q.passes_in_row}/${q.release_after} to release`),
+    q.fix_task ? h("span", { class: "mono link", title: "the fix task", onclick: () => openTask(q.fix_task) }, q.fix_task) : null)));
+  renderShots(m.screenshots);
+}
+
+// Screenshots are re-rendered only when the list (or the one picked) changes, so a poll does not reload them.
+// With a token kept for this tab (reads off loopback need it), an <img> cannot send it: the image is fetched
+// with the token and shown as a data: URL (the CSP allows those for images).
+const shotCache = new Map();
+function shotImage(name, cls) {
+  const path = "/api/screenshots/" + encodeURIComponent(name);
+  const img = h("img", { class: cls, alt: `the game at main ${short(name)}`, title: name.replace(/\.png$/, "") });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) { img.src = path; return img; }
+  if (!shotCache.has(name)) {
+    shotCache.set(name, fetch(path, { headers: { Authorization: "Bearer " + token } })
+      .then((res) => { if (!res.ok) throw new Error(`${res.status}`); return res.blob(); })
+      .then((blob) => new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      }))
+      .catch((err) => { shotCache.delete(name); throw err; }));
+  }
+  shotCache.get(name).then((url) => { img.src = url; }, () => { img.alt = "screenshot unavailable"; });
+  return img;
+}
+function renderShots(names) {
+  if (!names.includes(state.shot)) state.shot = names[0] || null;
+  const key = names.join(",") + "|" + state.shot;
+  if (key === state.shotsKey) return;
+  state.shotsKey = key;
+  for (const name of shotCache.keys()) if (!names.includes(name)) shotCache.delete(name);
+  if (!names.length) {
+    fill($("main-shots"), h("div", { class: "empty" }, "no screenshot yet (one is kept for each green main)"));
+    return;
+  }
+  const sha = state.shot.replace(/\.png$/, "");
+  fill($("main-shots"),
+    h("figure", { class: "shot" }, shotImage(state.shot, "shot-img"),
+      h("figcaption", {}, h("span", { class: "mono", id: "shot-sha" }, sha), state.shot === names[0] ? " · newest green main" : "")),
+    names.length > 1 ? h("div", { class: "thumbs" }, names.map((n) => {
+      const img = shotImage(n, n === state.shot ? "thumb picked" : "thumb");
+      img.addEventListener("click", () => { state.shot = n; renderShots(names); });
+      return img;
+    })) : null);
+}
+
 function renderFeatures(progress) {
   let done = 0, all = 0;
   const rows = Object.entries(progress).map(([cat, counts]) => {
@@ -252,11 +356,12 @@ async function poll() {
     const summary = await api(withRun("/api/summary"));
     renderSummary(summary);
     const filter = $("task-filter").value;
-    const [inflight, recent, merges, events] = await Promise.all([
+    const [inflight, recent, merges, events, main] = await Promise.all([
       api(withRun("/api/tasks?status=assigned,running&limit=200")),
       api(withRun(`/api/tasks?limit=40${filter ? "&status=" + encodeURIComponent(filter) : ""}`)),
       api(withRun("/api/merges?limit=40")),
       api(withRun("/api/events" + (state.lastEvent === null ? "?limit=150" : `?after=${state.lastEvent}`))),
+      state.run ? api(`/api/runs/${encodeURIComponent(state.run)}/main`) : null,
     ]);
     const ended = recent.tasks.filter((t) => ["complete", "failed", "blocked"].includes(t.status)).slice(0, 12);
     renderGrid(inflight.tasks.concat(filter ? [] : ended));
@@ -264,6 +369,7 @@ async function poll() {
     renderMerges(merges.merges);
     state.lastEvent = events.last_id;
     renderEvents(events.events);
+    renderMain(main);
     state.failures = 0;
     $("conn").textContent = "";
     document.body.dataset.ready = "1";
@@ -382,6 +488,14 @@ function wire() {
     if (reason === null) return;
     try { await steer(`/api/runs/${encodeURIComponent(state.run)}/stop`, { reason }); poll(); }
     catch (err) { alert("stop failed: " + err.message); }
+  });
+  $("btn-reconcile").addEventListener("click", async () => {
+    try {
+      await steer("/api/reconcile", { force: true }); // a person asked: check even a sha checked already
+      state.reconcileAsked = { at: Date.now(), after: state.lastCheck };
+      $("btn-reconcile").disabled = true;
+      $("main-note").textContent = "check asked for…";
+    } catch (err) { alert("check of main not requested: " + err.message); }
   });
   $("add-form").addEventListener("submit", async (e) => {
     e.preventDefault();

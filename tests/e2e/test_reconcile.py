@@ -1,0 +1,78 @@
+"""End to end: main breaks anyway, and the reconciler finds the commit, reverts it, reopens its task.
+
+The real stack on VoxelCraft's toolchain: Celery workers for work, merge and reconcile, Postgres,
+Redis, the hub, sandboxes (bubblewrap), `npm ci` into the shared cache. The gate checks types only
+(GATE_COMMANDS=tsc, presubmit off): a failing test is a fault it does not check. The reconciler's
+slow checks (tsc, the whole vitest suite, vite build, the page in headless Chromium) see it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sqlalchemy import select
+
+from agentswarm.db import MergeAttempt, Run, Task, session_scope
+from agentswarm.db.models import MainCheck
+from agentswarm.reconcile.health import health
+from agentswarm.reconcile.page import latest_screenshots, screenshots_root
+from tests.e2e.voxelcraft import GATE_INSTALL, beat, feature, git, start_workers
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.skipif(shutil.which("npm") is None, reason="needs node and npm (nodejs, npm)"),
+              pytest.mark.bwrap]
+
+
+def run_of(db) -> Run:
+    with session_scope(db) as s:
+        run = s.scalars(select(Run)).one()
+        s.expunge(run)
+        return run
+
+
+def test_a_break_only_the_full_suite_sees_is_reverted_through_the_queue_and_its_task_reopened(
+        gated, db, celery_worker, tmp_path):
+    env, hub, llm = gated([feature("r-001", "alpha"), feature("r-002", "beta")], faults="test:1.0",
+                          fault_attempts=1, GATE_PRESUBMIT="off", GATE_FULL_COMMANDS="[]",
+                          GATE_COMMANDS=json.dumps(["node_modules/.bin/tsc --noEmit"]),
+                          RECONCILE_INSTALL=GATE_INSTALL, RECONCILE_TIMEOUT_S="300")
+    start_workers(celery_worker, env)
+    celery_worker(queues="reconcile", pool="solo", env=env)
+    start = git(hub, "rev-parse", "main")
+    wait_for(lambda: run_of(db).status != "active", timeout=600, every=1.0, tick=beat)
+
+    run = run_of(db)
+    assert run.status == "finished" and run.stop_reason == "every feature is done", run.stop_reason
+    final = git(hub, "rev-parse", "main")
+    with session_scope(db) as s:
+        checks = s.scalars(select(MainCheck).order_by(MainCheck.id)).all()
+        red = [c for c in checks if c.result == "red"]
+        assert red and all(c.action == "revert" and c.culprit_task_id for c in red), "\n".join(
+            f"{c.sha[:10]} {c.result} {c.action} {c.culprit_task_id} {c.bisect} {c.output[-300:]}" for c in checks)
+        assert checks[-1].result == "green" and checks[-1].sha == final and checks[-1].screenshot
+        reverts = s.scalars(select(Task).where(Task.kind == "revert")).all()
+        culprits = {r.origin_id for r in reverts}
+        assert len(reverts) == 2 and all(r.status == "complete" for r in reverts)
+        features = s.scalars(select(Task).where(Task.kind != "revert")).all()
+        assert culprits == {t.id for t in features}  # the fault was in every first attempt
+        for t in features:
+            assert t.status == "complete" and t.attempts == 2
+            assert t.context["gate"]["source"] == "reconciler"
+            assert "counts the letters" in t.context["gate"]["output"]  # the failing test, shown to the author
+            statuses = [a.status for a in s.scalars(select(MergeAttempt).where(MergeAttempt.task_id == t.id)
+                                                    .order_by(MergeAttempt.id))]
+            assert statuses == ["reverted", "merged"]
+        for c in red:  # main was never rewritten: every red sha is still in its history
+            assert git(hub, "merge-base", "--is-ancestor", c.sha, final) == ""
+        assert start in git(hub, "rev-list", final).split()
+        figures = health(s, run.id)
+    assert figures["reverts"] == {"made": 2, "landed": 2, "failed": 0}
+    assert figures["time_to_green_s"]["spells"] >= 1 and figures["time_to_green_s"]["p50"] > 0
+    assert figures["red_for_s"] is None and figures["culprits_by_kind"].get("test", 0) >= 2
+    assert [p.stem for p in latest_screenshots(screenshots_root(hub), 5)][0] == final
+    # The reopened attempts' prompts carried the reconciler's output.
+    prompts = [m["content"] for r in llm.requests if "AgentSwarm worker" in str(r["messages"][0].get("content"))
+               for m in r["messages"] if m.get("role") == "user"]
+    assert sum("counts the letters" in p for p in prompts) >= 2
