@@ -14,8 +14,8 @@ import shutil
 import pytest
 from sqlalchemy import select
 
-from agentswarm.db import MergeAttempt, Run, Task, session_scope
-from agentswarm.db.models import MainCheck
+from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
+from agentswarm.db.models import FlakyTest, MainCheck
 from agentswarm.reconcile.health import health
 from agentswarm.reconcile.page import latest_screenshots, screenshots_root
 from tests.e2e.voxelcraft import GATE_INSTALL, beat, feature, git, start_workers
@@ -76,3 +76,36 @@ def test_a_break_only_the_full_suite_sees_is_reverted_through_the_queue_and_its_
     prompts = [m["content"] for r in llm.requests if "AgentSwarm worker" in str(r["messages"][0].get("content"))
                for m in r["messages"] if m.get("role") == "user"]
     assert sum("counts the letters" in p for p in prompts) >= 2
+
+
+# Fails once per tree tested, unless its test file is quarantined (the gate's {quarantined} leaves it out).
+WOBBLY = ('case "x{quarantined}" in *src/gate/alpha.test.ts*) echo "alpha.test.ts left out"; exit 0;; esac; '
+          't=$(git rev-parse HEAD^{tree}); if [ -e ../wobbled-$t ]; then exit 0; fi; touch ../wobbled-$t; '
+          "echo ' FAIL  src/gate/alpha.test.ts > The alpha module > sometimes fails'; exit 1")
+
+
+def test_a_flaky_test_is_quarantined_after_two_observations_left_out_by_the_gate_and_released_by_the_reconciler(
+        gated, db, celery_worker):
+    env, hub, _ = gated([feature("q-001", "alpha"), feature("q-002", "beta"), feature("q-003", "gamma")],
+                        GATE="each", GATE_PRESUBMIT="off", GATE_FULL_COMMANDS="[]", MAX_WORKERS="1",
+                        GATE_COMMANDS=json.dumps(["node_modules/.bin/tsc --noEmit", WOBBLY]),
+                        FLAKY_QUARANTINE_AFTER="2", FLAKY_RELEASE_AFTER="1", RECONCILE_INSTALL=GATE_INSTALL,
+                        RECONCILE_TIMEOUT_S="300")
+    start_workers(celery_worker, env)
+    celery_worker(queues="reconcile", pool="solo", env=env)
+    wait_for(lambda: run_of(db).status != "active", timeout=600, every=1.0, tick=beat)
+
+    assert run_of(db).stop_reason == "every feature is done"
+    with session_scope(db) as s:
+        merged = s.scalars(select(MergeAttempt).where(MergeAttempt.status == "merged")
+                           .order_by(MergeAttempt.id)).all()
+        features = [m for m in merged if s.get(Task, m.task_id).kind == "feature"]
+        assert [m.gate.get("flaky", False) for m in features] == [True, True, False]  # seen twice, then left out
+        assert features[2].gate["runs"] == 1 and features[2].gate["result"] == "green"
+        flaky = s.scalars(select(FlakyTest)).one()
+        assert flaky.name == "src/gate/alpha.test.ts > The alpha module > sometimes fails"
+        assert flaky.status == "released" and flaky.quarantined_at and flaky.released_at and flaky.fix_task_id
+        assert s.get(Task, flaky.fix_task_id).kind == "fix"
+        kinds = [e.kind for e in s.scalars(select(Event).order_by(Event.id))]
+        assert kinds.count("flaky.observed") == 2 and kinds.count("flaky.quarantined") == 1
+        assert kinds.index("flaky.quarantined") < kinds.index("flaky.released")
