@@ -11,6 +11,9 @@ for T seconds with SIM_FAULTS, then scores it from Postgres and git:
 - culprits the queue blamed against those trailers (true, false), red batches, bisection runs,
   gate runs and gate seconds per landed commit, flaky calls;
 - p50/p95 seconds from a task's complete handoff to its landing;
+- main's health as the swarm recorded it (`reconcile.health`: shas the reconciler checked and the
+  share green, time from a red main to green p50/p95, reverts made and landed, culprits by kind,
+  flaky tests observed and quarantined), with the reconciler ticking every --reconcile-every seconds;
 - every sha main pointed to (gate off: an even sample) checked again after the run in a clean
   sandboxed checkout with `tsc --noEmit` and the full vitest suite: red count. A sha that fails
   is run again: green the second time counts as `red_then_green`; failing again only in the
@@ -21,6 +24,7 @@ One JSON line per mode:
 
     python bench/gated_swarm.py --workers 16 --seconds 600
     python bench/gated_swarm.py --workers 16 --seconds 600 --modes presubmit-off
+    python bench/gated_swarm.py --workers 16 --seconds 600 --modes types-gate --faults test:0.1,flaky:0.02
 """
 
 from __future__ import annotations
@@ -42,18 +46,26 @@ sys.path.insert(0, str(ROOT))
 
 from agentswarm.agent.checks import failing_tests  # noqa: E402
 from agentswarm.config import load_settings  # noqa: E402
+from agentswarm.db.session import session_scope  # noqa: E402
 from agentswarm.ops.swarm import free_port  # noqa: E402
 from agentswarm.reconcile.checks import run_checks  # noqa: E402
+from agentswarm.reconcile.health import health  # noqa: E402
 from agentswarm.sandbox.deps import deps_root  # noqa: E402
 from agentswarm.sandbox.factory import check_backend_for  # noqa: E402
 from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER  # noqa: E402
 from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
 FAULTS = "type:0.08,test:0.04,semantic:0.03,flaky:0.02,shared:0.05"
+TSC = "node_modules/.bin/tsc --noEmit"
 MODES = {
     "gate-on": {"GATE": "batch", "GATE_PRESUBMIT": "on"},
     "gate-off": {"GATE": "off", "GATE_PRESUBMIT": "off"},
     "presubmit-off": {"GATE": "batch", "GATE_PRESUBMIT": "off"},
+    # A quick gate that checks types only (presubmit too): failing tests reach main, and the reconciler's
+    # slow checks (the whole suite, the build, the page) must find them, revert them and reopen their tasks.
+    "types-gate": {"GATE": "batch", "GATE_PRESUBMIT": "on", "GATE_COMMANDS": json.dumps([TSC]),
+                   "GATE_FULL_COMMANDS": json.dumps([TSC]),
+                   "GATE_PRESUBMIT_COMMANDS": json.dumps([f"{TSC} -p {{tsconfig}}"])},
 }
 BREAKS = ("type", "test", "semantic")  # the faults the gate must catch (flaky may pass; shared is textual)
 RECHECK = ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads"]
@@ -128,6 +140,7 @@ def _score(url: str, git: Git, seconds: float) -> dict:
         batches = [r[0] for r in q("select data from events where kind = 'gate.batch'").fetchall()]
         runs = [r[0] for r in q("select data from events where kind = 'gate.run'").fetchall()]
         flaky = q("select count(*) from events where kind = 'gate.flaky'").fetchone()[0]
+        run_id = q("select id from runs order by started_at desc limit 1").fetchone()[0]
         conflicts = q("select count(*) from merge_attempts where status = 'conflict'").fetchone()[0]
         tasks = dict(q("select status, count(*) from tasks group by status").fetchall())
     landed = {t for t, *_ in merged}
@@ -196,7 +209,14 @@ def _score(url: str, git: Git, seconds: float) -> dict:
         "flaky_calls": flaky,
         "handoff_to_landed_p50_s": _pct(waits, 0.5), "handoff_to_landed_p95_s": _pct(waits, 0.95),
         "main_values": sorted({m for _t, _h, m, _d in merged if m}),
+        "health": _health(url, run_id),
     }
+
+
+def _health(url: str, run_id: str) -> dict:
+    """The swarm's own record of main's health (what `agentswarm status` shows)."""
+    with session_scope(url) as db:
+        return health(db, run_id)
 
 
 def _recheck(env: dict[str, str], shas: list[str], sample: int | None) -> dict:
@@ -232,7 +252,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "GATE", "SIM_"))}
     env.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/14", HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
-               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()),
+               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S=str(args.reconcile_every), FLOWER_PORT=str(free_port()),
                DASHBOARD_PORT=str(free_port()), SIM_FAULTS=args.faults, **MODES[mode])
     if args.deps:  # reuse an installed dependency cache between modes and runs
         (tmp / "deps").symlink_to(Path(args.deps).resolve())
@@ -266,6 +286,7 @@ def main() -> None:
                         "(0: every one)")
     parser.add_argument("--sample-off", type=int, default=12, help="re-check N evenly spread main shas with the "
                         "gate off")
+    parser.add_argument("--reconcile-every", type=float, default=60.0, help="RECONCILE_INTERVAL_S of the swarm")
     parser.add_argument("--deps", default=None, help="a directory to keep the installed dependencies in")
     args = parser.parse_args()
     for mode in args.modes.split(","):

@@ -29,7 +29,13 @@ def cli() -> None:
 def check(services: bool) -> None:
     """Validate the settings and make sure Redis and Postgres answer."""
     from agentswarm.db.session import check_database
-    from agentswarm.ops.services import check_gate, check_sandboxes, ensure_postgres, ensure_redis
+    from agentswarm.ops.services import (
+        check_gate,
+        check_reconciler,
+        check_sandboxes,
+        ensure_postgres,
+        ensure_redis,
+    )
 
     s = _settings()
     if services:
@@ -38,6 +44,7 @@ def check(services: bool) -> None:
     check_database(s.database_url)
     click.echo(f"sandboxes: {check_sandboxes(s)}")
     click.echo(f"gate: {check_gate(s)}")
+    click.echo(f"reconciler: {check_reconciler(s)}")
     mode = "demo (built-in simulator)" if s.demo_mode else s.llm_base_url
     click.echo(f"settings ok: model {s.llm_model} at {mode}, {s.max_workers} workers, "
                f"sandbox {s.sandbox_backend.value}, merge {s.merge_strategy.value}")

@@ -106,6 +106,28 @@ def check_sandboxes(settings: Settings) -> str:
 NODE_TOOLS = ("npx", "npm", "node")
 
 
+def check_reconciler(settings: Settings) -> str:
+    """What the reconciler checks main with; a missing tool is named (with its Debian package), not fatal:
+    the reconciler reports such a check as "cannot run" and a run is not held by it."""
+    if not settings.reconcile_commands:
+        return "nothing to check (RECONCILE_COMMANDS=[]): main is never checked"
+    missing = []
+    for command in filter(None, [settings.reconcile_install, *settings.reconcile_commands]):
+        try:
+            tool = shlex.split(command)[0]
+        except (ValueError, IndexError):
+            continue
+        if "/" not in tool and shutil.which(tool) is None:
+            missing.append(f"{tool} (Debian: apt-get install nodejs npm)" if tool in NODE_TOOLS else tool)
+    if settings.reconcile_page and not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        missing.append("chromium for the page check (Debian: apt-get install chromium)")
+    page = " + the page in headless Chromium" if settings.reconcile_page else ""
+    line = (f"{'; '.join(settings.reconcile_commands)}{page}, every {settings.reconcile_interval_s:g}s; "
+            f"red: {settings.reconcile_on_red.value}")
+    return line + (f" -- MISSING {', '.join(dict.fromkeys(missing))}: those checks will report cannot-run"
+                   if missing else "")
+
+
 def check_gate(settings: Settings) -> str:
     """What guards main; ConfigError naming the missing tool (and its Debian package) if the gate cannot run."""
     if settings.gate.value == "off":

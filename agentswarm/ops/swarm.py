@@ -37,13 +37,20 @@ def prepare(settings: Settings) -> str:
     from agentswarm.git.hub import prepare_hub
     from agentswarm.lifecycle.features import sync_features
     from agentswarm.lifecycle.runs import start_run
-    from agentswarm.ops.services import check_gate, check_sandboxes, ensure_postgres, ensure_redis
+    from agentswarm.ops.services import (
+        check_gate,
+        check_reconciler,
+        check_sandboxes,
+        ensure_postgres,
+        ensure_redis,
+    )
 
     click.echo(f"redis: {ensure_redis(settings.redis_url)}")
     click.echo(f"postgres: {ensure_postgres(settings.database_url)}")
     check_database(settings.database_url)
     click.echo(f"sandboxes: {check_sandboxes(settings)}")
     click.echo(f"gate: {check_gate(settings)}")
+    click.echo(f"reconciler: {check_reconciler(settings)}")
     upgrade(settings.database_url)
     url, sha = prepare_hub(settings.git_repo_url or None, settings.hub_path, settings.target_repo_path)
     click.echo(f"hub: {url} (main {str(sha)[:12]})")

@@ -17,7 +17,9 @@ RECONCILE_TICK = "agentswarm.tasks.reconcile_tick"
 MONITOR_TICK = "agentswarm.tasks.monitor_tick"
 
 QUEUES = ("plan", "work", "merge", "reconcile", "monitor")
-CONTROL_QUEUES = ("plan", "reconcile", "monitor")
+CONTROL_QUEUES = ("plan", "reconcile", "monitor")  # fed by beat's ticks
+# The reconciler gets a process of its own: its checks and bisections take minutes, never planning's turn.
+PROCESS_QUEUES = (("plan", "monitor"), ("reconcile",), ("work",), ("merge",))
 QUEUE_OF = {PLAN_TICK: "plan", RUN_TASK: "work", MERGE_BRANCH: "merge", RECONCILE_TICK: "reconcile",
             MONITOR_TICK: "monitor"}
 

@@ -66,8 +66,12 @@ def signatures(output: str) -> list[str]:
     an earlier break that is already reverted (or a different one) does not hide the break at hand.
     A red without any (a failing build, the page) is bisected on the failure alone.
     """
-    found = [*failing_tests(output), *(f"{m.group(1)}(" for m in _TSC_ERROR.finditer(output))]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys([*failing_tests(output), *tsc_error_files(output)]))
+
+
+def tsc_error_files(output: str) -> list[str]:
+    """`path(` for each file tsc reports an error in: how its error lines start, whatever the line moved to."""
+    return list(dict.fromkeys(f"{m.group(1)}(" for m in _TSC_ERROR.finditer(output)))
 
 
 def step_script(commands: list[str], max_steps: int, timeout_s: float, *, with_signatures: bool = False) -> str:
@@ -131,10 +135,11 @@ def _deps_by_commit(backend: LocalSandboxBackend, settings: Settings, hub: str, 
 
 
 def find_first_bad(settings: Settings, good: str, bad: str, commands: list[str], *,
-                   red_output: str = "") -> Bisection:
+                   marks: list[str] | None = None) -> Bisection:
     """Bisect good..bad (main's first-parent history) with `commands`; never raises for a failed check.
 
-    `red_output`: the failing output at `bad`, whose `signatures` pick the break to look for.
+    `marks`: what identifies the red at `bad` in a check's output (`signatures`); a step whose failure
+    shows none of them is good for this search. None or []: any failure is bad.
     """
     started = time.monotonic()
     out = Bisection(good=good, bad=bad)
@@ -155,7 +160,7 @@ def find_first_bad(settings: Settings, good: str, bad: str, commands: list[str],
         backend.put_file(sb, SCRIPT_PATH, PAGE_SCRIPT.encode())
         commands = [page_command(settings.reconcile_timeout_s) if c == PAGE_COMMAND else c for c in commands]
         backend.put_file(sb, "bisect/deps", "".join(f"{s} {p}\n" for s, p in deps.items()).encode())
-        marks = signatures(red_output)
+        marks = list(marks or [])
         backend.put_file(sb, "bisect/signatures", "".join(f"{m}\n" for m in marks).encode())
         backend.put_file(sb, "bisect/step.sh", step_script(commands, settings.reconcile_bisect_max_steps,
                                                              settings.reconcile_timeout_s,

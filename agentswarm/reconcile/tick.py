@@ -54,7 +54,7 @@ from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.queue.send import tick_after_commit
-from agentswarm.reconcile.bisect import Bisection, find_first_bad
+from agentswarm.reconcile.bisect import Bisection, find_first_bad, tsc_error_files
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
@@ -79,6 +79,7 @@ class RedMain:
     commands: list[str]  # the checks that failed
     output: str
     test_only: bool
+    marks: list[str]  # what identifies this red in a check's output (see reconcile.bisect.signatures)
 
 
 def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None, *,
@@ -128,7 +129,8 @@ def _red_main(check: MainCheck) -> RedMain:
     else:
         commands = [str(c["command"]) for c in failed]
     return RedMain(check.id, str(check.run_id), check.sha, commands, check.output,
-                   test_only=bool(failed) and all(c.get("tests") for c in failed))
+                   test_only=bool(failed) and all(c.get("tests") for c in failed),
+                   marks=list(dict.fromkeys([*check.failing_tests, *tsc_error_files(check.output)])))
 
 
 # -- checking --------------------------------------------------------------------------------------
@@ -142,10 +144,7 @@ def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> 
     failed_tests = [t for r in main_run.results for t in failing_tests(r.output) if not r.ok]
     flaky: list[str] = []
     if verdict.result == RED and verdict.test_only():
-        again = judge(check_main(settings, sha, [r.command for r in verdict.failed], page=False), quarantined)
-        if again.green:  # red, then green on the same tree: the failing tests are flaky, main is green
-            flaky = verdict.failing_tests
-            verdict = Verdict(GREEN, tolerated=verdict.tolerated + flaky, suite_ran=verdict.suite_ran)
+        verdict, flaky = _again(settings, sha, verdict, quarantined)
     finished = datetime.now(UTC)
     with session_scope(settings.database_url) as db:
         if flaky:
@@ -179,6 +178,22 @@ def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> 
                          tests=verdict.failing_tests[:20])
             report["red"] = _red_main(check)
         return report
+
+
+def _again(settings: Settings, sha: str, first: Verdict, quarantined: set[str]) -> tuple[Verdict, list[str]]:
+    """A red of failing tests, run again on the same tree: (the verdict, the tests that failed then passed).
+
+    Only failures that reproduce make main red (and are what bisection looks for); one that did not
+    is observed flaky. With none reproducing, main is green.
+    """
+    again = judge(check_main(settings, sha, [r.command for r in first.failed], page=False), quarantined)
+    flaky = [t for t in first.failing_tests if t not in again.failing_tests] if again.test_only() or again.green \
+        else []
+    kept = [t for t in first.failing_tests if t not in flaky]
+    if again.green or (again.test_only() and not kept):
+        return Verdict(GREEN, tolerated=first.tolerated + flaky, suite_ran=first.suite_ran), flaky
+    return Verdict(RED, failed=first.failed, failing_tests=kept, tolerated=first.tolerated,
+                   suite_ran=first.suite_ran), flaky
 
 
 def _summary(run: MainRun) -> list[dict[str, Any]]:
@@ -222,7 +237,7 @@ def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
 def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
     """Bisect, confirm, and hand a revert of the culprit's landing to the merge queue; or say why not."""
     good, why = _good_bound(settings, red)
-    bis = (find_first_bad(settings, good, red.sha, red.commands, red_output=red.output) if good
+    bis = (find_first_bad(settings, good, red.sha, red.commands, marks=red.marks) if good
            else Bisection(good="", bad=red.sha, reason=why))
     output = bis.output or red.output
     if bis.first_bad and red.test_only and bis.first_bad != red.sha:

@@ -119,7 +119,11 @@ def attach_deps(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, 
 
 
 def checkout(backend: LocalSandboxBackend, hub: str, sha: str, name: str, *, run_id: str) -> SandboxHandle:
-    """A sandbox whose repo/ is the hub at sha (detached)."""
+    """A fresh sandbox whose repo/ is the hub at sha (detached).
+
+    One left by a process killed mid-check (same name) is removed first: a check never resumes.
+    """
+    backend.terminate(f"{run_id}/{name}-a1")
     sb = backend.create(run_id=run_id, task_id=name, attempt=1, env=dict(CHECK_ENV))
     backend.prepare_repo(sb, hub)
     open_repo(Path(sb.workdir) / "repo").out("checkout", "--quiet", "--detach", sha)

@@ -48,7 +48,11 @@ def test_features_go_from_plan_to_merged(swarm, db, celery_worker):
         monitor_tick()
 
     wait_for(lambda: _features_done(db), timeout=150, every=1.0, tick=beat)
-    plan_tick()  # the planner notices every feature is done and ends the run
+    plan_tick()  # every feature is done, but main is not checked yet: the run waits for the reconciler
+    with session_scope(db) as s:
+        assert s.get(Run, swarm.run_id).status == "active"
+    assert reconcile_tick()["green"] is True  # the reconcile worker's job, here in this process
+    plan_tick()  # the planner sees main green and ends the run
     with session_scope(db) as s:
         run = s.get(Run, swarm.run_id)
         assert run.status == "finished", run.stop_reason

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from agentswarm.queue.app import TASK_ROUTES, create_app
-from agentswarm.queue.names import CONTROL_QUEUES, QUEUES
+from agentswarm.queue.names import CONTROL_QUEUES, PROCESS_QUEUES, QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,8 @@ def _check_process_set(commands: dict[str, list[str]]):
     routed = {r["queue"] for r in TASK_ROUTES.values()}
     assert routed <= queues_served
     by_queue = {tuple(_opt(a, "-Q").split(",")): a for a in workers.values()}
-    assert tuple(CONTROL_QUEUES) in by_queue
+    assert set(by_queue) == set(PROCESS_QUEUES)  # the reconciler's long checks never hold up planning
+    assert _opt(by_queue[("reconcile",)], "-c") == "1"
     work = by_queue[("work",)]
     assert _opt(work, "-P") == "threads" and "MAX_WORKERS" in _opt(work, "-c")
     assert _opt(by_queue[("merge",)], "-c") == "1"

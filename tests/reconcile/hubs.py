@@ -13,9 +13,14 @@ def make_hub(tmp_path: Path, files: dict[str, str]) -> Path:
     src.mkdir()
     for name, text in files.items():
         (src / name).write_text(text)
+    return hub_from(src, tmp_path)
+
+
+def hub_from(src: Path, tmp_path: Path, message: str = "init") -> Path:
+    """tmp_path/hub.git: a bare hub whose main is one commit of the files in src."""
     git("init", "-q", "-b", "main", cwd=src)
     git("add", ".", cwd=src)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=src)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=src)
     hub = tmp_path / "hub.git"
     git("clone", "-q", "--bare", str(src), str(hub), cwd=tmp_path)
     return hub

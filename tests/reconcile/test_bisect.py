@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentswarm.config import load_settings
-from agentswarm.reconcile.bisect import find_first_bad, step_script
+from agentswarm.reconcile.bisect import find_first_bad, signatures, step_script
 from tests.reconcile.hubs import git, main_of, make_hub
 
 pytestmark = pytest.mark.bwrap
@@ -106,15 +106,13 @@ def test_a_break_already_reverted_does_not_hide_the_one_at_hand(tmp_path):
     plan: list[dict[str, str | None]] = [{"a.txt": "BROKEN"}, {"x.txt": "ok"}, {"b.txt": "BROKEN"},
                                          {"a.txt": None}, {"y.txt": "ok"}]  # a broke it, b broke it, a reverted
     shas = _commits(tmp_path, hub, plan)
-    red_output = "$ python3 check.py\n FAIL  b.test.ts > breaks\n"
-    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK], red_output=red_output)
+    marks = signatures("$ python3 check.py\n FAIL  b.test.ts > breaks\n")
+    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK], marks=marks)
     assert bis.first_bad == shas[2], bis.summary()
     assert find_first_bad(_settings(hub), good, shas[-1], [CHECK]).first_bad == shas[0]  # without: the old break
 
 
 def test_signatures_are_failing_tests_and_the_files_tsc_errs_in():
-    from agentswarm.reconcile.bisect import signatures
-
     out = ("src/a.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.\n"
            "src/a.ts(9,1): error TS2304: Cannot find name 'x'.\n"
            " FAIL  src/b.test.ts > suite > adds\n")

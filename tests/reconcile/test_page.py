@@ -34,7 +34,7 @@ from agentswarm.sandbox.base import SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, checkout, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
-from tests.reconcile.hubs import git, main_of
+from tests.reconcile.hubs import git, hub_from, main_of
 from tests.target.test_stub_app import PAGE_BACKGROUND, TARGET, read_png
 
 TIMEOUT_S = 60
@@ -51,12 +51,7 @@ class Stub:
 def _stub_hub(tmp: Path) -> Path:
     src = tmp / "src"
     shutil.copytree(TARGET, src, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
-    git("init", "-q", "-b", "main", cwd=src)
-    git("add", ".", cwd=src)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the stub", cwd=src)
-    hub = tmp / "hub.git"
-    git("clone", "-q", "--bare", str(src), str(hub), cwd=tmp)
-    return hub
+    return hub_from(src, tmp, "the stub")
 
 
 @pytest.fixture(scope="module")

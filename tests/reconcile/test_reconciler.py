@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from agentswarm.config import load_settings
 from agentswarm.db import Event, LLMCall, Run, Task, session_scope
+from agentswarm.db.models import FlakyTest, MainCheck
 from agentswarm.reconcile.tick import reconcile_tick
 from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.reconcile.hubs import git, make_hub
@@ -86,3 +87,28 @@ def test_missing_tool_is_reported_not_turned_into_fix_tasks(db, tmp_path):
         assert out["fixes"] == [] and "command not found" in out["error"] and llm.requests == []
     with session_scope(db) as s:
         assert s.scalars(select(Event.kind).where(Event.kind == "reconcile.cannot_run")).all()
+
+
+def test_only_failures_that_reproduce_make_main_red_and_the_others_are_observed_flaky(db, tmp_path):
+    """Run twice on the same tree: `always` fails both times (red, what bisection looks for); `once` fails
+    only the first time (observed flaky). The sandbox is unisolated here only so the two runs can share a
+    marker file outside their checkouts."""
+    marker = tmp_path / "ran-once"
+    check = ("import pathlib, sys\n"
+             f"m = pathlib.Path({str(marker)!r})\n"
+             "print(' FAIL  src/a.test.ts > always')\n"
+             "if not m.exists():\n"
+             "    m.write_text('x'); print(' FAIL  src/b.test.ts > once')\n"
+             "print(' Test Files  1 failed')\n"
+             "sys.exit(1)\n")
+    hub = make_hub(tmp_path, {"check.py": check})
+    with session_scope(db) as s:
+        s.add(Run(max_tasks=100, max_tokens=10**7, max_dollars=10.0))
+    settings = _settings(tmp_path, hub, "http://127.0.0.1:9", sandbox_isolation="none", llm_max_retries=0)
+    out = reconcile_tick(settings)
+    assert out["green"] is False
+    with session_scope(db) as s:
+        check_row = s.scalars(select(MainCheck)).one()
+        assert check_row.result == "red" and check_row.failing_tests == ["src/a.test.ts > always"]
+        flaky = s.scalars(select(FlakyTest)).one()
+        assert flaky.name == "src/b.test.ts > once" and flaky.last_source == "reconciler"

@@ -7,6 +7,13 @@ landing reopens the task with the output; main is green again, by a new commit, 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -18,7 +25,9 @@ from agentswarm.lifecycle.runs import start_run
 from agentswarm.merge.queue import merge_task
 from agentswarm.reconcile.health import health
 from agentswarm.reconcile.tick import reconcile_tick
+from agentswarm.sandbox.factory import check_backend_for
 from tests.reconcile.hubs import git, main_of, make_hub
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.bwrap
 
@@ -140,3 +149,43 @@ def test_a_commit_no_task_landed_is_not_reverted(db, tmp_path, redis_client):
         check = s.scalars(select(MainCheck).where(MainCheck.run_id == run_id, MainCheck.result == "red")).one()
         assert check.culprit_sha == main_of(hub) and check.culprit_task_id is None
         assert s.get(Run, run_id).status == "active"
+
+
+def test_a_reconciler_killed_mid_bisection_leaves_nothing_half_done_and_the_next_tick_finishes(db, tmp_path,
+                                                                                              redis_client):
+    slow = "import time\ntime.sleep(1.5)\n" + CHECK  # every step takes a while: time to kill it mid-bisection
+    hub = make_hub(tmp_path, {"check.py": slow, "base.txt": "ok"})
+    settings = _settings(hub)
+    with session_scope(db) as s:
+        run_id = start_run(s, settings).id
+    ids = [_complete_task(db, tmp_path, hub, run_id, f"p{i}", "BROKEN" if i == 4 else "fine") for i in range(8)]
+    for task_id in ids:
+        assert merge_task(task_id, settings) == "merged"
+    env = {**os.environ, "HUB_PATH": str(hub), "SANDBOX_ROOT": str(settings.sandbox_root),
+           "RECONCILE_INSTALL": "", "RECONCILE_COMMANDS": json.dumps(["python3 check.py"]),
+           "RECONCILE_PAGE": "false", "LLM_BASE_URL": "http://127.0.0.1:9"}
+    child = subprocess.Popen([sys.executable, "-c", "from agentswarm.reconcile.tick import reconcile_tick; "
+                              "reconcile_tick()"], env=env, start_new_session=True)
+    try:
+        def bisecting() -> bool:  # the red check is stored and the bisection's sandbox is at work
+            return any((settings.sandbox_root / "reconcile").glob("bisect-*/logs/*"))
+
+        wait_for(bisecting, timeout=60, every=0.1)
+        time.sleep(1.0)
+        assert child.poll() is None
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    with session_scope(db) as s:
+        check = s.scalars(select(MainCheck)).one()
+        assert check.action is None and s.scalars(select(Task).where(Task.kind == "revert")).all() == []
+
+    out = reconcile_tick(settings)  # the lock died with the killed process; the stored red is acted on
+    assert out["culprit"] == ids[4] and out["revert"]
+    with session_scope(db) as s:
+        assert len(s.scalars(select(MainCheck)).all()) == 1  # not checked again: bisected from the stored red
+        assert len(s.scalars(select(Task).where(Task.kind == "revert")).all()) == 1
+    backend = check_backend_for(settings)
+    assert backend.list("reconcile") == []  # the killed bisection's sandbox was removed, its processes too
