@@ -29,6 +29,7 @@ from agentswarm.config import Settings
 from agentswarm.git.repo import open_repo
 from agentswarm.reconcile.checks import CHECK_RUN
 from agentswarm.reconcile.page import PAGE_COMMAND, PAGE_SCRIPT, SCRIPT_PATH, page_command
+from agentswarm.sandbox.base import SandboxHandle
 from agentswarm.sandbox.deps import LOCK_FILES, checkout, deps_root, ensure_deps, lock_digest, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
@@ -52,11 +53,13 @@ class Bisection:
     reason: str = ""  # why it is inconclusive
     candidates: list[str] = field(default_factory=list)  # skipped commits the break may be in
     output: str = ""  # the failing checks' output at the first bad commit
+    marks: list[str] = field(default_factory=list)  # the red's marks this break explains
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"good": self.good, "bad": self.bad, "first_bad": self.first_bad, "steps": self.steps,
-                "reason": self.reason, "candidates": self.candidates, "seconds": self.seconds}
+                "reason": self.reason, "candidates": self.candidates, "marks": self.marks[:20],
+                "seconds": self.seconds}
 
 
 def signatures(output: str) -> list[str]:
@@ -136,44 +139,70 @@ def _deps_by_commit(backend: LocalSandboxBackend, settings: Settings, hub: str, 
 
 def find_first_bad(settings: Settings, good: str, bad: str, commands: list[str], *,
                    marks: list[str] | None = None) -> Bisection:
-    """Bisect good..bad (main's first-parent history) with `commands`; never raises for a failed check.
+    """The first bad commit of good..bad for `commands` (see `find_culprits`)."""
+    return find_culprits(settings, good, bad, commands, marks=marks, most=1)[0]
+
+
+def find_culprits(settings: Settings, good: str, bad: str, commands: list[str], *,
+                  marks: list[str] | None = None, most: int = 5) -> list[Bisection]:
+    """Bisect good..bad (main's first-parent history) with `commands`, once per break; never raises for a failed check.
 
     `marks`: what identifies the red at `bad` in a check's output (`signatures`); a step whose failure
-    shows none of them is good for this search. None or []: any failure is bad.
+    shows none of them is good for the search. None or []: any failure is bad, one search. With marks,
+    the marks the first bad commit's output shows are its break; the rest are searched for again from
+    there (it is good for them), up to `most` searches, all in one sandbox: several breaks on main
+    are found in one tick.
     """
-    started = time.monotonic()
-    out = Bisection(good=good, bad=bad)
     hub = str(settings.hub_path.resolve())
     shas = open_repo(hub).out("rev-list", "--first-parent", "--reverse", f"{good}..{bad}").split()
     if not shas:
-        out.reason = f"{bad[:12]} does not descend from {good[:12]}"
-        return out
+        return [Bisection(good=good, bad=bad, reason=f"{bad[:12]} does not descend from {good[:12]}")]
     if len(shas) == 1:  # one landing between green and red: it is the culprit (its output is the red check's)
-        out.first_bad = shas[0]
-        return out
+        return [Bisection(good=good, bad=bad, first_bad=shas[0], marks=list(marks or []))]
     backend = check_backend_for(settings)
     deps = _deps_by_commit(backend, settings, hub, good, shas)
     sb = checkout(backend, hub, bad, f"bisect-{bad[:12]}", run_id=CHECK_RUN)
+    found: list[Bisection] = []
     try:
         for path in sorted({p for p in deps.values() if p not in (NO_DEPS, CANNOT_INSTALL)}):
             backend.add_readonly(sb, path)
         backend.put_file(sb, SCRIPT_PATH, PAGE_SCRIPT.encode())
         commands = [page_command(settings.reconcile_timeout_s) if c == PAGE_COMMAND else c for c in commands]
         backend.put_file(sb, "bisect/deps", "".join(f"{s} {p}\n" for s, p in deps.items()).encode())
-        marks = list(marks or [])
-        backend.put_file(sb, "bisect/signatures", "".join(f"{m}\n" for m in marks).encode())
-        backend.put_file(sb, "bisect/step.sh", step_script(commands, settings.reconcile_bisect_max_steps,
-                                                             settings.reconcile_timeout_s,
-                                                             with_signatures=bool(marks)).encode())
-        res = run_in(backend, sb, f"git bisect start --first-parent {bad} {good} >/dev/null && "
-                     "git bisect run sh ../bisect/step.sh", settings.reconcile_timeout_s * 3)
-        _read_outcome(out, res.output, res.timed_out, settings.reconcile_bisect_max_steps)
-        out.steps = int((backend.get_file(sb, "bisect/steps") or b"0").strip() or 0)
-        if out.first_bad:
-            log = backend.get_file(sb, f"bisect/logs/{out.first_bad}.log")
-            out.output = (log or b"").decode(errors="replace")[-LOG_CAP:]
+        left, lo = list(marks or []), good
+        while len(found) < most:
+            bis = _search(backend, sb, settings, lo, bad, commands, left)
+            found.append(bis)
+            if not bis.first_bad or not left or bis.first_bad == bad:
+                break
+            bis.marks = [m for m in left if m in bis.output]
+            left = [m for m in left if m not in bis.marks]
+            if not bis.marks or not left:
+                break
+            lo = bis.first_bad  # good for the marks still unexplained
     finally:
         backend.terminate(sb)
+    return found
+
+
+def _search(backend: LocalSandboxBackend, sb: SandboxHandle, settings: Settings, good: str, bad: str,
+            commands: list[str], marks: list[str]) -> Bisection:
+    """One `git bisect run` of good..bad in the bisection sandbox, looking for `marks` (or any failure)."""
+    started = time.monotonic()
+    out = Bisection(good=good, bad=bad, marks=list(marks))
+    backend.put_file(sb, "bisect/steps", b"0")
+    backend.put_file(sb, "bisect/signatures", "".join(f"{m}\n" for m in marks).encode())
+    backend.put_file(sb, "bisect/step.sh", step_script(commands, settings.reconcile_bisect_max_steps,
+                                                         settings.reconcile_timeout_s,
+                                                         with_signatures=bool(marks)).encode())
+    res = run_in(backend, sb, f"git bisect reset --quiet >/dev/null 2>&1; git checkout --quiet --force {bad} && "
+                 f"git bisect start --first-parent {bad} {good} >/dev/null && git bisect run sh ../bisect/step.sh",
+                 settings.reconcile_timeout_s * 3)
+    _read_outcome(out, res.output, res.timed_out, settings.reconcile_bisect_max_steps)
+    out.steps = int((backend.get_file(sb, "bisect/steps") or b"0").strip() or 0)
+    if out.first_bad:
+        log = backend.get_file(sb, f"bisect/logs/{out.first_bad}.log")
+        out.output = (log or b"").decode(errors="replace")[-LOG_CAP:]
     out.seconds = round(time.monotonic() - started, 2)
     return out
 

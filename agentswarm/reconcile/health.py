@@ -89,9 +89,13 @@ def health(db: Session, run_id: str) -> dict[str, Any]:
         Task.run_id == run_id, MergeAttempt.status == MergeStatus.rejected))
     for gate in rejected:
         culprits[fault_kind(_failed_command((gate or {}).get("commands") or []))] += 1
+    blamed: set[str] = set()  # a culprit found again by a later check (its revert on its way) counts once
     for c in checks:
-        if c.culprit_sha:
-            culprits[fault_kind(_failed_command(c.checks or []))] += 1
+        found = [x.get("culprit") for x in (c.bisect or {}).get("culprits") or []] or [c.culprit_task_id]
+        for task_id in filter(None, found):
+            if task_id not in blamed:
+                blamed.add(task_id)
+                culprits[fault_kind(_failed_command(c.checks or []))] += 1
     flaky = dict(db.execute(select(FlakyTest.status, func.count()).group_by(FlakyTest.status)).all())
     landed = int(db.scalar(select(func.count(MergeAttempt.id)).join(Task, Task.id == MergeAttempt.task_id).where(
         Task.run_id == run_id, MergeAttempt.status.in_((MergeStatus.merged, MergeStatus.reverted)))) or 0)

@@ -57,7 +57,7 @@ def open_revert(db: Session, task_id: str) -> Task | None:
 
 
 def make_revert(db: Session, settings: Settings, culprit: Culprit, main: str, *, culprit_sha: str,
-                feedback: dict[str, Any], check_id: int | None, why: str) -> Task | str:
+                feedback: dict[str, Any], check_id: int | None, why: str, marks: list[str] | None = None) -> Task | str:
     """The revert task for the culprit's landing, sent to the merge queue on commit; or why there is none."""
     hub = str(settings.hub_path.resolve())
     task = culprit.task
@@ -78,7 +78,8 @@ def make_revert(db: Session, settings: Settings, culprit: Culprit, main: str, *,
                   description=stored_text(message, None, settings), scope=list(task.scope), priority=REVERT_PRIORITY,
                   branch="pending", base_sha=main, attempts=1, max_attempts=1, finished_at=datetime.now(UTC),
                   context={"gate": feedback, "revert": {"culprit_sha": culprit_sha, "base": base, "last": last,
-                                                        "check_id": check_id, "why": why}})
+                                                        "check_id": check_id, "why": why,
+                                                        "marks": list(marks or [])[:50]}})
     db.add(revert)
     db.flush()
     revert.branch = f"swarm/{revert.id}"

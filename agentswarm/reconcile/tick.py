@@ -6,10 +6,10 @@ tolerated. A red made only of failing tests is checked once more on the same tre
 the tests are observed flaky (`lifecycle.flaky`) and main counts as green.
 
 Red, with RECONCILE_ON_RED=revert (the default): bisect from the last green ancestor (or the
-run's starting main, checked first) to the red sha with the failing commands
-(`reconcile.bisect`), confirm a test failure at the first bad commit once more, find the task
-whose landing holds it, and hand a revert of that landing to the merge queue
-(`reconcile.revert`); its landing reopens the task with the output. Where that cannot be done
+run's starting main, checked first) to the red sha with the failing commands, once per break
+(`reconcile.bisect.find_culprits`: failures a revert on its way already accounts for are left
+out), find the task whose landing holds each first bad commit, and hand a revert of each landing
+to the merge queue (`reconcile.revert`); its landing reopens the task with the output. Where that cannot be done
 (no green ancestor, an inconclusive bisection, a commit no task landed, a revert that conflicts or
 failed before), and with RECONCILE_ON_RED=fix: a few urgent fix tasks from the model, deduplicated
 against fix tasks still open, at most RECONCILE_MAX_FIX_TASKS at a time.
@@ -34,7 +34,17 @@ from agentswarm.agent.checks import failing_tests
 from agentswarm.config import RedAction, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_held_lock
-from agentswarm.db.models import Feature, MainCheck, MergeStatus, Run, RunStatus, Task, TaskKind
+from agentswarm.db.models import (
+    Feature,
+    MainCheck,
+    MergeAttempt,
+    MergeStatus,
+    Run,
+    RunStatus,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
 from agentswarm.db.text import stored_text
@@ -54,7 +64,7 @@ from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.queue.send import tick_after_commit
-from agentswarm.reconcile.bisect import Bisection, find_first_bad, tsc_error_files
+from agentswarm.reconcile.bisect import Bisection, find_culprits, tsc_error_files
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
@@ -235,45 +245,68 @@ def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
 
 
 def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
-    """Bisect, confirm, and hand a revert of the culprit's landing to the merge queue; or say why not."""
+    """Bisect once per break and hand a revert of each culprit's landing to the merge queue; or say why not."""
+    marks, waiting = _unexplained(settings, red)
+    if red.marks and not marks:  # every failure is one a revert on its way will remove
+        with session_scope(settings.database_url) as db:
+            check = db.get(MainCheck, red.check_id)
+            assert check is not None
+            check.action, check.revert_task_id = "revert", waiting[0]
+            return {"revert": waiting[0], "note": "every failure is explained by a revert on its way"}
     good, why = _good_bound(settings, red)
-    bis = (find_first_bad(settings, good, red.sha, red.commands, marks=red.marks) if good
-           else Bisection(good="", bad=red.sha, reason=why))
-    output = bis.output or red.output
-    if bis.first_bad and red.test_only and bis.first_bad != red.sha:
-        confirm = check_main(settings, bis.first_bad, red.commands, page=False)
-        if judge(confirm, set()).green:
-            bis.reason, bis.first_bad = f"{bis.first_bad[:10]} passed when checked again (flaky)", None
+    searches = (find_culprits(settings, good, red.sha, red.commands, marks=marks) if good
+                else [Bisection(good="", bad=red.sha, reason=why)])
     with session_scope(settings.database_url) as db:
         check = db.get(MainCheck, red.check_id)
         assert check is not None
-        check.bisect = bis.summary()
-        if bis.first_bad is None:
-            return _no_revert(db, check, bis.reason)
-        check.culprit_sha = bis.first_bad
-        culprit = culprit_of(db, bis.first_bad)
-        if culprit is None:
-            return _no_revert(db, check, f"no task's landing holds {bis.first_bad[:10]}")
-        check.culprit_task_id = culprit.task.id
-        if culprit.landing.status is MergeStatus.reverted:  # its revert landed while this check ran: done already
-            check.action = "revert"
-            tick_after_commit(db, RECONCILE_TICK)  # the newer main is what to check now
-            return {"revert": None, "culprit": culprit.task.id, "note": "already reverted on a newer main"}
-        pending = open_revert(db, culprit.task.id)
-        if pending is not None:
-            check.action, check.revert_task_id = "revert", pending.id
-            return {"revert": pending.id, "culprit": culprit.task.id, "note": "a revert is already on its way"}
-        failed_before = db.scalar(select(Task.id).where(Task.kind == TaskKind.revert, Task.origin_id == culprit.task.id,
-                                                        Task.status == "failed").limit(1))
-        if failed_before:
-            return _no_revert(db, check, f"a revert of {culprit.task.branch} failed before ({failed_before})")
-        feedback = gate_feedback("reconciler", output, main=red.sha, commands=red.commands)
-        revert = make_revert(db, settings, culprit, red.sha, culprit_sha=bis.first_bad, feedback=feedback,
-                             check_id=check.id, why=", ".join(red.commands)[:200] or "the checks failed")
-        if isinstance(revert, str):
-            return _no_revert(db, check, revert)
-        check.action, check.revert_task_id = "revert", revert.id
-        return {"revert": revert.id, "culprit": culprit.task.id, "first_bad": bis.first_bad, "steps": bis.steps}
+        outcomes = [_revert_one(db, settings, check, red, bis) for bis in searches if bis.first_bad]
+        done = [o for o in outcomes if "revert" in o]
+        check.bisect = {"good": good, "bad": red.sha, "searches": [b.summary() for b in searches],
+                        "steps": sum(b.steps for b in searches), "culprits": done,
+                        "reason": "" if done else next((o["why"] for o in outcomes), searches[-1].reason)}
+        if not done:
+            check.culprit_sha = next((b.first_bad for b in searches if b.first_bad), None)
+            return _no_revert(db, check, check.bisect["reason"])
+        check.action = "revert"
+        check.culprit_sha, check.culprit_task_id = done[0]["first_bad"], done[0]["culprit"]
+        check.revert_task_id = done[0]["revert"]
+        return {"revert": done[0]["revert"], "culprit": done[0]["culprit"], "reverts": done,
+                "steps": check.bisect["steps"]}
+
+
+def _unexplained(settings: Settings, red: RedMain) -> tuple[list[str], list[str]]:
+    """The red's marks no revert on its way accounts for, and those reverts' task ids."""
+    with session_scope(settings.database_url) as db:
+        landed = select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.merged)
+        pending = list(db.scalars(select(Task).where(Task.run_id == red.run_id, Task.kind == TaskKind.revert,
+                                                     Task.status == TaskStatus.complete, Task.id.not_in(landed))))
+        explained = {m for t in pending for m in ((t.context or {}).get("revert") or {}).get("marks") or []}
+        return [m for m in red.marks if m not in explained], [t.id for t in pending]
+
+
+def _revert_one(db: Session, settings: Settings, check: MainCheck, red: RedMain, bis: Bisection) -> dict[str, Any]:
+    """A revert for the landing that holds this search's first bad commit: {"revert": id, ...}, or {"why": ...}."""
+    assert bis.first_bad is not None
+    culprit = culprit_of(db, bis.first_bad)
+    if culprit is None:
+        return {"why": f"no task's landing holds {bis.first_bad[:10]}"}
+    base = {"first_bad": bis.first_bad, "culprit": culprit.task.id}
+    if culprit.landing.status is MergeStatus.reverted:  # its revert landed while this check ran: done already
+        tick_after_commit(db, RECONCILE_TICK)  # the newer main is what to check now
+        return {**base, "revert": None, "note": "already reverted on a newer main"}
+    pending = open_revert(db, culprit.task.id)
+    if pending is not None:
+        return {**base, "revert": pending.id, "note": "a revert is already on its way"}
+    failed_before = db.scalar(select(Task.id).where(Task.kind == TaskKind.revert, Task.origin_id == culprit.task.id,
+                                                    Task.status == TaskStatus.failed).limit(1))
+    if failed_before:
+        return {"why": f"a revert of {culprit.task.branch} failed before ({failed_before})"}
+    feedback = gate_feedback("reconciler", bis.output or red.output, main=red.sha, commands=red.commands)
+    revert = make_revert(db, settings, culprit, red.sha, culprit_sha=bis.first_bad, feedback=feedback,
+                         check_id=check.id, why=", ".join(red.commands)[:200] or "the checks failed", marks=bis.marks)
+    if isinstance(revert, str):
+        return {"why": revert}
+    return {**base, "revert": revert.id}
 
 
 def _no_revert(db: Session, check: MainCheck, why: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agentswarm.config import load_settings
-from agentswarm.reconcile.bisect import find_first_bad, signatures, step_script
+from agentswarm.reconcile.bisect import find_culprits, find_first_bad, signatures, step_script
+from agentswarm.sandbox.factory import check_backend_for
 from tests.reconcile.hubs import git, main_of, make_hub
 
 pytestmark = pytest.mark.bwrap
@@ -34,6 +35,10 @@ def _commits(tmp_path, hub, contents: list[dict[str, str | None]]) -> list[str]:
         shas.append(git("rev-parse", "HEAD", cwd=clone))
     git("push", "-q", "origin", "main", cwd=clone)
     return shas
+
+
+def backend_of(hub):
+    return check_backend_for(_settings(hub))
 
 
 def _settings(hub, **kw):
@@ -118,3 +123,20 @@ def test_signatures_are_failing_tests_and_the_files_tsc_errs_in():
            " FAIL  src/b.test.ts > suite > adds\n")
     assert signatures(out) == ["src/b.test.ts > suite > adds", "src/a.ts("]
     assert signatures("vite build failed: Could not resolve ./x.css") == []
+
+
+def test_every_break_on_main_is_found_in_one_sandbox(tmp_path):
+    checker = ("import pathlib, sys\n"
+               "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN')\n"
+               "for name in bad: print(f' FAIL  {name}.test.ts > breaks')\n"
+               "sys.exit(1 if bad else 0)\n")
+    hub = make_hub(tmp_path, {"check.py": checker})
+    good = main_of(hub)
+    plan: list[dict[str, str | None]] = [{"x.txt": "ok"}, {"a.txt": "BROKEN"}, {"y.txt": "ok"}, {"z.txt": "ok"},
+                                         {"b.txt": "BROKEN"}, {"w.txt": "ok"}]
+    shas = _commits(tmp_path, hub, plan)
+    marks = ["a.test.ts > breaks", "b.test.ts > breaks"]
+    found = find_culprits(_settings(hub), good, shas[-1], [CHECK], marks=marks)
+    assert [(b.first_bad, b.marks) for b in found] == [(shas[1], marks[:1]), (shas[4], marks[1:])]
+    assert found[1].good == shas[1] and "b.test.ts > breaks" in found[1].output
+    assert backend_of(hub).list("reconcile") == []  # one sandbox for both searches, removed after

@@ -88,7 +88,8 @@ def test_the_landing_that_broke_main_is_reverted_through_the_queue_and_its_task_
     with session_scope(db) as s:
         check = s.scalars(select(MainCheck).where(MainCheck.sha == red_main)).one()
         assert check.result == "red" and check.action == "revert" and check.culprit_task_id == ids[2]
-        assert check.bisect["good"] == start and check.bisect["steps"] >= 2 and check.bisect["first_bad"]
+        assert check.bisect["good"] == start and check.bisect["steps"] >= 2
+        assert [c["culprit"] for c in check.bisect["culprits"]] == [ids[2]] and check.culprit_sha
         revert = s.get(Task, revert_id)
         assert revert.kind == "revert" and revert.status == "complete" and revert.origin_id == ids[2]
         assert s.get(Task, ids[2]).status == "complete"  # reopened only once the revert lands
@@ -189,3 +190,36 @@ def test_a_reconciler_killed_mid_bisection_leaves_nothing_half_done_and_the_next
         assert len(s.scalars(select(Task).where(Task.kind == "revert")).all()) == 1
     backend = check_backend_for(settings)
     assert backend.list("reconcile") == []  # the killed bisection's sandbox was removed, its processes too
+
+
+def test_two_breaks_are_both_reverted_in_one_tick_and_a_revert_on_its_way_is_not_searched_for_again(
+        db, tmp_path, redis_client):
+    checker = ("import pathlib, sys\n"
+               "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if 'BROKEN' in p.read_text())\n"
+               "for name in bad: print(f' FAIL  src/{name}.test.ts > breaks')\n"
+               "sys.exit(1 if bad else 0)\n")
+    hub = make_hub(tmp_path, {"check.py": checker, "base.txt": "ok"})
+    settings = _settings(hub)
+    with session_scope(db) as s:
+        run_id = start_run(s, settings).id
+    assert reconcile_tick(settings)["green"] is True
+    ids = [_complete_task(db, tmp_path, hub, run_id, f"t{i}", "BROKEN" if i in (1, 4) else "fine") for i in range(6)]
+    for task_id in ids:
+        assert merge_task(task_id, settings) == "merged"
+    out = reconcile_tick(settings)
+    assert sorted(r["culprit"] for r in out["reverts"]) == sorted([ids[1], ids[4]]), out
+    with session_scope(db) as s:
+        reverts = s.scalars(select(Task).where(Task.kind == "revert")).all()
+        assert {r.origin_id for r in reverts} == {ids[1], ids[4]}
+        assert {m for r in reverts for m in r.context["revert"]["marks"]} == {"src/t1.test.ts > breaks",
+                                                                              "src/t4.test.ts > breaks"}
+    # main moves on before the reverts land: both failures are accounted for, nothing is bisected again
+    late = _complete_task(db, tmp_path, hub, run_id, "late", "fine")
+    assert merge_task(late, settings) == "merged"
+    again = reconcile_tick(settings)
+    assert again["note"] == "every failure is explained by a revert on its way"
+    for r in out["reverts"]:
+        assert merge_task(r["revert"], settings) == "merged"
+    assert reconcile_tick(settings)["green"] is True
+    with session_scope(db) as s:
+        assert {s.get(Task, i).status for i in (ids[1], ids[4])} == {"pending"}
