@@ -64,7 +64,7 @@ from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.queue.send import tick_after_commit
-from agentswarm.reconcile.bisect import Bisection, find_culprits, tsc_error_files
+from agentswarm.reconcile.bisect import Bisection, find_culprits, narrowed, tsc_error_files
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
@@ -254,7 +254,7 @@ def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
             check.action, check.revert_task_id = "revert", waiting[0]
             return {"revert": waiting[0], "note": "every failure is explained by a revert on its way"}
     good, why = _good_bound(settings, red)
-    searches = (find_culprits(settings, good, red.sha, red.commands, marks=marks) if good
+    searches = (find_culprits(settings, good, red.sha, narrowed(red.commands, marks), marks=marks) if good
                 else [Bisection(good="", bad=red.sha, reason=why)])
     with session_scope(settings.database_url) as db:
         check = db.get(MainCheck, red.check_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentswarm.config import load_settings
-from agentswarm.reconcile.bisect import find_culprits, find_first_bad, signatures, step_script
+from agentswarm.reconcile.bisect import find_culprits, find_first_bad, narrowed, signatures, step_script
 from agentswarm.sandbox.factory import check_backend_for
 from tests.reconcile.hubs import git, main_of, make_hub
 
@@ -140,3 +140,14 @@ def test_every_break_on_main_is_found_in_one_sandbox(tmp_path):
     assert [(b.first_bad, b.marks) for b in found] == [(shas[1], marks[:1]), (shas[4], marks[1:])]
     assert found[1].good == shas[1] and "b.test.ts > breaks" in found[1].output
     assert backend_of(hub).list("reconcile") == []  # one sandbox for both searches, removed after
+
+
+def test_a_step_runs_only_the_failing_tests_files():
+    marks = ["src/b.test.ts > suite > adds", "src/a.test.ts > x", "src/a.test.ts > y", "src/c.ts("]
+    commands = ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run --pool=vmThreads", "npm test",
+                "node_modules/.bin/vitest related --run x.ts"]
+    assert narrowed(commands, marks) == [
+        "node_modules/.bin/tsc --noEmit",
+        "node_modules/.bin/vitest run --pool=vmThreads --passWithNoTests src/a.test.ts src/b.test.ts",
+        "npm test", "node_modules/.bin/vitest related --run x.ts"]
+    assert narrowed(commands, ["src/c.ts("]) == commands
