@@ -25,6 +25,21 @@ pytestmark = [pytest.mark.skipif(shutil.which("npm") is None, reason="needs node
               pytest.mark.bwrap]
 
 
+def history(db) -> str:
+    """Every main check, task and merge record of the run, one line each."""
+    with session_scope(db) as s:
+        lines = [f"check {c.sha[:10]} {c.result} action={c.action} culprit={c.culprit_task_id} "
+                 f"bisect={c.bisect} tests={c.failing_tests[:3]}" for c in s.scalars(select(MainCheck)
+                                                                                  .order_by(MainCheck.id))]
+        lines += [f"task {t.id} {t.kind} {t.status} attempts={t.attempts} origin={t.origin_id}"
+                  for t in s.scalars(select(Task).order_by(Task.created_at))]
+        lines += [f"merge {m.task_id} {m.status} {(m.main_after or '')[:10]}"
+                  for m in s.scalars(select(MergeAttempt).order_by(MergeAttempt.id))]
+        lines += [f"event {e.kind} {e.message[:120]}" for e in s.scalars(select(Event).where(
+            Event.kind.like("reconcile.%")).order_by(Event.id))]
+    return "\n".join(lines)
+
+
 def run_of(db) -> Run:
     with session_scope(db) as s:
         run = s.scalars(select(Run)).one()
@@ -44,33 +59,33 @@ def test_a_break_only_the_full_suite_sees_is_reverted_through_the_queue_and_its_
     wait_for(lambda: run_of(db).status != "active", timeout=600, every=1.0, tick=beat)
 
     run = run_of(db)
-    assert run.status == "finished" and run.stop_reason == "every feature is done", run.stop_reason
+    story = history(db)  # what happened, for any assertion below that fails
+    assert run.status == "finished" and run.stop_reason == "every feature is done", story
     final = git(hub, "rev-parse", "main")
     with session_scope(db) as s:
         checks = s.scalars(select(MainCheck).order_by(MainCheck.id)).all()
         red = [c for c in checks if c.result == "red"]
-        assert red and all(c.action == "revert" and c.culprit_task_id for c in red), "\n".join(
-            f"{c.sha[:10]} {c.result} {c.action} {c.culprit_task_id} {c.bisect} {c.output[-300:]}" for c in checks)
-        assert checks[-1].result == "green" and checks[-1].sha == final and checks[-1].screenshot
+        assert red and all(c.action == "revert" and c.culprit_task_id for c in red), story
+        assert checks[-1].result == "green" and checks[-1].sha == final and checks[-1].screenshot, story
         reverts = s.scalars(select(Task).where(Task.kind == "revert")).all()
         culprits = {r.origin_id for r in reverts}
-        assert len(reverts) == 2 and all(r.status == "complete" for r in reverts)
+        assert len(reverts) == 2 and all(r.status == "complete" for r in reverts), story
         features = s.scalars(select(Task).where(Task.kind != "revert")).all()
         assert culprits == {t.id for t in features}  # the fault was in every first attempt
         for t in features:
-            assert t.status == "complete" and t.attempts == 2
+            assert t.status == "complete" and t.attempts == 2, story
             assert t.context["gate"]["source"] == "reconciler"
             assert "counts the letters" in t.context["gate"]["output"]  # the failing test, shown to the author
             statuses = [a.status for a in s.scalars(select(MergeAttempt).where(MergeAttempt.task_id == t.id)
                                                     .order_by(MergeAttempt.id))]
-            assert statuses == ["reverted", "merged"]
+            assert statuses == ["reverted", "merged"], story
         for c in red:  # main was never rewritten: every red sha is still in its history
             assert git(hub, "merge-base", "--is-ancestor", c.sha, final) == ""
         assert start in git(hub, "rev-list", final).split()
         figures = health(s, run.id)
-    assert figures["reverts"] == {"made": 2, "landed": 2, "failed": 0}
-    assert figures["time_to_green_s"]["spells"] >= 1 and figures["time_to_green_s"]["p50"] > 0
-    assert figures["red_for_s"] is None and figures["culprits_by_kind"].get("test", 0) >= 2
+    assert figures["reverts"] == {"made": 2, "landed": 2, "failed": 0}, story
+    assert figures["time_to_green_s"]["spells"] >= 1 and figures["time_to_green_s"]["p50"] > 0, story
+    assert figures["red_for_s"] is None and figures["culprits_by_kind"].get("test", 0) >= 2, (figures, story)
     assert [p.stem for p in latest_screenshots(screenshots_root(hub), 5)][0] == final
     # The reopened attempts' prompts carried the reconciler's output.
     prompts = [m["content"] for r in llm.requests if "AgentSwarm worker" in str(r["messages"][0].get("content"))
