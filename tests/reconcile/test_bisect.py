@@ -18,6 +18,12 @@ CHECKER = ("import pathlib, sys\n"
            "print('bad:', bad)\n"
            "sys.exit(1 if bad else 0)\n")
 
+# Like CHECKER, but each broken file fails as a named test, as vitest prints it: bisection's signatures.
+NAMED_CHECKER = ("import pathlib, sys\n"
+                 "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN')\n"
+                 "for name in bad: print(f' FAIL  {name}.test.ts > breaks')\n"
+                 "sys.exit(1 if bad else 0)\n")
+
 
 def _commits(tmp_path, hub, contents: list[dict[str, str | None]]) -> list[str]:
     """One commit on main per dict (path -> text, None deletes), pushed; their shas, oldest first."""
@@ -102,11 +108,7 @@ def test_step_script_quotes_commands_and_maps_exit_codes():
 
 
 def test_a_break_already_reverted_does_not_hide_the_one_at_hand(tmp_path):
-    checker = ("import pathlib, sys\n"
-               "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN')\n"
-               "for name in bad: print(f' FAIL  {name}.test.ts > breaks')\n"
-               "sys.exit(1 if bad else 0)\n")
-    hub = make_hub(tmp_path, {"check.py": checker})
+    hub = make_hub(tmp_path, {"check.py": NAMED_CHECKER})
     good = main_of(hub)
     plan: list[dict[str, str | None]] = [{"a.txt": "BROKEN"}, {"x.txt": "ok"}, {"b.txt": "BROKEN"},
                                          {"a.txt": None}, {"y.txt": "ok"}]  # a broke it, b broke it, a reverted
@@ -126,11 +128,7 @@ def test_signatures_are_failing_tests_and_the_files_tsc_errs_in():
 
 
 def test_every_break_on_main_is_found_in_one_sandbox(tmp_path):
-    checker = ("import pathlib, sys\n"
-               "bad = sorted(p.stem for p in pathlib.Path('.').glob('*.txt') if p.read_text() == 'BROKEN')\n"
-               "for name in bad: print(f' FAIL  {name}.test.ts > breaks')\n"
-               "sys.exit(1 if bad else 0)\n")
-    hub = make_hub(tmp_path, {"check.py": checker})
+    hub = make_hub(tmp_path, {"check.py": NAMED_CHECKER})
     good = main_of(hub)
     plan: list[dict[str, str | None]] = [{"x.txt": "ok"}, {"a.txt": "BROKEN"}, {"y.txt": "ok"}, {"z.txt": "ok"},
                                          {"b.txt": "BROKEN"}, {"w.txt": "ok"}]
