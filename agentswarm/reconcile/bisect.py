@@ -104,7 +104,9 @@ def step_script(commands: list[str], max_steps: int, timeout_s: float, *, with_s
         runs += '\nif [ $verdict -eq 1 ] && ! grep -qF -f "$dir/signatures" "$log"; then verdict=0; fi'
     return f"""set -u
 dir=../bisect
-n=$(( $(cat "$dir/steps" 2>/dev/null || echo 0) + 1 ))
+n=$(cat "$dir/steps" 2>/dev/null)
+case "$n" in ''|*[!0-9]*) n=0 ;; esac
+n=$((n + 1))
 echo "$n" > "$dir/steps"
 if [ "$n" -gt {max_steps} ]; then echo "agentswarm: bisection stopped after {max_steps} steps" >&2; exit 255; fi
 sha=$(git rev-parse HEAD)
@@ -214,7 +216,14 @@ def _search(backend: LocalSandboxBackend, sb: SandboxHandle, settings: Settings,
                  f"git bisect start --first-parent {bad} {good} >/dev/null && git bisect run sh ../bisect/step.sh",
                  settings.reconcile_timeout_s * 3)
     _read_outcome(out, res.output, res.timed_out, settings.reconcile_bisect_max_steps)
-    out.steps = int((backend.get_file(sb, "bisect/steps") or b"0").strip() or 0)
+    # Tested code ran in this sandbox and could write anything it can reach: read it as untrusted.
+    steps = (backend.get_file(sb, "bisect/steps") or b"").strip()
+    out.steps = int(steps) if steps.isdigit() and len(steps) < 6 else 0
+    in_range = set(open_repo(str(settings.hub_path.resolve())).out(
+        "rev-list", "--first-parent", f"{good}..{bad}").split())
+    if out.first_bad and out.first_bad not in in_range:
+        out.reason, out.first_bad = f"git bisect named {out.first_bad[:12]}, which is not in the range", None
+    out.candidates = [c for c in out.candidates if c in in_range]
     if out.first_bad:
         log = backend.get_file(sb, f"bisect/logs/{out.first_bad}.log")
         out.output = (log or b"").decode(errors="replace")[-LOG_CAP:]

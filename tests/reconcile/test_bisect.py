@@ -149,3 +149,14 @@ def test_a_step_runs_only_the_failing_tests_files():
         "node_modules/.bin/vitest run --pool=vmThreads --passWithNoTests src/a.test.ts src/b.test.ts",
         "npm test", "node_modules/.bin/vitest related --run x.ts"]
     assert narrowed(commands, ["src/c.ts("]) == commands
+
+
+def test_tested_code_that_tampers_with_the_bisection_files_cannot_crash_it(tmp_path):
+    hostile = ("import pathlib, sys\n"
+               "pathlib.Path('../bisect/steps').write_text('not a number')\n"
+               "sys.exit(1 if pathlib.Path('x.txt').exists() else 0)\n")
+    hub = make_hub(tmp_path, {"check.py": hostile})
+    good = main_of(hub)
+    shas = _commits(tmp_path, hub, [{"a.txt": "1"}, {"x.txt": "BROKEN"}, {"b.txt": "2"}])
+    bis = find_first_bad(_settings(hub), good, shas[-1], [CHECK])
+    assert bis.first_bad == shas[1] and bis.steps == 0  # the counter it overwrote is read as nothing, on both sides
