@@ -119,13 +119,15 @@ class Run(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     planner_iterations: Mapped[int] = mapped_column(Integer, default=0)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set: no dispatch, no planning
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_run_id_status", "run_id", "status"),)
+    __table_args__ = (Index("ix_tasks_run_id_status", "run_id", "status"),
+                      Index("uq_tasks_run_id_request_key", "run_id", "request_key", unique=True))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -148,6 +150,7 @@ class Task(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     sandbox_id: Mapped[str | None] = mapped_column(String(128))
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_key: Mapped[str | None] = mapped_column(String(128))  # a caller's key: the same key, the same task
     summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -194,6 +197,26 @@ class HandoffRecord(GitMeasureColumns, Base):
     error: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[str] = mapped_column(Text, default="")
     presubmit: Mapped[list[Any]] = mapped_column(default=list)  # the runner's checks of the branch, in order
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LiveStep(Base):
+    """A piece of a running attempt's transcript, read from its sandbox while it works (whole JSONL lines).
+
+    Written by the orchestrator with the heartbeat, capped per attempt; an attempt's pieces are deleted when
+    its handoff (with the whole transcript) is stored, so only running or lost attempts keep any.
+    """
+
+    __tablename__ = "live_steps"
+    __table_args__ = (Index("ix_live_steps_task_id_attempt", "task_id", "attempt", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of the sandbox's transcript read after this
+    lines: Mapped[str] = mapped_column(Text, default="")  # whole JSONL lines, scrubbed
+    events: Mapped[int] = mapped_column(Integer, default=0)  # how many lines
+    gate_calls: Mapped[int] = mapped_column(Integer, default=0)  # LLM calls the orchestrator's gate had seen by then
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
