@@ -1,5 +1,6 @@
 """Sending work: pending tasks go to the `work` queue after commit, unless their scope is busy.
 
+A paused run sends nothing: its pending tasks wait, unsent, until it is resumed.
 A task whose scope overlaps the scope of a task in flight (or of one already sent) is held:
 it stays pending with no message until the other ends, which keeps merge conflicts rare.
 """
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Task, TaskStatus
+from agentswarm.db.models import Run, Task, TaskStatus
 from agentswarm.db.states import IN_FLIGHT
 from agentswarm.queue.send import run_task_after_commit
 
@@ -57,7 +58,9 @@ def enqueue(session: Session, task: Task) -> None:
 
 
 def dispatch_pending(session: Session, run_id: str, limit: int | None = None) -> list[str]:
-    """Send this run's unsent pending tasks whose scopes are free, most urgent first."""
+    """Send this run's unsent pending tasks whose scopes are free, most urgent first (none while it is paused)."""
+    if session.scalar(select(Run.paused_at).where(Run.id == run_id)) is not None:
+        return []
     busy = busy_scopes(session, run_id)
     pending = session.scalars(
         select(Task)

@@ -97,6 +97,9 @@ def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, rep
     if stop:
         report["stopped"] = stop
         return None
+    if run.paused_at is not None:
+        report["skipped"] = "paused"
+        return None
     room = min(settings.planner_batch_size, settings.max_workers - _open_count(session, run.id),
                tasks_left(session, run))
     if room <= 0:

@@ -45,6 +45,9 @@ def _take(task_id: str, settings: Settings) -> tuple[Task, str | None] | str:
         if run is None or run.status != RunStatus.active:
             transition(db, task_id, TaskStatus.pending, TaskStatus.cancelled, error="run ended before the task started")
             return "cancelled"
+        if run.paused_at is not None:  # sent before the pause: it waits, unsent, for the resume
+            db.execute(update(Task).where(Task.id == task.id, Task.status == TaskStatus.pending).values(enqueued_at=None))
+            return "paused"
         # Takes in one run are serialised so that two overlapping scopes never both start.
         xact_lock(db, f"take:{task.run_id}")
         db.refresh(task)
