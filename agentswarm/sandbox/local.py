@@ -39,7 +39,7 @@ from agentswarm.sandbox.base import (
     check_id,
     check_relpath,
 )
-from agentswarm.sandbox.files import chown_tree, force_remove, read_capped, write_atomic
+from agentswarm.sandbox.files import chown_tree, force_remove, read_capped, read_range, write_atomic
 
 _SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
 _PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
@@ -195,6 +195,18 @@ class LocalSandboxBackend:
             return target.read_bytes() if target.is_file() else None
         except (ValueError, OSError):
             return None
+
+    def read_range(self, sb: SandboxHandle, path: str, offset: int, limit: int) -> bytes | None:
+        """At most `limit` bytes from `offset` of a regular file under the workdir; None if absent, not a
+        regular file, or reached through a link (the sandbox's user may swap it for one at any time)."""
+        check_relpath(path)
+        if not Path(sb.workdir).is_dir():
+            raise SandboxGone(sb.id)
+        try:
+            self._inside(sb, path)
+        except (ValueError, OSError, RuntimeError):  # outside, or a loop of links
+            return None
+        return read_range(Path(sb.workdir), path, offset, limit)
 
     def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float,
              network: bool = False) -> ExecResult:  # `list` is a method here

@@ -43,6 +43,22 @@ from agentswarm.sandbox.modal_image import WORKDIR, worker_image
 TAG_RUN, TAG_TASK, TAG_ATTEMPT, TAG_CREATED = (
     "agentswarm.run", "agentswarm.task", "agentswarm.attempt", "agentswarm.created")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A ranged read is one exec of this (Python is in every worker image): stat + read_bytes would be two execs
+# and would fetch the whole file each time. The file is the agent's: a link, FIFO or directory is refused
+# (exit NOT_A_FILE) and nothing is waited on; what it prints is capped by the caller, and a hang times out.
+RANGE_READER = (
+    "import os,stat,sys\n"
+    "p,o,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])\n"
+    "try:\n"
+    "    f=os.open(p,os.O_RDONLY|os.O_NOFOLLOW|os.O_NONBLOCK|os.O_NOCTTY)\n"
+    "except OSError:\n"
+    "    sys.exit(3)\n"
+    "if not stat.S_ISREG(os.fstat(f).st_mode):\n"
+    "    sys.exit(3)\n"
+    "sys.stdout.buffer.write(os.pread(f,n,o))\n"
+)
+NOT_A_FILE = 3
+READ_TIMEOUT_S = 30
 
 
 class ModalSandboxConfig(BaseModel):
@@ -199,6 +215,29 @@ class ModalSandboxBackend:
             return self._call("read_bytes", self._sandbox(sb.id).filesystem.read_bytes, target)
         except (exc.SandboxFilesystemNotFoundError, exc.SandboxFilesystemIsADirectoryError):
             return None
+
+    def read_range(self, sb: SandboxHandle, path: str, offset: int, limit: int) -> bytes | None:
+        """At most `limit` bytes from `offset` of a regular file under the workdir; None if absent or not one."""
+        target = posixpath.join(sb.workdir, check_relpath(path))
+        if offset < 0 or limit < 0:
+            raise ValueError(f"bad ranged read of {path!r}: from {offset}, {limit} bytes")
+        box = self._sandbox(sb.id)
+        proc = self._call("exec", box.exec, "python", "-I", "-c", RANGE_READER, target, str(int(offset)),
+                          str(int(limit)), timeout=READ_TIMEOUT_S, workdir=sb.workdir, text=False)
+        data = bytearray()
+        try:
+            for chunk in proc.stdout:
+                data += chunk[: limit - len(data)]
+                if len(data) >= limit:
+                    break
+            code = proc.wait()
+        except self._gone as e:
+            raise SandboxGone(f"{sb.id}: {e}") from e
+        if code == NOT_A_FILE:
+            return None
+        if code != 0:
+            raise SandboxError(f"modal read_range {path!r}: the reader exited {code}")
+        return bytes(data)
 
     def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float,  # `list` is a method here
              network: bool = False) -> ExecResult:

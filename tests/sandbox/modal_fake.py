@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import modal.exception as real_exceptions
 
+from agentswarm.sandbox.modal_backend import NOT_A_FILE, RANGE_READER
+
 ExecHandler = Callable[["FakeSandbox", list[str], int | None, str | None], tuple[int, bytes, bytes]]
 
 
@@ -44,7 +46,13 @@ class World:
 
 
 def default_exec(sb: FakeSandbox, argv: list[str], timeout: int | None, workdir: str | None):
-    """A tiny shell: `sleep N` (timing out like Modal: code -1), `echo ...`, `cat FILE`, `exit N`."""
+    """A tiny shell: `sleep N` (timing out like Modal: code -1), `echo ...`, `cat FILE`, `exit N`, and the
+    backend's ranged reader (`python -I -c RANGE_READER PATH OFFSET LIMIT`)."""
+    if argv[:4] == ["python", "-I", "-c", RANGE_READER]:
+        path, offset, limit = argv[4], int(argv[5]), int(argv[6])
+        if path not in sb.files:
+            return NOT_A_FILE, b"", b""
+        return 0, sb.files[path][offset : offset + limit], b""
     if argv[0] == "sleep":
         return (-1, b"", b"") if timeout is not None and float(argv[1]) > timeout else (0, b"", b"")
     if argv[0] == "echo":

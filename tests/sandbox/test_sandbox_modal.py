@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import modal.exception as mexc
 import pytest
@@ -10,8 +13,10 @@ from modal_fake import World, make_fake_modal
 
 from agentswarm.sandbox import SandboxCreateError, SandboxGone, get_backend
 from agentswarm.sandbox.admission import AdmissionController
-from agentswarm.sandbox.base import SandboxBackend
+from agentswarm.sandbox.base import SandboxBackend, SandboxError
 from agentswarm.sandbox.modal_backend import (
+    NOT_A_FILE,
+    RANGE_READER,
     TAG_RUN,
     TAG_TASK,
     ModalSandboxBackend,
@@ -80,6 +85,49 @@ def test_files_and_exec(backend: ModalSandboxBackend, world: World) -> None:
 
     long = backend.exec(sb, ["echo", "x" * 500], timeout_s=5)
     assert "bytes of output truncated" in long.stdout and len(long.stdout) < 120
+
+
+def test_ranged_reads_are_one_capped_exec_of_the_reader(backend: ModalSandboxBackend, world: World) -> None:
+    sb = backend.create(run_id="r1", task_id="t1", attempt=1, env={})
+    backend.put_file(sb, "transcript.jsonl", b"0123456789")
+    calls = len(world.called("Sandbox.exec"))
+    assert backend.read_range(sb, "transcript.jsonl", 3, 4) == b"3456"
+    assert backend.read_range(sb, "transcript.jsonl", 8, 100) == b"89"
+    assert backend.read_range(sb, "transcript.jsonl", 50, 100) == b""
+    assert backend.read_range(sb, "missing.jsonl", 0, 100) is None
+    execs = world.called("Sandbox.exec")[calls:]
+    assert len(execs) == 4 and not world.called("SandboxFilesystem.stat")
+    assert execs[0] == (("python", "-I", "-c", RANGE_READER, "/work/transcript.jsonl", "3", "4"),
+                        {"timeout": 30, "workdir": "/work", "text": False})
+    with pytest.raises(ValueError):
+        backend.read_range(sb, "../etc/passwd", 0, 10)
+
+    # A reader that prints more than asked (a hostile python) is cut; one that fails is an error, not data.
+    world.exec_handler = lambda box, argv, timeout, workdir: (0, b"x" * 500, b"")
+    assert backend.read_range(sb, "transcript.jsonl", 0, 10) == b"x" * 10
+    world.exec_handler = lambda box, argv, timeout, workdir: (-1, b"", b"")
+    with pytest.raises(SandboxError, match="exited -1"):
+        backend.read_range(sb, "transcript.jsonl", 0, 10)
+    backend.terminate(sb)
+    with pytest.raises(SandboxGone):
+        backend.read_range(sb, "transcript.jsonl", 0, 10)
+
+
+def _reader(path, offset: int, limit: int) -> tuple[int, bytes]:
+    proc = subprocess.run([sys.executable, "-I", "-c", RANGE_READER, str(path), str(offset), str(limit)],
+                          capture_output=True, timeout=10)
+    return proc.returncode, proc.stdout
+
+
+def test_the_reader_script_refuses_links_fifos_and_directories_without_hanging(tmp_path) -> None:
+    (tmp_path / "t.jsonl").write_bytes(b'{"kind": "note"}\n' * 10)
+    assert _reader(tmp_path / "t.jsonl", 17, 17) == (0, b'{"kind": "note"}\n')
+    (tmp_path / "secret").write_text("orchestrator's file")
+    os.symlink(tmp_path / "secret", tmp_path / "link.jsonl")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    for name in ("link.jsonl", "fifo.jsonl", "dir.jsonl", "absent.jsonl"):
+        assert _reader(tmp_path / name, 0, 100) == (NOT_A_FILE, b""), name
 
 
 def test_timed_out_exec_returns_minus_one(backend: ModalSandboxBackend) -> None:

@@ -54,6 +54,8 @@ def run_full_flow(world: World) -> None:
     backend.put_file(sb, "task.json", b"{}")
     backend.get_file(sb, "task.json")
     backend.get_file(sb, "missing")
+    backend.read_range(sb, "task.json", 1, 1)
+    backend.read_range(sb, "missing", 0, 10)
     backend.exec(sb, ["sleep", "5"], timeout_s=1)
     other = ModalSandboxBackend(ModalSandboxConfig(), fake, admission=AdmissionController(2, 1000.0))
     other.list("r")
