@@ -23,3 +23,12 @@ class BudgetExceeded(SwarmError):
 
 class TaskMissing(SwarmError):
     """A message or request named a task that no row holds."""
+
+
+class BadCall(SwarmError, TypeError):
+    """A Celery task called with arguments of the wrong shape (by hand, e.g. `celery call`)."""
+
+
+class BadRequest(SwarmError, ValueError):
+    """A request (a person's, or a model's proposal) that breaks a rule or names what is not there; the message says
+    which. Celery tasks list it in `throws`: an expected failure, logged in one line."""

@@ -1,4 +1,4 @@
-"""The steering endpoints: stop a run, add a manual task, cancel a task, ask for a check of main."""
+"""The steering endpoints: stop, pause or resume a run, add a task, cancel or retry a task, ask for a check of main."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def stop_run(app: DashboardApp, db: Session, body: dict[str, Any], run_id: str) 
 
 
 def add_task(app: DashboardApp, db: Session, body: dict[str, Any]) -> tuple[int, dict]:
-    """Create a manual task in the active run and dispatch it."""
+    """Create a manual (or fix) task in the active run and dispatch it; a repeated `key` returns the first task."""
     description = body.get("description")
     if not isinstance(description, str):
         raise ApiError(400, "description is required and must be a string")
@@ -34,10 +34,31 @@ def add_task(app: DashboardApp, db: Session, body: dict[str, Any]) -> tuple[int,
     if isinstance(priority, str) and priority.strip().isdigit():
         priority = int(priority)
     run_id = text_field(body, "run", "", 64) or None
-    task = steering.add_manual_task(db, app.settings, description, scope, priority,
-                                    text_field(body, "title", "", steering.MAX_TITLE), run_id)
-    return 201, {"task": task.id, "run": task.run_id, "branch": task.branch, "scope": task.scope,
-                 "priority": task.priority}
+    task, created = steering.add_task(db, app.settings, description, scope, priority,
+                                      text_field(body, "title", "", steering.MAX_TITLE), run_id,
+                                      kind=text_field(body, "kind", "manual", 16) or "manual",
+                                      key=text_field(body, "key", "", steering.MAX_KEY + 1) or None)
+    return 201 if created else 200, {"task": task.id, "run": task.run_id, "branch": task.branch, "scope": task.scope,
+                                     "priority": task.priority, "kind": task.kind, "created": created}
+
+
+def pause_run(app: DashboardApp, db: Session, body: dict[str, Any], run_id: str) -> tuple[int, dict]:
+    """Hold an active run: nothing new starts; work in flight finishes."""
+    reason = text_field(body, "reason", "", 1000).strip() or "paused from the dashboard"
+    run, changed = steering.pause_run(db, run_id, reason)
+    return 200, {"run": run.id, "paused": True, "changed": changed}
+
+
+def resume_run(app: DashboardApp, db: Session, body: dict[str, Any], run_id: str) -> tuple[int, dict]:
+    """Let a paused run go on."""
+    run, sent = steering.resume_run(db, run_id, "resumed from the dashboard")
+    return 200, {"run": run.id, "paused": False, "sent": len(sent)}
+
+
+def retry_task(app: DashboardApp, db: Session, body: dict[str, Any], task_id: str) -> tuple[int, dict]:
+    """Send a failed or blocked task back to pending."""
+    task = steering.retry_task(db, app.settings, task_id, "retried from the dashboard")
+    return 200, {"task": task.id, "status": task.status, "max_attempts": task.max_attempts}
 
 
 def cancel_task(app: DashboardApp, db: Session, body: dict[str, Any], task_id: str) -> tuple[int, dict]:

@@ -40,8 +40,11 @@ ROUTES = [
     _r("GET", f"/api/runs/{ID}/main", api.main),
     _r("GET", r"/api/screenshots/([^/]{1,200})", api.screenshot),  # the handler admits only <sha>.png
     _r("POST", f"/api/runs/{ID}/stop", actions.stop_run),
+    _r("POST", f"/api/runs/{ID}/pause", actions.pause_run),
+    _r("POST", f"/api/runs/{ID}/resume", actions.resume_run),
     _r("POST", "/api/tasks", actions.add_task),
     _r("POST", f"/api/tasks/{ID}/cancel", actions.cancel_task),
+    _r("POST", f"/api/tasks/{ID}/retry", actions.retry_task),
     _r("POST", "/api/reconcile", actions.reconcile),
 ]
 

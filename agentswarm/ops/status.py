@@ -49,6 +49,7 @@ def run_summary(db: Session, run: Run) -> dict:
     ).where(LLMCall.run_id == run.id)).one()
     return {
         "run": run.id, "status": run.status, "stop_reason": run.stop_reason, "demo": run.demo,
+        "paused_at": run.paused_at.isoformat() if run.paused_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "tasks": tasks, "merges": merges, "merged_last_hour": merged_hour,
         "llm": {"calls": calls, "prompt_tokens": int(prompt), "completion_tokens": int(completion),
@@ -144,13 +145,16 @@ def task_row(t: Task, now: datetime | None = None) -> dict:
     }
 
 
-def task_list(db: Session, run_id: str | None, statuses: list[str] | None = None, limit: int = 50) -> list[dict]:
-    """The most recently changed tasks of a run, optionally only some states."""
+def task_list(db: Session, run_id: str | None, statuses: list[str] | None = None, limit: int = 50,
+              kinds: list[str] | None = None) -> list[dict]:
+    """The most recently changed tasks of a run, optionally only some states and kinds."""
     q = select(Task).order_by(Task.updated_at.desc(), Task.id).limit(max(1, min(limit, MAX_LIMIT)))
     if run_id:
         q = q.where(Task.run_id == run_id)
     if statuses:
         q = q.where(Task.status.in_(statuses))
+    if kinds:
+        q = q.where(Task.kind.in_(kinds))
     now = datetime.now(UTC)
     return [task_row(t, now) for t in db.scalars(q)]
 

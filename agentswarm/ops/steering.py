@@ -1,18 +1,25 @@
-"""Steering a run by hand: add a manual task, cancel a task, stop a run, ask for a check of main
-(shared by the CLI and the dashboard)."""
+"""Steering a run by hand: add a fix or manual task, cancel or retry a task, pause, resume or stop a run, ask for
+a check of main (shared by the CLI, the dashboard and the `agentswarm.add_task` Celery task)."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import Run, RunStatus, Task, TaskKind, TaskStatus
+from agentswarm.db.locks import xact_lock
+from agentswarm.db.models import FeatureStatus, Run, RunStatus, Task, TaskKind, TaskStatus
 from agentswarm.db.states import transition
 from agentswarm.db.text import clean_text, stored_text
-from agentswarm.errors import SwarmError
+from agentswarm.errors import BadRequest
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.runs import end_run
 from agentswarm.ops.status import latest_run
@@ -20,10 +27,11 @@ from agentswarm.planning.parsing import InvalidTask, check_scope_path
 
 MAX_DESCRIPTION = 20_000
 MAX_TITLE = 200
+MAX_SCOPE = 50
 CANCELLABLE = (TaskStatus.pending, TaskStatus.blocked)
 
 
-class SteeringError(SwarmError):
+class SteeringError(BadRequest):
     """A steering request that cannot be carried out; the message says why."""
 
 
@@ -45,28 +53,65 @@ def active_run(db: Session, run_id: str | None = None) -> Run:
     return run
 
 
-def add_manual_task(db: Session, settings: Settings, description: str, scope: list[str] | tuple[str, ...] = (),
-                    priority: int = 3, title: str = "", run_id: str | None = None) -> Task:
-    """Create a manual task in the active run and send it to a worker once the session commits."""
-    description = stored_text(description or "", None, settings).strip()  # NUL, lone surrogates, secrets
-    title = stored_text(title or "", None, settings)
+MAX_KEY = 128
+KINDS = (TaskKind.fix, TaskKind.manual)  # what a person may inject; the others are made by the swarm itself
+REQUEST_FIELDS = ("description", "scope", "priority", "kind", "key", "title", "run")
+_KEY_RE = re.compile(rf"^[\x21-\x7e]{{1,{MAX_KEY}}}$")
+
+
+def add_task(db: Session, settings: Settings, description: str, scope: list[str] | tuple[str, ...] = (),
+             priority: int = 3, title: str = "", run_id: str | None = None, *, kind: str = "manual",
+             key: str | None = None) -> tuple[Task, bool]:
+    """Create a fix or manual task in the active run (or the run named) and send it to a worker once the session
+    commits; returns (task, created). The same `key` in the same run returns the task it made the first time."""
+    description = stored_text(description if isinstance(description, str) else "", None, settings).strip()
+    title = stored_text(title if isinstance(title, str) else "", None, settings)
     if not description:
-        raise InvalidTask("description is empty")
+        raise InvalidTask("description is empty (it says what the agent is to do)")
     if len(description) > MAX_DESCRIPTION:
         raise InvalidTask(f"description longer than {MAX_DESCRIPTION} characters")
     if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
-        raise InvalidTask("priority must be an integer from 1 to 10")
-    paths = [check_scope_path(clean_text(p) if isinstance(p, str) else p) for p in scope]
+        raise InvalidTask(f"priority must be an integer from 1 (most urgent) to 10, got {priority!r}"[:200])
+    if kind not in {k.value for k in KINDS}:
+        raise InvalidTask(f"kind must be one of {', '.join(k.value for k in KINDS)}, got {str(kind)[:40]!r}")
+    if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+        raise InvalidTask(f"key must be 1-{MAX_KEY} printable characters without spaces")
+    if isinstance(scope, str):
+        scope = [scope]
+    if not isinstance(scope, list | tuple) or len(scope) > MAX_SCOPE:
+        raise InvalidTask(f"scope must be a list of at most {MAX_SCOPE} paths inside the repository")
+    paths = list(dict.fromkeys(check_scope_path(clean_text(p) if isinstance(p, str) else p) for p in scope))
     run = active_run(db, run_id)
-    task = Task(run_id=run.id, kind=TaskKind.manual, title=(title.strip() or description)[:MAX_TITLE],
-                description=description, scope=paths, priority=priority, branch="pending",
+    if key is not None:
+        xact_lock(db, f"request-key:{run.id}:{key}")
+        twin = db.scalar(select(Task).where(Task.run_id == run.id, Task.request_key == key))
+        if twin is not None:
+            return twin, False
+    task = Task(run_id=run.id, kind=TaskKind(kind), title=(title.strip() or description)[:MAX_TITLE],
+                description=description, scope=paths, priority=priority, branch="pending", request_key=key,
                 max_attempts=settings.max_attempts, base_sha=main_sha(settings.hub_path))
     db.add(task)
     db.flush()
     task.branch = f"swarm/{task.id}"
-    record_event(db, "task.created", "manual", run_id=run.id, task_id=task.id)
+    record_event(db, "task.created", f"{kind} task added by a person: {task.title[:150]}", run_id=run.id,
+                 task_id=task.id, task_kind=kind, priority=priority, scope=paths, key=key)
     dispatch_pending(db, run.id)
-    return task
+    return task, True
+
+
+def add_task_request(db: Session, settings: Settings, request: dict[str, Any]) -> tuple[Task, bool]:
+    """add_task from a caller's keyword arguments (`celery call agentswarm.add_task --kwargs ...`), checked first."""
+    unknown = sorted(set(request) - set(REQUEST_FIELDS))
+    if unknown:
+        raise InvalidTask(f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))[:200]}; "
+                          f"add_task takes {', '.join(REQUEST_FIELDS)}")
+    if "description" not in request:
+        raise InvalidTask("description is required (what the agent is to do)")
+    run = request.get("run")
+    if run is not None and not isinstance(run, str):
+        raise InvalidTask("run must be a run id")
+    return add_task(db, settings, request["description"], request.get("scope") or [], request.get("priority", 3),
+                    request.get("title") or "", run, kind=request.get("kind", "manual"), key=request.get("key"))
 
 
 def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person") -> Task:
@@ -83,6 +128,56 @@ def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person"
         settle_parent(db, task.parent_id)
     dispatch_pending(db, task.run_id)
     return task
+
+
+RETRYABLE = (TaskStatus.failed, TaskStatus.blocked)
+
+
+def retry_task(db: Session, settings: Settings, task_id: str, reason: str = "retried by a person") -> Task:
+    """A failed or blocked task back to pending with a fresh allowance of attempts, and sent once its scope is free."""
+    task = db.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    if task.status not in RETRYABLE:
+        raise Conflict(f"task {task_id} is {task.status}; only failed or blocked tasks can be retried")
+    run = active_run(db, task.run_id)
+    # Attempts keep counting (each attempt's handoff is stored under its number); the allowance grows instead.
+    if not transition(db, task_id, RETRYABLE, TaskStatus.pending, error=None, enqueued_at=None, finished_at=None,
+                      started_at=None, max_attempts=task.attempts + settings.max_attempts):
+        db.refresh(task)
+        raise Conflict(f"task {task_id} is {task.status}; only failed or blocked tasks can be retried")
+    if task.feature_ids:
+        set_feature_status(db, task.feature_ids, FeatureStatus.in_progress)
+    record_event(db, "task.retried", stored_text(reason, 300), run_id=run.id, task_id=task_id,
+                 attempts_so_far=task.attempts)
+    db.refresh(task)
+    dispatch_pending(db, run.id)
+    return task
+
+
+def pause_run(db: Session, run_id: str | None = None, reason: str = "paused by a person") -> tuple[Run, bool]:
+    """Hold the active run: nothing new is sent to a worker or planned; work in flight finishes and merges.
+
+    Returns (run, changed): pausing a paused run changes nothing.
+    """
+    run = active_run(db, run_id)
+    changed = db.execute(update(Run).where(Run.id == run.id, Run.paused_at.is_(None))
+                         .values(paused_at=datetime.now(UTC))).rowcount > 0
+    if changed:
+        record_event(db, "run.paused", stored_text(reason, 300), run_id=run.id)
+    db.refresh(run)
+    return run, changed
+
+
+def resume_run(db: Session, run_id: str | None = None, reason: str = "resumed by a person") -> tuple[Run, list[str]]:
+    """Let a paused run go on: its held pending tasks are sent now; returns (run, the ids sent)."""
+    run = active_run(db, run_id)
+    changed = db.execute(update(Run).where(Run.id == run.id, Run.paused_at.is_not(None))
+                         .values(paused_at=None)).rowcount > 0
+    if changed:
+        record_event(db, "run.resumed", stored_text(reason, 300), run_id=run.id)
+    db.refresh(run)
+    return run, dispatch_pending(db, run.id)
 
 
 def stop_run(db: Session, run_id: str, reason: str = "stopped by a person") -> None:

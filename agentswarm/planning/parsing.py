@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentswarm.errors import SwarmError
+from agentswarm.errors import BadRequest, SwarmError
 
 KINDS = frozenset({"feature", "fix"})
 MAX_SCOPE_PATHS = 20
@@ -29,7 +29,7 @@ _LIST_KEYS = ("tasks", "children", "subtasks", "items")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class InvalidTask(SwarmError, ValueError):
+class InvalidTask(BadRequest):
     """A proposed task (or one of its paths) that breaks a rule; the message says which."""
 
 

@@ -22,6 +22,7 @@ from kombu import Queue
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.errors import ConfigError
+from agentswarm.queue.checked import CheckedTask
 from agentswarm.queue.names import (
     MONITOR_TICK,
     PLAN_TICK,
@@ -83,7 +84,7 @@ def celery_config(settings: Settings) -> dict:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings."""
-    app = Celery("agentswarm", include=["agentswarm.queue.tasks"])
+    app = Celery("agentswarm", include=["agentswarm.queue.tasks"], task_cls=CheckedTask)
     app.conf.update(celery_config(settings or get_settings()))
     return app
 

@@ -3,12 +3,22 @@
 Stages re-read Postgres and return when the work is already done; messages carry ids only.
 Nothing imports this module but the Celery app (`include`): stages send by name
 (`agentswarm.queue.send`), so no stage depends on its entry point.
+
+Every task checks its arguments' shape before it runs (`queue.checked.CheckedTask`, the app's task class): a
+message sent by hand with the wrong arguments fails in one log line, not a traceback. `run_task` and
+`merge_branch` given an id that names no task log a warning and record an event naming it (`db.lookup`).
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from agentswarm.errors import BadCall, BadRequest
 from agentswarm.queue.app import app
-from agentswarm.queue.names import MERGE_BRANCH, MONITOR_TICK, PLAN_TICK, RECONCILE_TICK, RUN_TASK
+from agentswarm.queue.names import ADD_TASK, MERGE_BRANCH, MONITOR_TICK, PLAN_TICK, RECONCILE_TICK, RUN_TASK
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=PLAN_TICK)
@@ -41,6 +51,26 @@ def reconcile_tick(force: bool = False) -> dict:
     from agentswarm.reconcile.tick import reconcile_tick as stage
 
     return stage(force=bool(force))
+
+
+@app.task(name=ADD_TASK, ignore_result=False, throws=(BadCall, BadRequest))
+def add_task(**request: Any) -> str:
+    """People: inject a fix or manual task; returns its id (the same id again for a repeated `key`).
+
+    Keyword arguments: description (required), scope (paths), priority (1 most urgent..10, default 3),
+    kind (fix|manual, default manual), key (makes a repeated call return the same task), title, run (a run id;
+    default the active run). Checked exactly like `agentswarm add-task`; a bad one fails with one clear message.
+    """
+    from agentswarm.config import get_settings
+    from agentswarm.db.session import session_scope
+    from agentswarm.ops.steering import add_task_request
+
+    with session_scope() as db:
+        task, created = add_task_request(db, get_settings(), request)
+        task_id, run_id, kind, priority = task.id, task.run_id, task.kind, task.priority
+    log.info("add_task: %s %s task %s in run %s (priority %d)", "created" if created else "key seen before: returned",
+             kind, task_id, run_id, priority)
+    return task_id
 
 
 @app.task(name=MONITOR_TICK)

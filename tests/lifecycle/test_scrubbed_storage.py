@@ -16,7 +16,7 @@ from agentswarm.db.models import Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.lifecycle.accounting import ERROR_CHARS, record_llm_call
 from agentswarm.lifecycle.handoffs import finish_task
-from agentswarm.ops.steering import add_manual_task
+from agentswarm.ops.steering import add_task
 from agentswarm.planning.parsing import TaskDraft
 from agentswarm.planning.store import store_task
 from tests.support.runs import start
@@ -85,7 +85,7 @@ def test_handoff_llm_calls_events_and_task_texts_are_scrubbed_and_cleaned(db, ma
         draft = TaskDraft(title="T " + LEAKY, description="D " + LEAKY, scope=["src/a.ts"],
                           acceptance=["A " + LEAKY], priority=3, feature_ids=[], kind="feature")
         store_task(s, draft, run_id=run_id, base_sha=None, settings=settings)
-        add_manual_task(s, settings, "manual " + LEAKY, ["src/b.ts"], 3, "title " + LEAKY)
+        add_task(s, settings, "manual " + LEAKY, ["src/b.ts"], 3, "title " + LEAKY)
     with session_scope(db) as s:
         done = s.get(Task, task_id)
         assert done is not None and done.status == TaskStatus.blocked
