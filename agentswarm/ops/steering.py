@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Update, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
@@ -161,8 +161,7 @@ def pause_run(db: Session, run_id: str | None = None, reason: str = "paused by a
     Returns (run, changed): pausing a paused run changes nothing.
     """
     run = active_run(db, run_id)
-    changed = db.execute(update(Run).where(Run.id == run.id, Run.paused_at.is_(None))
-                         .values(paused_at=datetime.now(UTC))).rowcount > 0
+    changed = _updated(db, update(Run).where(Run.id == run.id, Run.paused_at.is_(None)).values(paused_at=datetime.now(UTC)))
     if changed:
         record_event(db, "run.paused", stored_text(reason, 300), run_id=run.id)
     db.refresh(run)
@@ -172,12 +171,16 @@ def pause_run(db: Session, run_id: str | None = None, reason: str = "paused by a
 def resume_run(db: Session, run_id: str | None = None, reason: str = "resumed by a person") -> tuple[Run, list[str]]:
     """Let a paused run go on: its held pending tasks are sent now; returns (run, the ids sent)."""
     run = active_run(db, run_id)
-    changed = db.execute(update(Run).where(Run.id == run.id, Run.paused_at.is_not(None))
-                         .values(paused_at=None)).rowcount > 0
+    changed = _updated(db, update(Run).where(Run.id == run.id, Run.paused_at.is_not(None)).values(paused_at=None))
     if changed:
         record_event(db, "run.resumed", stored_text(reason, 300), run_id=run.id)
     db.refresh(run)
     return run, dispatch_pending(db, run.id)
+
+
+def _updated(db: Session, stmt: Update) -> bool:
+    """Run a conditional UPDATE; whether it changed a row."""
+    return cast(CursorResult, db.execute(stmt)).rowcount > 0
 
 
 def stop_run(db: Session, run_id: str, reason: str = "stopped by a person") -> None:

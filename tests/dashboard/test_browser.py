@@ -36,6 +36,8 @@ def test_page_renders_the_sample_run(start_dashboard, sample, tmp_path):
     assert "data-error" not in body and "data-pwned" not in body
     assert not [line for line in log.splitlines() if "CONSOLE" in line]  # no errors, no CSP violations
     assert sample in dom and 'class="tile running"' in dom and "merge.conflict" in dom
+    assert re.search(r'<button id="btn-pause" type="button">Pause</button>', dom)  # the run is not paused
+    assert '>retry</button>' in dom  # on the blocked task's row
     assert "&lt;img src=x onerror=" in dom and "<img src=x" not in dom  # model output shown as text
     imgs = re.findall(r"<img [^>]*>", dom)  # the only images: the screenshots of green mains
     assert imgs and all(re.search(r'src="/api/screenshots/[0-9a-f]{40}\.png"', i) for i in imgs), imgs

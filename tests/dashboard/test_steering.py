@@ -134,3 +134,31 @@ def test_may_steer_rules():
     assert not DashboardApp(s, "0.0.0.0", token="").may_steer(None)
     assert DashboardApp(s, "0.0.0.0", token="abc").may_steer("Bearer abc")
     assert not DashboardApp(s, "127.0.0.1", token="abc").may_steer("Bearer abd")
+
+
+def test_add_fix_task_with_a_key_returns_the_first(dash, sample, db):
+    body = {"description": "Fix the minimap", "scope": ["tools/minimap.ts"], "kind": "fix", "key": "mm-1"}
+    first = dash.post("/api/tasks", body)
+    assert first.status_code == 201 and first.json()["kind"] == "fix" and first.json()["created"] is True
+    again = dash.post("/api/tasks", {**body, "description": "another wording"})
+    assert again.status_code == 200 and again.json()["task"] == first.json()["task"] and not again.json()["created"]
+    r = dash.post("/api/tasks", {**body, "kind": "revert", "key": "mm-2"})
+    assert r.status_code == 400 and "kind must be one of fix, manual" in r.json()["error"]
+
+
+def test_pause_resume_and_retry(dash, sample, db):
+    r = dash.post(f"/api/runs/{sample}/pause", {"reason": "lunch"})
+    assert r.status_code == 200 and r.json() == {"run": sample, "paused": True, "changed": True}
+    assert dash.get("/api/summary").json()["paused_at"]
+    added = dash.post("/api/tasks", {"description": "held while paused", "scope": ["tools/held.ts"]}).json()
+    assert _task(db, added["task"]).enqueued_at is None
+    r = dash.post(f"/api/runs/{sample}/resume")
+    assert r.status_code == 200 and r.json()["paused"] is False and r.json()["sent"] >= 1
+    assert _task(db, added["task"]).enqueued_at is not None and dash.get("/api/summary").json()["paused_at"] is None
+    assert dash.post("/api/runs/nope/pause").status_code == 404
+    blocked = dash.get("/api/tasks?status=blocked&limit=1").json()["tasks"][0]["id"]
+    r = dash.post(f"/api/tasks/{blocked}/retry")
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    running = dash.get("/api/tasks?status=running&limit=1").json()["tasks"][0]["id"]
+    r = dash.post(f"/api/tasks/{running}/retry")
+    assert r.status_code == 409 and "only failed or blocked tasks can be retried" in r.json()["error"]

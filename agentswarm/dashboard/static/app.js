@@ -119,7 +119,11 @@ function renderSummary(s) {
       c.unisolated ? h("span", { class: "warn", id: "unisolated",
                                  title: "SANDBOX_ISOLATION=none: agents run as this machine's user, with its network" },
                        "⚠ agents are not isolated") : null,
+      s.paused_at ? h("span", { class: "warn", title: "nothing new is sent or planned until resumed" }, "⏸ paused") : null,
       s.demo ? badge("demo") : null);
+    state.paused = Boolean(s.paused_at);
+    $("btn-pause").textContent = state.paused ? "Resume" : "Pause";
+    $("btn-pause").disabled = s.status !== "active";
     $("btn-stop").disabled = s.status !== "active";
     $("btn-add").disabled = s.status !== "active";
     const t = s.tasks || {}, m = s.merges || {}, used = s.metrics.used, llm = s.llm;
@@ -309,7 +313,15 @@ function renderTasks(tasks) {
     h("td", { title: t.error || t.summary || t.title }, t.title),
     h("td", { class: "mono", title: (t.scope || []).join("\n") }, (t.scope || []).join(", ")),
     h("td", {}, `${t.attempts}/${t.max_attempts}`), h("td", {}, dur(t.elapsed_s)),
-    h("td", {}, cancellable(t) ? cancelButton(t.id) : null))));
+    h("td", {}, cancellable(t) ? cancelButton(t.id) : null, retryable(t) ? retryButton(t.id) : null))));
+}
+const retryable = (t) => state.config.steering && (t.status === "failed" || t.status === "blocked");
+function retryButton(id) {
+  return h("button", { type: "button", class: "small", onclick: async (e) => {
+    e.stopPropagation();
+    try { await steer(`/api/tasks/${encodeURIComponent(id)}/retry`, {}); poll(); if (state.detailId === id) openTask(id); }
+    catch (err) { alert("retry failed: " + err.message); }
+  } }, "retry");
 }
 const cancellable = (t) => state.config.steering && (t.status === "pending" || t.status === "blocked");
 function cancelButton(id) {
@@ -488,6 +500,12 @@ function wire() {
     if (reason === null) return;
     try { await steer(`/api/runs/${encodeURIComponent(state.run)}/stop`, { reason }); poll(); }
     catch (err) { alert("stop failed: " + err.message); }
+  });
+  $("btn-pause").addEventListener("click", async () => {
+    if (!state.run) return;
+    const verb = state.paused ? "resume" : "pause";
+    try { await steer(`/api/runs/${encodeURIComponent(state.run)}/${verb}`, {}); poll(); }
+    catch (err) { alert(verb + " failed: " + err.message); }
   });
   $("btn-reconcile").addEventListener("click", async () => {
     try {
