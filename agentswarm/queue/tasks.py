@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import Task
+
 from agentswarm.errors import BadCall, BadRequest
 from agentswarm.queue.app import app
 from agentswarm.queue.names import ADD_TASK, MERGE_BRANCH, MONITOR_TICK, PLAN_TICK, RECONCILE_TICK, RUN_TASK
@@ -53,18 +55,23 @@ def reconcile_tick(force: bool = False) -> dict:
     return stage(force=bool(force))
 
 
-@app.task(name=ADD_TASK, ignore_result=False, throws=(BadCall, BadRequest))
-def add_task(**request: Any) -> str:
+@app.task(name=ADD_TASK, bind=True, ignore_result=False, acks_late=True, reject_on_worker_lost=True,
+          throws=(BadCall, BadRequest))
+def add_task(self: Task, **request: Any) -> str:
     """People: inject a fix or manual task; returns its id (the same id again for a repeated `key`).
 
     Keyword arguments: description (required), scope (paths), priority (1 most urgent..10, default 3),
     kind (fix|manual, default manual), key (makes a repeated call return the same task), title, run (a run id;
     default the active run). Checked exactly like `agentswarm add-task`; a bad one fails with one clear message.
+    Without a key the message's own id is the key: a message delivered twice (a worker killed before it
+    acknowledged) still makes one task.
     """
     from agentswarm.config import get_settings
     from agentswarm.db.session import session_scope
     from agentswarm.ops.steering import add_task_request
 
+    if request.get("key") is None and self.request.id:
+        request["key"] = f"celery:{self.request.id}"
     with session_scope() as db:
         task, created = add_task_request(db, get_settings(), request)
         task_id, run_id, kind, priority = task.id, task.run_id, task.kind, task.priority
