@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
     agent_max_steps: int = Field(60, gt=0)
     agent_max_tokens: int = Field(400_000, gt=0)
+    live_transcript_cap_bytes: int = Field(
+        256 * 1024, ge=0, description="bytes of a running attempt's transcript copied to Postgres as it happens "
+        "(with the heartbeat); past it one `truncated` line, and the whole transcript comes with the handoff; 0: off")
 
     # Planning and budgets
     max_planner_iterations: int = Field(100, gt=0)

@@ -21,6 +21,7 @@ from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.parents import settle_parent
+from agentswarm.lifecycle.progress import drop_live_steps, live_transcript
 from agentswarm.queue.send import merge_after_commit
 
 TRANSCRIPT_CAP = 512 * 1024
@@ -44,17 +45,24 @@ def safe_handoff(h: Handoff, settings: Settings) -> Handoff:
 
 def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: Settings, *,
                   scrubbed: bool = False) -> bool:
-    """Insert the handoff and its LLM calls once per (task, attempt); False if already stored."""
+    """Insert the handoff and its LLM calls once per (task, attempt); False if already stored.
+
+    The attempt's live pieces go in the same transaction. A handoff without a transcript (the orchestrator's
+    own, when the runner timed out or gave no result.json) keeps the lines read live instead.
+    """
     if not scrubbed:
         h = safe_handoff(h, settings)
     exists = db.scalar(select(HandoffRecord.id).where(HandoffRecord.task_id == task.id, HandoffRecord.attempt == attempt))
     if exists:
+        drop_live_steps(db, task.id, attempt)
         return False
+    transcript = h.transcript or live_transcript(db, task.id, attempt)  # live pieces are stored scrubbed
+    drop_live_steps(db, task.id, attempt)
     db.add(HandoffRecord(
         task_id=task.id, attempt=attempt, status=h.status, summary=h.summary or "", **h.measured(),
         prompt_tokens=int(h.tokens.get("prompt", 0)), completion_tokens=int(h.tokens.get("completion", 0)),
         llm_calls=len(h.llm_calls), duration_s=h.duration_s, error=h.error,
-        transcript=(h.transcript or "")[:TRANSCRIPT_CAP], presubmit=clean_data(list(h.presubmit or [])),
+        transcript=transcript[:TRANSCRIPT_CAP], presubmit=clean_data(list(h.presubmit or [])),
     ))
     for call in h.llm_calls:
         record_llm_call(db, run_id=task.run_id, task_id=task.id, role="worker", model=call.model,

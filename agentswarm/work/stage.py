@@ -31,6 +31,7 @@ from agentswarm.sandbox import SandboxBackend, SandboxError, SandboxHandle
 from agentswarm.sandbox.factory import backend_for
 from agentswarm.work.drive import build_spec, drive, failure, open_gate, sandbox_env
 from agentswarm.work.heartbeats import heartbeats
+from agentswarm.work.progress import live_progress
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def work_on(task_id: str, settings: Settings | None = None) -> str:
             db.execute(update(Task).where(Task.id == task_id).values(sandbox_id=sb.id, base_sha=task.base_sha))
             record_event(db, "sandbox.created", sb.id, run_id=task.run_id, task_id=task_id)
         spec = build_spec(task, settings, backend.delivery)
-        with heartbeats(settings.heartbeat_interval_s).keep_alive(task_id, sb.id), gate or nullcontext():
+        # The agent's steps reach Postgres as they happen; the last read is made before the handoff is stored.
+        with (heartbeats(settings.heartbeat_interval_s).keep_alive(task_id, sb.id), gate or nullcontext(),
+              live_progress(backend, sb, task_id, task.attempts, settings, gate)):
             handoff = drive(backend, sb, spec, settings, gate)
     except Exception as exc:  # the sandbox or its provider failed: the task fails, the worker lives
         log.exception("task %s: sandbox failure", task_id)
