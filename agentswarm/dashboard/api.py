@@ -12,6 +12,7 @@ from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.transcript import parse_transcript
 from agentswarm.dashboard.web import ApiError, RawReply, int_param, list_param
 from agentswarm.db.models import MergeStatus, Run, Task, TaskStatus
+from agentswarm.lifecycle.progress import handoff_status, transcript_of
 from agentswarm.ops import status
 from agentswarm.queue.broker import queue_lengths
 from agentswarm.reconcile.page import PNG_SIGNATURE, screenshots_root
@@ -76,18 +77,23 @@ def task(app: DashboardApp, db: Session, params: dict[str, str], task_id: str) -
 
 
 def transcript(app: DashboardApp, db: Session, params: dict[str, str], task_id: str) -> dict:
-    """The latest (or ?attempt=N) handoff's transcript as a list of entries."""
+    """The latest (or ?attempt=N) attempt's transcript as a list of entries: its handoff's, or, before it hands
+    off, the lines read from its sandbox so far (`live`; `status` running, or lost when its worker died)."""
     attempt = int_param(params, "attempt", None, 0, 10_000)
-    if db.get(Task, task_id) is None:
+    task = db.get(Task, task_id)
+    if task is None:
         raise ApiError(404, f"no task {task_id}")
-    handoff = status.latest_transcript(db, task_id, attempt)
-    if handoff is None:
-        if attempt is not None:
-            raise ApiError(404, f"task {task_id} has no handoff for attempt {attempt}")
-        return {"task": task_id, "attempt": None, "entries": [], "lines": 0, "truncated": False,
-                "tokens": {"prompt": 0, "completion": 0}}
-    return {"task": task_id, "attempt": handoff.attempt, "status": handoff.status,
-            **parse_transcript(handoff.transcript)}
+    if attempt is not None and not 1 <= attempt <= task.attempts and handoff_status(db, task_id, attempt) is None:
+        raise ApiError(404, f"task {task_id} has no attempt {attempt}")
+    shown, text, live = transcript_of(db, task_id, attempt)
+    if shown is None:
+        return {"task": task_id, "attempt": None, "live": False, **parse_transcript("")}
+    if live:
+        running = shown == task.attempts and task.status in (TaskStatus.assigned, TaskStatus.running)
+        state = "running" if running else "lost"
+    else:
+        state = handoff_status(db, task_id, shown) or ""
+    return {"task": task_id, "attempt": shown, "status": state, "live": live, **parse_transcript(text)}
 
 
 def events(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:

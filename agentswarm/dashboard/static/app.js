@@ -4,7 +4,7 @@
 const POLL_MS = 2000;
 const STATES = ["pending", "assigned", "running", "complete", "failed", "blocked", "cancelled"];
 const state = { run: null, config: {}, lastEvent: null, events: [], detailId: null, replay: null, failures: 0,
-  shot: null, shotsKey: null, lastCheck: null, reconcileAsked: null };
+  shot: null, shotsKey: null, lastCheck: null, reconcileAsked: null, liveTranscript: null, transcriptKey: null };
 
 window.addEventListener("error", (e) => { document.body.dataset.error = String(e.message || "error"); });
 window.addEventListener("unhandledrejection", (e) => { document.body.dataset.error = String(e.reason || "rejection"); });
@@ -382,6 +382,7 @@ async function poll() {
     state.lastEvent = events.last_id;
     renderEvents(events.events);
     renderMain(main);
+    if (state.liveTranscript && state.liveTranscript === state.detailId && !state.replay) await refreshTranscript(state.detailId);
     state.failures = 0;
     $("conn").textContent = "";
     document.body.dataset.ready = "1";
@@ -458,13 +459,23 @@ function entry(e, t0) {
       return [who(), h("div", { class: "mono" }, JSON.stringify(rest))];
   }
 }
+// A running attempt's transcript is its lines read so far (`live`): it is fetched again on every poll.
 function renderTranscript(tr) {
   const entries = tr.entries || [];
   const t0 = entries.length && typeof entries[0].t === "number" ? entries[0].t : null;
+  const running = tr.live && tr.status === "running";
+  state.liveTranscript = running ? tr.task : null;
+  state.transcriptKey = `${tr.task} ${tr.attempt} ${tr.lines} ${tr.status}`;
+  const how = running ? "live · " : tr.live ? "unfinished: its worker was lost · " : "";
   $("tr-meta").textContent = entries.length
-    ? `attempt ${tr.attempt} · ${entries.length} of ${tr.lines} entries${tr.truncated ? " (cut)" : ""} · ${num(tr.tokens.prompt)} prompt + ${num(tr.tokens.completion)} completion tokens`
-    : "no transcript yet";
+    ? `${how}attempt ${tr.attempt} · ${entries.length} of ${tr.lines} entries${tr.truncated ? " (cut)" : ""} · ${num(tr.tokens.prompt)} prompt + ${num(tr.tokens.completion)} completion tokens`
+    : running ? `live · attempt ${tr.attempt} · no step yet` : "no transcript yet";
   fill($("transcript"), entries.map((e) => h("li", { class: String(e.kind).replace(/[^a-z_]/g, "") }, entry(e, t0))));
+}
+async function refreshTranscript(id) {
+  const tr = await api(`/api/tasks/${encodeURIComponent(id)}/transcript`);
+  // Only what changed is drawn again, so an opened entry stays open between polls.
+  if (state.detailId === id && `${tr.task} ${tr.attempt} ${tr.lines} ${tr.status}` !== state.transcriptKey) renderTranscript(tr);
 }
 function stopReplay() { if (state.replay) clearInterval(state.replay); state.replay = null; }
 function replay() {
