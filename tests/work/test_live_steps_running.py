@@ -12,6 +12,7 @@ from agentswarm.db.models import HandoffRecord, LiveStep, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.progress import live_transcript, transcript_of
+from agentswarm.ops.taskview import follow_transcript
 from agentswarm.testing.fake_llm import FakeLLMServer
 from agentswarm.testing.simulator import simulate
 from agentswarm.work.stage import work_on
@@ -69,8 +70,14 @@ def test_an_agents_steps_are_read_from_postgres_while_its_attempt_is_running(db,
         outcome: list[str] = []
         worker = threading.Thread(target=lambda: outcome.append(work_on(task_id, settings)), daemon=True)
         worker.start()
+        followed: list[str] = []  # `agentswarm logs <prefix> --follow --raw`, from the first step to the end
+        follower = threading.Thread(target=lambda: followed.extend(follow_transcript(
+            task_id[:6], follow=True, raw=True, interval_s=0.1, idle_limit_s=60)), daemon=True)
         try:
+            wait_for(lambda: _state(db, task_id)[0] == TaskStatus.running, timeout=20, every=0.05)
+            follower.start()
             wait_for(lambda: "tool" in _kinds(_state(db, task_id)[1]), timeout=20, every=0.1)
+            wait_for(lambda: "tool" in _kinds("\n".join(followed)), timeout=5, every=0.1)
             status, text = _state(db, task_id)
             with session_scope(db) as s:
                 seen = transcript_of(s, task_id)
@@ -78,6 +85,7 @@ def test_an_agents_steps_are_read_from_postgres_while_its_attempt_is_running(db,
         finally:
             release.set()
             worker.join(60)
+            follower.join(30)
     # Read while the attempt ran: the agent was blocked on its next model call the whole time.
     assert still_waiting and status == TaskStatus.running
     assert {"system", "user", "assistant", "tool"} <= set(_kinds(text))
@@ -94,3 +102,6 @@ def test_an_agents_steps_are_read_from_postgres_while_its_attempt_is_running(db,
     assert left == 0  # the handoff holds the whole transcript now
     assert handoff.attempt == 1 and "live-step-one" in handoff.transcript and KEY not in handoff.transcript
     assert _kinds(handoff.transcript).count("assistant") == 3 and after == (1, handoff.transcript, False)
+    # The follower printed the live steps as they came, then the rest from the handoff, each line once, and stopped
+    # by itself when the task ended.
+    assert not follower.is_alive() and followed == handoff.transcript.splitlines()
