@@ -62,7 +62,7 @@ def commit_message(spec: TaskSpec, outcome: AgentOutcome) -> str:
     body = f"Task: {spec.id}\nRun: {spec.run_id}\nAgent: {spec.agent}\nAgent status: {outcome.status}"
     if outcome.summary:
         body += "\n\n" + outcome.summary.strip()[:2000]
-    return f"{head}\n\n{body}\n"
+    return f"{head}\n\n{body}\n\nSwarm-Task: {spec.id}\n"  # the trailer the merge queue keeps on what it lands
 
 
 class Runner:

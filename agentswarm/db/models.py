@@ -72,6 +72,8 @@ class RunStatus(StrEnum):
 
 class MergeStatus(StrEnum):
     queued = "queued"
+    landing = "landing"  # committed before main moves, main_after the sha it is about to move to; then merged
+    abandoned = "abandoned"  # a landing whose compare-and-swap never happened (the merge stage died first)
     merged = "merged"
     conflict = "conflict"
     failed = "failed"

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agentswarm.errors import ServiceUnavailable
 
 _AFTER_COMMIT = "agentswarm_after_commit"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,6 +70,26 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def retry_on_db_loss(fn: Callable[[], T], *, what: str, attempts: int = 8, first_s: float = 0.5,
+                     max_s: float = 15.0) -> T:
+    """Run `fn` (a whole unit of work, safe to repeat) again while Postgres is unreachable, with backoff.
+
+    For work that exists only in this process's memory (a handoff whose sandbox is gone): a restart of Postgres
+    must not lose it. Anything but a lost connection is raised at once.
+    """
+    for i in range(attempts):
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if i == attempts - 1:
+                raise
+            wait = min(max_s, first_s * 2 ** i)
+            log.warning("%s: Postgres unreachable (%s); again in %.1fs", what,
+                        str(exc.orig or exc).strip().splitlines()[0][:200], wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def check_database(url: str | None = None) -> None:

@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,7 +32,7 @@ from agentswarm.git.repo import GitError, SwarmRepo, open_repo, require_git
 
 __all__ = ["MergeStrategy", "Landing", "MergeResult", "land_branch", "list_conflicting_files", "branch_changes",
            "BranchChanges", "delete_branch", "MAX_CAS_ATTEMPTS", "DEFAULT_COMMITTER", "Stacked", "stack_on",
-           "move_main", "tree_of", "changed_between", "revert_onto", "landed_range"]
+           "move_main", "tree_of", "changed_between", "revert_onto", "landed_range", "with_trailer"]
 
 MAX_CAS_ATTEMPTS = 5
 # Plumbing never triggers `gc --auto`, so without this every ancestry walk (rev-list, the
@@ -158,7 +159,25 @@ def _commit_tree(git: SwarmRepo, tree: str, parents: list[str], message: bytes,
     return git.out(*args, "-F", "-", input=message, env=env)
 
 
-def _replay(git: SwarmRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str]) -> _Outcome:
+TRAILER = b"Swarm-Task"
+
+
+def with_trailer(message: bytes, branch: str) -> bytes:
+    """The message with a `Swarm-Task: <id>` trailer naming the task of a `swarm/<id>` branch (once)."""
+    task_id = branch.removeprefix("refs/heads/").removeprefix("swarm/")
+    if not branch.removeprefix("refs/heads/").startswith("swarm/") or not task_id:
+        return message
+    line = TRAILER + b": " + task_id.encode()
+    if line in message.splitlines():
+        return message
+    body = message.rstrip(b"\n")
+    last = body.rsplit(b"\n\n", 1)[-1]
+    in_trailers = b"\n\n" in body and all(b": " in ln for ln in last.splitlines())  # a trailer block ends it
+    return body + (b"\n" if in_trailers else b"\n\n") + line + b"\n"
+
+
+def _replay(git: SwarmRepo, main: _Main, commits: list[_Commit], committer: tuple[str, str],
+            branch: str = "") -> _Outcome:
     """Cherry-pick each non-merge commit onto main in order; merges are dropped as `git rebase` does."""
     in_range = {c.sha for c in commits}
     cur, cur_tree, landed = main.sha, main.tree, []
@@ -177,7 +196,7 @@ def _replay(git: SwarmRepo, main: _Main, commits: list[_Commit], committer: tupl
                             error=f"commit {c.sha[:12]} conflicts with main in {len(conflicts)} file(s)")
         if tree == cur_tree:
             continue  # its change is already on main (a re-landing, or an empty commit)
-        cur = _commit_tree(git, tree, [cur], c.message, c.author, committer)
+        cur = _commit_tree(git, tree, [cur], with_trailer(c.message, branch), c.author, committer)
         cur_tree = tree
         landed.append(cur)
     if not landed:
@@ -205,12 +224,13 @@ def _plan(git: SwarmRepo, strategy: MergeStrategy, main_sha: str, head: str, bra
         return _Outcome(Landing.ALREADY_MERGED)  # head is main or an ancestor of it
     if strategy is MergeStrategy.MERGE_COMMIT:
         text = message or f"Merge branch '{branch.removeprefix('refs/heads/')}'"
-        return _merge_commit(git, main, head, commits, text.rstrip("\n").encode() + b"\n", committer)
+        return _merge_commit(git, main, head, commits, with_trailer(text.rstrip("\n").encode() + b"\n", branch),
+                             committer)
     main_is_base = any(main.sha in c.parents for c in commits)
     linear = all(len(c.parents) == 1 for c in commits)
     if main_is_base and (strategy is MergeStrategy.FAST_FORWARD or linear):
         return _Outcome(Landing.MERGED, new_head=head, landed=[c.sha for c in commits])
-    return _replay(git, main, commits, committer)
+    return _replay(git, main, commits, committer, branch)
 
 
 def _after_landing(git: SwarmRepo, head: str) -> None:
@@ -224,11 +244,14 @@ def _after_landing(git: SwarmRepo, head: str) -> None:
 
 def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeStrategy | str, *,
                 main_ref: str = "refs/heads/main", message: str | None = None,
-                committer: tuple[str, str] = DEFAULT_COMMITTER, head: str | None = None) -> MergeResult:
+                committer: tuple[str, str] = DEFAULT_COMMITTER, head: str | None = None,
+                before_cas: Callable[[str, str, list[str]], None] | None = None) -> MergeResult:
     """Land branch on main with strategy; expected failures come back as a result, never raised.
 
     With `head` (the commit the task's handoff recorded), exactly that commit lands, whatever the
     branch points at now: a branch moved by anyone after the handoff cannot change what lands.
+    `before_cas(main, new_head, landed)` is called before each compare-and-swap (the merge queue writes its
+    landing record there); an exception from it stops the landing with main untouched.
     """
     require_git()
     try:
@@ -266,6 +289,8 @@ def land_branch(repo_path: str | os.PathLike[str], branch: str, strategy: MergeS
                               error=out.error)
             if out.new_head is None:
                 raise GitError(f"landing {branch!r} produced no new head")
+            if before_cas is not None:
+                before_cas(main, out.new_head, out.landed)
             if refs.update_ref_cas(git, main_ref, out.new_head, main):
                 _after_landing(git, out.new_head)
                 return result(Landing.MERGED, main, main_after=out.new_head, commits_landed=out.landed)

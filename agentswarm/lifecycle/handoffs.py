@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import Handoff
@@ -12,7 +13,15 @@ from agentswarm.agent.scrubbing import clean_data, scrub_clip
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.lookup import load_task, missing_is_done
-from agentswarm.db.models import HandoffRecord, Task, TaskStatus
+from agentswarm.db.models import (
+    Feature,
+    FeatureStatus,
+    HandoffRecord,
+    MergeAttempt,
+    MergeStatus,
+    Task,
+    TaskStatus,
+)
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
 from agentswarm.db.text import orchestrator_secrets
@@ -23,6 +32,7 @@ from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.progress import drop_live_steps, live_transcript
 from agentswarm.queue.send import merge_after_commit
+from agentswarm.testing.chaos import strike
 
 TRANSCRIPT_CAP = 512 * 1024
 
@@ -86,6 +96,16 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
             return "stale"
         fields = {"summary": (h.summary or "")[:4000], "error": h.error}
         status = h.status
+        if not h.commits and (landed := _features_landed(db, task)):
+            # Nothing to change because the work is on main already (another task landed its features): done.
+            transition(db, task_id, TaskStatus.running, TaskStatus.cancelled,
+                       summary=f"already done: its features landed with {', '.join(landed)}", error=None)
+            record_event(db, "task.already_done", f"nothing to change: its features landed with {', '.join(landed)}",
+                         run_id=task.run_id, task_id=task_id, landed_by=landed)
+            if task.parent_id:
+                settle_parent(db, task.parent_id)
+            dispatch_pending(db, task.run_id)
+            return "already-done"
         if status == "complete" and not h.commits:
             status, fields["error"] = "blocked", h.error or "agent reported complete but made no commits"
         if status == "complete":
@@ -120,7 +140,22 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
             settle_parent(db, task.parent_id)
         if status != "complete":
             dispatch_pending(db, task.run_id)  # its scope is free again
+        strike("handoff.store")
         return status
+
+
+def _features_landed(db: Session, task: Task) -> list[str]:
+    """Other tasks whose landing made every one of this task's features done (none if it has no features)."""
+    if not task.feature_ids:
+        return []
+    done = db.scalars(select(Feature.id).where(Feature.id.in_(task.feature_ids),
+                                               Feature.status == FeatureStatus.done)).all()
+    if set(done) != set(task.feature_ids):
+        return []
+    landed = db.scalars(select(Task.id).join(MergeAttempt, MergeAttempt.task_id == Task.id).where(
+        Task.id != task.id, Task.run_id == task.run_id, MergeAttempt.status == MergeStatus.merged,
+        Task.feature_ids.has_any(array(list(task.feature_ids)))).distinct().limit(5)).all()
+    return list(landed)
 
 
 def presubmit_failure(h: Handoff) -> dict | None:

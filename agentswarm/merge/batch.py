@@ -55,7 +55,14 @@ from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.flaky import exclude_flags, file_of_test, observe, quarantined_names
 from agentswarm.merge.gate import GateRun, GateWorkspace
-from agentswarm.merge.records import mark_done, record_landing, recorded_head, remote_push_main
+from agentswarm.merge.records import (
+    finish_landing,
+    record_intent,
+    record_landing,
+    recorded_head,
+    remote_push_main,
+)
+from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
@@ -179,22 +186,38 @@ class GatedMerge:
         return run
 
     def land(self, entries: list[Entry], run: GateRun, extra: dict[str, Any] | None = None) -> bool:
-        """Move main to the last entry's tip (tested green); False if main moved under us."""
+        """Move main to the last entry's tip (tested green); False if main moved under us.
+
+        Crash-consistent: the entries' `landing` rows are committed before main moves and become `merged` in the
+        commit after (see `merge.records`); a crash in between is settled from git by the next merge.
+        """
         tip = entries[-1].tip
         assert tip is not None
+        gate = {"batch_size": len(self.entries), "result": run.result, "runs": len(self.batch.runs), "full": run.full,
+                "commands": run.commands, "seconds": run.seconds, "quarantined": run.quarantined, **(extra or {})}
+        rows = [record_intent(self.db, e.task, strategy=self.strategy.value, main_before=self.main, main_after=tip,
+                              head=e.head, landed=e.landed, batch_id=self.batch.id, position=e.position,
+                              tree=run.tree) for e in entries]
+        for row in rows:
+            row.gate = gate
+        self.db.commit()
+        strike("merge.before_cas")
         if not move_main(self.hub, tip, self.main):
+            now = datetime.now(UTC)
+            for row in rows:
+                row.status, row.finished_at, row.error = MergeStatus.abandoned, now, "main moved under the batch"
+            self.db.commit()
             return False
+        strike("merge.after_cas")
         before, self.main = self.main, tip
         if self.settings.git_repo_url:
             remote_push_main(self.settings)
-        for e in entries:
-            self._record(e, MergeStatus.merged, main_before=before, main_after=tip, tree=run.tree,
-                         gate={"result": run.result, "runs": len(self.batch.runs), "full": run.full,
-                               "commands": run.commands, "seconds": run.seconds, "quarantined": run.quarantined,
-                               **(extra or {})})
+        for e, row in zip(entries, rows, strict=True):
+            finish_landing(self.db, row, e.task)
             self.batch.merged.append(e.task.id)
             self.landed.append(e)
-        self.db.commit()  # main moved: recorded at once (a crash before this finds them already merged)
+        self.db.commit()  # main moved: recorded at once (a crash before this is settled from the landing rows)
+        log.debug("batch %s landed %d branch(es): main %s -> %s", self.batch.id, len(entries), before[:10], tip[:10])
         return True
 
     # -- the batch -------------------------------------------------------------------------------
@@ -332,18 +355,15 @@ class GatedMerge:
 
     def _record(self, e: Entry, status: MergeStatus, *, main_before: str, main_after: str | None, tree: str | None,
                 gate: dict[str, Any], error: str | None = None, conflict_files: list[str] | None = None) -> None:
+        """A settlement other than a landing (rejected, failed); landings go through `land`."""
         now = datetime.now(UTC)
         self.db.add(MergeAttempt(
             task_id=e.task.id, branch=e.task.branch, strategy=self.strategy.value, status=status,
             main_before=main_before, main_after=main_after, conflict_files=conflict_files or [],
-            commits_landed=e.landed if status is MergeStatus.merged else [], error=stored_text(error, None),
+            commits_landed=[], error=stored_text(error, None),
             head_sha=e.head, batch_id=self.batch.id, position=e.position, tree_sha=tree,
             gate={"batch_size": len(self.entries), **gate}, started_at=self.started_at, finished_at=now,
             duration_ms=(now - self.started_at).total_seconds() * 1000))
-        if status is MergeStatus.merged:
-            mark_done(self.db, e.task)
-            record_event(self.db, "merge.merged", f"{e.task.branch} -> main {(main_after or '')[:10]}",
-                         run_id=self.run_id, task_id=e.task.id, commits=len(e.landed), batch_id=self.batch.id)
 
     def _settle_plain(self, e: Entry, status: Landing, out: Stacked) -> None:
         """A branch settled without the gate: already on main, a textual conflict, or a git failure."""
@@ -363,9 +383,11 @@ class GatedMerge:
                      size=len(self.entries), landed=len(b.merged), culprits=b.culprits, flaky=b.flaky,
                      runs=len(b.runs), red=any(not r.ok for r in b.runs), seconds=b.gate_seconds(),
                      main=self.main, held=b.held)
+        self.db.commit()  # every landing is recorded before any branch goes
         if self.settings.merge_delete_branch:
             for e in self.entries:
                 if e.task.id in b.merged:
+                    strike("merge.before_delete")
                     delete_branch(self.hub, e.task.branch, expected_sha=e.head)
 
 

@@ -24,6 +24,7 @@ from agentswarm.db.text import stored_text
 from agentswarm.errors import SwarmError
 from agentswarm.git import refs
 from agentswarm.git.landing import Landing, MergeResult
+from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.reverts import reopen_reverted
@@ -110,3 +111,87 @@ def recorded_head(db: Session, task: Task) -> str | None:
     return db.scalar(select(HandoffRecord.head_sha).where(
         HandoffRecord.task_id == task.id, HandoffRecord.status == TaskStatus.complete,
         HandoffRecord.head_sha.is_not(None)).order_by(HandoffRecord.attempt.desc(), HandoffRecord.id.desc()).limit(1))
+
+
+# -- crash-consistent landing ----------------------------------------------------------------------
+#
+# A landing is written down before main moves and finished after: (1) a `landing` row, committed, names the sha
+# main is about to move to; (2) the compare-and-swap; (3) the row becomes `merged` (features done, events) in one
+# commit; (4) only then is the branch deleted. A crash anywhere leaves a state `settle_landings` reads back from
+# git: a `landing` row whose sha main holds landed (recorded merged now, once); one whose sha main does not hold
+# never moved main (abandoned; the task is landed again). It runs under the merge lock: at the start of every
+# merge, and from the monitor after a restart.
+
+
+def record_intent(db: Session, task: Task, *, strategy: str, main_before: str, main_after: str, head: str | None,
+                  landed: list[str], batch_id: str | None = None, position: int | None = None,
+                  tree: str | None = None) -> MergeAttempt:
+    """Add the `landing` row of a task about to land (the caller commits it before main moves)."""
+    row = MergeAttempt(task_id=task.id, branch=task.branch, strategy=strategy, status=MergeStatus.landing,
+                       main_before=main_before, main_after=main_after, commits_landed=list(landed), head_sha=head,
+                       batch_id=batch_id, position=position, tree_sha=tree, started_at=datetime.now(UTC))
+    db.add(row)
+    db.flush()
+    return row
+
+
+def finish_landing(db: Session, row: MergeAttempt, task: Task, *, recovered: bool = False,
+                   **data: object) -> None:
+    """A landing row whose sha main now holds becomes `merged`: the task's features done, the event, once."""
+    row.status, row.finished_at = MergeStatus.merged, datetime.now(UTC)
+    if row.started_at is not None:
+        row.duration_ms = (row.finished_at - row.started_at).total_seconds() * 1000
+    mark_done(db, task)
+    record_event(db, "merge.merged", f"{task.branch} -> main {(row.main_after or '')[:10]}"
+                 + (" (recorded after a crash)" if recovered else ""), run_id=task.run_id, task_id=task.id,
+                 commits=len(row.commits_landed or []), batch_id=row.batch_id, recovered=recovered, **data)
+
+
+def settle_landings(db: Session, hub: str, task_ids: list[str] | None = None) -> dict[str, list[str]]:
+    """Resolve `landing` rows left by a merge stage that died: merged if main holds their sha, else abandoned.
+
+    Call it holding the merge lock (no landing of this process is in flight). Returns the task ids settled each way
+    (the branches of the ones recorded merged are the caller's to delete, after its commit: `landed_branches`).
+    """
+    q = select(MergeAttempt).where(MergeAttempt.status == MergeStatus.landing).order_by(MergeAttempt.id)
+    if task_ids is not None:
+        q = q.where(MergeAttempt.task_id.in_(task_ids))
+    rows = list(db.scalars(q))
+    out: dict[str, list[str]] = {"merged": [], "abandoned": []}
+    if not rows:
+        return out
+    main = refs.rev_parse(hub, "refs/heads/main")
+    for row in rows:
+        task = db.get(Task, row.task_id)
+        on_main = bool(main and row.main_after and _reachable(hub, row.main_after, main))
+        twin = db.scalar(select(MergeAttempt.id).where(MergeAttempt.task_id == row.task_id,
+                                                       MergeAttempt.status == MergeStatus.merged).limit(1))
+        if on_main and task is not None and twin is None:
+            finish_landing(db, row, task, recovered=True)
+            out["merged"].append(row.task_id)
+            continue
+        row.status, row.finished_at = MergeStatus.abandoned, datetime.now(UTC)
+        row.error = ("already recorded merged" if on_main else
+                     f"main never moved to {(row.main_after or '?')[:12]}: the merge stage stopped before its "
+                     "compare-and-swap; the branch is landed again")
+        out["abandoned"].append(row.task_id)
+        if task is not None and not on_main:
+            record_event(db, "merge.interrupted", row.error, run_id=task.run_id, task_id=task.id)
+    return out
+
+
+def landed_branches(db: Session, task_ids: list[str]) -> list[tuple[str, str]]:
+    """(branch, head) of these tasks' landings: what may be deleted once their records are committed."""
+    if not task_ids:
+        return []
+    rows = db.execute(select(MergeAttempt.branch, MergeAttempt.head_sha).where(
+        MergeAttempt.task_id.in_(task_ids), MergeAttempt.status == MergeStatus.merged,
+        MergeAttempt.head_sha.is_not(None))).all()
+    return [(b, h) for b, h in rows if h]
+
+
+def _reachable(hub: str, sha: str, main: str) -> bool:
+    try:
+        return refs.is_ancestor(hub, sha, main)
+    except GitError:  # an unknown commit (never written, or collected): main cannot hold it
+        return False

@@ -1,4 +1,5 @@
-"""The monitor tick: time out stuck tasks, recover lost work, reap orphan sandboxes, record metrics."""
+"""The monitor tick: settle interrupted landings, time out stuck tasks, recover lost work, reap orphan sandboxes,
+record metrics."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
-from agentswarm.db.locks import try_xact_lock
+from agentswarm.db.locks import try_held_lock, try_xact_lock
 from agentswarm.db.models import Run, RunStatus
 from agentswarm.db.session import session_scope
 from agentswarm.git.hub import repair_hooks
-from agentswarm.git.refs import gc_auto
+from agentswarm.git.refs import delete_branch, gc_auto
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.merge.records import landed_branches, settle_landings
 from agentswarm.monitor.recovery import reap_orphans, recover_stuck, resend_lost
 from agentswarm.ops.status import run_summary
 from agentswarm.queue.broker import queue_lengths
@@ -33,6 +35,7 @@ def monitor_tick(settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     client = redis.Redis.from_url(settings.redis_url)
     try:
+        landings = settle_landings_now(settings)
         with session_scope() as db:
             if not try_xact_lock(db, "monitor"):
                 return {"skipped": "another monitor holds the lock"}
@@ -45,9 +48,27 @@ def monitor_tick(settings: Settings | None = None) -> dict:
                 dispatch_pending(db, run.id)
                 record_event(db, "metrics.snapshot", "", run_id=run.id, **snapshot(db, client, run))
         _gc_hub(settings)
-        return {"recovered": recovered, "resent": resent, "reaped": reaped, "hooks_removed": hooks}
+        return {"recovered": recovered, "resent": resent, "reaped": reaped, "hooks_removed": hooks,
+                "landings": landings}
     finally:
         client.close()
+
+
+def settle_landings_now(settings: Settings) -> dict[str, list[str]]:
+    """Landings a dead merge stage left half done (after a restart of it or of Postgres), settled from git.
+
+    Only while no merge is running (the merge lock, not waited for): a merge in flight settles them itself.
+    """
+    hub = str(settings.hub_path.resolve())
+    with try_held_lock("merge") as free:
+        if not free:
+            return {}
+        with session_scope() as db:
+            settled = settle_landings(db, hub)
+            gone = landed_branches(db, settled["merged"]) if settings.merge_delete_branch else []
+        for branch, head in gone:  # recorded merged (committed above): the branch may go now
+            delete_branch(hub, branch, expected_sha=head)
+        return settled
 
 
 def _guard_hub(db: Session, settings: Settings, run_id: str | None) -> list[str]:

@@ -39,6 +39,7 @@ from agentswarm.planning.parsing import Rejection, TaskDraft, UnparseableReply, 
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
+from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
 PLAN_LOCK_WAIT_S = 5.0  # another tick's bookkeeping under the lock takes milliseconds
@@ -177,6 +178,7 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
             record_event(session, "task.created", task.title[:200], run_id=run.id, task_id=task.id,
                          scope=draft.scope, feature_ids=draft.feature_ids, priority=draft.priority)
         sent = dispatch_pending(session, run.id)
+        strike("plan.store")
         record_event(session, "planner.planned", f"{len(kept)} tasks stored, {len(rejected)} dropped",
                      run_id=run.id, iteration=iteration, dispatched=len(sent))
         return {"planned": len(kept), "rejected": len(rejected), "dispatched_after": len(sent)}

@@ -15,12 +15,18 @@ import logging
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from agentswarm.errors import BadCall, BadRequest
+from agentswarm.errors import BadCall, BadRequest, ServiceUnavailable
 from agentswarm.queue.app import app
 from agentswarm.queue.names import ADD_TASK, MERGE_BRANCH, MONITOR_TICK, PLAN_TICK, RECONCILE_TICK, RUN_TASK
 
 log = logging.getLogger(__name__)
+
+# Postgres restarting, a dropped connection: the message is tried again with backoff, not dropped. Every handler
+# is idempotent (stages re-read Postgres, the merge stage settles a half-done landing from git first).
+DB_RETRY: dict[str, Any] = {"autoretry_for": (OperationalError, InterfaceError, ServiceUnavailable),
+                            "retry_backoff": 1, "retry_backoff_max": 60, "retry_jitter": True, "max_retries": 30}
 
 
 @app.task(name=PLAN_TICK)
@@ -31,7 +37,7 @@ def plan_tick() -> dict:
     return stage()
 
 
-@app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True, **DB_RETRY)
 def run_task(task_id: str) -> str:
     """Work: drive one sandboxed agent through one task."""
     from agentswarm.work.stage import work_on
@@ -39,7 +45,7 @@ def run_task(task_id: str) -> str:
     return work_on(task_id)
 
 
-@app.task(name=MERGE_BRANCH, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=MERGE_BRANCH, acks_late=True, reject_on_worker_lost=True, **DB_RETRY)
 def merge_branch(task_id: str) -> str:
     """Merge: land a complete task's branch on main."""
     from agentswarm.merge.queue import merge_task
@@ -56,7 +62,7 @@ def reconcile_tick(force: bool = False) -> dict:
 
 
 @app.task(name=ADD_TASK, bind=True, ignore_result=False, acks_late=True, reject_on_worker_lost=True,
-          throws=(BadCall, BadRequest))
+          throws=(BadCall, BadRequest), **DB_RETRY)
 def add_task(self: Task, **request: Any) -> str:
     """People: inject a fix or manual task; returns its id (the same id again for a repeated `key`).
 

@@ -20,7 +20,7 @@ from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.lookup import load_task, missing_is_done
 from agentswarm.db.models import Run, RunStatus, Task, TaskStatus
-from agentswarm.db.session import session_scope
+from agentswarm.db.session import retry_on_db_loss, session_scope
 from agentswarm.db.states import transition
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.dispatch import busy_scopes, scopes_overlap
@@ -132,4 +132,6 @@ def work_on(task_id: str, settings: Settings | None = None) -> str:
             _reap(backend, sb.id)
         if gate is not None:
             gate.remove()
-    return finish_task(task_id, task.attempts, sb.id if sb else None, handoff, settings)
+    sandbox_id = sb.id if sb else None
+    return retry_on_db_loss(lambda: finish_task(task_id, task.attempts, sandbox_id, handoff, settings),
+                            what=f"storing the handoff of {task_id}")

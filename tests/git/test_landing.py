@@ -64,7 +64,9 @@ def test_diverged_branch_is_rebased_linearly_keeping_authors_messages_and_every_
     fmt = "%an|%ae|%ad|%B|%cn"
     got = [git(path, "log", "-1", f"--format={fmt}", "--date=raw", c) for c in r.commits_landed]
     want = [git(path, "log", "-1", f"--format={fmt}", "--date=raw", c) for c in (c1, c2, c3)]
-    assert [g.rsplit("|", 1)[0] for g in got] == [w.rsplit("|", 1)[0] for w in want]
+    # the same authors, dates and messages, each with the task's trailer added by the queue
+    assert [g.rsplit("|", 1)[0] for g in got] == [
+        w.rsplit("|", 1)[0].rstrip("\n") + "\n\nSwarm-Task: t2\n" for w in want]
     assert {g.rsplit("|", 1)[1] for g in got} == {landing.DEFAULT_COMMITTER[0]}
     assert read(path, "main", "a.txt") == edit(a1, 3, "second")
     assert read(path, "main", "c.txt") == edit(BASE["c.txt"], 9, "C9") and read(path, "main", "b.txt") is None
