@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     run_max_tokens: int = Field(50_000_000, gt=0)
     run_max_dollars: float = Field(100.0, gt=0)
     run_deadline_s: int = Field(6 * 3600, gt=0)
+    run_stuck_grace_s: int = Field(
+        600, ge=0, description="seconds a run with nothing runnable left (features blocked behind ones that failed "
+        "for good) waits for a person (`agentswarm retry`, `add-task --feature`) before it stops; 0: stop at once")
 
     # Reconciler: how main is built and tested (run in a checkout of main)
     reconcile_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",

@@ -86,6 +86,7 @@ class FeatureStatus(StrEnum):
     in_progress = "in_progress"
     done = "done"
     failed = "failed"
+    blocked = "blocked"  # a dependency failed for good (maybe through others): nothing happens without a person
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -275,6 +276,8 @@ class Feature(Base):
     files: Mapped[list[str]] = mapped_column(default=list)
     dependencies: Mapped[list[str]] = mapped_column(default=list)
     acceptance: Mapped[list[str]] = mapped_column(default=list)
+    blocked_by: Mapped[str | None] = mapped_column(String(64))  # blocked: the feature that failed for good
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it is blocked, or why it failed for good
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -1,7 +1,9 @@
 """The features table: FEATURES.json loaded into Postgres, and feature status kept there.
 
 Status moves pending -> in_progress (a task was planned) -> done (a task's branch landed) or
-failed (a task gave up). `done` is never taken back by a later failure or plan.
+failed (a task gave up). `done` is never taken back by a later failure or plan. A feature whose
+dependency failed for good (agentswarm/planning/blocked.py) is `blocked`, naming that feature in
+`blocked_by` and why in `status_reason`; any other status move clears both.
 """
 
 from __future__ import annotations
@@ -99,13 +101,19 @@ def set_feature_status(session: Session, feature_ids: Iterable[str], status: str
         result = cast(CursorResult, session.execute(  # an UPDATE: a CursorResult, which has rowcount
             update(Feature).where(Feature.id == fid, Feature.status != FeatureStatus.done,
                                   Feature.status != target)
-            .values(status=target).execution_options(synchronize_session=False)))
+            .values(status=target, blocked_by=None, status_reason=None)
+            .execution_options(synchronize_session=False)))
         if result.rowcount:
             changed.append(fid)
-    for feature in session.identity_map.values():
-        if isinstance(feature, Feature) and feature.id in changed:
-            session.expire(feature)
+    _expire(session, changed)
     return changed
+
+
+def _expire(session: Session, ids: Iterable[str]) -> None:
+    ids = set(ids)
+    for feature in session.identity_map.values():
+        if isinstance(feature, Feature) and feature.id in ids:
+            session.expire(feature)
 
 
 def mark_features_in_progress(session: Session, feature_ids: Iterable[str]) -> list[str]:
@@ -135,10 +143,51 @@ def reopen_features(session: Session, feature_ids: Iterable[str]) -> list[str]:
     changed = list(session.scalars(update(Feature).where(Feature.id.in_(ids), Feature.status == FeatureStatus.done)
                                    .values(status=FeatureStatus.in_progress).returning(Feature.id)
                                    .execution_options(synchronize_session=False)))
-    for feature in session.identity_map.values():
-        if isinstance(feature, Feature) and feature.id in changed:
-            session.expire(feature)
+    _expire(session, changed)
     return changed
+
+
+def note_failed_for_good(session: Session, feature_id: str, reason: str) -> bool:
+    """The feature failed for good: failed, with the reason; True if it was not noted so already."""
+    session.flush()
+    changed = list(session.scalars(update(Feature).where(
+        Feature.id == feature_id, Feature.status != FeatureStatus.done,
+        (Feature.status != FeatureStatus.failed) | Feature.status_reason.is_(None))
+        .values(status=FeatureStatus.failed, blocked_by=None, status_reason=reason)
+        .returning(Feature.id).execution_options(synchronize_session=False)))
+    _expire(session, changed)
+    return bool(changed)
+
+
+def block_feature(session: Session, feature_id: str, root: str, reason: str) -> bool:
+    """The feature waits on `root`, which failed for good; True if it was not blocked before."""
+    session.flush()
+    was = session.scalar(select(Feature.status).where(Feature.id == feature_id).with_for_update())
+    if was is None or was == FeatureStatus.done:
+        return False
+    session.execute(update(Feature).where(Feature.id == feature_id)
+                    .where((Feature.status != FeatureStatus.blocked) | Feature.blocked_by.is_distinct_from(root)
+                           | Feature.status_reason.is_distinct_from(reason))
+                    .values(status=FeatureStatus.blocked, blocked_by=root, status_reason=reason)
+                    .execution_options(synchronize_session=False))
+    _expire(session, [feature_id])
+    return was != FeatureStatus.blocked
+
+
+def clear_blocked(session: Session, keep: Iterable[str], keep_failed: Iterable[str]) -> list[str]:
+    """Blocked features not in `keep` are pending again (returned); a failed one not in `keep_failed` loses
+    its failed-for-good reason (it may be tried again)."""
+    session.flush()
+    unblocked = list(session.scalars(update(Feature).where(
+        Feature.status == FeatureStatus.blocked, Feature.id.not_in(list(keep)))
+        .values(status=FeatureStatus.pending, blocked_by=None, status_reason=None)
+        .returning(Feature.id).execution_options(synchronize_session=False)))
+    cleared = list(session.scalars(update(Feature).where(
+        Feature.status == FeatureStatus.failed, Feature.status_reason.is_not(None),
+        Feature.id.not_in(list(keep_failed))).values(status_reason=None)
+        .returning(Feature.id).execution_options(synchronize_session=False)))
+    _expire(session, unblocked + cleared)
+    return sorted(unblocked)
 
 
 def all_features_done(session: Session) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -137,7 +138,14 @@ def status(as_json: bool) -> None:
     import json
 
     from agentswarm.db.session import session_scope
-    from agentswarm.ops.status import gate_state, latest_run, main_state, recent_events, run_summary
+    from agentswarm.ops.status import (
+        blocked_state,
+        gate_state,
+        latest_run,
+        main_state,
+        recent_events,
+        run_summary,
+    )
 
     settings = _settings()
     with session_scope() as db:
@@ -148,8 +156,9 @@ def status(as_json: bool) -> None:
         summary, events = run_summary(db, run), recent_events(db, run.id, 15)
         gate = gate_state(db, run, settings)
         main = main_state(db, run, settings)
+        blocked = blocked_state(db, run)
     if as_json:
-        click.echo(json.dumps({**summary, "gate": gate, "main": main, "events": events}, indent=2))
+        click.echo(json.dumps({**summary, "gate": gate, "main": main, "blocked": blocked, "events": events}, indent=2))
         return
     paused = ", paused: nothing new starts until `agentswarm resume`" if summary["paused_at"] else ""
     click.echo(f"run {summary['run']} ({summary['status']}{paused}{', demo' if summary['demo'] else ''})"
@@ -161,11 +170,34 @@ def status(as_json: bool) -> None:
         click.echo(line)
     for line in _main_lines(main):
         click.echo(line)
+    for line in _blocked_lines(blocked, settings.run_stuck_grace_s):
+        click.echo(line)
     llm = summary["llm"]
     click.echo(f"llm:    {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
                f"${llm['cost_usd']:.4f}")
     for e in events:
         click.echo(f"  {e['at']} {e['kind']:<18} {e['task'] or '':<12} {e['message'][:90]}")
+
+
+def _blocked_lines(blocked: dict, grace_s: int) -> list[str]:
+    """The blocked block of `agentswarm status`: what failed for good, what waits on it, and a stuck run's end."""
+    lines = [f"blocked: {blocked['blocked']} feature{'s' if blocked['blocked'] != 1 else ''} wait on "
+             f"{blocked['failed_for_good']} that failed for good"] if blocked["failed_for_good"] else []
+    for root in blocked["features"]:
+        line = f"  {root['feature']} {(root['reason'] or 'failed for good')[:160]}"
+        if root["blocks"]:
+            line += f" · blocks {', '.join(root['blocks'][:8])}" + (
+                f" +{len(root['blocks']) - 8}" if len(root["blocks"]) > 8 else "")
+        if root["retry"]:
+            line += f" · `agentswarm retry {root['retry']}`"
+        lines.append(line)
+    stuck = blocked["stuck"]
+    if stuck:
+        since = datetime.fromisoformat(stuck["since"])
+        lines.append(f"stuck:  {stuck['reason'][:200]}")
+        lines.append(f"        since {since.strftime('%H:%M:%S')}; the run stops at "
+                     f"{(since + timedelta(seconds=grace_s)).strftime('%H:%M:%S')} unless a person acts")
+    return lines
 
 
 def _gate_lines(gate: dict, culprits: int = 3) -> list[str]:
@@ -313,14 +345,17 @@ def run_stop(reason: str) -> None:
 @click.option("--key", default=None, help="Adding again with the same key returns the first task, not a twin.")
 @click.option("--title", default="")
 @click.option("--run", "run_id", default=None, help="A run id (default: the active run).")
+@click.option("--feature", "features", multiple=True,
+              help="A feature the task is for (repeatable): done when it lands; what waits on it is unblocked.")
 def add_task(description: str, scope: tuple[str, ...], priority: int, kind: str, key: str | None, title: str,
-             run_id: str | None) -> None:
+             run_id: str | None, features: tuple[str, ...]) -> None:
     """Inject a task into the active run (steer the swarm by hand); `celery call agentswarm.add_task` does the same."""
     from agentswarm.db.session import session_scope
     from agentswarm.ops.steering import add_task as add
 
     with session_scope() as db:
-        task, created = add(db, _settings(), description, list(scope), priority, title, run_id, kind=kind, key=key)
+        task, created = add(db, _settings(), description, list(scope), priority, title, run_id, kind=kind, key=key,
+                            features=list(features))
         line = (f"task {task.id} added ({task.kind}, priority {task.priority})" if created
                 else f"task {task.id} already added with key {key} ({task.kind}, {task.status})")
     click.echo(line)

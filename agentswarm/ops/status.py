@@ -12,6 +12,7 @@ from agentswarm.agent.contract import MEASURED_FIELDS
 from agentswarm.db.models import (
     Event,
     Feature,
+    FeatureStatus,
     HandoffRecord,
     LLMCall,
     MainCheck,
@@ -19,6 +20,7 @@ from agentswarm.db.models import (
     MergeStatus,
     Run,
     Task,
+    TaskStatus,
 )
 from agentswarm.lifecycle.flaky import quarantined_tests
 from agentswarm.reconcile.health import health
@@ -66,6 +68,28 @@ def feature_progress(db: Session) -> dict[str, dict[str, int]]:
                                           .group_by(Feature.category, Feature.status)).all():
         out.setdefault(category, {})[status] = n
     return dict(sorted(out.items()))
+
+
+def blocked_state(db: Session, run: Run, shown: int = 10) -> dict:
+    """The features that failed for good, what waits on each (agentswarm/planning/blocked.py) and the task a
+    person may retry; the run's stuck mark (agentswarm/planning/stuck.py)."""
+    rows = db.execute(select(Feature.id, Feature.status, Feature.blocked_by, Feature.status_reason).where(
+        (Feature.status == FeatureStatus.blocked)
+        | ((Feature.status == FeatureStatus.failed) & Feature.status_reason.is_not(None))).order_by(Feature.id)).all()
+    roots: dict[str, dict] = {}
+    for fid, st, by, why in rows:
+        key = fid if st == FeatureStatus.failed else by or "?"
+        root = roots.setdefault(key, {"feature": key, "reason": None, "blocks": [], "retry": None})
+        if st == FeatureStatus.failed:
+            root["reason"] = why
+        else:
+            root["blocks"].append(fid)
+    for root in list(roots.values())[:shown]:
+        root["retry"] = db.scalar(select(Task.id).where(
+            Task.run_id == run.id, Task.parent_id.is_(None), Task.feature_ids.contains([root["feature"]]),
+            Task.status.in_((TaskStatus.failed, TaskStatus.blocked))).order_by(Task.finished_at.desc().nulls_last()))
+    return {"features": list(roots.values())[:shown], "failed_for_good": len(roots),
+            "blocked": sum(len(r["blocks"]) for r in roots.values()), "stuck": (run.config or {}).get("stuck") if run.status == "active" else None}
 
 
 def recent_events(db: Session, run_id: str | None, limit: int = 20) -> list[dict]:

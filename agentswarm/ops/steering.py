@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
-from agentswarm.db.models import FeatureStatus, Run, RunStatus, Task, TaskKind, TaskStatus
+from agentswarm.db.models import Feature, FeatureStatus, Run, RunStatus, Task, TaskKind, TaskStatus
 from agentswarm.db.states import transition
 from agentswarm.db.text import clean_text, stored_text
 from agentswarm.errors import BadRequest
@@ -23,11 +23,13 @@ from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.runs import end_run
 from agentswarm.ops.status import latest_run
+from agentswarm.planning.blocked import refresh_run
 from agentswarm.planning.parsing import InvalidTask, check_scope_path
 
 MAX_DESCRIPTION = 20_000
 MAX_TITLE = 200
 MAX_SCOPE = 50
+MAX_FEATURES = 20
 CANCELLABLE = (TaskStatus.pending, TaskStatus.blocked)
 
 
@@ -55,15 +57,18 @@ def active_run(db: Session, run_id: str | None = None) -> Run:
 
 MAX_KEY = 128
 KINDS = (TaskKind.fix, TaskKind.manual)  # what a person may inject; the others are made by the swarm itself
-REQUEST_FIELDS = ("description", "scope", "priority", "kind", "key", "title", "run")
+REQUEST_FIELDS = ("description", "scope", "priority", "kind", "key", "title", "run", "features")
 _KEY_RE = re.compile(rf"^[\x21-\x7e]{{1,{MAX_KEY}}}$")
 
 
 def add_task(db: Session, settings: Settings, description: str, scope: list[str] | tuple[str, ...] = (),
              priority: int = 3, title: str = "", run_id: str | None = None, *, kind: str = "manual",
-             key: str | None = None) -> tuple[Task, bool]:
+             key: str | None = None, features: list[str] | tuple[str, ...] = ()) -> tuple[Task, bool]:
     """Create a fix or manual task in the active run (or the run named) and send it to a worker once the session
-    commits; returns (task, created). The same `key` in the same run returns the task it made the first time."""
+    commits; returns (task, created). The same `key` in the same run returns the task it made the first time.
+
+    `features`: the features the task is for (not done ones): they are in progress, done when it lands, and what
+    was blocked behind them waits no more."""
     description = stored_text(description if isinstance(description, str) else "", None, settings).strip()
     title = stored_text(title if isinstance(title, str) else "", None, settings)
     if not description:
@@ -81,6 +86,7 @@ def add_task(db: Session, settings: Settings, description: str, scope: list[str]
     if not isinstance(scope, list | tuple) or len(scope) > MAX_SCOPE:
         raise InvalidTask(f"scope must be a list of at most {MAX_SCOPE} paths inside the repository")
     paths = list(dict.fromkeys(check_scope_path(clean_text(p) if isinstance(p, str) else p) for p in scope))
+    feature_ids = _features_for_task(db, features)
     run = active_run(db, run_id)
     if key is not None:
         xact_lock(db, f"request-key:{run.id}:{key}")
@@ -89,14 +95,35 @@ def add_task(db: Session, settings: Settings, description: str, scope: list[str]
             return twin, False
     task = Task(run_id=run.id, kind=TaskKind(kind), title=(title.strip() or description)[:MAX_TITLE],
                 description=description, scope=paths, priority=priority, branch="pending", request_key=key,
-                max_attempts=settings.max_attempts, base_sha=main_sha(settings.hub_path))
+                max_attempts=settings.max_attempts, base_sha=main_sha(settings.hub_path), feature_ids=feature_ids)
     db.add(task)
     db.flush()
     task.branch = f"swarm/{task.id}"
     record_event(db, "task.created", f"{kind} task added by a person: {task.title[:150]}", run_id=run.id,
-                 task_id=task.id, task_kind=kind, priority=priority, scope=paths, key=key)
+                 task_id=task.id, task_kind=kind, priority=priority, scope=paths, key=key, feature_ids=feature_ids)
+    if feature_ids:
+        set_feature_status(db, feature_ids, FeatureStatus.in_progress)
+        refresh_run(db, run.id, settings.max_attempts)
     dispatch_pending(db, run.id)
     return task, True
+
+
+def _features_for_task(db: Session, features: Any) -> list[str]:
+    """The feature ids a person's task is for: known, not done, at most MAX_FEATURES."""
+    if isinstance(features, str):
+        features = [features]
+    if not isinstance(features, list | tuple) or len(features) > MAX_FEATURES or not all(
+            isinstance(f, str) for f in features):
+        raise InvalidTask(f"features must be a list of at most {MAX_FEATURES} feature ids")
+    ids = list(dict.fromkeys(f.strip() for f in features if f.strip()))
+    known = dict(db.execute(select(Feature.id, Feature.status).where(Feature.id.in_(ids))).all()) if ids else {}
+    unknown = [f for f in ids if f not in known]
+    if unknown:
+        raise InvalidTask(f"unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(unknown)[:200]}")
+    done = [f for f in ids if known[f] == FeatureStatus.done]
+    if done:
+        raise InvalidTask(f"feature{'s' if len(done) > 1 else ''} {', '.join(done)[:200]} already done")
+    return ids
 
 
 def add_task_request(db: Session, settings: Settings, request: dict[str, Any]) -> tuple[Task, bool]:
@@ -111,7 +138,8 @@ def add_task_request(db: Session, settings: Settings, request: dict[str, Any]) -
     if run is not None and not isinstance(run, str):
         raise InvalidTask("run must be a run id")
     return add_task(db, settings, request["description"], request.get("scope") or [], request.get("priority", 3),
-                    request.get("title") or "", run, kind=request.get("kind", "manual"), key=request.get("key"))
+                    request.get("title") or "", run, kind=request.get("kind", "manual"), key=request.get("key"),
+                    features=request.get("features") or [])
 
 
 def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person") -> Task:
@@ -150,6 +178,7 @@ def retry_task(db: Session, settings: Settings, task_id: str, reason: str = "ret
         set_feature_status(db, task.feature_ids, FeatureStatus.in_progress)
     record_event(db, "task.retried", stored_text(reason, 300), run_id=run.id, task_id=task_id,
                  attempts_so_far=task.attempts)
+    refresh_run(db, run.id, settings.max_attempts)  # what waited on its features waits no more
     db.refresh(task)
     dispatch_pending(db, run.id)
     return task

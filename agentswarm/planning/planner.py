@@ -1,5 +1,8 @@
 """The root planner's beat tick: end runs that are over, dispatch held work, plan more when there is room.
 
+Every tick also brings the features blocked behind one that failed for good up to date and ends
+(after a grace for a person) a run with nothing runnable left (planning/blocked.py, planning/stuck.py).
+
 Three steps, so a slow model blocks nothing: (1) under the `plan` transaction lock, check each
 run and build the planner's request; (2) call the model with no transaction open; (3) under the
 lock again, record the call, re-validate every proposal against the board as it is *now*, store
@@ -34,10 +37,12 @@ from agentswarm.lifecycle.runs import active_runs, enforce_limits, note_iteratio
 from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning import state
+from agentswarm.planning.blocked import refresh_blocked
 from agentswarm.planning.calls import CallOutcome, ask, record
 from agentswarm.planning.parsing import Rejection, TaskDraft, UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
+from agentswarm.planning.stuck import settle_stuck
 from agentswarm.prompts import render_messages
 from agentswarm.testing.chaos import strike
 
@@ -98,6 +103,16 @@ def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, rep
     if stop:
         report["stopped"] = stop
         return None
+    board = state.load_board(session, run.id, settings.max_attempts)
+    blocking = refresh_blocked(session, run.id, board)
+    if blocking.blocked:
+        report["blocked"] = len(blocking.blocked)
+    stuck = settle_stuck(session, run, settings, board, blocking)
+    if stuck:
+        report["stuck"] = stuck
+        if run.status != RunStatus.active:
+            report["stopped"] = stuck
+        return None
     if run.paused_at is not None:
         report["skipped"] = "paused"
         return None
@@ -109,7 +124,6 @@ def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, rep
     if not may_plan:
         report["skipped"] = "another planner is running"
         return None
-    board = state.load_board(session, run.id, settings.max_attempts)
     features = state.features_input(board)
     if not features:
         report["skipped"] = "no feature is ready"

@@ -7,7 +7,8 @@ landing (blocked, cancelled) is ready again; one with a complete task waits for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,6 +21,14 @@ IN_FLIGHT_SHOWN = 100
 FAILURES_SHOWN = 10
 
 
+class Failure(NamedTuple):
+    """A top-level task that ended without landing."""
+
+    task_id: str
+    status: str
+    error: str
+
+
 @dataclass
 class Board:
     """The planner's view of one run: which features it may plan now and which tasks are open."""
@@ -29,6 +38,7 @@ class Board:
     failures_by_feature: dict[str, int]
     completed: set[str]
     max_attempts: int
+    last_failure: dict[str, Failure] = field(default_factory=dict)  # per feature: its latest top-level task
 
     def why_not(self, feature_id: str) -> str | None:
         """None if the feature may get a new task now, else the reason it may not."""
@@ -48,6 +58,33 @@ class Board:
         if self.failures_by_feature.get(feature_id, 0) >= self.max_attempts:
             return f"feature {feature_id} failed {self.failures_by_feature[feature_id]} times"
         return None
+
+    def in_flight(self, feature_id: str) -> bool:
+        """An open task covers the feature, or a complete one waits to land."""
+        f = self.features.get(feature_id)
+        return any(feature_id in (t.feature_ids or []) for t in self.open_tasks) or (
+            f is not None and f.status == FeatureStatus.in_progress and feature_id in self.completed)
+
+    def failed_for_good(self, feature_id: str) -> bool:
+        """The planner will not try this feature again in this run (see the module's docstring)."""
+        f = self.features.get(feature_id)
+        return (f is not None and f.status != FeatureStatus.done and not self.in_flight(feature_id)
+                and self.failures_by_feature.get(feature_id, 0) >= self.max_attempts)
+
+    def blocked(self) -> dict[str, list[str]]:
+        """{feature: the features that failed for good it waits on, directly or through others}."""
+        roots = {fid: {fid} for fid in self.features if self.failed_for_good(fid)}
+        waiting = [f for f in self.features.values() if f.id not in roots
+                   and f.status != FeatureStatus.done and not self.in_flight(f.id)]
+        changed = True
+        while changed:  # grows monotonically to a fixpoint; a dependency cycle cannot loop it
+            changed = False
+            for f in waiting:
+                found = set().union(*(roots.get(d, set()) for d in f.dependencies or [] if d in self.features))
+                if found - roots.get(f.id, set()):
+                    roots[f.id] = roots.get(f.id, set()) | found
+                    changed = True
+        return {fid: sorted(r) for fid, r in sorted(roots.items()) if fid not in r}
 
     def ready(self) -> list[Feature]:
         """Features that may be planned now, most urgent first."""
@@ -72,16 +109,18 @@ def load_board(session: Session, run_id: str, max_attempts: int) -> Board:
         Task.run_id == run_id, Task.status.in_(OPEN)).order_by(Task.created_at)))
     failed: dict[str, int] = {}
     completed: set[str] = set()
-    rows = session.execute(select(Task.status, Task.feature_ids).where(
-        Task.run_id == run_id, Task.parent_id.is_(None),
-        Task.status.in_([*ENDED_BADLY, TaskStatus.complete]))).all()
-    for status, ids in rows:
+    last: dict[str, Failure] = {}
+    rows = session.execute(select(Task.id, Task.status, Task.feature_ids, Task.error).where(
+        Task.run_id == run_id, Task.parent_id.is_(None), Task.status.in_([*ENDED_BADLY, TaskStatus.complete]))
+        .order_by(Task.finished_at.nulls_first(), Task.created_at)).all()
+    for task_id, status, ids, error in rows:
         for fid in ids or []:
             if status == TaskStatus.complete:
                 completed.add(fid)
             else:
                 failed[fid] = failed.get(fid, 0) + 1
-    return Board(features, open_tasks, failed, completed, max_attempts)
+                last[fid] = Failure(task_id, status, error or "")
+    return Board(features, open_tasks, failed, completed, max_attempts, last)
 
 
 def features_input(board: Board) -> list[dict]:

@@ -120,6 +120,11 @@ function renderSummary(s) {
                                  title: "SANDBOX_ISOLATION=none: agents run as this machine's user, with its network" },
                        "⚠ agents are not isolated") : null,
       s.paused_at ? h("span", { class: "warn", title: "nothing new is sent or planned until resumed" }, "⏸ paused") : null,
+      s.blocked && s.blocked.stuck ? h("span", { class: "warn", title: s.blocked.stuck.reason },
+                                       "⚠ stuck: nothing runnable, a person is needed") : null,
+      s.blocked && s.blocked.blocked ? h("span", { class: "warn", title: s.blocked.features.map((r) =>
+        `${r.feature} ${r.reason || "failed for good"}; blocks ${r.blocks.join(", ")}${r.retry ? `; retry ${r.retry}` : ""}`).join("\n") },
+        `${s.blocked.blocked} features blocked`) : null,
       s.demo ? badge("demo") : null);
     state.paused = Boolean(s.paused_at);
     $("btn-pause").textContent = state.paused ? "Resume" : "Pause";
@@ -288,7 +293,7 @@ function renderFeatures(progress) {
   const rows = Object.entries(progress).map(([cat, counts]) => {
     const n = Object.values(counts).reduce((a, b) => a + b, 0);
     done += counts.done || 0; all += n;
-    const parts = ["done", "in_progress", "failed"].filter((k) => counts[k]).map((k) =>
+    const parts = ["done", "in_progress", "failed", "blocked"].filter((k) => counts[k]).map((k) =>
       h("span", { class: k, width: `${((counts[k] / n) * 100).toFixed(1)}%`, title: `${k} ${counts[k]}` }));
     return h("div", { class: "feat" }, h("span", { title: cat }, cat), h("div", { class: "bar" }, parts),
       h("span", { class: "n" }, `${counts.done || 0}/${n}`));
@@ -354,7 +359,7 @@ function renderMerges(merges) {
 function renderEvents(fresh) {
   state.events = fresh.slice().reverse().concat(state.events).slice(0, 300);
   fill($("events"), state.events.length ? state.events.map((e) => {
-    const tone = /fail|error|conflict|red|unparseable|stale|culprit|cannot|needs_person/.test(e.kind) ? "bad" : /merged|complete|green/.test(e.kind) ? "good" : "";
+    const tone = /fail|error|conflict|red|unparseable|stale|culprit|cannot|needs_person|\.blocked|\.stuck/.test(e.kind) ? "bad" : /merged|complete|green/.test(e.kind) ? "good" : "";
     return h("li", {}, h("span", { class: "time" }, clock(e.at)), h("span", { class: `kind ${tone}` }, e.kind),
       e.task ? h("span", { class: "mono", onclick: () => openTask(e.task) }, e.task) : null,
       h("span", { class: "grow", title: e.message }, e.message));
