@@ -1,4 +1,4 @@
-"""`make swarm`: prepare everything a run needs, then start every process with honcho."""
+"""`make swarm`: prepare everything a run needs, then run every process under supervisord (`supervision`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -22,12 +23,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def procfile(settings: Settings, demo_port: int | None) -> str:
+def processes(demo_port: int | None) -> dict[str, str]:
     """The repository's Procfile, plus the demo model when no endpoint is configured."""
-    lines = (ROOT / "Procfile").read_text().splitlines()
+    from agentswarm.ops.supervision import read_procfile
+
+    found = read_procfile(ROOT / "Procfile")
     if demo_port is not None:
-        lines.append(f"llm: agentswarm fake-llm --port {demo_port}")
-    return "\n".join(lines) + "\n"
+        found["llm"] = f"agentswarm fake-llm --port {demo_port}"
+    return found
+
+
+KEEP_STATE_DIRS = 10
+
+
+def state_dir() -> Path:
+    """A fresh directory for this swarm's supervisor (config, control socket, every process's log);
+    `var/swarm/current` points at the newest. Only the newest few are kept."""
+    base = ROOT / "var" / "swarm"
+    base.mkdir(parents=True, exist_ok=True)
+    _prune(base)
+    path = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path.mkdir()
+    link = base / f".current-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.name)
+    link.replace(base / "current")
+    return path
+
+
+def _prune(base: Path) -> None:
+    """Remove all but the newest state directories, never one whose supervisord is still running."""
+    old = sorted((p for p in base.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.name)
+    for path in old[:-(KEEP_STATE_DIRS - 1)]:
+        try:
+            os.kill(int((path / "supervisord.pid").read_text()), 0)
+            continue  # alive: another swarm's
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prepare(settings: Settings) -> str:
@@ -63,7 +95,9 @@ def prepare(settings: Settings) -> str:
 
 
 def launch(settings: Settings) -> None:
-    """Prepare, then replace this process with honcho running every swarm process."""
+    """Prepare, then run every swarm process under supervisord until Ctrl-C (or beat or control cannot run)."""
+    from agentswarm.ops.supervision import Supervisor
+
     demo_port = free_port() if settings.demo_mode else None
     env = dict(os.environ)
     if demo_port is not None:
@@ -79,16 +113,14 @@ def launch(settings: Settings) -> None:
     from agentswarm.queue.send import send_tick
 
     send_tick(RECONCILE_TICK)  # main is checked as soon as the reconcile worker starts, then every interval
+    state = state_dir()
+    supervisor = Supervisor(processes(demo_port), state, cwd=ROOT, run_id=run_id)
     click.echo(f"run {run_id} active; dashboard at http://127.0.0.1:{settings.dashboard_port}/, Flower at "
                f"http://127.0.0.1:{settings.flower_port}; `agentswarm status` in another shell; "
                "Ctrl-C stops everything")
-    var = ROOT / "var"
-    var.mkdir(exist_ok=True)
-    path = var / "Procfile.swarm"
-    path.write_text(procfile(settings, demo_port))
-    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or shutil.which("honcho")
-    if not honcho:
-        raise click.ClickException("honcho is not installed: run `make install`")
+    click.echo(f"supervisord restarts a process that dies; logs in {state.relative_to(ROOT)}/; "
+               f"`supervisorctl -c {supervisor.conf.relative_to(ROOT)} status` shows each process")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    os.chdir(ROOT)
-    os.execve(honcho, [honcho, "start", "-f", str(path), "-d", str(ROOT)], env)
+    env["PYTHONUNBUFFERED"] = "1"
+    sys.stdout.flush()
+    sys.exit(supervisor.run(env))

@@ -1,10 +1,14 @@
-"""docker-compose.yml and the Procfile run the same processes that celery_app routes to."""
+"""One process list, the Procfile: supervisord (`make swarm`) runs it, docker-compose.yml runs the same
+commands, and they serve what celery_app routes to."""
 
+import configparser
+import re
 import shlex
 from pathlib import Path
 
 import yaml
 
+from agentswarm.ops.supervision import CRITICAL, GROUP, Policy, Supervisor, read_procfile
 from agentswarm.queue.app import TASK_ROUTES, create_app
 from agentswarm.queue.names import CONTROL_QUEUES, PROCESS_QUEUES, QUEUES
 
@@ -78,6 +82,58 @@ def test_procfile_agrees_with_celery_app():
     lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip()]
     commands = {name.strip(): shlex.split(cmd) for name, cmd in lines}
     _check_process_set({n: a for n, a in commands.items() if a[0] == "celery"})
+
+
+# compose's service for each Procfile process; the options that only say where a server listens may differ
+COMPOSE_NAME = {"beat": "beat", "control": "control-worker", "reconcile": "reconcile-worker", "work": "sandbox-worker",
+                "merge": "merge-worker", "flower": "flower", "dashboard": "dashboard"}
+LISTENING = ("--port", "--address", "--host")
+
+
+def _same_command(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LISTENING:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in LISTENING)):
+            out.append(re.sub(r"\$\$?\{(\w+):-[^}]*\}", r"${\1}", arg))  # ${X:-4} and compose's $${X:-4}
+    return out
+
+
+def test_compose_runs_the_procfile_processes_and_restarts_them():
+    procfile = read_procfile(ROOT / "Procfile")
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert set(COMPOSE_NAME) == set(procfile)
+    for name, line in procfile.items():
+        service = services[COMPOSE_NAME[name]]
+        assert _same_command(_argv(service["command"])) == _same_command(shlex.split(line)), name
+    for name, service in services.items():  # every long-running service comes back after a crash
+        if name != "migrate":
+            assert service.get("restart") == "unless-stopped", name
+    assert "restart" not in services["migrate"]  # a one-shot job: done is done
+
+
+def test_supervisord_config_comes_from_the_procfile(tmp_path):
+    procfile = read_procfile(ROOT / "Procfile")
+    sup = Supervisor(procfile, tmp_path, cwd=ROOT, run_id="r1")
+    conf = configparser.RawConfigParser()
+    conf.read_string(sup.config("pw"))
+    programs = {s.removeprefix("program:"): conf[s] for s in conf.sections() if s.startswith("program:")}
+    assert list(programs) == list(procfile) == conf[f"group:{GROUP}"]["programs"].split(",")
+    assert CRITICAL <= set(programs)
+    policy = Policy()
+    for name, section in programs.items():
+        # the Procfile's own shell line (supervisord reads %% as %: celery's -n work@%h survives)
+        assert shlex.split(section["command"].replace("%%", "%")) == ["/bin/sh", "-c", f"exec {procfile[name]}"]
+        assert section["autorestart"] == "true" and section["startsecs"] == str(policy.startsecs)
+        assert section["startretries"] == str(policy.startretries)
+        assert section["stopasgroup"] == section["killasgroup"] == "true"  # pool children and sandboxes too
+    listener = conf["eventlistener:events"]
+    assert listener["events"] == "PROCESS_STATE" and "agentswarm.ops.process_events" in listener["command"]
+    assert "--run-id r1" in listener["command"]
+    assert conf["unix_http_server"]["chmod"] == "0700" and conf["unix_http_server"]["password"] == "pw"
 
 
 def test_every_task_has_a_route():
