@@ -75,10 +75,14 @@ def _terminate(settings: Settings, sandbox_id: str) -> None:
         log.warning("could not terminate sandbox %s", sandbox_id, exc_info=True)
 
 
-def resend_lost(db: Session, client: redis.Redis) -> dict[str, list[str]]:
-    """Re-publish run_task/merge_branch for tasks Postgres says were sent but Redis does not hold."""
+def resend_lost(db: Session, client: redis.Redis, held_for_s: float | None = None) -> dict[str, list[str]]:
+    """Re-publish run_task/merge_branch for tasks Postgres says were sent but Redis does not hold.
+
+    `held_for_s`: a message a worker took longer ago than that (and never acknowledged: the worker died, or its
+    task is still running) is not counted as held; see `queue.broker.queued_task_ids`.
+    """
     cutoff = _now() - timedelta(seconds=SEND_GRACE_S)
-    queued = queued_task_ids(client, "work", RUN_TASK)
+    queued = queued_task_ids(client, "work", RUN_TASK, held_for_s)
     lost_work = db.execute(select(Task.id, Task.priority).where(
         Task.status == TaskStatus.pending, Task.enqueued_at.is_not(None), Task.enqueued_at < cutoff,
     )).all()
@@ -88,7 +92,7 @@ def resend_lost(db: Session, client: redis.Redis) -> dict[str, list[str]]:
             db.execute(update(Task).where(Task.id == tid).values(enqueued_at=_now()))
             run_task_after_commit(db, tid, prio)
             work.append(tid)
-    merging = queued_task_ids(client, "merge", MERGE_BRANCH)
+    merging = queued_task_ids(client, "merge", MERGE_BRANCH, held_for_s)
     settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
     failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
         MergeAttempt.status == MergeStatus.failed).group_by(MergeAttempt.task_id)).all())

@@ -41,7 +41,7 @@ def monitor_tick(settings: Settings | None = None) -> dict:
                 return {"skipped": "another monitor holds the lock"}
             runs = db.scalars(select(Run).where(Run.status == RunStatus.active)).all()
             recovered = recover_stuck(db, settings)
-            resent = resend_lost(db, client)
+            resent = resend_lost(db, client, held_for_s=settings.stale_heartbeat_s)
             reaped = reap_orphans(db, settings, [r.id for r in runs])
             hooks = _guard_hub(db, settings, runs[0].id if runs else None)
             for run in runs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 
@@ -15,6 +16,8 @@ app.conf.task_routes = {**TASK_ROUTES, PROBE: TASK_ROUTES["agentswarm.tasks.run_
 
 @app.task(name=PROBE, acks_late=True)
 def probe(label: str) -> None:
-    """Append `label` to the Redis list `probe:order`."""
+    """Append `label` to the Redis list `probe:order` (a label starting `slow` first takes 60 s)."""
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     client.rpush("probe:order", label)
+    if label.startswith("slow"):
+        time.sleep(60)
