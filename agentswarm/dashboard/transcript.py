@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from agentswarm.lifecycle.progress import parse_step
 
 MAX_ENTRIES = 400
 FIELD_CAP = 6000
@@ -24,15 +25,7 @@ def parse_transcript(text: str, max_entries: int = MAX_ENTRIES, field_cap: int =
     entries: list[dict] = []
     lines = [line for line in (text or "").splitlines() if line.strip()]
     for line in lines[:max_entries]:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            item = None
-        if not isinstance(item, dict):
-            item = {"kind": "unparsed", "text": line}
-        item.setdefault("kind", "note")
-        item["kind"] = str(item["kind"])[:40]
-        entries.append(_cap(item, field_cap))
+        entries.append(_cap(parse_step(line), field_cap))
     tokens = {"prompt": 0, "completion": 0}
     for e in entries:
         if e["kind"] in ("assistant", "llm_call"):

@@ -7,6 +7,9 @@ never handed off (its worker was killed) keeps its pieces: they are all that is 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -68,3 +71,20 @@ def transcript_of(db: Session, task_id: str, attempt: int | None = None) -> tupl
     if last is not None:  # the latest attempt has shown nothing yet: the one before it
         return last.attempt, last.transcript or "", False
     return (taken, "", True) if taken > 0 else (None, "", False)
+
+
+def parse_step(line: str) -> dict[str, Any]:
+    """One transcript line as a dict with a `kind` (a line that is not a JSON object becomes an `unparsed` step)."""
+    try:
+        item = json.loads(line)
+    except ValueError:
+        item = None
+    if not isinstance(item, dict):
+        item = {"kind": "unparsed", "text": line}
+    item["kind"] = str(item.get("kind") or "note")[:40]
+    return item
+
+
+def parse_steps(text: str) -> list[dict[str, Any]]:
+    """The transcript's non-empty JSONL lines, each parsed by `parse_step`."""
+    return [parse_step(line) for line in (text or "").splitlines() if line.strip()]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from agentswarm.db.models import Event, MergeAttempt, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import IN_FLIGHT, TERMINAL
-from agentswarm.lifecycle.progress import transcript_of
+from agentswarm.lifecycle.progress import parse_step, parse_steps, transcript_of
 from agentswarm.ops.status import gate_why, task_detail
 from agentswarm.ops.steering import NotFound
 from agentswarm.planning.parsing import InvalidTask
@@ -86,23 +86,6 @@ def _gate_results(db: Session, task_id: str) -> dict[int, dict]:
                      "seconds": gate.get("seconds"), "flaky": bool(gate.get("flaky")),
                      "why": gate_why(gate) if gate.get("result") != "green" else None}
     return out
-
-
-def parse_steps(text: str) -> list[dict[str, Any]]:
-    """The transcript's JSONL lines as dicts (a line that is not a JSON object becomes an `unparsed` step)."""
-    steps = []
-    for line in (text or "").splitlines():
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            item = None
-        if not isinstance(item, dict):
-            item = {"kind": "unparsed", "text": line}
-        item["kind"] = str(item.get("kind") or "note")[:40]
-        steps.append(item)
-    return steps
 
 
 def render_step(step: dict[str, Any], width: int = 160) -> str:
@@ -176,7 +159,7 @@ def follow_transcript(ref: str, *, attempt: int | None = None, follow: bool = Fa
         if new:
             idle_since = time.monotonic()
         for line in new:
-            yield line if raw else render_step(parse_steps(line)[0])
+            yield line if raw else render_step(parse_step(line))
         running = status in IN_FLIGHT and got == latest
         if not follow or status in TERMINAL or (attempt is not None and got is not None and not running):
             return

@@ -16,17 +16,12 @@ from agentswarm.db.session import session_scope
 from agentswarm.ops.cli import main
 from agentswarm.queue.broker import queued_task_ids
 from agentswarm.queue.names import RUN_TASK
-from tests.support.runs import start
 from tests.support.tasks import add_tasks
 
 
 @pytest.fixture
-def run_id(loaded, hub, monkeypatch, redis_client):
-    """An active run over the test hub, the CLI's settings pointing at it."""
-    monkeypatch.setenv("HUB_PATH", str(hub))
-    get_settings.cache_clear()
-    yield start(get_settings())
-    get_settings.cache_clear()
+def run_id(active_run):
+    return active_run
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -6,22 +6,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from agentswarm.config import get_settings
 from agentswarm.db.models import Task
 from agentswarm.db.session import session_scope
 from agentswarm.errors import BadCall
 from agentswarm.queue import tasks
 from agentswarm.queue.app import app
 from agentswarm.queue.names import ADD_TASK, QUEUE_OF
-from tests.support.runs import start
 
 
 @pytest.fixture
-def run_id(loaded, hub, monkeypatch, redis_client):
-    monkeypatch.setenv("HUB_PATH", str(hub))
-    get_settings.cache_clear()
-    yield start(get_settings())
-    get_settings.cache_clear()
+def run_id(active_run):
+    return active_run
 
 
 def _ids(db) -> list[str]:

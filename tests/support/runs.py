@@ -80,3 +80,14 @@ def start(settings) -> str:
 def work_queue_len(redis_client) -> int:
     """Messages waiting on the `work` queue, over all its priority lists."""
     return sum(redis_client.llen(k) for k in redis_client.keys("work*") if redis_client.type(k) == b"list")
+
+
+@pytest.fixture
+def active_run(loaded, hub, monkeypatch, redis_client):
+    """An active run over the test hub, with this process's settings (HUB_PATH) pointing at it; its id."""
+    from agentswarm.config import get_settings
+
+    monkeypatch.setenv("HUB_PATH", str(hub))
+    get_settings.cache_clear()
+    yield start(get_settings())
+    get_settings.cache_clear()
