@@ -1,10 +1,19 @@
-"""Whole-swarm throughput: `agentswarm swarm` in demo mode on VoxelCraft for a fixed time.
+"""Whole-swarm pace: `agentswarm swarm` in demo mode until every feature is done (or a time limit).
 
-Everything is real (beat, workers, Redis, Postgres, git hub, local sandboxes, the worker runner
-and built-in agent) except the model, which is the built-in simulator over HTTP. It measures
-what the harness itself sustains, not what a real model would. Prints one JSON line.
+Everything is real (supervisord, beat, workers, Redis, Postgres, git hub, local sandboxes, the worker runner and
+built-in agent) except the model, which is the built-in simulator over HTTP (`--latency` seconds per reply). It
+measures what the harness sustains, not what a real model would. Prints one JSON line:
 
-    python bench/demo_swarm.py --seconds 120 --workers 8
+* time to done (when every feature landed) and landings per hour over the time actually used;
+* the critical path of the features' dependency graph: its links, the median link time (a feature's
+  ready-to-landed time: ready when its last dependency landed), links x median, and how close the run came;
+* samples every `--every` seconds: tasks by state, queue depths, Postgres connections; slot use (the share of
+  samples x slots with a task running);
+* CPU-seconds of the whole process tree, per landing, and by process (each supervised process with the children
+  it waited for).
+
+    python bench/demo_swarm.py --workers 16 --latency 2             # VoxelCraft's 200 features
+    python bench/demo_swarm.py --workers 100 --flat 300             # 300 features, no dependencies, one file each
 """
 
 from __future__ import annotations
@@ -12,53 +21,199 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentswarm.ops.swarm import free_port  # noqa: E402
+from agentswarm.queue.broker import queue_lengths  # noqa: E402
 from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
+TICKS = os.sysconf("SC_CLK_TCK")
 
-def _counts(url: str) -> dict:
-    with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        q = conn.execute
-        merged, first, last = q("select count(*), min(finished_at), max(finished_at) from merge_attempts "
-                                "where status = 'merged'").fetchone()
-        tasks = dict(q("select status, count(*) from tasks group by status").fetchall())
-        conflicts = q("select count(*) from merge_attempts where status = 'conflict'").fetchone()[0]
-        calls, tokens = q("select count(*), coalesce(sum(prompt_tokens + completion_tokens), 0) "
-                          "from llm_calls").fetchone()
-        p50, p95 = q("select percentile_cont(0.5) within group (order by duration_ms), "
-                     "percentile_cont(0.95) within group (order by duration_ms) from merge_attempts").fetchone()
-    span = (last - first).total_seconds() if merged > 1 else 0.0
-    return {"merged": merged, "conflicts": conflicts, "tasks": tasks, "llm_calls": calls, "tokens": int(tokens),
-            "merge_p50_ms": round(p50 or 0, 1), "merge_p95_ms": round(p95 or 0, 1),
-            "merges_per_hour_steady": round(3600 * (merged - 1) / span) if span else 0}
+
+def flat_target(dest: Path, n: int) -> Path:
+    """VoxelCraft's repository with `n` features that depend on nothing, one new file each."""
+    shutil.copytree(ROOT / "target-repo", dest, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
+    features = [{"id": f"flat-{i:04d}", "category": "flat", "title": f"Constant module {i}",
+                 "description": f"Export a constant named value{i}.", "priority": 1 + i % 10, "status": "pending",
+                 "files": [f"src/flat/m{i:04d}.ts"], "dependencies": [], "acceptance": ["tsc passes"]}
+                for i in range(n)]
+    doc = json.loads((dest / "FEATURES.json").read_text())
+    doc["features"] = features
+    (dest / "FEATURES.json").write_text(json.dumps(doc, indent=1))
+    return dest
+
+
+def _pg(url: str) -> psycopg.Connection:
+    return psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
+
+
+class Sampler(threading.Thread):
+    """Every `every` seconds: tasks by state, queue depths, Postgres connections."""
+
+    def __init__(self, url: str, redis_url: str, every: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every, self.samples = url, every, list[dict]()
+        self.redis = redis.Redis.from_url(redis_url)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        db = self.url.rsplit("/", 1)[1]
+        while not self.stop.wait(self.every):
+            try:
+                with _pg(self.url) as conn:
+                    tasks = dict(conn.execute("select status, count(*) from tasks group by status").fetchall())
+                    connections = conn.execute("select count(*) from pg_stat_activity where datname = %s",
+                                               (db,)).fetchone()[0]
+                self.samples.append({"t": time.time(), "tasks": tasks, "queues": queue_lengths(self.redis),
+                                     "pg_connections": connections})
+            except Exception as exc:  # a sample lost is not the run lost
+                self.samples.append({"t": time.time(), "error": str(exc)[:200]})
+
+
+def done(url: str) -> bool:
+    with _pg(url) as conn:
+        row = conn.execute("select count(*), count(*) filter (where status = 'done') from features").fetchone()
+        finished = conn.execute("select count(*) from runs where status <> 'active'").fetchone()[0]
+    return bool(row[0]) and (row[0] == row[1] or finished > 0)
+
+
+def critical_path(url: str, started: datetime) -> dict:
+    """Links of the longest dependency chain, and each feature's ready-to-landed time."""
+    with _pg(url) as conn:
+        deps = {fid: list(d or []) for fid, d in conn.execute("select id, dependencies from features").fetchall()}
+        landed: dict[str, datetime] = {}
+        for fids, at in conn.execute("select t.feature_ids, m.finished_at from merge_attempts m join tasks t "
+                                     "on t.id = m.task_id where m.status = 'merged'").fetchall():
+            for fid in fids or []:
+                landed[fid] = min(at, landed.get(fid, at))
+    depth: dict[str, int] = {}
+
+    def links(fid: str, seen: frozenset[str] = frozenset()) -> int:
+        if fid not in depth:
+            depth[fid] = 1 + max((links(d, seen | {fid}) for d in deps.get(fid, []) if d in deps and d not in seen),
+                                 default=0)
+        return depth[fid]
+
+    longest = max((links(f) for f in deps), default=0)
+    link_times = []
+    for fid, at in landed.items():
+        ready = max([landed.get(d, started) for d in deps.get(fid, []) if d in deps] or [started])
+        link_times.append(max(0.0, (at - ready).total_seconds()))
+    median = statistics.median(link_times) if link_times else 0.0
+    return {"links": longest, "median_link_s": round(median, 2), "critical_path_s": round(longest * median, 1),
+            "features_landed": len(landed), "features": len(deps)}
+
+
+def process_cpu(state: Path) -> dict[str, float]:
+    """CPU-seconds of each supervised process with the children it waited for (read just before the stop)."""
+    out: dict[str, float] = {}
+    for pidfile in state.glob("*.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        out[pidfile.stem] = round((utime + stime + cutime + cstime) / TICKS, 2)
+    return out
+
+
+def supervised_pids(state: Path) -> None:
+    """Record each supervised process's pid beside its log (supervisorctl pid), for `process_cpu`."""
+    conf = state / "supervisord.conf"
+    if not conf.exists():
+        return
+    names = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), "status"],
+                           capture_output=True, text=True, timeout=30).stdout.splitlines()
+    for line in names:
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
+            (state / f"{parts[0]}.pid").write_text(parts[3].rstrip(","))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=120.0, help="how long to let the swarm run")
+    parser.add_argument("--seconds", type=float, default=900.0, help="give up after this long")
     parser.add_argument("--workers", type=int, default=4, help="MAX_WORKERS")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the simulated model takes per reply")
+    parser.add_argument("--flat", type=int, default=0, help="instead of VoxelCraft's features: N without dependencies")
+    parser.add_argument("--every", type=float, default=3.0, help="seconds between samples")
+    parser.add_argument("--label", default="", help="a name for this row (e.g. before/after)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="agentswarm-bench-"))
     url = fresh_db("agentswarm_bench")
+    redis_url = "redis://127.0.0.1:6379/15"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
-    env.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/15", HUB_PATH=str(tmp / "hub.git"),
+    env.update(DATABASE_URL=url, REDIS_URL=redis_url, HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
-               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
+               MONITOR_INTERVAL_S="10", RECONCILE_INTERVAL_S="100000", SIM_LATENCY_S=str(args.latency),
+               RUN_MAX_TASKS="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
+    if args.flat:
+        env["TARGET_REPO_PATH"] = str(flat_target(tmp / "target", args.flat))
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], capture_output=True)
-    run_swarm(env, args.seconds, tmp / "swarm.log")
-    out = {"bench": "demo_swarm", "seconds": args.seconds, "workers": args.workers, **_counts(url),
-           "cores": os.cpu_count()}
-    out["merges_per_hour_overall"] = round(3600 * out["merged"] / args.seconds)
+    sampler = Sampler(url, redis_url, args.every)
+    state: list[Path] = []
+    cpu: dict[str, float] = {}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_at = datetime.now().astimezone()
+    t0_wall = time.time() - 1
+
+    def until() -> bool:
+        if not state:
+            current = ROOT / "var" / "swarm" / "current"
+            if current.exists() and current.resolve().stat().st_mtime >= t0_wall:  # this run's, not an older one
+                state.append(current.resolve())
+        if not sampler.is_alive() and state:
+            supervised_pids(state[0])
+            sampler.start()
+        finished = done(url)
+        if finished and state:
+            supervised_pids(state[0])
+            cpu.update(process_cpu(state[0]))
+        return finished
+
+    t0 = time.monotonic()
+    run_swarm(env, args.seconds, tmp / "swarm.log", until=until)
+    elapsed = time.monotonic() - t0
+    sampler.stop.set()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with _pg(url) as conn:
+        merged, first, last = conn.execute("select count(*), min(finished_at), max(finished_at) from merge_attempts "
+                                           "where status = 'merged'").fetchone()
+        calls = conn.execute("select count(*) from llm_calls").fetchone()[0]
+    to_done = (last - started_at).total_seconds() if last else None
+    path = critical_path(url, started_at)
+    running = [s["tasks"].get("running", 0) + s["tasks"].get("assigned", 0) for s in sampler.samples if "tasks" in s]
+    total_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    out = {
+        "bench": "demo_swarm", "label": args.label, "workers": args.workers, "latency_s": args.latency,
+        "workload": f"flat-{args.flat}" if args.flat else "voxelcraft", "cores": os.cpu_count(),
+        "all_done": path["features_landed"] == path["features"], "seconds_run": round(elapsed, 1),
+        "time_to_done_s": round(to_done, 1) if to_done else None, "merged": merged, "llm_calls": calls,
+        "landings_per_hour": round(3600 * merged / to_done) if to_done else 0, **path,
+        "ratio_to_critical_path": round(to_done / path["critical_path_s"], 2) if to_done and path["critical_path_s"]
+        else None,
+        "slots_busy": round(statistics.mean(running) / args.workers, 3) if running else None,
+        "max_queued_merges": max((s["queues"].get("merge", 0) for s in sampler.samples if "queues" in s), default=0),
+        "max_pg_connections": max((s["pg_connections"] for s in sampler.samples if "pg_connections" in s), default=0),
+        "cpu_s": round(total_cpu, 1), "cpu_s_per_landing": round(total_cpu / merged, 3) if merged else None,
+        "cpu_s_by_process": cpu, "samples": len(sampler.samples),
+    }
     print(json.dumps(out))
 
 

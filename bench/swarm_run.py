@@ -26,14 +26,19 @@ def fresh_db(name: str) -> str:
 
 
 def run_swarm(env: dict[str, str], seconds: float, log_path: Path,
-              probe: Callable[[], Any] | None = None) -> tuple[Any, Any]:
-    """`agentswarm swarm` for `seconds`, then Ctrl-C (SIGKILL if it hangs); probe() just after start and before stop."""
+              probe: Callable[[], Any] | None = None, until: Callable[[], bool] | None = None) -> tuple[Any, Any]:
+    """`agentswarm swarm` for `seconds` (or until `until()` is true, asked every second), then Ctrl-C (SIGKILL if it
+    hangs); probe() just after start and before stop."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "swarm"], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         first = probe() if probe else None
         try:
-            time.sleep(seconds)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                if until is not None and proc.poll() is None and _asked(until):
+                    break
             return first, (probe() if probe else None)
         finally:
             os.killpg(proc.pid, signal.SIGINT)
@@ -41,3 +46,11 @@ def run_swarm(env: dict[str, str], seconds: float, log_path: Path,
                 proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def _asked(until: Callable[[], bool]) -> bool:
+    try:
+        return until()
+    except Exception:  # the database is not there yet (the swarm is still preparing): ask again
+        return False

@@ -97,7 +97,8 @@ def llm_check() -> None:
 @cli.command("fake-llm")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--latency", default=0.0, help="Seconds added to every reply.")
+@click.option("--latency", default=0.0, envvar="SIM_LATENCY_S", show_envvar=True,
+              type=click.FloatRange(0, 600), help="Seconds added to every reply (demo mode: SIM_LATENCY_S).")
 def fake_llm(port: int, host: str, latency: float) -> None:
     """Serve the OpenAI-compatible fake LLM (the swarm simulator) until Ctrl-C.
 
