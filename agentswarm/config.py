@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     # Planning and budgets
     max_planner_iterations: int = Field(100, gt=0)
     planner_batch_size: int = Field(20, gt=0)
+    planner_backlog: int | None = Field(
+        None, ge=0, description="tasks the planner keeps stored ahead of the free worker slots (pending, unsent: "
+        "a slot that frees gets one at once, with no model call between); unset: max(2, MAX_WORKERS // 4); 0: none")
     subplanner_max_depth: int = Field(2, ge=0)
     subplanner_max_children: int = Field(5, gt=0)
     run_max_tasks: int = Field(1000, gt=0)
@@ -287,6 +290,11 @@ class Settings(BaseSettings):
         env = os.environ
         plain = [self.llm_api_key, self.git_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
         return secret_values(plain, [self.database_url, self.redis_url] + [env.get(n) for n in URL_ENV_NAMES])
+
+    @property
+    def backlog_size(self) -> int:
+        """PLANNER_BACKLOG, or its default from MAX_WORKERS."""
+        return max(2, self.max_workers // 4) if self.planner_backlog is None else self.planner_backlog
 
     @property
     def demo_mode(self) -> bool:

@@ -3,6 +3,9 @@
 A paused run sends nothing: its pending tasks wait, unsent, until it is resumed.
 A task whose scope overlaps the scope of a task in flight (or of one already sent) is held:
 it stays pending with no message until the other ends, which keeps merge conflicts rare.
+A task the root planner planned is also held while the run has no free worker slot (MAX_WORKERS tasks
+sent or in flight): the planner keeps a small backlog ahead (PLANNER_BACKLOG), which waits here, unsent,
+and goes the moment a task ends. Other tasks (a person's, fixes, conflicts, subtasks) do not wait for a slot.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
+from agentswarm.config import get_settings
 from agentswarm.db.models import Run, Task, TaskStatus
 from agentswarm.db.states import IN_FLIGHT
 from agentswarm.queue.send import run_task_after_commit
@@ -57,11 +61,22 @@ def enqueue(session: Session, task: Task) -> None:
     run_task_after_commit(session, task.id, task.priority)
 
 
-def dispatch_pending(session: Session, run_id: str, limit: int | None = None) -> list[str]:
-    """Send this run's unsent pending tasks whose scopes are free, most urgent first (none while it is paused)."""
+def waits_for_slot(task: Task) -> bool:
+    """A planner's task is sent only into a free worker slot (it may be part of the planner's backlog)."""
+    return (task.context or {}).get("planned_by") == "planner"
+
+
+def dispatch_pending(session: Session, run_id: str, limit: int | None = None, *,
+                     slots: int | None = None) -> list[str]:
+    """Send this run's unsent pending tasks whose scopes are free, most urgent first (none while it is paused).
+
+    `slots`: the worker slots (default MAX_WORKERS); a planner's task is sent only while fewer tasks than that
+    are sent or in flight.
+    """
     if session.scalar(select(Run.paused_at).where(Run.id == run_id)) is not None:
         return []
     busy = busy_scopes(session, run_id)
+    free = (get_settings().max_workers if slots is None else slots) - len(busy)
     pending = session.scalars(
         select(Task)
         .where(Task.run_id == run_id, Task.status == TaskStatus.pending, Task.enqueued_at.is_(None))
@@ -73,7 +88,10 @@ def dispatch_pending(session: Session, run_id: str, limit: int | None = None) ->
             break
         if any(scopes_overlap(task.scope, other) for other in busy):
             continue
+        if free <= 0 and waits_for_slot(task):
+            continue
         enqueue(session, task)
         busy.append(task.scope)
         sent.append(task.id)
+        free -= 1
     return sent

@@ -4,6 +4,9 @@ Status moves pending -> in_progress (a task was planned) -> done (a task's branc
 failed (a task gave up). `done` is never taken back by a later failure or plan. A feature whose
 dependency failed for good (agentswarm/planning/blocked.py) is `blocked`, naming that feature in
 `blocked_by` and why in `status_reason`; any other status move clears both.
+
+A feature that becomes done (its dependents may be ready now) or unblocked requests a planning pass
+after the commit (queue/plan_requests.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 from agentswarm.db.models import Feature, FeatureStatus, Task
 from agentswarm.db.states import OPEN
 from agentswarm.lifecycle.feature_file import FeatureFileError
+from agentswarm.queue.plan_requests import request_plan_after_commit
 
 _SPEC_FIELDS = ("category", "title", "description", "priority", "files", "dependencies", "acceptance")
 
@@ -106,6 +110,8 @@ def set_feature_status(session: Session, feature_ids: Iterable[str], status: str
         if result.rowcount:
             changed.append(fid)
     _expire(session, changed)
+    if changed and target == FeatureStatus.done:
+        request_plan_after_commit(session)  # the features waiting on these may be ready now
     return changed
 
 
@@ -187,6 +193,8 @@ def clear_blocked(session: Session, keep: Iterable[str], keep_failed: Iterable[s
         Feature.id.not_in(list(keep_failed))).values(status_reason=None)
         .returning(Feature.id).execution_options(synchronize_session=False)))
     _expire(session, unblocked + cleared)
+    if unblocked:
+        request_plan_after_commit(session)
     return sorted(unblocked)
 
 

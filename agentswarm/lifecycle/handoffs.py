@@ -31,6 +31,7 @@ from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.progress import drop_live_steps, live_transcript
+from agentswarm.queue.plan_requests import request_plan_after_commit
 from agentswarm.queue.send import merge_after_commit
 from agentswarm.testing.chaos import strike
 
@@ -104,7 +105,8 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
                          run_id=task.run_id, task_id=task_id, landed_by=landed)
             if task.parent_id:
                 settle_parent(db, task.parent_id)
-            dispatch_pending(db, task.run_id)
+            dispatch_pending(db, task.run_id, slots=settings.max_workers)
+            request_plan_after_commit(db, settings)  # its slot is free, its feature maybe ready for another
             return "already-done"
         if status == "complete" and not h.commits:
             status, fields["error"] = "blocked", h.error or "agent reported complete but made no commits"
@@ -126,7 +128,7 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
             transition(db, task_id, TaskStatus.failed, TaskStatus.pending, enqueued_at=None, finished_at=None)
             record_event(db, "task.retry", (h.error or "")[:300], run_id=task.run_id, task_id=task_id,
                          attempt=attempt)
-            dispatch_pending(db, task.run_id)
+            dispatch_pending(db, task.run_id, slots=settings.max_workers)
             return "retry"
         else:
             transition(db, task_id, TaskStatus.running, status, **fields)
@@ -138,8 +140,8 @@ def finish_task(task_id: str, attempt: int, sandbox_id: str | None, h: Handoff, 
         db.refresh(task)
         if task.parent_id:
             settle_parent(db, task.parent_id)
-        if status != "complete":
-            dispatch_pending(db, task.run_id)  # its scope is free again
+        dispatch_pending(db, task.run_id, slots=settings.max_workers)  # its scope and its worker slot are free
+        request_plan_after_commit(db, settings)  # the planner may fill the slot, or retry the feature
         strike("handoff.store")
         return status
 

@@ -29,6 +29,7 @@ from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.reverts import reopen_reverted
 from agentswarm.merge.conflicts import conflict_task_for
+from agentswarm.queue.plan_requests import request_plan_after_commit
 
 log = logging.getLogger(__name__)
 LANDED = (Landing.MERGED, Landing.ALREADY_MERGED)  # the branch is on main: the task merged
@@ -58,7 +59,11 @@ def _siblings_unmerged(db: Session, task: Task) -> bool:
 
 
 def mark_done(db: Session, task: Task) -> None:
-    """A task landed: its features are done (once its siblings landed too); a landed revert reopens its culprit."""
+    """A task landed: its features are done (once its siblings landed too); a landed revert reopens its culprit.
+
+    Main moved, so the planner is asked for a pass once the landing commits.
+    """
+    request_plan_after_commit(db)
     if task.kind is TaskKind.revert:
         reopen_reverted(db, task)
     elif task.feature_ids and not _siblings_unmerged(db, task):

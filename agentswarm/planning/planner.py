@@ -1,4 +1,9 @@
-"""The root planner's beat tick: end runs that are over, dispatch held work, plan more when there is room.
+"""The root planner's tick: end runs that are over, dispatch held work, plan more when there is room.
+
+A tick comes from beat (the safety net) or early, as a plan request (queue/plan_requests.py: a landing, a task
+that ends, a feature that becomes ready; coalesced, so a burst makes one pass and a request arriving during a
+model call makes exactly one pass after it). The planner plans for the free worker slots plus PLANNER_BACKLOG
+tasks more: those wait pending and unsent, and dispatch sends one the moment a slot frees.
 
 Every tick also brings the features blocked behind one that failed for good up to date and ends
 (after a grace for a person) a run with nothing runnable left (planning/blocked.py, planning/stuck.py).
@@ -7,7 +12,8 @@ Three steps, so a slow model blocks nothing: (1) under the `plan` transaction lo
 run and build the planner's request; (2) call the model with no transaction open; (3) under the
 lock again, record the call, re-validate every proposal against the board as it is *now*, store
 the survivors and dispatch them after commit. Only the tick holding the session-level `planner`
-lock plans (step 1-3); another tick meanwhile still ends runs and dispatches. Because step 3
+lock plans (step 1-3); another tick meanwhile still ends runs and dispatches, and leaves a note that makes
+the holder request one more pass when it is done (a tick is deferred, never dropped). Because step 3
 re-reads the open tasks, a feature can never get two tasks even if two planners raced.
 """
 
@@ -44,6 +50,7 @@ from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.planning.stuck import settle_stuck
 from agentswarm.prompts import render_messages
+from agentswarm.queue import plan_requests
 from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,7 @@ def planner_lock(settings: Settings) -> Iterator[bool]:
     Postgres drops it if the process dies mid-call.
     """
     with get_engine(settings.database_url).connect() as conn:
-        key = lock_key("planner")
+        key = lock_key(plan_requests.PLANNER_LOCK)
         got = bool(conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         conn.commit()
         try:
@@ -99,7 +106,8 @@ def _open_count(session: Session, run_id: str) -> int:
 def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, report: dict) -> PlanJob | None:
     """Step 1 for one run: limits, dispatch, and the request if the run has room for more work."""
     stop = enforce_limits(session, run, settings)
-    report["dispatched"] = len(dispatch_pending(session, run.id)) if run.status == RunStatus.active else 0
+    active = run.status == RunStatus.active
+    report["dispatched"] = len(dispatch_pending(session, run.id, slots=settings.max_workers)) if active else 0
     if stop:
         report["stopped"] = stop
         return None
@@ -116,7 +124,8 @@ def _prepare(session: Session, run: Run, settings: Settings, may_plan: bool, rep
     if run.paused_at is not None:
         report["skipped"] = "paused"
         return None
-    room = min(settings.planner_batch_size, settings.max_workers - _open_count(session, run.id),
+    # Open tasks include the backlog: stored, unsent, waiting for a slot (dispatch_pending's `slots`).
+    room = min(settings.planner_batch_size, settings.max_workers + settings.backlog_size - _open_count(session, run.id),
                tasks_left(session, run))
     if room <= 0:
         report["skipped"] = "no room"
@@ -191,42 +200,59 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
             mark_features_in_progress(session, draft.feature_ids)
             record_event(session, "task.created", task.title[:200], run_id=run.id, task_id=task.id,
                          scope=draft.scope, feature_ids=draft.feature_ids, priority=draft.priority)
-        sent = dispatch_pending(session, run.id)
+        sent = dispatch_pending(session, run.id, slots=settings.max_workers)
         strike("plan.store")
         record_event(session, "planner.planned", f"{len(kept)} tasks stored, {len(rejected)} dropped",
                      run_id=run.id, iteration=iteration, dispatched=len(sent))
         return {"planned": len(kept), "rejected": len(rejected), "dispatched_after": len(sent)}
 
 
-def plan_tick(settings: Settings | None = None, client: LLMClient | None = None) -> dict[str, Any]:
-    """Beat: for every active run end it if it is over, dispatch held tasks, and plan more work if there is room."""
+def plan_tick(settings: Settings | None = None, client: LLMClient | None = None, *,
+              requested: bool = False) -> dict[str, Any]:
+    """For every active run end it if it is over, dispatch held tasks, and plan more work if there is room.
+
+    `requested`: sent early by a plan request, not by beat. Safe to run twice, and at the same time.
+    """
     settings = settings or get_settings()
-    runs: dict[str, dict[str, Any]] = {}
+    plan_requests.tick_started(settings, requested=requested)  # before the lock: see plan_requests
     with planner_lock(settings) as may_plan:
-        jobs: list[PlanJob] = []
-        with session_scope(settings.database_url) as session:
-            if not _take_plan_lock(session, PLAN_LOCK_WAIT_S if may_plan else 0.0):
-                return {"skipped": "another plan tick holds the lock"}
-            for run in active_runs(session):
-                runs[run.id] = {}
-                job = _prepare(session, run, settings, may_plan, runs[run.id])
-                if job is not None:
-                    jobs.append(job)
-        if not jobs:
-            return {"runs": runs}
-        own = client is None
-        try:
-            for job in jobs:
-                try:
-                    client = client or client_from_settings(settings)
-                    runs[job.run_id].update(_finish(job, ask(client, job.messages, settings), settings))
-                except Exception as exc:  # one run's failure must not stop the beat or the other runs
-                    log.exception("planning run %s failed", job.run_id)
-                    runs[job.run_id]["error"] = type(exc).__name__
-                    with session_scope(settings.database_url) as session:
-                        record_event(session, "planner.error", stored_text(f"{type(exc).__name__}: {exc}", 500, settings),
-                                     run_id=job.run_id)
-        finally:
-            if own and client is not None:
-                client.close()
+        if may_plan:
+            plan_requests.lock_taken(settings)
+        report = _tick(settings, client, may_plan)
+        if may_plan and "skipped" in report:  # the bookkeeping lock stayed busy: this pass is still owed
+            plan_requests.tick_started(settings, requested=False)
+    if may_plan:  # only now, with the lock released: a request noted while we held it is found here
+        plan_requests.lock_released(settings)
+    return report
+
+
+def _tick(settings: Settings, client: LLMClient | None, may_plan: bool) -> dict[str, Any]:
+    """Steps 1-3 for every active run; only a tick holding the planner lock (may_plan) calls the model."""
+    runs: dict[str, dict[str, Any]] = {}
+    jobs: list[PlanJob] = []
+    with session_scope(settings.database_url) as session:
+        if not _take_plan_lock(session, PLAN_LOCK_WAIT_S if may_plan else 0.0):
+            return {"skipped": "another plan tick holds the lock"}
+        for run in active_runs(session):
+            runs[run.id] = {}
+            job = _prepare(session, run, settings, may_plan, runs[run.id])
+            if job is not None:
+                jobs.append(job)
+    if not jobs:
+        return {"runs": runs}
+    own = client is None
+    try:
+        for job in jobs:
+            try:
+                client = client or client_from_settings(settings)
+                runs[job.run_id].update(_finish(job, ask(client, job.messages, settings), settings))
+            except Exception as exc:  # one run's failure must not stop the tick or the other runs
+                log.exception("planning run %s failed", job.run_id)
+                runs[job.run_id]["error"] = type(exc).__name__
+                with session_scope(settings.database_url) as session:
+                    record_event(session, "planner.error", stored_text(f"{type(exc).__name__}: {exc}", 500, settings),
+                                 run_id=job.run_id)
+    finally:
+        if own and client is not None:
+            client.close()
     return {"runs": runs}

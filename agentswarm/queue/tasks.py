@@ -30,11 +30,11 @@ DB_RETRY: dict[str, Any] = {"autoretry_for": (OperationalError, InterfaceError, 
 
 
 @app.task(name=PLAN_TICK)
-def plan_tick() -> dict:
-    """Beat: plan more work for every active run that has room."""
+def plan_tick(*, requested: bool = False) -> dict:
+    """Beat, or sooner as a plan request (`requested`): plan more work for every active run that has room."""
     from agentswarm.planning.planner import plan_tick as stage
 
-    return stage()
+    return stage(requested=bool(requested))
 
 
 @app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True, **DB_RETRY)

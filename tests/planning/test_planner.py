@@ -202,10 +202,10 @@ def test_two_planners_racing_never_duplicate_a_feature(loaded, make_settings, re
 
 def test_no_room_means_no_llm_call(loaded, make_settings, redis_client):
     with FakeLLMServer() as fake:
-        s = make_settings(llm_base_url=fake.url, max_workers=2, planner_batch_size=5)
+        s = make_settings(llm_base_url=fake.url, max_workers=2, planner_batch_size=5, planner_backlog=0)
         run_id = start(s)
         plan_tick(s)
-        assert len(tasks_of(loaded, run_id)) == 2  # room = max_workers - open tasks
+        assert len(tasks_of(loaded, run_id)) == 2  # room = max_workers (+ no backlog) - open tasks
         report = plan_tick(s)
     assert report["runs"][run_id]["skipped"] == "no room"
     assert len(fake.requests) == 1
