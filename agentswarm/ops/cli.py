@@ -515,7 +515,7 @@ def retry(task_ref: str, reason: str) -> None:
     with session_scope() as db:
         task = retry_task(db, _settings(), find_task(db, task_ref).id, reason)
         line = (f"task {task.id} pending again (attempt {task.attempts + 1} of up to {task.max_attempts}"
-                + (", sent to a worker)" if task.enqueued_at else ", waiting for its scope or a resume)"))
+                + (", sent to a worker)" if task.enqueued_at else ", waiting for a free slot, its scope or a resume)"))
     click.echo(line)
 
 
