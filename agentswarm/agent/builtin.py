@@ -18,6 +18,10 @@ NUDGE = ("You replied without calling a tool. Work on the task with the tools (r
          "list_files, search, run), and end with finish {status, summary}.")
 NO_CHANGES = ("You called finish with status \"complete\", but the repository has no changes. Make the changes the "
               "task asks for, or call finish with status \"blocked\" or \"failed\" and say why.")
+UNREADABLE_CALL = ("your tool call could not be read (no tool name in it). Call the tool again with its name and "
+                   "a JSON object of arguments.")
+CUT_NOTE = ("\n[note: your reply was cut off by the token limit in the middle of this call; write large files in "
+            "smaller pieces (write_file a part, then edit_file to add the rest)]")
 REPEAT_NOTE = "\n[note: you made this exact call before and got the same result; try something different]"
 FALLBACK_PROMPT = """# AgentSwarm worker
 
@@ -103,7 +107,7 @@ class BuiltinAgent:
                     continue
                 nudges = 0
                 for call in reply.tool_calls:
-                    result = self._tool(tools, call, ctx)
+                    result = self._tool(tools, call, ctx, cut=reply.finish_reason == "length")
                     if isinstance(result, Finish):
                         if result.status == "complete" and not pushed_back and not has_changes(ctx.repo, spec.base_sha):
                             pushed_back = True
@@ -144,15 +148,23 @@ class BuiltinAgent:
         ctx.llm_calls.append(LLMCallRecord(prompt_tokens=reply.usage.prompt_tokens,
                                            completion_tokens=reply.usage.completion_tokens,
                                            latency_ms=int(reply.latency_s * 1000), model=reply.model or spec.llm.model))
+        marks = {k: True for k, on in (("usage_estimated", reply.usage.estimated),
+                                        ("tool_calls_from_text", bool(reply.extras.get("tool_calls_from_text")))) if on}
         ctx.transcript.add("assistant", step=step, content=reply.content, reasoning=reply.reasoning,
                            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
                            finish_reason=reply.finish_reason, prompt_tokens=reply.usage.prompt_tokens,
-                           completion_tokens=reply.usage.completion_tokens, latency_ms=int(reply.latency_s * 1000))
+                           completion_tokens=reply.usage.completion_tokens, latency_ms=int(reply.latency_s * 1000),
+                           **marks)
         return reply
 
-    def _tool(self, tools: Toolbox, call: ToolCall, ctx: AgentContext) -> str | Finish:
+    def _tool(self, tools: Toolbox, call: ToolCall, ctx: AgentContext, *, cut: bool = False) -> str | Finish:
+        if not call.name:
+            return "Error: " + UNREADABLE_CALL
         try:
             args = call.parsed_arguments()
+        except ValueError as exc:
+            return f"Error: {exc}" + (CUT_NOTE if cut else "")
+        try:
             return tools.call(call.name, args, time_left_s=ctx.remaining_s())
         except (ToolError, ValueError) as exc:
             return f"Error: {exc}"

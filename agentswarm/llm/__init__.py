@@ -173,31 +173,20 @@ class LLMClient:
         if extra_body:
             body.update(extra_body)
         started = time.monotonic()
-        resp = self._send("POST", "/v1/chat/completions", body, stream=stream)
-        try:
-            if stream:
-                data = self._read_stream(resp, started)
-            else:
-                data = self._read_json(resp)
-        finally:
-            resp.close()
+        data = self._send("POST", "/v1/chat/completions", body, stream=stream)
         if self.__key:  # a server that echoes the key (in any form) must not get it stored
             dumped = json.dumps(data)
             scrubbed = self._scrub(dumped)
             if scrubbed != dumped:
                 data = json.loads(scrubbed)
-        return to_reply(data, time.monotonic() - started, self.model, self._scrub)
+        return to_reply(data, time.monotonic() - started, self.model, self._scrub, request=body)
 
     def models(self) -> list[str]:
         """The model ids the endpoint serves (GET /v1/models)."""
-        resp = self._send("GET", "/v1/models", None, stream=False)
-        try:
-            data = self._read_json(resp)
-        finally:
-            resp.close()
+        data = self._send("GET", "/v1/models", None, stream=False)
         items = data.get("data")
         if not isinstance(items, list):
-            raise LLMProtocolError("/v1/models: no 'data' list in the answer", status=resp.status_code,
+            raise LLMProtocolError("/v1/models: no 'data' list in the answer", status=200,
                                    body_excerpt=clip(self._scrub(json.dumps(data))))
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
@@ -221,33 +210,39 @@ class LLMClient:
         base = min(self.max_backoff_s, self.backoff_base_s * (2**attempt))
         return min(self.max_backoff_s, base + random.uniform(0, base * 0.25))  # jitter spreads a thundering herd
 
-    def _send(self, method: str, path: str, body: dict | None, *, stream: bool) -> requests.Response:
+    def _send(self, method: str, path: str, body: dict | None, *, stream: bool) -> dict:
+        """The answer's JSON (a stream folded into one completion), retrying 429, 5xx, timeouts and lost connections."""
         url = self.base_url + path
         last: LLMError | None = None
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
+            started = time.monotonic()
             try:
                 resp = self._session.request(
                     method, url, json=body, headers=self._headers(stream), timeout=self.timeout_s, stream=stream
                 )
-            except requests.Timeout as exc:
-                # Not retried: a model that hangs once usually hangs again, and the caller owns the deadline.
-                raise LLMTimeout(
-                    f"{method} {url}: no answer within {self.timeout_s:g}s ({type(exc).__name__})"
-                ) from None
+            except requests.Timeout as exc:  # connect or read: retried, as a 5xx is (a busy server is often both)
+                last = LLMTimeout(f"{method} {url}: no answer within {self.timeout_s:g}s ({type(exc).__name__})")
             except requests.RequestException as exc:
                 last = LLMConnectionError(f"{method} {url}: cannot connect: {clip(self._scrub(str(exc)), 300)}")
             else:
                 if resp.status_code < 400:
-                    return resp
-                text = clip(self._scrub(_safe_text(resp)))
-                status = resp.status_code
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                resp.close()
-                err = LLMHTTPError(f"{method} {url}: HTTP {status}: {text}", status=status, body_excerpt=text)
-                if status != 429 and status < 500:
-                    raise err
-                last = err
+                    try:
+                        return self._read_stream(resp, started) if stream else self._read_json(resp)
+                    except LLMTimeout as exc:  # a stream that stalls half way
+                        last = exc
+                    finally:
+                        resp.close()
+                else:
+                    text = clip(self._scrub(_safe_text(resp)))
+                    status = resp.status_code
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    resp.close()
+                    err = LLMHTTPError(f"{method} {url}: HTTP {status}: {text}", status=status, body_excerpt=text)
+                    if status != 429 and status < 500:
+                        raise err
+                    last = err
+            assert last is not None
             if attempt >= self.max_retries:
                 break
             delay = self._delay(attempt, retry_after)

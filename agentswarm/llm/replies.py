@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentswarm.llm.text_calls import calls_in_text
+from agentswarm.llm.usage import Usage, completion_chars, read_usage
+
 EXCERPT_CHARS = 500
 _KNOWN_TOP = {"id", "object", "created", "model", "choices", "usage"}
 _KNOWN_CHOICE = {"index", "message", "delta", "finish_reason"}
@@ -40,20 +43,6 @@ class LLMConnectionError(LLMError):
 
 class LLMProtocolError(LLMError):
     """A 200 answer that is not a usable completion: bad JSON, no choices, a cut stream."""
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
 
 
 @dataclass
@@ -92,14 +81,27 @@ class ChatReply:
     raw: dict = field(default_factory=dict)
 
     def assistant_message(self) -> dict:
-        """The assistant message to append to the history (reasoning is deliberately left out)."""
+        """The assistant message to append to the history (reasoning is deliberately left out).
+
+        Arguments that are not a JSON object go back as {"invalid_arguments": <the raw text>}: servers that
+        check the history (recent vLLM) would otherwise answer 400 to every later call.
+        """
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": history_arguments(c)}}
                 for c in self.tool_calls
             ]
         return message
+
+
+def history_arguments(call: ToolCall) -> str:
+    """The call's arguments if they are a JSON object, else a JSON object carrying the raw text."""
+    try:
+        call.parsed_arguments()
+    except ValueError:
+        return json.dumps({"invalid_arguments": call.arguments})
+    return call.arguments if call.arguments.strip() else "{}"
 
 
 def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -177,14 +179,37 @@ class StreamAccumulator:
         return data
 
 
-def _int(value: Any) -> int:
+def usage_of_bodies(request: bytes, reply: bytes, content_type: str) -> Usage:
+    """The usage of one proxied call from its raw bodies (JSON or SSE), estimated when the reply has none."""
     try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
+        body = json.loads(request or b"{}")
+    except ValueError:
+        body = {}
+    data: Any = {}
+    if "text/event-stream" in content_type:
+        acc = StreamAccumulator()
+        for line in reply.decode("utf-8", "replace").splitlines():
+            payload = line[5:].strip() if line.startswith("data:") else ""
+            if payload and payload != "[DONE]":
+                try:
+                    acc.add(json.loads(payload))
+                except (ValueError, LLMProtocolError):
+                    continue
+        data = acc.result()
+    else:
+        try:
+            data = json.loads(reply or b"{}")
+        except ValueError:
+            data = {}
+    data = data if isinstance(data, dict) else {}
+    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    out = completion_chars(message) if isinstance(message, dict) else 0
+    return read_usage(data.get("usage"), body if isinstance(body, dict) else None, out)
 
 
-def to_reply(data: dict, latency_s: float, default_model: str, scrub: Any) -> ChatReply:
+def to_reply(data: dict, latency_s: float, default_model: str, scrub: Any, request: dict | None = None) -> ChatReply:
+    """The ChatReply of a completion; `request` (the body sent) lets usage be estimated and text tool calls read."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         excerpt = clip(scrub(json.dumps(data)))
@@ -213,11 +238,16 @@ def to_reply(data: dict, latency_s: float, default_model: str, scrub: Any) -> Ch
             name=str(fn.get("name") or ""),
             arguments=args if isinstance(args, str) else json.dumps(args),
         ))
-    usage_raw = data.get("usage") or {}
-    usage = Usage(_int(usage_raw.get("prompt_tokens")), _int(usage_raw.get("completion_tokens")))
     extras = {k: v for k, v in data.items() if k not in _KNOWN_TOP}
     extras.update({k: v for k, v in choice.items() if k not in _KNOWN_CHOICE and v is not None})
     extras.update({k: v for k, v in message.items() if k not in _KNOWN_MESSAGE and v is not None})
+    tools = request.get("tools") if isinstance(request, dict) else None
+    if tools and not calls and content:  # a server without a tool-call parser leaves the calls in the text
+        found, rest = calls_in_text(content, tools)
+        if found:
+            calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in found]
+            content, extras["tool_calls_from_text"] = rest, len(found)
+    usage = read_usage(data.get("usage"), request, completion_chars(message))
     return ChatReply(
         content=content,
         tool_calls=calls,

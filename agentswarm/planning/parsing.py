@@ -1,8 +1,7 @@
-"""Reading a model's task array robustly and validating every task on its own.
+"""Validating every task of a model's reply on its own (the reply is read by planning.reading).
 
-A reply may wrap the JSON in a Markdown fence or prose, hold a single object instead of an
-array, or an object with a `tasks` list. Every element is checked separately: a bad one is
-rejected with its reason and the others go on.
+Every element is checked separately: a bad one is rejected with its reason and the others go on;
+one repeating an earlier one of the same reply is merged into it; a missing title is derived.
 """
 
 from __future__ import annotations
@@ -13,28 +12,24 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentswarm.errors import BadRequest, SwarmError
+from agentswarm.errors import BadRequest
+from agentswarm.planning.reading import UnparseableReply, extract_items, read_reply
+
+__all__ = ["InvalidTask", "ParseResult", "Rejection", "TaskDraft", "UnparseableReply", "check_scope_path",
+           "extract_items", "parse_tasks", "read_reply", "reply_text", "validate_task"]
 
 KINDS = frozenset({"feature", "fix"})
 MAX_SCOPE_PATHS = 20
 MAX_PATH_CHARS = 300
 MAX_TITLE_CHARS = 200
+DERIVED_TITLE_CHARS = 80
 MAX_DESCRIPTION_CHARS = 8000
 MAX_ACCEPTANCE = 12
-MAX_REPLY_CHARS = 1_000_000
-MAX_DECODE_STARTS = 64
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n(.*?)```", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_LIST_KEYS = ("tasks", "children", "subtasks", "items")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidTask(BadRequest):
     """A proposed task (or one of its paths) that breaks a rule; the message says which."""
-
-
-class UnparseableReply(SwarmError, ValueError):
-    """A reply holding no JSON array or object at all."""
 
 
 @dataclass
@@ -65,57 +60,8 @@ class ParseResult:
 
     tasks: list[TaskDraft] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-
-
-def _first_json(text: str) -> list[Any] | None:
-    """The first list of objects (or wrapped list) found anywhere in the text, else the first list."""
-    decoder = json.JSONDecoder()
-    fallback: list[Any] | None = None
-    starts = [i for i, ch in enumerate(text) if ch in "[{"][:MAX_DECODE_STARTS]  # bounded: no quadratic blow-up
-    for i in starts:
-        try:
-            value, _ = decoder.raw_decode(text, i)
-        except (ValueError, RecursionError):  # deep nesting raises RecursionError
-            continue
-        items = _unwrap(value)
-        if items is None:
-            continue
-        if any(isinstance(x, dict) for x in items):
-            return items
-        if fallback is None:
-            fallback = items
-    return fallback
-
-
-def _unwrap(value: Any) -> list[Any] | None:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        for key in _LIST_KEYS:
-            if isinstance(value.get(key), list):
-                return value[key]
-        if any(k in value for k in ("title", "description", "scope")):
-            return [value]
-    return None
-
-
-def extract_items(text: str | None) -> list[Any]:
-    """The list of proposals in a reply; UnparseableReply when it holds no usable JSON."""
-    if not isinstance(text, str) or not text.strip():
-        raise UnparseableReply("empty reply")
-    text = _THINK.sub("", text[:MAX_REPLY_CHARS]).strip()
-    attempts = [text] + [m.group(1) for m in _FENCE.finditer(text)]
-    for candidate in attempts:
-        try:
-            items = _unwrap(json.loads(candidate))
-        except (ValueError, RecursionError):  # deep nesting raises RecursionError
-            continue
-        if items is not None:
-            return items
-    items = _first_json(text)
-    if items is not None:
-        return items
-    raise UnparseableReply(f"no JSON array of tasks found in: {_excerpt(text)}")
+    repairs: list[str] = field(default_factory=list)  # slips in the reply's JSON that were fixed to read it
+    cut: str | None = None  # the reply ended inside its JSON: only its complete tasks were read
 
 
 def check_scope_path(path: Any) -> str:
@@ -183,8 +129,8 @@ def validate_task(raw: Any, known_features: Collection[str]) -> TaskDraft:
     """Check one proposal; InvalidTask names the first rule it breaks."""
     if not isinstance(raw, dict):
         raise InvalidTask(f"a task must be a JSON object, got {type(raw).__name__}")
-    title = _text(raw, "title", MAX_TITLE_CHARS, required=True)
     description = _text(raw, "description", MAX_DESCRIPTION_CHARS, required=True)
+    title = _text(raw, "title", MAX_TITLE_CHARS, required=False) or title_from(raw.get("name"), description)
     scope_raw = raw.get("scope")
     if not isinstance(scope_raw, list) or not scope_raw:
         raise InvalidTask("'scope' must be a non-empty list of relative paths")
@@ -202,17 +148,60 @@ def validate_task(raw: Any, known_features: Collection[str]) -> TaskDraft:
     return TaskDraft(title, description, scope, acceptance, _priority(raw.get("priority")), feature_ids, kind)
 
 
+def title_from(name: Any, description: str) -> str:
+    """A title for a proposal that has none: its `name`, else the first sentence of its description."""
+    if isinstance(name, str) and name.strip():
+        return name.strip()[:MAX_TITLE_CHARS]
+    line = next((ln for ln in description.splitlines() if ln.strip(" #*-`>\t")), description)
+    first = re.split(r"(?<=[.!?;:])\s", line.strip(" #*-`>\t"), maxsplit=1)[0].rstrip(".;: ")
+    if len(first) <= DERIVED_TITLE_CHARS:
+        return first
+    return first[:DERIVED_TITLE_CHARS].rsplit(" ", 1)[0].rstrip(",;: ") + "..."
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _same_task(a: TaskDraft, b: TaskDraft) -> bool:
+    """The same work twice: the same title over the same files (a shared boilerplate description is not)."""
+    return sorted(a.scope) == sorted(b.scope) and _key(a.title) == _key(b.title)
+
+
+def _merge(into: TaskDraft, other: TaskDraft) -> None:
+    into.acceptance = list(dict.fromkeys(into.acceptance + other.acceptance))[:MAX_ACCEPTANCE]
+    into.feature_ids = list(dict.fromkeys(into.feature_ids + other.feature_ids))
+    into.priority = min(into.priority, other.priority)
+
+
 def parse_tasks(text: str | None, known_features: Collection[str], limit: int) -> ParseResult:
-    """Valid drafts (at most `limit`) and rejections; UnparseableReply when there is no JSON at all."""
-    result = ParseResult()
-    for i, raw in enumerate(extract_items(text)):
+    """Valid drafts (at most `limit`) and rejections; UnparseableReply when there is no usable JSON.
+
+    A proposal repeating an earlier one of the same reply is merged into it; a reply cut inside its JSON
+    keeps its complete tasks and adds one rejection saying where it was cut.
+    """
+    reading = read_reply(text)
+    result = ParseResult(repairs=reading.repairs, cut=reading.cut)
+    kept_at: list[int] = []
+    for i, raw in enumerate(reading.items):
         if len(result.tasks) >= limit:
             result.rejected.append(Rejection(i, f"over the limit of {limit} tasks", _excerpt(raw)))
             continue
         try:
-            result.tasks.append(validate_task(raw, known_features))
+            draft = validate_task(raw, known_features)
         except InvalidTask as exc:
             result.rejected.append(Rejection(i, str(exc), _excerpt(raw)))
+            continue
+        same = next((k for k, t in enumerate(result.tasks) if _same_task(t, draft)), None)
+        if same is not None:
+            _merge(result.tasks[same], draft)
+            result.rejected.append(Rejection(i, f"repeats task {kept_at[same]} of this reply: merged into it",
+                                             _excerpt(raw)))
+            continue
+        result.tasks.append(draft)
+        kept_at.append(i)
+    if reading.cut:
+        result.rejected.append(Rejection(len(reading.items), reading.cut, _excerpt((text or "")[-300:])))
     return result
 
 

@@ -72,7 +72,7 @@ def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
     messages = render_messages("subplanner", task=_task_input(task), file_tree=main.file_tree(),
                                max_children=room, depth=task.depth, max_depth=settings.subplanner_max_depth)
     session.commit()  # hand the connection back while the model thinks; the lock below re-checks
-    outcome = ask(client, messages, settings)
+    outcome = ask(client, messages, settings, batch=room)
     record(session, outcome, run_id=run.id, task_id=task.id, role="subplanner", settings=settings)
     if not outcome.ok:
         record_event(session, "subplanner.llm_error", outcome.error or "", run_id=run.id, task_id=task.id)

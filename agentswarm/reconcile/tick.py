@@ -58,7 +58,7 @@ from agentswarm.lifecycle.flaky import note_runs, observe, quarantined_names
 from agentswarm.llm import LLMClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
-from agentswarm.planning.parsing import parse_tasks
+from agentswarm.planning.parsing import UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
@@ -335,14 +335,18 @@ def _ask_for_fixes(settings: Settings, client: LLMClient | None, red: RedMain) -
             "reconciler", build_output=red.output, file_tree=read_main(settings.hub_path).file_tree(),
             open_fixes=[{"id": t.id, "title": t.title, "scope": t.scope} for t in open_fixes], max_tasks=room)
     # The model is asked outside any transaction; a slow model holds no lock or connection.
-    outcome = ask(client or client_from_settings(settings), messages, settings)
+    outcome = ask(client or client_from_settings(settings), messages, settings, batch=room)
     with session_scope(settings.database_url) as db:
         record(db, outcome, run_id=red.run_id, task_id=None, role="reconciler", settings=settings)
         if not outcome.ok:
             record_event(db, "reconcile.llm_failed", outcome.error or "", run_id=red.run_id)
             return {"fixes": [], "error": outcome.error}  # no action stored: the next tick asks again
         known = set(db.scalars(select(Feature.id)))
-        parsed = parse_tasks(outcome.text, known, room)
+        try:
+            parsed = parse_tasks(outcome.text, known, room)
+        except UnparseableReply as exc:  # like a failed call: no action stored, the next tick asks again
+            record_event(db, "reconciler.unparseable", stored_text(str(exc), 500, settings), run_id=red.run_id)
+            return {"fixes": [], "error": "unparseable"}
         record_rejections(db, parsed.rejected, source="reconciler", run_id=red.run_id)
         open_scopes = [t.scope for t in _open_fixes(db, red.run_id)]
         made = []

@@ -9,6 +9,7 @@ from typing import Any
 from agentswarm.testing.faults import Fault
 
 REPLY_KEYS = {"content", "tool_calls", "reasoning", "usage", "finish_reason"}
+NO_USAGE = "absent"  # a scripted reply's usage: send no usage at all, as some servers do
 
 
 class ScriptError(ValueError):
@@ -38,10 +39,11 @@ def normalize_reply(reply: Any) -> dict[str, Any] | Fault:
             raise ScriptError(f"scripted tool_calls[{i}] 'arguments' must be a dict or a JSON string")
     out["tool_calls"] = calls
     usage = out.get("usage")
-    if usage is not None and not (
+    if usage is not None and usage != NO_USAGE and not (
         isinstance(usage, dict) and all(isinstance(usage.get(k), int) for k in ("prompt_tokens", "completion_tokens"))
     ):
-        raise ScriptError("scripted reply 'usage' must be {'prompt_tokens': int, 'completion_tokens': int}")
+        raise ScriptError("scripted reply 'usage' must be {'prompt_tokens': int, 'completion_tokens': int} "
+                          f"or {NO_USAGE!r}")
     return out
 
 
@@ -91,19 +93,20 @@ def usage_of(reply: dict, body: dict, message: dict) -> dict[str, int]:
 
 
 def completion(reply: dict, body: dict, model: str, req_no: int, created: int) -> dict[str, Any]:
-    """A full non-streamed chat.completion object."""
+    """A full non-streamed chat.completion object (without "usage" when the reply's usage is NO_USAGE)."""
     message = message_of(reply, req_no)
-    usage = usage_of(reply, body, message)
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     finish = reply.get("finish_reason") or ("tool_calls" if reply["tool_calls"] else "stop")
-    return {
+    full = {
         "id": f"chatcmpl-fake-{req_no}",
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": usage,
     }
+    if reply.get("usage") != NO_USAGE:
+        usage = usage_of(reply, body, message)
+        full["usage"] = usage | {"total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+    return full
 
 
 def _pieces(text: str, n: int = 3) -> list[str]:
@@ -130,6 +133,6 @@ def stream_chunks(full: dict, include_usage: bool) -> list[dict]:
                                              "function": {"name": fn["name"], "arguments": ""}}]}))
         chunks += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(fn["arguments"])]
     chunks.append(chunk({}, full["choices"][0]["finish_reason"]))
-    if include_usage:
+    if include_usage and "usage" in full:
         chunks.append(base | {"choices": [], "usage": full["usage"]})
     return chunks

@@ -238,7 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(stream_chunks(full, include_usage))
         else:
             self._send_json(200, full)
-        self.fake._add_usage(full["usage"])
+        if "usage" in full:
+            self.fake._add_usage(full["usage"])
 
     def _stream(self, chunks: list[dict], *, cut: bool = False, bad: bool = False, stall_s: float = 0.0) -> None:
         self.send_response(200)

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from agentswarm.agent.base import AgentContext
-from agentswarm.agent.builtin import NUDGE, BuiltinAgent, system_prompt
+from agentswarm.agent.builtin import CUT_NOTE, NUDGE, BuiltinAgent, system_prompt
 from agentswarm.agent.contract import TaskSpec
 from agentswarm.agent.transcript import Transcript
+from agentswarm.testing.completions import NO_USAGE
 from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.testing.faults import Fault
 from tests.agent.conftest import git, write_task
 
 
@@ -22,10 +24,12 @@ def call(name: str, arguments) -> dict:
 
 @pytest.fixture
 def make_ctx(tmp_path: Path, hub):
-    def make(url: str, **limits) -> AgentContext:
+    def make(url: str, llm: dict | None = None, **limits) -> AgentContext:
         repo = tmp_path / "repo"
         git(tmp_path, "clone", "-q", str(hub.path), str(repo))
-        spec = TaskSpec.load(str(write_task(tmp_path / "sb", hub, url, limits=limits)))
+        over = {"llm": {"base_url": url, "model": "fake-glm", "max_tokens": 512, "temperature": 0.0, "timeout_s": 20,
+                        **llm}} if llm else {}
+        spec = TaskSpec.load(str(write_task(tmp_path / "sb", hub, url, limits=limits, **over)))
         return AgentContext(spec=spec, repo=repo, deadline=time.monotonic() + 60,
                             transcript=Transcript(tmp_path / "t.jsonl", secrets=[]))
     return make
@@ -144,3 +148,78 @@ def test_transcript_is_capped(tmp_path: Path) -> None:
     assert json.loads(text.splitlines()[-1])["kind"] == "truncated" and "hunter2-pw" not in text
     inline, cut = tr.inline(cap_bytes=500)
     assert cut and len(inline.encode()) <= 500 and inline.endswith("\n")
+
+
+# -- replies as real servers send them (issue 17) ---------------------------------------------------
+
+GLM_WRITE = ("Writing the notes.\n<tool_call>write_file\n<arg_key>path</arg_key>\n<arg_value>NOTES.md</arg_value>\n"
+             "<arg_key>content</arg_key>\n<arg_value>ok\n</arg_value>\n</tool_call>")
+HERMES_FINISH = '<tool_call>\n{"name": "finish", "arguments": {"status": "complete", "summary": "done"}}\n</tool_call>'
+
+
+def _events(tmp_path: Path, ctx: AgentContext) -> list[dict]:
+    ctx.transcript.close()
+    return [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+
+
+def test_tool_calls_written_into_the_text_are_run(make_ctx, tmp_path: Path) -> None:
+    with FakeLLMServer([GLM_WRITE, HERMES_FINISH]) as llm:  # a server started without a tool-call parser
+        ctx = make_ctx(llm.url)
+        outcome = BuiltinAgent().run(ctx)
+        history = llm.requests[-1]["messages"]
+    assert outcome.status == "complete" and outcome.summary == "done" and outcome.steps == 2
+    assert (ctx.repo / "NOTES.md").read_text() == "ok\n"
+    [said] = [m for m in history if m["role"] == "assistant"]
+    assert said["content"] == "Writing the notes." and said["tool_calls"][0]["function"]["name"] == "write_file"
+    assert [m["tool_call_id"] for m in history if m["role"] == "tool"] == [said["tool_calls"][0]["id"]]
+    assert all(e.get("tool_calls_from_text") for e in _events(tmp_path, ctx) if e["kind"] == "assistant")
+
+
+def _strict_history(body: dict) -> Fault | None:
+    """Recent vLLM: every tool call in the history must carry a JSON object, or the request is refused."""
+    for m in body["messages"]:
+        for tc in m.get("tool_calls") or []:
+            try:
+                ok = isinstance(json.loads(tc["function"]["arguments"]), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                return Fault.server_error(400, "tool call arguments in the history are not a JSON object")
+    return None
+
+
+def test_invalid_arguments_keep_the_history_valid_for_a_strict_server(make_ctx) -> None:
+    cut = '{"path": "NOTES.md", "content": "a very long fi'
+    script = [{"content": None, "tool_calls": [call("write_file", cut)], "finish_reason": "length"},
+              {"content": None, "tool_calls": [call("write_file", {"path": "NOTES.md", "content": "ok\n"})]},
+              {"content": None, "tool_calls": [call("finish", {"status": "complete", "summary": "done"})]}]
+    with FakeLLMServer(script, faults=_strict_history) as llm:
+        ctx = make_ctx(llm.url)
+        outcome = BuiltinAgent().run(ctx)
+        history = llm.requests[-1]["messages"]
+    assert outcome.status == "complete" and len(llm.requests) == 3
+    first = next(m for m in history if m["role"] == "assistant")
+    assert json.loads(first["tool_calls"][0]["function"]["arguments"]) == {"invalid_arguments": cut}
+    result = next(m["content"] for m in history if m["role"] == "tool")
+    assert "not valid JSON" in result and result.endswith(CUT_NOTE)
+
+
+def test_replies_without_usage_count_against_the_token_budget(make_ctx, tmp_path: Path) -> None:
+    script = [{"content": None, "tool_calls": [call("list_files", {})], "usage": NO_USAGE},
+              {"content": None, "tool_calls": [call("search", {"pattern": "x"})], "usage": NO_USAGE}] * 5
+    with FakeLLMServer(script) as llm:
+        ctx = make_ctx(llm.url, max_tokens=3000)
+        outcome = BuiltinAgent().run(ctx)
+    assert outcome.status == "failed" and "token budget" in outcome.error  # counted 0 before: it never stopped
+    assert sum(ctx.tokens().values()) >= 3000 and outcome.steps < 10
+    assert all(e.get("usage_estimated") for e in _events(tmp_path, ctx) if e["kind"] == "assistant")
+
+
+def test_a_timeout_is_retried(make_ctx) -> None:
+    script = [{"content": None, "tool_calls": [call("write_file", {"path": "NOTES.md", "content": "ok\n"})]},
+              {"content": None, "tool_calls": [call("finish", {"status": "complete", "summary": "done"})]}]
+    with FakeLLMServer(script, faults=[Fault.hang(5)]) as llm:
+        ctx = make_ctx(llm.url, llm={"timeout_s": 0.5})
+        outcome = BuiltinAgent().run(ctx)
+    assert outcome.status == "complete" and len(llm.requests) == 3
+    assert len(ctx.llm_calls) == 2 and all(c.ok for c in ctx.llm_calls)

@@ -104,7 +104,8 @@ def test_reasoning_field_think_block_and_unknown_fields_go_to_extras(raw_server)
         return 200, {}, {"choices": [{"message": {"role": "assistant", "content": "ok", "reasoning": "why"}}]}
 
     reply = LLMClient(raw_server(respond2), model="m").chat(HELLO)
-    assert (reply.content, reply.reasoning, reply.usage, reply.model) == ("ok", "why", Usage(0, 0), "m")
+    # No usage in the answer: estimated from characters (11 of prompt, 2 + 3 written, 3 a token) and marked so.
+    assert (reply.content, reply.reasoning, reply.usage, reply.model) == ("ok", "why", Usage(4, 2, True), "m")
 
 
 def test_streaming_assembles_the_same_reply_with_tool_call_deltas():
@@ -188,7 +189,7 @@ def test_hang_times_out_within_about_the_timeout():
     with FakeLLMServer(["late"], faults=[Fault.hang(5)]) as srv:
         started = time.monotonic()
         with pytest.raises(LLMTimeout):
-            client(srv, timeout_s=0.5).chat(HELLO)
+            client(srv, timeout_s=0.5, max_retries=0).chat(HELLO)
         assert time.monotonic() - started < 2.0
 
 
@@ -196,8 +197,25 @@ def test_a_stream_that_stalls_half_way_times_out():
     with FakeLLMServer(["unused"], faults=[Fault.stall(5)]) as srv:
         started = time.monotonic()
         with pytest.raises(LLMTimeout, match="stream stalled"):
-            client(srv, timeout_s=0.5).chat(HELLO, stream=True)
+            client(srv, timeout_s=0.5, max_retries=0).chat(HELLO, stream=True)
         assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_timeouts_are_retried_like_a_5xx(stream):
+    fault = Fault.stall(5) if stream else Fault.hang(5)
+    with FakeLLMServer(["on time"], faults=[fault]) as srv:
+        started = time.monotonic()
+        reply = client(srv, timeout_s=0.5, max_retries=2).chat(HELLO, stream=stream)
+        assert reply.content == "on time" and len(srv.requests) == 2
+        assert time.monotonic() - started < 3.0
+
+
+def test_timeouts_give_up_after_the_retries():
+    with FakeLLMServer(["never"], faults=[Fault.hang(5)] * 3) as srv:
+        with pytest.raises(LLMTimeout, match="gave up after 3 attempts"):
+            client(srv, timeout_s=0.3, max_retries=2).chat(HELLO)
+        assert len(srv.requests) == 3
 
 
 @pytest.mark.parametrize("stream", [False, True])

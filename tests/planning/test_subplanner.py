@@ -14,6 +14,7 @@ from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.subplanner import maybe_decompose, too_large
 from agentswarm.testing.fake_llm import FakeLLMServer
+from tests.support import replies
 from tests.support.runs import start, work_queue_len
 
 SCOPE = [f"src/world/m{i}.ts" for i in range(8)]
@@ -209,3 +210,65 @@ def test_blocked_children_block_the_parent(loaded, make_settings):
     a, b = _children(loaded, run_id, parent, 2)
     _end(loaded, a, "complete")
     assert _end(loaded, b, "blocked", error="missing API") == "blocked"
+
+
+# -- replies as real servers send them (issue 17) ---------------------------------------------------
+
+KIDS = [{"title": f"Part {i}", "description": f"Write m{2 * i} and m{2 * i + 1}.", "scope": SCOPE[2 * i:2 * i + 2],
+         "acceptance": ["tests pass"], "priority": 3} for i in range(4)]
+
+
+def _split(loaded, make_settings, script) -> tuple[list[Task], list[str], FakeLLMServer]:
+    with FakeLLMServer(script=script) as fake:
+        s = make_settings(llm_base_url=fake.url)
+        run_id = start(s)
+        root = _root(loaded, run_id)
+        with session_scope(loaded) as sess:
+            children = maybe_decompose(sess, sess.get(Task, root), client_from_settings(s), settings=s) or []
+            ids = [c.id for c in children]
+    with session_scope(loaded) as sess:
+        kids = [sess.get(Task, i) for i in ids]
+        kinds = [e.kind for e in sess.scalars(select(Event).order_by(Event.id))]
+        sess.expunge_all()
+    return kids, kinds, fake
+
+
+def test_a_cut_split_is_asked_again_for_fewer_children(loaded, make_settings, redis_client):
+    kids, kinds, fake = _split(loaded, make_settings, [replies.cut_inside(KIDS, 1), json.dumps(KIDS[:2])])
+    assert [k.title for k in kids] == ["Part 0", "Part 1"] and len(fake.requests) == 2
+    assert "at most 2 children" in fake.requests[1]["messages"][-1]["content"]  # half of the 5 it may make
+    assert "subplanner.reply_cut" in kinds
+
+
+def test_a_cut_split_with_enough_children_keeps_them(loaded, make_settings, redis_client):
+    kids, kinds, fake = _split(loaded, make_settings, [replies.cut_inside(KIDS, 3)])
+    assert [k.title for k in kids] == ["Part 0", "Part 1", "Part 2"] and len(fake.requests) == 1
+    assert "subplanner.reply_cut" in kinds and "subplanner.rejected" in kinds
+
+
+def test_trailing_commas_keep_every_child(loaded, make_settings, redis_client):
+    kids, _, _ = _split(loaded, make_settings, [replies.trailing_commas(KIDS)])
+    assert [k.title for k in kids] == [f"Part {i}" for i in range(4)]
+
+
+def test_a_split_beyond_repair_runs_the_task_whole(loaded, make_settings, redis_client):
+    kids, kinds, _ = _split(loaded, make_settings, [replies.unrepairable(KIDS)])
+    assert kids == [] and "subplanner.unparseable" in kinds
+
+
+def test_the_same_child_twice_is_one_child(loaded, make_settings, redis_client):
+    kids, kinds, _ = _split(loaded, make_settings, [json.dumps([KIDS[0], KIDS[1], KIDS[0]])])
+    assert [k.title for k in kids] == ["Part 0", "Part 1"] and "subplanner.rejected" in kinds
+
+
+def test_children_without_titles_get_them_from_their_descriptions(loaded, make_settings, redis_client):
+    kids, _, _ = _split(loaded, make_settings, [replies.without_titles(KIDS[:2])])
+    assert [k.title for k in kids] == ["Write m0 and m1", "Write m2 and m3"]
+
+
+def test_a_split_without_usage_is_counted_from_characters(loaded, make_settings, redis_client):
+    kids, kinds, _ = _split(loaded, make_settings, [replies.no_usage(KIDS[:2])])
+    with session_scope(loaded) as sess:
+        call = sess.scalar(select(LLMCall).where(LLMCall.role == "subplanner"))
+        assert call.prompt_tokens > 300 and call.completion_tokens > 50
+    assert len(kids) == 2 and "llm.usage_estimated" in kinds
