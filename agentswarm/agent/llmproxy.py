@@ -19,32 +19,12 @@ import requests
 
 from agentswarm.agent.contract import LLMCallRecord
 from agentswarm.llm import normalize_base_url
+from agentswarm.llm.replies import usage_of_bodies
+from agentswarm.llm.usage import Usage
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length",
         "content-encoding", "host", "authorization", "x-api-key"}
 _SCAN_CAP = 4 * 1024 * 1024  # bytes of a reply kept to find its usage; the rest is only passed through
-
-
-def usage_of(body: bytes, content_type: str) -> tuple[int, int]:
-    """(prompt, completion) tokens from a JSON reply or the last SSE chunk that carries usage."""
-    docs: list[dict] = []
-    if "text/event-stream" in content_type:
-        for line in body.decode("utf-8", "replace").splitlines():
-            if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
-                try:
-                    docs.append(json.loads(line[5:]))
-                except ValueError:
-                    continue
-    else:
-        try:
-            docs.append(json.loads(body))
-        except ValueError:
-            return 0, 0
-    for doc in reversed(docs):
-        usage = doc.get("usage") if isinstance(doc, dict) else None
-        if isinstance(usage, dict):
-            return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    return 0, 0
 
 
 class LLMProxy:
@@ -150,10 +130,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         finally:
             resp.close()
         if recorded:
-            prompt, completion = usage_of(bytes(kept), ctype)
             ok = resp.status_code < 400
+            # The reply's own usage, or (a server that reports none) an estimate from the texts, so budgets hold.
+            usage = usage_of_bodies(body or b"", bytes(kept), ctype) if ok else Usage(0, 0)
             proxy._on_call(LLMCallRecord(
-                prompt_tokens=prompt, completion_tokens=completion, latency_ms=int((time.monotonic() - started) * 1000),
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, latency_ms=int((time.monotonic() - started) * 1000),
                 model=model, ok=ok, error=None if ok else f"HTTP {resp.status_code}: {bytes(kept[:300]).decode(errors='replace')}"))
 
     def _reply(self, status: int, payload: bytes) -> None:

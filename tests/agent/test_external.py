@@ -49,6 +49,22 @@ def test_cmd_agent_runs_with_llm_env_and_its_work_is_harvested(tmp_path: Path, h
     assert_no_secrets(json.dumps(result), (tmp_path / "sb" / "transcript.jsonl").read_text())
 
 
+def test_a_reply_without_usage_is_counted_by_estimate_through_the_proxy(tmp_path: Path, hub) -> None:
+    """A server that reports no usage: the proxy estimates the tokens from the texts, so budgets still hold."""
+    from agentswarm.testing.completions import NO_USAGE
+
+    script = tmp_path / "tiny_agent.py"
+    script.write_text(TINY_AGENT)
+    reply = {"content": "hello from the model " * 20, "tool_calls": [], "usage": NO_USAGE}
+    with FakeLLMServer([reply]) as llm:
+        code, result, err = run_runner(write_task(tmp_path / "sb", hub, llm.url,
+                                                  agent=f"cmd:{shlex.quote(sys.executable)} {script}"))
+    assert code == 0, (result, err)
+    [call] = result["llm_calls"]
+    assert call["ok"] and call["prompt_tokens"] > 100 and call["completion_tokens"] >= 100 // 3
+    assert result["tokens"] == {"prompt": call["prompt_tokens"], "completion": call["completion_tokens"]}
+
+
 def test_crashing_agent_leaves_a_failed_handoff(tmp_path: Path, hub) -> None:
     crash = "cmd:echo partial > NOTES.md; echo 'Traceback: boom' >&2; kill -SEGV $$"
     with FakeLLMServer([]) as llm:
