@@ -46,7 +46,8 @@ def check_endpoint(client: LLMClient, model: str) -> CheckReport:
         reply = client.chat([{"role": "user", "content": "Reply with the single word: ready"}], max_tokens=64)
         report.add("chat", bool(reply.content or reply.reasoning),
                    f"{reply.latency_s * 1000:.0f} ms, {reply.usage.prompt_tokens}+{reply.usage.completion_tokens}"
-                   f" tokens" + ("" if reply.usage.prompt_tokens else " (no usage reported: costs will read 0)"))
+                   f" tokens" + (" (no usage reported: counts are estimated from the texts)" if reply.usage.estimated
+                                 else ""))
     except LLMError as exc:
         report.add("chat", False, str(exc))
         return report
