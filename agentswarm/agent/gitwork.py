@@ -2,15 +2,20 @@
 
 Standard library only (GitPython is not in the slim image). A GIT_TOKEN is handed to git through an
 askpass script that reads it from the environment, so it is never written to .git/config or argv.
+Every git process is CPU on the swarm's busiest path, so an attempt starts as few as it can: the
+config is written as a file, the checkout is one command, and a commit and its history are read
+with one `rev-list --parents` (which also tells whether the base is still an ancestor).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from agentswarm.agent.contract import GitMeasure
@@ -24,10 +29,13 @@ case "$1" in
   *) printf '%s\\n' "$GIT_TOKEN" ;;
 esac
 """
-# Settings every runner git command uses: no hooks planted by the agent, no credential store, no signing.
+# Settings every runner git command uses: no hooks planted by the agent, no credential store, no signing,
+# no automatic gc (the repository is thrown away with the sandbox).
 # (git drops these variables for a local push's receive-pack, so the hub's own hooks still run.)
 _CONFIG = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "credential.helper": "",
-           "commit.gpgSign": "false"}
+           "commit.gpgSign": "false", "maintenance.auto": "false", "gc.auto": "0"}
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+CLONE_ATTEMPTS = 3  # a failed clone is retried within the attempt, from scratch
 
 
 class GitError(Exception):
@@ -83,10 +91,25 @@ class Git:
 
     # -- the runner's steps --------------------------------------------------------------------
 
-    def clone(self, url: str) -> None:
-        """Clone `url` into the repository directory (which must not exist or be empty)."""
+    def clone(self, url: str, *, attempts: int = CLONE_ATTEMPTS, pause_s: float = 0.5) -> None:
+        """Clone `url` into the repository directory (which must not exist or be empty), retried from scratch.
+
+        A hub on this machine is cloned with `--no-local`, through upload-pack, never by copying or
+        hard-linking its object directory: that copy races with pushes landing in the hub (git's
+        `tmp_objdir-incoming-*` quarantine appears and vanishes under it).
+        """
         self.repo.parent.mkdir(parents=True, exist_ok=True)
-        self("clone", "--no-checkout", "--quiet", url, str(self.repo), cwd=self.repo.parent)
+        local = "://" not in url and ":" not in url.split("/", 1)[0] and not Path(url).is_file()  # a path, not scp-style
+        args = ["clone", "--no-checkout", "--quiet", *(["--no-local"] if local else []), url, str(self.repo)]
+        for attempt in range(1, attempts + 1):
+            try:
+                self(*args, cwd=self.repo.parent)
+                return
+            except GitError:
+                if attempt == attempts:
+                    raise
+                shutil.rmtree(self.repo, ignore_errors=True)
+                time.sleep(pause_s * attempt)
 
     def configure_identity(self) -> None:
         """The committer every runner commit carries."""
@@ -94,20 +117,24 @@ class Git:
         self("config", "user.email", COMMITTER_EMAIL)
 
     def reset_config(self, url: str) -> None:
-        """Rewrite .git/config from scratch, dropping anything the agent planted there (hooks, helpers, URLs)."""
-        (self.repo / ".git" / "config").write_text(
-            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
-            "\tlogallrefupdates = true\n")
-        self("config", "remote.origin.url", url)
-        self("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-        self.configure_identity()
+        """Rewrite .git/config from scratch (origin and the committer), dropping anything the agent planted there.
+
+        Written as a file, not with `git config` (four processes fewer); replaced, never written through a link.
+        """
+        write_config(self.repo / ".git", url)
 
     def has_commit(self, sha: str) -> bool:
         """True if `sha` names a commit in this repository."""
         return self("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
 
     def checkout_branch(self, branch: str, base_sha: str) -> str:
-        """Create (or reset) `branch` at `base_sha` and check it out; returns the full base sha."""
+        """Create (or reset) `branch` at `base_sha` and check it out; returns the full base sha.
+
+        A full sha already in the repository (the usual case) costs one git process.
+        """
+        if _FULL_SHA.match(base_sha) and self("checkout", "--quiet", "--force", "-B", branch, f"{base_sha}^{{commit}}",
+                                              check=False).returncode == 0:
+            return base_sha
         if not self.has_commit(base_sha):
             self("fetch", "--quiet", "origin", base_sha, check=False)
         if not self.has_commit(base_sha):
@@ -122,23 +149,29 @@ class Git:
 
     def commit_all(self, message: str) -> str | None:
         """Stage everything and commit it; the new sha, or None if there was nothing to commit."""
-        if not self.dirty():
-            return None
         self("add", "--all")
+        done = self("commit", "--quiet", "--no-verify", "-m", message, check=False)
+        if done.returncode == 0:
+            return self.out("rev-parse", "HEAD")
         if self("diff", "--cached", "--quiet", check=False).returncode == 0:
-            return None
-        self("commit", "--quiet", "--no-verify", "-m", message)
-        return self.out("rev-parse", "HEAD")
+            return None  # nothing staged: git commit refused an empty commit
+        raise GitError(f"git commit failed (exit {done.returncode}): "
+                       f"{scrub((done.stderr or done.stdout).strip(), self._secrets)[-1500:]}")
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         """True if `older` is an ancestor of (or equal to) `newer`."""
         return self("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
-    def measure(self, base: str) -> GitMeasure:
-        """Commits, head, files and line counts of base..HEAD, from git itself."""
-        head = self.out("rev-parse", "HEAD")
-        commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
-        raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout
+    def commits_since(self, base: str, head: str) -> list[str] | None:
+        """The commits of base..head, oldest first; None if `base` (a full sha) is not an ancestor of head."""
+        return descendants(self.out("rev-list", "--reverse", "--parents", f"{base}..{head}"), base, head)
+
+    def measure(self, base: str, head: str | None = None, commits: list[str] | None = None) -> GitMeasure:
+        """Commits, head, files and line counts of base..head (default HEAD), from git itself."""
+        head = head or self.out("rev-parse", "HEAD")
+        if commits is None:
+            commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
+        raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout if commits else ""
         return GitMeasure.from_numstat(commits, head, raw)
 
     def push_branch(self, branch: str) -> str:
@@ -155,3 +188,33 @@ class Git:
         expect = listed[0] if listed else ""
         self("push", "--quiet", "--no-verify", f"--force-with-lease={ref}:{expect}", "origin", f"HEAD:{ref}")
         return "force-pushed over an earlier attempt"
+
+
+def descendants(rev_list_parents: str, base: str, head: str) -> list[str] | None:
+    """Commits from `rev-list --reverse --parents base..head` output; None unless base is an ancestor of head.
+
+    base is an ancestor of head exactly when head is base or some listed commit has base as a parent
+    (the commit after base on any path from head to it is reachable from head and not from base).
+    """
+    rows = [line.split() for line in rev_list_parents.splitlines() if line.strip()]
+    if head != base and not any(base in row[1:] for row in rows):
+        return None
+    return [row[0] for row in rows]
+
+
+def _config_value(value: str) -> str:
+    """A value for a git config file, quoted so that nothing in it can start a new key or section."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def write_config(git_dir: Path, url: str) -> None:
+    """.git/config from scratch: a plain repository, origin at url, the runner's committer; atomically replaced."""
+    text = ("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
+            f'[remote "origin"]\n\turl = {_config_value(url)}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
+            f"[user]\n\tname = {COMMITTER_NAME}\n\temail = {COMMITTER_EMAIL}\n")
+    tmp = git_dir / f".config.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "x") as f:
+        f.write(text)
+    os.replace(tmp, git_dir / "config")

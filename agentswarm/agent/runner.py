@@ -166,7 +166,7 @@ class Runner:
         if not (self.workdir / ".git").exists():
             given = self.result_path.parent / REPO_BUNDLE_NAME  # a remote sandbox gets the hub as a bundle
             git.clone(str(given) if spec.delivery == "bundle" and given.is_file() else spec.repo_url)
-        git.configure_identity()
+        git.reset_config(spec.repo_url)  # the committer, and nothing a prepared or cloned config carried
         base = git.checkout_branch(branch, spec.base_sha)
         self.transcript.add("note", event="checkout", branch=branch, base=base, agent=spec.agent)
 
@@ -208,12 +208,12 @@ class Runner:
 
     def _harvest(self, git: Git, spec: TaskSpec, base: str, branch: str, outcome: AgentOutcome) -> Handoff:
         git.reset_config(spec.repo_url)
-        git.commit_all(commit_message(spec, outcome))
-        head = git.out("rev-parse", "HEAD")
-        if not git.is_ancestor(base, head):
+        head = git.commit_all(commit_message(spec, outcome)) or git.out("rev-parse", "HEAD")
+        commits = git.commits_since(base, head)
+        if commits is None:
             return self.handoff("failed", summary=outcome.summary,
                                 error=f"the agent rewrote history: base {base[:12]} is not an ancestor of HEAD {head[:12]}")
-        measure = git.measure(base)
+        measure = git.measure(base, head, commits)
         status, error = outcome.status, outcome.error
         if status == "complete" and not measure.commits:
             status, error = "blocked", "the agent reported complete but left no changes on its branch"

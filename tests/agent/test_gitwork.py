@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,52 @@ def test_the_hub_still_refuses_main_from_a_runner_clone(clone: Git, hub) -> None
 def test_missing_base_commit_is_an_error(clone: Git) -> None:
     with pytest.raises(GitError, match="not in the repository"):
         clone.checkout_branch("swarm/t9", "0" * 40)
+
+
+def test_history_since_the_base_and_whether_the_base_is_still_in_it(clone: Git, hub) -> None:
+    (clone.repo / "a.txt").write_text("a\n")
+    first = clone.commit_all("first")
+    (clone.repo / "b.txt").write_text("b\n")
+    second = clone.commit_all("second")
+    assert first and second and clone.commits_since(hub.base, second) == [first, second]
+    assert clone.commits_since(hub.base, hub.base) == []
+    assert clone.commits_since(second, first) is None  # head behind the base
+    orphan = clone.out("commit-tree", clone.out("rev-parse", "HEAD^{tree}"), "-m", "rewritten")
+    assert clone.commits_since(hub.base, orphan) is None  # history rewritten: the base is gone
+    merged = clone.out("commit-tree", clone.out("rev-parse", "HEAD^{tree}"), "-p", orphan, "-p", first, "-m", "m")
+    since = clone.commits_since(hub.base, merged)  # the base is reached through one parent: still an ancestor
+    assert since is not None and set(since) == {orphan, first, merged} and since[-1] == merged
+
+
+def test_the_config_is_written_whole_and_a_url_cannot_add_keys(tmp_path: Path, hub) -> None:
+    g = Git(tmp_path / "repo")
+    g.clone(str(hub.path))
+    evil = f'{hub.path}"\n[core]\n\thooksPath = /tmp/evil\n'
+    config = g.repo / ".git" / "config"
+    config.unlink()
+    config.symlink_to(tmp_path / "outside")  # planted by the agent: replaced, never written through
+    g.reset_config(evil)
+    assert g("config", "--get", "remote.origin.url").stdout == evil + "\n"  # one value, newlines and all
+    assert g("config", "--file", str(config), "--get-regexp", "hookspath", check=False).returncode == 1
+    assert g.out("config", "user.name") == "AgentSwarm Worker"
+    assert not config.is_symlink() and not (tmp_path / "outside").exists()
+
+
+def test_a_clone_that_fails_is_retried_within_the_attempt(tmp_path: Path, hub) -> None:
+    late = tmp_path / "late.git"
+    threading.Timer(0.3, lambda: shutil.copytree(hub.path, late)).start()  # the hub is not there at the first try
+    g = Git(tmp_path / "repo")
+    g.clone(str(late), pause_s=0.4)
+    assert g.out("rev-parse", "origin/main") == hub.base
+    with pytest.raises(GitError, match="clone"):
+        Git(tmp_path / "repo2").clone(str(tmp_path / "never.git"), attempts=2, pause_s=0.01)
+    assert not (tmp_path / "repo2").exists()
+
+
+def test_a_local_hub_is_cloned_through_upload_pack_not_by_copying_its_objects(tmp_path: Path, hub) -> None:
+    g = Git(tmp_path / "repo")
+    g.clone(str(hub.path))
+    hub_objects = {p.stat().st_ino for p in (hub.path / "objects").rglob("*") if p.is_file()}
+    mine = [p for p in (g.repo / ".git" / "objects").rglob("*") if p.is_file()]
+    assert mine and not hub_objects & {p.stat().st_ino for p in mine}  # no hard link into the hub
+    assert not (g.repo / ".git" / "objects" / "info" / "alternates").exists()
