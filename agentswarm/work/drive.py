@@ -34,7 +34,7 @@ from agentswarm.config import GateMode, Settings
 from agentswarm.db.models import Task
 from agentswarm.db.text import stored_text
 from agentswarm.git.hub import hub_url
-from agentswarm.git.intake import import_bundle, measure
+from agentswarm.git.intake import take_in
 from agentswarm.git.repo import GitError
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
@@ -148,8 +148,7 @@ def _measured(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, hub: s
             path = Path(tmp) / BUNDLE_NAME
             path.write_bytes(bundle)
             try:
-                head = import_bundle(hub, path, spec.branch, spec.base_sha)
-                found = measure(hub, spec.base_sha, head)
+                found = take_in(hub, path, spec.branch, spec.base_sha)
             except (GitError, ValueError) as exc:
                 bad = failure(spec.id, f"the sandbox's work could not be taken in: {exc}", started)
                 bad.llm_calls, bad.tokens, bad.transcript = claimed.llm_calls, claimed.tokens, claimed.transcript
