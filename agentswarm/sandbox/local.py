@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import agentswarm
 from agentswarm.agent.contract import GATE_SOCKET_ENV
 from agentswarm.git.intake import clone_for_sandbox
-from agentswarm.sandbox import isolation, procs
+from agentswarm.sandbox import isolation, launch, procs
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
     OUTPUT_CAP_BYTES,
@@ -43,19 +43,6 @@ from agentswarm.sandbox.files import chown_tree, force_remove, read_capped, read
 
 _SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
 _PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
-# Runs before the command: set the limits, then exec. A launcher rather than preexec_fn, because
-# preexec_fn may deadlock in a process with many threads (the work worker runs a hundred).
-_LAUNCHER = (
-    "import json,os,resource,sys\n"
-    "for n,v in json.loads(sys.argv[1]).items():\n"
-    "    r=getattr(resource,n); s,h=resource.getrlimit(r)\n"
-    "    v=v if h==resource.RLIM_INFINITY else min(v,h)\n"
-    "    resource.setrlimit(r,(v,v))\n"
-    "try:\n"
-    "    os.execvp(sys.argv[2],sys.argv[2:])\n"
-    "except OSError as e:\n"
-    "    print(f'sandbox: cannot run {sys.argv[2]!r}: {e}',file=sys.stderr); sys.exit(127)\n"
-)
 
 
 class LocalSandboxConfig(BaseModel):
@@ -95,6 +82,7 @@ class LocalSandboxBackend:
         self._lock = threading.Lock()
         if self.config.isolation == "bwrap":
             isolation.check_bwrap(self.config.uid, self.config.uid)
+        launch.compile_package()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -218,7 +206,7 @@ class LocalSandboxBackend:
             raise SandboxGone(sb.id)
         stem = sbdir / "logs" / f"exec-{uuid.uuid4().hex[:12]}"
         out_path, err_path = stem.with_suffix(".out"), stem.with_suffix(".err")
-        cmd = [self.config.python, "-I", "-S", "-c", _LAUNCHER, json.dumps(self._limits()), *argv]
+        cmd = launch.limited(argv, self._limits(), self.config.python)
         env = self._child_env(sb)
         if self.config.isolation == "bwrap":
             cmd, env = self._isolated(sb, cmd, env, network), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
