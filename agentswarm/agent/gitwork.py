@@ -82,6 +82,18 @@ class Git:
                            f"{scrub(proc.stderr.strip(), self._secrets)[-1500:]}")
         return proc
 
+    def raw(self, *args: str, input: bytes = b"") -> bytes:
+        """Stdout of `git <args>` as bytes (paths exactly as git wrote them), stdin from `input`; GitError on failure."""
+        try:
+            proc = subprocess.run(["git", *args], cwd=self.repo, env=self.env, input=input, capture_output=True,
+                                  timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {self._show(args)}: no answer within {self.timeout_s:g}s") from None
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise GitError(f"git {self._show(args)} failed (exit {proc.returncode}): {scrub(err, self._secrets)[-1500:]}")
+        return proc.stdout
+
     def out(self, *args: str, timeout_s: float | None = None) -> str:
         """Stdout of `git <args>`, stripped."""
         return self(*args, timeout_s=timeout_s).stdout.strip()
@@ -148,8 +160,20 @@ class Git:
         return bool(self.out("status", "--porcelain", "--untracked-files=all"))
 
     def commit_all(self, message: str) -> str | None:
-        """Stage everything and commit it; the new sha, or None if there was nothing to commit."""
-        self("add", "--all")
+        """Stage everything and commit it; the new sha, or None if there was nothing to commit.
+
+        Only the paths `git status` reports are staged. A plain `add --all` re-adds every file checked
+        out in the same second as the index was written (git cannot trust their stat data), and each
+        re-add of an object the hub already has writes a private copy of it, because the hub's objects
+        are read-only here (git's freshening of the existing object fails): the whole tree compressed
+        again at every fast attempt.
+        """
+        listed = self.raw("status", "--porcelain", "-z", "--untracked-files=all", "--no-renames")
+        paths = [entry[3:] for entry in listed.split(b"\0") if len(entry) > 3]
+        if not paths:
+            return None
+        self.raw("--literal-pathspecs", "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul",
+                 input=b"\0".join(paths) + b"\0")
         done = self("commit", "--quiet", "--no-verify", "-m", message, check=False)
         if done.returncode == 0:
             return self.out("rev-parse", "HEAD")

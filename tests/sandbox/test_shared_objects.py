@@ -49,3 +49,30 @@ ls {hub}/hooks 2>&1 | head -1
     fsck = subprocess.run(["git", f"--git-dir={hub}", "fsck", "--no-dangling"], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stderr
     backend.terminate(sb)
+
+
+@pytest.mark.bwrap
+def test_the_runners_commit_writes_only_new_objects_not_copies_of_the_hubs(tmp_path: Path) -> None:
+    """git cannot freshen the hub's read-only objects, so every file it re-adds is written again as a private
+    copy; right after a checkout every file looks changed to `add --all`. The runner stages what changed."""
+    src = tmp_path / "src"
+    (src / "src").mkdir(parents=True)
+    for i in range(30):
+        (src / "src" / f"m{i}.ts").write_text(f"export const m{i} = {i};\n" * 50)
+    hub = (tmp_path / "hub.git").resolve()
+    base = create_hub(hub, src)
+    backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sandboxes", isolation="bwrap"))
+    sb = backend.create(run_id="r1", task_id="t1", attempt=1, env={})
+    backend.prepare_repo(sb, str(hub))
+    program = ("import pathlib; from agentswarm.agent.gitwork import Git\n"
+               "g = Git('repo'); g.reset_config('hub'); g.checkout_branch('swarm/t1', " + repr(base) + ")\n"
+               "pathlib.Path('repo/src/m3.ts').write_text('changed\\n'); pathlib.Path('repo/new.ts').write_text('new\\n')\n"
+               "head = g.commit_all('work'); print(head)\n"
+               "print(len(g.out('rev-list', '--objects', '" + base + "..' + head).split('\\n')))\n"
+               "print(sum(1 for p in pathlib.Path('repo/.git/objects').glob('??/*')))\n")
+    res = backend.exec(sb, ["python", "-c", program], timeout_s=60)
+    assert res.exit_code == 0, res.stderr
+    head, new, written = res.stdout.split()
+    assert int(new) == 5 and int(written) == int(new)  # two blobs, two trees, a commit: nothing copied
+    assert subprocess.run(["git", f"--git-dir={hub}", "cat-file", "-e", head], capture_output=True).returncode != 0
+    backend.terminate(sb)
