@@ -129,6 +129,7 @@ def test_postgres_restarted_at_every_step_loses_and_doubles_nothing(private_pg, 
     _assert_landed_once(url, hub)
 
 
+@pytest.mark.slow  # ~40 s of a whole swarm: `make test-slow` (tests/e2e/test_chaos.py flushes Redis in the default run)
 def test_redis_killed_and_restarted_empty_mid_run_loses_nothing(private_pg, tmp_path, celery_worker,  # noqa: F811
                                                                  monkeypatch):
     """The broker dies (SIGKILL) with work queued, reserved and in flight, and comes back empty on the same port."""

@@ -148,6 +148,7 @@ def _commit_files(work: Path, tag: str, n: int) -> None:
     subprocess.run(["git", "-C", str(work), "commit", "-qm", tag], check=True)
 
 
+@pytest.mark.slow  # 20-40 s of racing threads: `make test-slow`
 def test_repositories_are_prepared_and_cloned_while_many_pushes_and_imports_land_in_the_hub(tmp_path):
     """The hub's objects change under every clone: pushes (each in a tmp_objdir-incoming quarantine) and
     bundle imports (each a new pack). No sandbox repository and no runner clone may fail because of it."""
