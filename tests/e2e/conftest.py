@@ -56,15 +56,21 @@ class Swarm:
         return [p for p in base.glob("*/*") if p.is_dir()] if base.exists() else []
 
 
-@pytest.fixture
-def swarm(tmp_path, db, redis_client, monkeypatch):
-    """Target repo + hub + fake LLM + settings in this process and for the workers this test starts."""
-    target = tmp_path / "target"
+def tiny_target(root: Path) -> Path:
+    """The tiny product of the e2e swarms: four features, a check script, one source file."""
+    target = root / "target"
     (target / "src").mkdir(parents=True)
     (target / "FEATURES.json").write_text(json.dumps({"project": "Tiny", "version": 1, "features": FEATURES}))
     (target / "AGENTS.md").write_text("# Agents\nWrite small TypeScript modules.\n")
     (target / "check.py").write_text(CHECK)
     (target / "src" / "index.ts").write_text("export {};\n")
+    return target
+
+
+@pytest.fixture
+def swarm(tmp_path, db, redis_client, monkeypatch):
+    """Target repo + hub + fake LLM + settings in this process and for the workers this test starts."""
+    target = tiny_target(tmp_path)
     hub = tmp_path / "hub.git"
     llm = FakeLLMServer().start()
     env = {

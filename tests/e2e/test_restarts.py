@@ -5,7 +5,6 @@ feature lands exactly once, none is failed with its code on main, and the run en
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -24,22 +23,12 @@ from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
 from agentswarm.testing.chaos import POINTS
 from agentswarm.testing.fake_llm import FakeLLMServer
-from tests.e2e.conftest import CHECK, FEATURES
+from tests.e2e.conftest import FEATURES, tiny_target
 from tests.support.env import ROOT
 from tests.support.private_pg import private_pg  # noqa: F401  (the fixture)
 from tests.support.waiting import wait_for
 
 FILES = {"src/core/vec.ts", "src/core/vecmath.ts", "src/ui/hud.ts", "src/ui/coords.ts"}
-
-
-def _target(root: Path) -> Path:
-    target = root / "target"
-    (target / "src").mkdir(parents=True)
-    (target / "FEATURES.json").write_text(json.dumps({"project": "Tiny", "version": 1, "features": FEATURES}))
-    (target / "AGENTS.md").write_text("# Agents\nWrite small TypeScript modules.\n")
-    (target / "check.py").write_text(CHECK)
-    (target / "src" / "index.ts").write_text("export {};\n")
-    return target
 
 
 def _state(url: str) -> tuple[str | None, dict[str, str]]:
@@ -110,7 +99,7 @@ def test_postgres_restarted_at_every_step_loses_and_doubles_nothing(private_pg, 
                                                                       celery_worker, monkeypatch):
     url = private_pg.create_database("agentswarm_restarts")
     upgrade(url)
-    target, hub = _target(tmp_path), tmp_path / "hub.git"
+    target, hub = tiny_target(tmp_path), tmp_path / "hub.git"
     chaos = tmp_path / "chaos"
     chaos.mkdir()
     with FakeLLMServer(latency_s=0.05) as llm:
@@ -141,7 +130,7 @@ def test_redis_killed_and_restarted_empty_mid_run_loses_nothing(private_pg, tmp_
     port = _free_port()
     argv = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     redis = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target, hub = _target(tmp_path), tmp_path / "hub.git"
+    target, hub = tiny_target(tmp_path), tmp_path / "hub.git"
     try:
         with FakeLLMServer(latency_s=0.3) as llm:
             env = _env(url, target, hub, tmp_path, llm.url, REDIS_URL=f"redis://127.0.0.1:{port}/0")
