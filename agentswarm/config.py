@@ -140,8 +140,10 @@ class Settings(BaseSettings):
     sandbox_uid: int = Field(65534, ge=1, description="uid (and gid) local sandboxes run as when started by root")
     sandbox_cpu: float = Field(2.0, gt=0)
     sandbox_memory_mb: int = Field(4096, gt=0)
-    sandbox_create_concurrency: int = Field(8, gt=0)
-    sandbox_create_rate: float = Field(5.0, gt=0, description="sandbox creations per second")
+    sandbox_create_concurrency: int | None = Field(
+        None, gt=0, description="sandbox creations at once; unset: local max(8, MAX_WORKERS // 4), modal 8")
+    sandbox_create_rate: float | None = Field(
+        None, gt=0, description="sandbox creations per second; unset: local max(5, MAX_WORKERS / 2), modal 5")
     modal_app_name: str = "agentswarm"
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
     agent_max_steps: int = Field(60, gt=0)
@@ -295,6 +297,21 @@ class Settings(BaseSettings):
     def backlog_size(self) -> int:
         """PLANNER_BACKLOG, or its default from MAX_WORKERS."""
         return max(2, self.max_workers // 4) if self.planner_backlog is None else self.planner_backlog
+
+    @property
+    def sandbox_admission(self) -> tuple[int, float]:
+        """SANDBOX_CREATE_CONCURRENCY and SANDBOX_CREATE_RATE, or their defaults.
+
+        A local sandbox is a directory and a process group: its creation costs this machine, not a provider's
+        quota, so the defaults grow with MAX_WORKERS (a hundred slots freed together are filled in two seconds,
+        not twenty). Modal's defaults stay under its documented creation rate limits.
+        """
+        if self.sandbox_backend is SandboxBackendName.local:
+            concurrency, rate = max(8, self.max_workers // 4), max(5.0, self.max_workers / 2)
+        else:
+            concurrency, rate = 8, 5.0
+        return (self.sandbox_create_concurrency or concurrency,
+                self.sandbox_create_rate if self.sandbox_create_rate is not None else rate)
 
     @property
     def demo_mode(self) -> bool:

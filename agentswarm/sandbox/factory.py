@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
     """SANDBOX_BACKEND and its typed config's fields, from settings."""
     name = settings.sandbox_backend.value
-    common = {"create_concurrency": settings.sandbox_create_concurrency,
-              "create_rate": settings.sandbox_create_rate}
+    concurrency, rate = settings.sandbox_admission
+    common = {"create_concurrency": concurrency, "create_rate": rate}
     if name == "local":
         return name, {**common, "root": settings.sandbox_root.resolve(),
                       "isolation": settings.sandbox_isolation.value, "uid": settings.sandbox_uid}

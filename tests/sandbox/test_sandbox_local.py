@@ -220,3 +220,18 @@ def test_backend_from_settings() -> None:
     assert LocalSandboxConfig(**backend_config(load_settings(sandbox_root="/tmp/x"))[1]).isolation == "bwrap"
     backend = backend_for(load_settings(sandbox_root="/tmp/x"))
     assert backend.name == "local" and backend is backend_for(load_settings(sandbox_root="/tmp/x"))
+
+
+def test_admission_defaults_scale_with_workers() -> None:
+    """Unset, a local backend's creation limits grow with MAX_WORKERS; Modal's stay put; set values win."""
+    from agentswarm.config import load_settings
+    from agentswarm.sandbox.factory import backend_config
+
+    def limits(**kw: object) -> tuple[int, float]:
+        fields = backend_config(load_settings(sandbox_root="/tmp/x", **kw))[1]
+        return fields["create_concurrency"], fields["create_rate"]
+
+    assert limits(max_workers=4) == (8, 5.0)
+    assert limits(max_workers=100) == (25, 50.0)
+    assert limits(max_workers=100, sandbox_backend="modal") == (8, 5.0)
+    assert limits(max_workers=100, sandbox_create_concurrency=3, sandbox_create_rate=0.5) == (3, 0.5)
