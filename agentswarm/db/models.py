@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -262,6 +263,12 @@ class LLMCall(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    endpoint: Mapped[str] = mapped_column(String(64), default="", server_default="")  # LLM_ENDPOINTS name
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # wall clock: GPU-hour sharing
+    attempt: Mapped[int | None] = mapped_column(Integer)  # the task's attempt (worker calls): wasted spend
+
+    __table_args__ = (Index("ix_llm_calls_run_id_endpoint", "run_id", "endpoint"),)
 
 
 class Feature(Base):
