@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 from agentswarm.errors import ConfigError
 from agentswarm.llm import normalize_base_url
+from agentswarm.llm.endpoints import load_endpoints
 from agentswarm.testing.sim_faults import parse_sim_faults
 
 
@@ -118,6 +119,11 @@ class Settings(BaseSettings):
     llm_price_in_per_mtok: float = Field(0.0, ge=0, description="dollars per million prompt tokens")
     llm_price_out_per_mtok: float = Field(0.0, ge=0, description="dollars per million completion tokens")
     llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour")
+    llm_endpoints: str = Field("", description="JSON list of endpoints (name, base_url, key_env, model, "
+                               "max_concurrency, prices, roles): see agentswarm.llm.endpoints; overrides LLM_BASE_URL")
+    llm_endpoints_file: Path | None = Field(None, description="a TOML file of [[endpoints]] tables, as LLM_ENDPOINTS")
+    modal_cpu_price_per_hour: float = Field(0.0, ge=0, description="dollars per CPU core-hour of a Modal sandbox")
+    modal_memory_price_per_gib_hour: float = Field(0.0, ge=0, description="dollars per GiB-hour of Modal memory")
 
     # Git
     git_repo_url: str = Field("", description="remote hub; empty means a local bare hub")
@@ -275,6 +281,11 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _endpoints(self) -> Settings:
+        load_endpoints(self)  # EndpointError (a ValueError) is one line naming the entry and the field
+        return self
+
+    @model_validator(mode="after")
     def _timeouts_agree(self) -> Settings:
         if self.visibility_timeout_s <= self.worker_timeout * 2:
             raise ValueError(
@@ -316,7 +327,7 @@ class Settings(BaseSettings):
     @property
     def demo_mode(self) -> bool:
         """No endpoint configured: the built-in simulator plays the model."""
-        return not self.llm_base_url
+        return not (self.llm_base_url or self.llm_endpoints.strip() or self.llm_endpoints_file)
 
 
 def _describe(field_name: str, error: ErrorDetails) -> str:
@@ -336,7 +347,7 @@ def format_validation_error(exc: ValidationError) -> str:
         loc = err.get("loc") or ()
         name = str(loc[0]).upper() if loc else "SETTINGS"
         got = err.get("input")
-        shown = "" if name in {"LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL"} else f" (got {got!r})"
+        shown = "" if name in {"LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL", "LLM_ENDPOINTS"} else f" (got {got!r})"
         if not loc:
             lines.append(f"configuration: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
         else:
