@@ -53,6 +53,11 @@ class RedAction(str, Enum):
     fix = "fix"  # ask the model for fix tasks from the failing output
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"  # one JSON object a line, with the task and run ids (agentswarm/logs.py)
+
+
 class ConflictPolicy(str, Enum):
     resolve = "resolve"
     skip = "skip"
@@ -189,6 +194,9 @@ class Settings(BaseSettings):
                                         "its task; fix: fix tasks from the model")
     reconcile_bisect_max_steps: int = Field(12, gt=0, le=64, description="checks one bisection may run")
     reconcile_screenshots_keep: int = Field(5, ge=0, description="screenshots of green mains kept")
+    reconcile_previews_keep: int = Field(5, ge=0, description="built games (dist/) of green mains kept for the "
+                                         "dashboard's preview at /preview/<sha>/; 0 keeps none")
+    reconcile_preview_max_mb: int = Field(64, gt=0, description="a green main's dist/ larger than this is not kept")
     flaky_quarantine_after: int = Field(2, gt=0, description="red-then-green observations that quarantine a test")
     flaky_release_after: int = Field(3, gt=0, description="reconciler runs in a row a quarantined test must pass")
 
@@ -233,6 +241,12 @@ class Settings(BaseSettings):
     monitor_interval_s: float = Field(15.0, gt=0)
     heartbeat_interval_s: float = Field(10.0, gt=0)
     stale_heartbeat_s: float = Field(120.0, gt=0)
+
+    # History and logs
+    snapshot_retention_hours: float = Field(
+        48.0, gt=0, description="the monitor's metric snapshots (the dashboard's history) are kept this long")
+    snapshot_max_rows: int = Field(20_000, gt=0, description="snapshots kept per run at most (oldest go first)")
+    log_format: LogFormat = Field(LogFormat.text, description="json: one JSON object a line with task and run ids")
 
     # Services
     database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False)

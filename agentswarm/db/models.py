@@ -354,3 +354,18 @@ class FlakyTest(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     quarantined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MetricSnapshot(Base):
+    """One monitor tick's figures of a run (agentswarm/monitor/snapshots.py): the dashboard's history charts.
+
+    Pruned by the monitor: older than SNAPSHOT_RETENTION_HOURS, or past SNAPSHOT_MAX_ROWS per run, are deleted.
+    """
+
+    __tablename__ = "metric_snapshots"
+    __table_args__ = (Index("ix_metric_snapshots_run_id_taken_at", "run_id", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)  # see snapshots.FIELDS

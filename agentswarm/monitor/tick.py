@@ -1,5 +1,5 @@
 """The monitor tick: settle interrupted landings, time out stuck tasks, recover lost work, reap orphan sandboxes,
-record metrics."""
+record a metric snapshot of every active run (and prune old ones)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,7 @@ from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.merge.records import landed_branches, settle_landings
 from agentswarm.monitor.recovery import reap_orphans, recover_stuck, resend_lost
-from agentswarm.ops.status import run_summary
-from agentswarm.queue.broker import queue_lengths
-
-
-def snapshot(db: Session, client: redis.Redis, run: Run) -> dict:
-    """Counts a person would watch: tasks by state, merges, queue depths, tokens, dollars."""
-    summary = run_summary(db, run)
-    return {"tasks": summary["tasks"], "merged_last_hour": summary["merged_last_hour"],
-            "queues": queue_lengths(client), "tokens": summary["llm"]["prompt_tokens"]
-            + summary["llm"]["completion_tokens"], "cost_usd": summary["llm"]["cost_usd"]}
+from agentswarm.monitor.snapshots import prune_snapshots, record_snapshot
 
 
 def monitor_tick(settings: Settings | None = None) -> dict:
@@ -46,10 +37,11 @@ def monitor_tick(settings: Settings | None = None) -> dict:
             hooks = _guard_hub(db, settings, runs[0].id if runs else None)
             for run in runs:
                 dispatch_pending(db, run.id)
-                record_event(db, "metrics.snapshot", "", run_id=run.id, **snapshot(db, client, run))
+                record_snapshot(db, client, run)
+            pruned = prune_snapshots(db, settings.snapshot_retention_hours, settings.snapshot_max_rows)
         _gc_hub(settings)
         return {"recovered": recovered, "resent": resent, "reaped": reaped, "hooks_removed": hooks,
-                "landings": landings}
+                "landings": landings, "snapshots_pruned": pruned}
     finally:
         client.close()
 
