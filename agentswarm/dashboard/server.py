@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from agentswarm.config import Settings
 from agentswarm.dashboard.app import HOSTS_ENV, TOKEN_ENV, DashboardApp, log
+from agentswarm.dashboard.preview import is_preview_path, serve_file
 from agentswarm.dashboard.routes import match
 from agentswarm.dashboard.web import MAX_BODY, ApiError, RawReply, parse_body, query_params
 from agentswarm.db.session import session_scope
@@ -75,6 +76,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         try:
             self._check_host()
+            if is_preview_path(url.path) and method == "GET":  # the built game, in a box of its own
+                reply = serve_file(self.server.app, url.path, self.headers.get("Authorization"))
+                return self._send(reply.status, reply.data, reply.content_type, headers=reply.headers)
             if not url.path.startswith("/api/"):
                 if method != "GET":
                     raise ApiError(405, "method not allowed")
@@ -159,14 +163,15 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any) -> None:
         self._send(status, json.dumps(payload, default=str).encode(), "application/json")
 
-    def _send(self, status: int, data: bytes, ctype: str, cache: str = "no-store") -> None:
+    def _send(self, status: int, data: bytes, ctype: str, cache: str = "no-store",
+              headers: dict[str, str] | None = None) -> None:
+        """Reply; `headers` add to (or replace: the CSP, the caching) the ones every reply carries."""
+        fixed = {"Content-Type": ctype, "Content-Length": str(len(data)), "Cache-Control": cache,
+                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                 "Content-Security-Policy": CSP}
         self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Content-Security-Policy", CSP)
+        for name, value in {**fixed, **(headers or {})}.items():
+            self.send_header(name, value)
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="agentswarm-dashboard"')
         self.end_headers()

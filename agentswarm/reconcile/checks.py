@@ -7,7 +7,9 @@ whatever SANDBOX_BACKEND says: they need the cache on this machine.
 
 After the commands, when they passed and the build left a `dist/index.html`, the built game is
 loaded in headless Chromium inside the same sandbox (`reconcile.page`): the page must boot, and
-its screenshot is kept for the dashboard.
+its screenshot is kept for the dashboard. When asked (`keep_dist`), the built dist/ of a page that passed is
+copied out of the sandbox into a staging directory (`reconcile.previews.stage_dist`, which refuses links and
+caps sizes) before the sandbox goes; the caller keeps it as a preview or discards it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from agentswarm.config import Settings
 from agentswarm.reconcile.page import page_check
+from agentswarm.reconcile.previews import PreviewRefused, previews_root, stage_dist
 from agentswarm.sandbox.deps import CheckResult, attach_deps, checkout, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
@@ -35,6 +38,8 @@ class MainRun:
     install: CheckResult | None = None  # the dependency install, when one ran for this check
     results: list[CheckResult] = field(default_factory=list)  # the commands, then the page check
     screenshot: bytes | None = None
+    dist: Path | None = None  # the staged copy of dist/ (the caller owns it: keep it or discard it)
+    dist_refused: str = ""  # why dist/ was not copied out, when it was asked for and refused
     seconds: float = 0.0
 
     @property
@@ -49,7 +54,7 @@ def run_checks(backend: LocalSandboxBackend, hub: str, sha: str, install: str, c
 
 
 def _run(backend: LocalSandboxBackend, hub: str, sha: str, install: str, commands: list[str], timeout_s: float,
-         root: Path, *, page: bool) -> MainRun:
+         root: Path, *, page: bool, keep_dist: tuple[Path, int] | None = None) -> MainRun:
     started = time.monotonic()
     out = MainRun(sha)
     modules, installed = ensure_deps(backend, hub, sha, install, root, timeout_s, run_id=CHECK_RUN)
@@ -69,14 +74,23 @@ def _run(backend: LocalSandboxBackend, hub: str, sha: str, install: str, command
                 result, png = page_check(backend, sb, timeout_s)
                 out.results.append(result)
                 out.screenshot = png if result.ok else None
+                if result.ok and keep_dist is not None:
+                    try:
+                        out.dist = stage_dist(Path(sb.workdir), "repo/dist", keep_dist[0], max_bytes=keep_dist[1])
+                    except PreviewRefused as exc:
+                        out.dist_refused = str(exc)
     finally:
         backend.terminate(sb)
     out.seconds = round(time.monotonic() - started, 2)
     return out
 
 
-def check_main(settings: Settings, sha: str, commands: list[str] | None = None, *, page: bool | None = None) -> MainRun:
-    """The reconciler's commands (or `commands`) on sha in a fresh sandbox, then the page check if asked."""
+def check_main(settings: Settings, sha: str, commands: list[str] | None = None, *, page: bool | None = None,
+               keep_dist: bool = False) -> MainRun:
+    """The reconciler's commands (or `commands`) on sha in a fresh sandbox, then the page check if asked, and
+    with `keep_dist` (and previews kept) a staged copy of the dist/ it loaded."""
+    stage = (previews_root(settings.hub_path), settings.reconcile_preview_max_mb << 20) \
+        if keep_dist and settings.reconcile_previews_keep else None
     return _run(check_backend_for(settings), str(settings.hub_path.resolve()), sha, settings.reconcile_install,
                 settings.reconcile_commands if commands is None else commands, settings.reconcile_timeout_s,
-                deps_root(settings.hub_path), page=settings.reconcile_page if page is None else page)
+                deps_root(settings.hub_path), page=settings.reconcile_page if page is None else page, keep_dist=stage)

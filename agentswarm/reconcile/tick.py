@@ -67,6 +67,7 @@ from agentswarm.queue.send import tick_after_commit
 from agentswarm.reconcile.bisect import Bisection, find_culprits, narrowed, tsc_error_files
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
+from agentswarm.reconcile.previews import discard, keep_preview, previews_root
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
 from agentswarm.reconcile.verdict import CANNOT_RUN, GREEN, RED, Verdict, judge
 
@@ -149,7 +150,16 @@ def _red_main(check: MainCheck) -> RedMain:
 def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> dict[str, Any]:
     """Run the checks on sha, judge them (once more for a red of failing tests), and store the check."""
     started = datetime.now(UTC)
-    main_run = check_main(settings, sha)
+    main_run = check_main(settings, sha, keep_dist=True)
+    try:
+        return _judge_and_store(settings, run_id, sha, quarantined, started, main_run)
+    finally:
+        if main_run.dist is not None:
+            discard(main_run.dist)  # kept (moved into place) only on green
+
+
+def _judge_and_store(settings: Settings, run_id: str, sha: str, quarantined: set[str], started: datetime,
+                     main_run: MainRun) -> dict[str, Any]:
     verdict = judge(main_run, quarantined)
     failed_tests = [t for r in main_run.results for t in failing_tests(r.output) if not r.ok]
     flaky: list[str] = []
@@ -169,6 +179,7 @@ def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> 
         if verdict.green and main_run.screenshot and settings.reconcile_screenshots_keep:
             check.screenshot = save_screenshot(screenshots_root(settings.hub_path), sha, main_run.screenshot,
                                                settings.reconcile_screenshots_keep).name
+        preview = _keep_preview(settings, sha, main_run, finished) if verdict.green else None
         db.add(check)
         db.flush()
         summary = [{"command": c["command"], "ok": c["exit_code"] == 0 and not c["timed_out"], "s": c["s"]}
@@ -177,7 +188,8 @@ def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> 
         if verdict.green:
             note = f" (tolerated: {', '.join(verdict.tolerated[:3])})" if verdict.tolerated else ""
             record_event(db, "reconcile.green", f"main {sha[:10]} builds and passes{note}", run_id=run_id,
-                         checks=summary, tolerated=verdict.tolerated, flaky=flaky, screenshot=check.screenshot)
+                         checks=summary, tolerated=verdict.tolerated, flaky=flaky, screenshot=check.screenshot,
+                         preview=preview)
             report["fixes"] = []
         elif verdict.result == CANNOT_RUN:
             record_event(db, "reconcile.cannot_run", verdict.reason, run_id=run_id, checks=summary)
@@ -188,6 +200,18 @@ def _check(settings: Settings, run_id: str, sha: str, quarantined: set[str]) -> 
                          tests=verdict.failing_tests[:20])
             report["red"] = _red_main(check)
         return report
+
+
+def _keep_preview(settings: Settings, sha: str, main_run: MainRun, at: datetime) -> str | None:
+    """Keep a green main's staged dist/ as its preview: its time, or why there is none (None when not asked)."""
+    if main_run.dist is not None:
+        keep_preview(previews_root(settings.hub_path), sha, main_run.dist, settings.reconcile_previews_keep, at)
+        main_run.dist = None
+        return at.isoformat()
+    if main_run.dist_refused:
+        log.warning("no preview of main %s: %s", sha[:10], main_run.dist_refused)
+        return f"refused: {main_run.dist_refused}"
+    return None
 
 
 def _again(settings: Settings, sha: str, first: Verdict, quarantined: set[str]) -> tuple[Verdict, list[str]]:

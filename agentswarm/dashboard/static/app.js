@@ -288,6 +288,36 @@ function renderShots(names) {
     })) : null);
 }
 
+// The preview: the newest (or the picked) kept green main's built game in an iframe that runs it in an opaque
+// origin (sandbox="allow-scripts", no allow-same-origin: it can read nothing of this page, its token included),
+// and a strip of the kept ones with their screenshot, sha and time. The iframe is rebuilt only when its URL changes.
+function renderPreviews(data) {
+  const list = (data && data.previews) || [];
+  const shown = list.find((p) => p.sha === state.previewSha) || list[0] || null;
+  const key = list.map((p) => p.sha + p.at).join(",") + "|" + (shown ? shown.url : "");
+  if (key === state.previewKey) return;
+  state.previewKey = key;
+  $("preview-note").textContent = data && data.keep ? `the last ${data.keep} green mains the reconciler built` : "";
+  if (!shown) {
+    fill($("preview"), h("div", { class: "empty" }, data && data.keep === 0 ? "previews are off (RECONCILE_PREVIEWS_KEEP=0)"
+      : "no preview yet: one is kept for each green main the reconciler builds"));
+    fill($("preview-strip"));
+    return;
+  }
+  const frame = $("preview-frame");
+  if (!frame || frame.dataset.sha !== shown.sha) {
+    fill($("preview"), h("iframe", { sandbox: "allow-scripts", referrerpolicy: "no-referrer", id: "preview-frame",
+      "data-sha": shown.sha, title: `VoxelCraft at main ${short(shown.sha)}`, src: shown.url }),
+    h("div", { class: "caption" }, h("span", { class: "mono", id: "preview-sha", title: shown.sha }, shown.sha),
+      ` · built ${clock(shown.at)}`, shown === list[0] ? " · newest green main" : "",
+      " · ", h("a", { href: shown.url, target: "_blank", rel: "noopener noreferrer" }, "open")));
+  }
+  fill($("preview-strip"), list.map((p) => h("figure", { class: p.sha === shown.sha ? "picked" : "",
+    onclick: () => { state.previewSha = p.sha; renderPreviews(data); } },
+  p.screenshot ? shotImage(p.screenshot, "") : h("div", { class: "noshot" }),
+  h("figcaption", {}, h("span", { class: "mono", title: p.sha }, short(p.sha)), " ", h("span", { title: p.at }, clock(p.at))))));
+}
+
 function renderFeatures(progress) {
   let done = 0, all = 0;
   const rows = Object.entries(progress).map(([cat, counts]) => {
@@ -380,6 +410,7 @@ async function poll() {
       api(withRun("/api/events" + (state.lastEvent === null ? "?limit=150" : `?after=${state.lastEvent}`))),
       state.run ? api(`/api/runs/${encodeURIComponent(state.run)}/main`) : null,
     ]);
+    renderPreviews(await api("/api/previews"));
     const ended = recent.tasks.filter((t) => ["complete", "failed", "blocked"].includes(t.status)).slice(0, 12);
     renderGrid(inflight.tasks.concat(filter ? [] : ended));
     renderTasks(recent.tasks);
