@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentswarm.dashboard import actions, api, preview
+from agentswarm.dashboard import actions, api, history, metrics, preview
 
 ID = r"([A-Za-z0-9_-]{1,64})"
 
@@ -39,6 +39,8 @@ ROUTES = [
     _r("GET", "/api/merges", api.merges),
     _r("GET", f"/api/runs/{ID}/main", api.main),
     _r("GET", r"/api/screenshots/([^/]{1,200})", api.screenshot),  # the handler admits only <sha>.png
+    _r("GET", "/api/history", history.history),
+    _r("GET", "/metrics", metrics.scrape),  # Prometheus text format; the API's Host and token rules
     _r("GET", "/api/previews", preview.previews),
     _r("POST", f"/api/runs/{ID}/stop", actions.stop_run),
     _r("POST", f"/api/runs/{ID}/pause", actions.pause_run),

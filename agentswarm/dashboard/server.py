@@ -79,7 +79,7 @@ class Handler(BaseHTTPRequestHandler):
             if is_preview_path(url.path) and method == "GET":  # the built game, in a box of its own
                 reply = serve_file(self.server.app, url.path, self.headers.get("Authorization"))
                 return self._send(reply.status, reply.data, reply.content_type, headers=reply.headers)
-            if not url.path.startswith("/api/"):
+            if not url.path.startswith("/api/") and url.path != "/metrics":
                 if method != "GET":
                     raise ApiError(405, "method not allowed")
                 return self._static(url.path)
