@@ -27,6 +27,7 @@ from agentswarm.agent.contract import (
     GATE_SOCKET_ENV,
     GATE_TOKEN_ENV,
     REPO_BUNDLE_NAME,
+    SCHEMA_VERSION,
     ContractError,
     GitMeasure,
     Handoff,
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", help="path to task.json")
     parser.add_argument("result", help="path to write result.json")
     parser.add_argument("--workdir", help="the repository checkout (default: repo/ beside task.json)")
+    parser.add_argument("--version", action="version", version=f"agentswarm runner (task.json schema "
+                        f"{SCHEMA_VERSION}, Python {sys.version.split()[0]})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(levelname)s %(message)s")
     runner = Runner(args.task, args.result, args.workdir)

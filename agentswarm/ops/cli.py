@@ -94,6 +94,18 @@ def llm_check() -> None:
         raise SystemExit(1)
 
 
+@cli.command()
+@click.option("--smoke", is_flag=True, help="Then one real task from plan to merged, in a scratch run on a scratch hub.")
+@click.option("--smoke-timeout", default=600.0, show_default=True, type=click.FloatRange(30, 7200),
+              help="Seconds the smoke run may take.")
+def doctor(smoke: bool, smoke_timeout: float) -> None:
+    """The checks before a run, one line each with the fix: services, schema, hub, Node, sandboxes, endpoints."""
+    from agentswarm.ops.doctor import run_doctor
+
+    if not run_doctor(smoke=smoke, echo=click.echo, smoke_timeout_s=smoke_timeout):
+        raise SystemExit(1)
+
+
 @cli.command("fake-llm")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -31,8 +31,16 @@ class CheckReport:
         self.lines.append(CheckLine(name, ok, detail))
 
 
-def check_endpoint(client: LLMClient, model: str) -> CheckReport:
-    """Three probes a swarm relies on; each failure says what to fix."""
+TOOL_PROBE = [{"role": "system", "content": "You are a coding agent. Call a tool; never answer in prose."},
+              {"role": "user", "content": "The task is already done. Call finish with status complete."}]
+
+
+def check_endpoint(client: LLMClient, model: str, tool_probe: list[dict] | None = None) -> CheckReport:
+    """Three probes a swarm relies on; each failure says what to fix.
+
+    `tool_probe`: the messages of the tool-call probe (default TOOL_PROBE; the demo simulator answers only
+    messages shaped like an AgentSwarm role's, so `doctor` sends it a worker's).
+    """
     report = CheckReport()
     try:
         models = client.models()
@@ -52,10 +60,7 @@ def check_endpoint(client: LLMClient, model: str) -> CheckReport:
         report.add("chat", False, str(exc))
         return report
     try:
-        reply = client.chat(
-            [{"role": "system", "content": "You are a coding agent. Call a tool; never answer in prose."},
-             {"role": "user", "content": "The task is already done. Call finish with status complete."}],
-            tools=[PROBE_TOOL], tool_choice="auto", max_tokens=256)
+        reply = client.chat(tool_probe or TOOL_PROBE, tools=[PROBE_TOOL], tool_choice="auto", max_tokens=256)
         names = [c.name for c in reply.tool_calls]
         report.add("tool calls", "finish" in names,
                    "the model called finish" if "finish" in names else

@@ -1,0 +1,143 @@
+"""The ladder: steps, their one-line report, and the order they run in.
+
+Invariants: every step ends as ok, fail or skip, and is printed once, as soon as it ends; a skip always
+names the step it waited on; the ladder passes only when no step failed. Lines are scrubbed of every
+secret the settings and the endpoints know before they are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from agentswarm.agent.scrubbing import scrub, secrets_from_env
+
+if TYPE_CHECKING:
+    from agentswarm.config import Settings
+
+
+class StepStatus(StrEnum):
+    ok = "ok"
+    fail = "fail"
+    skip = "skip"
+
+
+MARKS = {StepStatus.ok: "✓", StepStatus.fail: "✗", StepStatus.skip: "–"}
+NAME_WIDTH = 16
+
+
+@dataclass
+class Step:
+    """One rung: its name, how it ended, what was found, and (on failure) what to do."""
+
+    name: str
+    status: StepStatus
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{MARKS[self.status]} {self.name:<{NAME_WIDTH}} {self.detail}"
+        return text + (f" → fix: {self.fix}" if self.fix else "")
+
+
+class Ladder:
+    """The steps so far, the resources they share (closed at the end) and the facts they found."""
+
+    def __init__(self, settings: Settings, echo: Callable[[str], Any] = print, modal_module: Any = None) -> None:
+        self.settings = settings
+        self.echo = echo
+        self.modal_module = modal_module  # tests inject a fake of the SDK; None: import `modal`
+        self.steps: list[Step] = []
+        self.facts: dict[str, Any] = {}  # what later steps use: the hub to install from, the demo model's URL
+        self.resources = contextlib.ExitStack()
+        self._secrets: list[str] = [*settings.secrets(), *secrets_from_env()]
+
+    def __enter__(self) -> Ladder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.resources.close()
+
+    def add_secret(self, value: str | None) -> None:
+        """A value never to print (an endpoint's key read from its variable)."""
+        if value:
+            self._secrets.append(value)
+
+    def record(self, name: str, status: StepStatus, detail: str, fix: str = "") -> Step:
+        step = Step(name, status, scrub(" ".join(detail.split()), self._secrets), scrub(fix, self._secrets))
+        self.steps.append(step)
+        self.echo(step.line())
+        return step
+
+    def ok(self, name: str, detail: str) -> Step:
+        return self.record(name, StepStatus.ok, detail)
+
+    def fail(self, name: str, detail: str, fix: str) -> Step:
+        return self.record(name, StepStatus.fail, detail, fix)
+
+    def skip(self, name: str, why: str) -> Step:
+        return self.record(name, StepStatus.skip, f"skipped: {why}")
+
+    def status_of(self, name: str) -> StepStatus | None:
+        found = [s.status for s in self.steps if s.name == name]
+        return found[-1] if found else None
+
+    def needs(self, name: str, *prerequisites: str) -> bool:
+        """True when every prerequisite passed; else record `name` as skipped, naming the first that did not."""
+        for pre in prerequisites:
+            status = self.status_of(pre)
+            if status is not StepStatus.ok:
+                self.skip(name, f"needs `{pre}`, which {'failed' if status is StepStatus.fail else 'did not run'}")
+                return False
+        return True
+
+    @property
+    def passed(self) -> bool:
+        return not any(s.status is StepStatus.fail for s in self.steps)
+
+    def summary(self) -> str:
+        counts = {status: sum(s.status is status for s in self.steps) for status in StepStatus}
+        failed = [s.name for s in self.steps if s.status is StepStatus.fail]
+        head = (f"ready: {counts[StepStatus.ok]} steps passed" if not failed
+                else f"NOT ready: {len(failed)} step{'s' if len(failed) != 1 else ''} failed ({', '.join(failed)})")
+        return head + (f", {counts[StepStatus.skip]} skipped" if counts[StepStatus.skip] else "")
+
+
+def shown_url(url: str) -> str:
+    """A service URL without its user and password: scheme://host:port/path."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: Callable[[str], Any] = print,
+               modal_module: Any = None, smoke_timeout_s: float = 600.0) -> bool:
+    """Run every step in order (and the smoke run if asked); True when none failed."""
+    from agentswarm.ops.doctor import endpoints, hub, node, sandboxes, services
+
+    if settings is None:
+        settings = services.load(echo)
+        if settings is None:
+            return False
+    with Ladder(settings, echo, modal_module) as ladder:
+        services.check_redis(ladder)
+        services.check_postgres(ladder)
+        services.check_schema(ladder)
+        hub.check_hub(ladder)
+        node.check_node(ladder)
+        sandboxes.check_backend(ladder)
+        node.check_install(ladder)
+        endpoints.check_endpoints(ladder)
+        if smoke:
+            from agentswarm.ops.doctor.smoke import check_smoke
+
+            check_smoke(ladder, timeout_s=smoke_timeout_s)
+        echo(ladder.summary())
+        return ladder.passed
