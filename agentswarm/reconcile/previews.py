@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ MAX_DEPTH = 12
 NAME = re.compile(r"[A-Za-z0-9_@+~-][A-Za-z0-9._@+~-]{0,127}")  # a plain file name: no dot first, no slash
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STAGING = ".staging-"
+STALE_S = 3600
 
 
 class PreviewRefused(SwarmError):
@@ -95,6 +97,12 @@ def keep_preview(root: Path, sha: str, staged: Path, keep: int, at: datetime | N
     discard(old)
     for gone in list_previews(root, None)[keep:]:
         discard(root / gone["sha"])
+    for left in root.glob(f"{STAGING}*"):  # copies a killed reconciler left behind (a live one is minutes old)
+        try:
+            if left.stat().st_mtime < time.time() - STALE_S:
+                discard(left)
+        except FileNotFoundError:
+            continue
     return manifest
 
 
