@@ -39,7 +39,6 @@ ROUTES = [
     _r("GET", "/api/merges", api.merges),
     _r("GET", f"/api/runs/{ID}/main", api.main),
     _r("GET", r"/api/screenshots/([^/]{1,200})", api.screenshot),  # the handler admits only <sha>.png
-    _r("GET", "/api/previews", preview.previews),
     _r("GET", "/api/history", history.history),
     _r("GET", "/metrics", metrics.scrape),  # Prometheus text format; the API's Host and token rules
     _r("GET", "/api/previews", preview.previews),
