@@ -198,6 +198,9 @@ class LLMCallRecord:
     model: str = ""
     ok: bool = True
     error: str | None = None
+    endpoint: str = ""  # the LLM_ENDPOINTS entry the orchestrator's gate routed it to
+    started_at: float = 0.0  # wall clock when it began (GPU-hour endpoints share overlapping time)
+    usage_estimated: bool = False  # the server reported no usage: counted from characters
 
 
 @dataclass

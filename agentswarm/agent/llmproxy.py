@@ -62,6 +62,18 @@ class LLMProxy:
             self._httpd.server_close()
         self._session.close()
 
+    def open_upstream(self, method: str, path: str, body: bytes | None, incoming: Message) -> tuple[Any, Any]:
+        """The upstream's streamed answer and the route it took (None here; the orchestrator's gate routes)."""
+        return self._session.request(method, self.upstream + path, data=body, headers=self._upstream_headers(incoming),
+                                     stream=True, timeout=self._timeout_s), None
+
+    def close_upstream(self, route: Any, status: int, broken: bool) -> None:
+        """Told how a call ended (its status, and whether the answer broke off); the gate frees its slot."""
+
+    def route_name(self, route: Any) -> tuple[str, str]:
+        """(endpoint name, model) of a route; this proxy has one upstream and no names."""
+        return "", ""
+
     def _upstream_headers(self, incoming: Message) -> dict[str, str]:
         headers = {k: v for k, v in incoming.items() if k.lower() not in _HOP}
         if self._key:
@@ -100,19 +112,20 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 model = str(json.loads(body or b"{}").get("model") or "")
             except (ValueError, AttributeError):
                 pass
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         try:
-            resp = proxy._session.request("POST" if body is not None else "GET", proxy.upstream + path, data=body,
-                                          headers=proxy._upstream_headers(self.headers), stream=True,
-                                          timeout=proxy._timeout_s)
+            resp, route = proxy.open_upstream("POST" if body is not None else "GET", path, body, self.headers)
         except requests.RequestException as exc:
             if recorded:
                 proxy._on_call(LLMCallRecord(latency_ms=int((time.monotonic() - started) * 1000), model=model,
-                                             ok=False, error=f"upstream unreachable: {type(exc).__name__}"))
+                                             ok=False, error=f"upstream unreachable: {type(exc).__name__}",
+                                             endpoint=getattr(exc, "endpoint", ""), started_at=wall))
             self._reply(502, json.dumps({"error": {"message": f"agentswarm proxy: upstream unreachable "
                                                               f"({type(exc).__name__})"}}).encode())
             return
+        endpoint, routed_model = proxy.route_name(route)
         kept = bytearray()
+        broken = False
         ctype = resp.headers.get("Content-Type", "application/json")
         try:
             self.send_response(resp.status_code)
@@ -125,17 +138,23 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     kept += chunk
                 self.wfile.write(chunk)
                 self.wfile.flush()
+        except requests.RequestException:
+            broken = True  # the upstream broke off mid-answer (a dying server)
         except OSError:
             pass  # the agent hung up; the call is still recorded
         finally:
             resp.close()
+            proxy.close_upstream(route, resp.status_code, broken)
         if recorded:
-            ok = resp.status_code < 400
+            ok = resp.status_code < 400 and not broken
             # The reply's own usage, or (a server that reports none) an estimate from the texts, so budgets hold.
-            usage = usage_of_bodies(body or b"", bytes(kept), ctype) if ok else Usage(0, 0)
+            usage = usage_of_bodies(body or b"", bytes(kept), ctype) if resp.status_code < 400 else Usage(0, 0)
+            error = None if ok else (f"upstream broke off after {len(kept)} bytes" if broken else
+                                     f"HTTP {resp.status_code}: {bytes(kept[:300]).decode(errors='replace')}")
             proxy._on_call(LLMCallRecord(
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, latency_ms=int((time.monotonic() - started) * 1000),
-                model=model, ok=ok, error=None if ok else f"HTTP {resp.status_code}: {bytes(kept[:300]).decode(errors='replace')}"))
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                latency_ms=int((time.monotonic() - started) * 1000), model=routed_model or model, ok=ok, error=error,
+                endpoint=endpoint, started_at=wall, usage_estimated=usage.estimated))
 
     def _reply(self, status: int, payload: bytes) -> None:
         self.send_response(status)

@@ -78,7 +78,9 @@ def store_handoff(db: Session, task: Task, attempt: int, h: Handoff, settings: S
     for call in h.llm_calls:
         record_llm_call(db, run_id=task.run_id, task_id=task.id, role="worker", model=call.model,
                         prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
-                        latency_ms=call.latency_ms, ok=call.ok, error=call.error, settings=settings)
+                        latency_ms=call.latency_ms, ok=call.ok, error=call.error, settings=settings,
+                        endpoint=call.endpoint, started_at=call.started_at or None,
+                        usage_estimated=call.usage_estimated, attempt=attempt)
     return True
 
 

@@ -44,6 +44,8 @@ class CallOutcome:
     error: str | None = None
     finish_reason: str | None = None
     usage_estimated: bool = False  # the server reported no usage: the counts are estimated from characters
+    endpoint: str = ""  # the LLM_ENDPOINTS entry that answered (or failed last)
+    started_at: float | None = None  # wall clock when the call began
     earlier: list[CallOutcome] = field(default_factory=list)  # calls made before this one for the same answer
     note: str | None = None  # what happened to a cut reply
 
@@ -61,11 +63,13 @@ def _call(client: LLMClient, messages: list[dict], settings: Settings) -> CallOu
         elapsed = int((time.monotonic() - started) * 1000)
         log.warning("LLM call failed after %d ms: %s", elapsed, type(exc).__name__)
         error = stored_text(f"{type(exc).__name__}: {exc}", 2000, settings)  # scrubbed before it is cut
-        return CallOutcome(None, client.model, latency_ms=elapsed, error=error)
+        return CallOutcome(None, client.model, latency_ms=elapsed, error=error,
+                           endpoint=getattr(exc, "endpoint", ""), started_at=getattr(exc, "started_at", None))
     return CallOutcome(
         reply_text(reply.content, [c.arguments for c in reply.tool_calls]), reply.model,
         reply.usage.prompt_tokens, reply.usage.completion_tokens, int(reply.latency_s * 1000),
-        finish_reason=reply.finish_reason, usage_estimated=reply.usage.estimated)
+        finish_reason=reply.finish_reason, usage_estimated=reply.usage.estimated,
+        endpoint=getattr(reply, "endpoint", ""), started_at=getattr(reply, "started_at", None) or None)
 
 
 def complete_tasks(outcome: CallOutcome) -> int | None:
@@ -127,8 +131,9 @@ def record(session: Session, outcome: CallOutcome, *, run_id: str, task_id: str 
         row = record_llm_call(
             session, run_id=run_id, task_id=task_id, role=role, model=one.model,
             prompt_tokens=one.prompt_tokens, completion_tokens=one.completion_tokens,
-            latency_ms=one.latency_ms, ok=one.ok, error=one.error, settings=settings)
-        if one.usage_estimated:  # marked here: llm_calls has no column for it
+            latency_ms=one.latency_ms, ok=one.ok, error=one.error, settings=settings, endpoint=one.endpoint,
+            started_at=one.started_at, usage_estimated=one.usage_estimated)
+        if one.usage_estimated:
             session.flush()
             record_event(session, "llm.usage_estimated", f"{role}: the server reported no usage; counted "
                          f"{one.prompt_tokens}+{one.completion_tokens} tokens from characters", run_id=run_id,

@@ -36,6 +36,8 @@ from agentswarm.db.text import stored_text
 from agentswarm.git.hub import hub_url
 from agentswarm.git.intake import take_in
 from agentswarm.git.repo import GitError
+from agentswarm.llm.endpoints import Endpoint, for_role, load_endpoints
+from agentswarm.llm.factory import router_from_settings
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend
@@ -60,8 +62,17 @@ def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
     if backend.name != "local":
         return None
     slots = check_slots(settings.gate_presubmit_concurrency or os.cpu_count() or 1)
-    return LLMGate(settings.llm_base_url, settings.llm_api_key or None, timeout_s=settings.llm_timeout_s,
+    return LLMGate(None, None, timeout_s=settings.llm_timeout_s, router=router_from_settings(settings),
+                   settings=settings, max_retries=settings.llm_max_retries,
                    slots=slots, slot_wait_s=settings.worker_timeout, slot_hold_s=settings.gate_timeout_s + 60)
+
+
+def _worker_endpoint(settings: Settings) -> Endpoint:
+    """The first endpoint serving workers: a sandbox without the gate (Modal) is told its URL and model."""
+    found = for_role(load_endpoints(settings), "worker")
+    if not found:
+        raise ValueError("no LLM endpoint serves the worker role (see LLM_ENDPOINTS roles)")
+    return found[0]
 
 
 def presubmit_spec(settings: Settings, delivery: str) -> PresubmitSpec | None:
@@ -85,7 +96,8 @@ def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSp
         parent_id=task.parent_id, kind=task.kind, feature_ids=list(task.feature_ids),
         context=dict(task.context or {}), agent=settings.agent, delivery=delivery, attempt=max(1, task.attempts),
         presubmit=presubmit_spec(settings, delivery),
-        llm=LLMSettings(base_url=settings.llm_base_url, model=settings.llm_model,
+        llm=LLMSettings(base_url=settings.llm_base_url or _worker_endpoint(settings).base_url,
+                        model=settings.llm_model if settings.llm_base_url else _worker_endpoint(settings).model,
                         max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
                         timeout_s=settings.llm_timeout_s),
         limits=Limits(timeout_s=max(30, settings.worker_timeout - RUNNER_MARGIN_S),

@@ -84,7 +84,7 @@ def _decompose(task_id: str, settings: Settings) -> bool:
     """Let the subplanner split a large task; True when children were created."""
     with session_scope() as db:
         task = load_task(db, task_id)
-        children = maybe_decompose(db, task, client_from_settings(settings), settings=settings)
+        children = maybe_decompose(db, task, client_from_settings(settings, "subplanner"), settings=settings)
         if children:
             record_event(db, "task.decomposed", f"{len(children)} children", run_id=task.run_id,
                          task_id=task.id, children=[c.id for c in children])

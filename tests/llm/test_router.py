@@ -1,0 +1,175 @@
+"""The router over real fake endpoints (HTTP on loopback) and real Redis: overflow, circuits, cold starts, roles."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from agentswarm.llm import LLMHTTPError
+from agentswarm.llm.endpoints import Endpoint
+from agentswarm.llm.router import NoEndpoint, RoutedClient, Router
+from agentswarm.llm.routing_state import LocalRoutingState, RedisRoutingState
+from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.testing.faults import Fault
+from tests.support.env import TEST_REDIS_URL
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def ep(name: str, url: str, **kw) -> Endpoint:
+    return Endpoint(name=name, base_url=url, model=f"m-{name}", **kw)
+
+
+@pytest.fixture(params=["redis", "local"])
+def state(request, redis_client):
+    return RedisRoutingState(redis_client) if request.param == "redis" else LocalRoutingState()
+
+
+def test_fill_the_first_then_overflow(state):
+    router = Router([ep("a", "http://127.0.0.1:1", max_concurrency=2), ep("b", "http://127.0.0.1:2")], state)
+    leases = [router.lease("worker") for _ in range(3)]
+    assert [x.endpoint.name for x in leases] == ["a", "a", "b"]
+    router.done(leases[0], True)
+    assert router.lease("worker").endpoint.name == "a"  # a freed slot on the first is taken again first
+
+
+def test_concurrency_holds_across_threads_and_calls_overflow(redis_client):
+    with FakeLLMServer(lambda body: "slow", latency_s=0.6) as slow, FakeLLMServer(lambda body: "fast") as fast:
+        router = Router([ep("slow", slow.url, max_concurrency=2), ep("fast", fast.url, max_concurrency=50)],
+                        RedisRoutingState(redis_client))
+        client = RoutedClient(router, "worker")
+        peak, busy, lock = [0], [0], threading.Lock()
+        got: list[str] = []
+
+        def one() -> None:
+            reply = client.chat(HELLO)
+            with lock:
+                got.append(reply.endpoint)
+
+        def watch(stop: threading.Event) -> None:
+            while not stop.is_set():
+                n = router.state.in_use("slow")
+                busy[0] = n
+                peak[0] = max(peak[0], n)
+                time.sleep(0.01)
+
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch, args=(stop,))
+        watcher.start()
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        watcher.join()
+        assert sorted(got) == ["fast"] * 4 + ["slow"] * 2
+        assert peak[0] == 2 and len(slow.requests) == 2 and len(fast.requests) == 4
+        assert {r["model"] for r in fast.requests} == {"m-fast"}
+
+
+def test_slots_are_shared_by_processes_and_expire(redis_client):
+    one, two = RedisRoutingState(redis_client), RedisRoutingState(redis.Redis.from_url(TEST_REDIS_URL))
+    assert one.take_slot("a", 1, "t1", ttl_s=0.3)
+    assert not two.take_slot("a", 1, "t2", ttl_s=0.3)  # another process sees it taken
+    time.sleep(0.4)  # the holder was killed: its lease expires
+    assert two.take_slot("a", 1, "t2", ttl_s=5) and two.in_use("a") == 1
+    two.free_slot("a", "t2")
+    assert one.in_use("a") == 0
+
+
+def test_circuit_opens_half_opens_and_closes(state):
+    a = ep("a", "http://127.0.0.1:1", backoff_s=0.3)
+    router = Router([a, ep("b", "http://127.0.0.1:2")], state)
+    first = router.lease("worker")
+    router.done(first, False)
+    assert state.circuit("a") == "open"
+    assert router.lease("worker").endpoint.name == "b"  # failed over while open
+    time.sleep(0.35)
+    assert state.circuit("a") == "half-open"
+    probe = router.lease("worker")
+    assert probe.endpoint.name == "a" and probe.probe
+    assert router.lease("worker").endpoint.name == "b"  # one probe at a time
+    router.done(probe, False)  # the probe failed: open again, for twice as long
+    assert state.circuit("a") == "open"
+    time.sleep(0.35)
+    assert state.circuit("a") == "open"
+    time.sleep(0.3)
+    probe = router.lease("worker")
+    assert probe.endpoint.name == "a"
+    router.done(probe, True)
+    assert state.circuit("a") == "closed"
+    assert router.lease("worker").endpoint.name == "a"
+
+
+def test_connection_refused_and_5xx_fail_over(redis_client, closed_port):
+    with FakeLLMServer(lambda body: "ok", faults=[Fault.server_error(500)]) as flaky, \
+            FakeLLMServer(lambda body: "from c") as good:
+        router = Router([ep("dead", f"http://127.0.0.1:{closed_port}"), ep("flaky", flaky.url),
+                         ep("c", good.url)], RedisRoutingState(redis_client))
+        reply = RoutedClient(router, "worker").chat(HELLO)
+        assert (reply.endpoint, reply.content) == ("c", "from c") and reply.started_at > 0
+        assert router.state.circuit("dead") == "open" and router.state.circuit("flaky") == "open"
+        assert [s["in_use"] for s in router.snapshot()] == [0, 0, 0]
+
+
+def test_a_client_error_is_not_an_endpoint_failure(redis_client):
+    with FakeLLMServer(lambda body: "ok", faults=[Fault.server_error(400, "bad request")]) as one, \
+            FakeLLMServer(lambda body: "no") as two:
+        router = Router([ep("one", one.url), ep("two", two.url)], RedisRoutingState(redis_client))
+        with pytest.raises(LLMHTTPError) as err:
+            RoutedClient(router, "worker").chat(HELLO)
+        assert err.value.endpoint == "one" and router.state.circuit("one") == "closed"
+        assert not two.requests
+
+
+def test_all_open_waits_then_says_which(redis_client):
+    router = Router([ep("a", "http://127.0.0.1:1", backoff_s=30)], RedisRoutingState(redis_client), wait_s=0.2)
+    router.done(router.lease("worker"), False)
+    with pytest.raises(NoEndpoint, match=r"no LLM endpoint for the worker role within 0.2s: a open 0/8"):
+        router.lease("worker")
+
+
+def test_cold_start_gets_the_longer_limit_then_the_warm_one(redis_client):
+    with FakeLLMServer(lambda body: "up", latency_s=1.0) as cold:
+        e = ep("cold", cold.url, timeout_s=0.5, cold_start_s=5, warm_for_s=60, backoff_s=0.1)
+        router = Router([e], RedisRoutingState(redis_client), wait_s=2)
+        client = RoutedClient(router, "worker", max_retries=0)
+        lease = router.try_lease("worker")
+        assert lease.cold and lease.timeout_s == 5
+        router.done(lease, None)
+        assert client.chat(HELLO).content == "up"  # 1 s: within the cold limit
+        assert router.state.is_warm("cold")
+        lease = router.try_lease("worker")
+        assert not lease.cold and lease.timeout_s == 0.5
+        router.done(lease, None)
+        with pytest.raises(Exception, match="no answer within 0.5s"):
+            client.chat(HELLO)  # warm now: 1 s is past the warm limit
+        assert router.state.circuit("cold") == "open"
+
+
+def test_a_starting_endpoint_is_asked_again_not_left(redis_client):
+    with FakeLLMServer(lambda body: "started", faults=[Fault.server_error(503, "no workers yet")] * 2) as cold, \
+            FakeLLMServer(lambda body: "other") as other:
+        router = Router([ep("cold", cold.url, cold_start_s=30), ep("other", other.url)],
+                        RedisRoutingState(redis_client))
+        reply = RoutedClient(router, "worker").chat(HELLO)
+        assert (reply.endpoint, reply.content) == ("cold", "started") and len(cold.requests) == 3
+        assert not other.requests
+
+
+def test_roles_choose_endpoints(redis_client):
+    with FakeLLMServer(lambda body: "plan") as p, FakeLLMServer(lambda body: "work") as w:
+        router = Router([ep("p", p.url, roles=("planner", "reconciler")), ep("w", w.url, roles=("worker",))],
+                        RedisRoutingState(redis_client))
+        assert RoutedClient(router, "planner").chat(HELLO).endpoint == "p"
+        assert RoutedClient(router, "subplanner").chat(HELLO).endpoint == "p"
+        assert RoutedClient(router, "reconciler").chat(HELLO).endpoint == "p"
+        assert RoutedClient(router, "worker").chat(HELLO).endpoint == "w"
+        assert RoutedClient(router, "worker").model == "m-w"
+        solo = Router([ep("w", w.url, roles=("worker",))], RedisRoutingState(redis_client))
+        with pytest.raises(ValueError, match="no LLM endpoint serves the planner role"):
+            RoutedClient(solo, "planner")
