@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import redis
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,6 +36,9 @@ from agentswarm.queue.broker import queue_lengths
 from agentswarm.queue.names import QUEUES
 
 P = "agentswarm_"
+# The classic text format: every name here is a legacy one, so 0.0.4 is what the output is, and what every
+# Prometheus (2.x and 3.x) reads; prometheus_client's CONTENT_TYPE_LATEST moved to 1.0.0 in 0.22.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LANDED = (MergeStatus.merged, MergeStatus.reverted)  # a reverted branch landed first
 DEFAULT_ENDPOINT = "default"  # calls recorded before endpoints had names
 
@@ -59,7 +62,7 @@ def scrape(app: DashboardApp, db: Session, params: dict[str, str]) -> RawReply:
     families = [*queue_families(app), *(run_families(db, run) if run is not None else [])]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    return RawReply(generate_latest(registry), CONTENT_TYPE_LATEST)
+    return RawReply(generate_latest(registry), CONTENT_TYPE)
 
 
 def queue_families(app: DashboardApp) -> list[Metric]:
@@ -176,10 +179,11 @@ def _llm(db: Session, run: Run) -> Iterable[Metric]:
     for endpoint, ok, n, prompt, completion, dollars, latency_ms in rows:
         name = endpoint or DEFAULT_ENDPOINT
         calls.add_metric([run.id, name, "ok" if ok else "error"], n)
-        sums = per_endpoint.setdefault(name, [0, 0, 0.0, 0.0])
+        sums = per_endpoint.setdefault(name, [0.0, 0.0, 0.0, 0.0])
         for i, value in enumerate((prompt, completion, dollars, latency_ms / 1000)):
-            sums[i] += value
-    for name, (prompt, completion, dollars, seconds) in sorted(per_endpoint.items()):
+            sums[i] += float(value)
+    for name, (prompt_n, completion_n, dollars_n, seconds) in sorted(per_endpoint.items()):
+        prompt, completion, dollars = int(prompt_n), int(completion_n), dollars_n
         tokens.add_metric([run.id, name, "prompt"], prompt)
         tokens.add_metric([run.id, name, "completion"], completion)
         cost.add_metric([run.id, name], dollars)
