@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -117,6 +118,11 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
 def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: Callable[[str], Any] = print,
                modal_module: Any = None, smoke_timeout_s: float = 600.0) -> bool:
     """Run every step in order (and the smoke run if asked); True when none failed."""
@@ -127,6 +133,7 @@ def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: C
         if settings is None:
             return False
     with Ladder(settings, echo, modal_module) as ladder:
+        ladder.resources.callback(_remove_if_empty, Path(settings.sandbox_root).resolve() / "doctor")
         services.check_redis(ladder)
         services.check_postgres(ladder)
         services.check_schema(ladder)
