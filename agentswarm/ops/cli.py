@@ -24,6 +24,13 @@ def _settings() -> Settings:
 @click.group()
 def cli() -> None:
     """AgentSwarm: a massively parallel autonomous coding system."""
+    from agentswarm.errors import ConfigError
+    from agentswarm.logs import configure_cli
+
+    try:
+        configure_cli(_settings().log_format.value)
+    except ConfigError:
+        pass  # the command itself reads the settings and says what is wrong
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from kombu import Queue
 
 from agentswarm.config import Settings, get_settings
 from agentswarm.errors import ConfigError
+from agentswarm.logs import connect_celery
 from agentswarm.queue.checked import CheckedTask
 from agentswarm.queue.names import (
     MONITOR_TICK,
@@ -83,9 +84,11 @@ def celery_config(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """Build the Celery app from settings."""
+    """Build the Celery app from settings (and its logging: LOG_FORMAT, task and run ids, `agentswarm.logs`)."""
+    settings = settings or get_settings()
     app = Celery("agentswarm", include=["agentswarm.queue.tasks"], task_cls=CheckedTask)
-    app.conf.update(celery_config(settings or get_settings()))
+    app.conf.update(celery_config(settings))
+    connect_celery(settings.log_format.value)
     return app
 
 
