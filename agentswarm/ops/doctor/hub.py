@@ -96,7 +96,8 @@ def _future_hub(ladder: Any, hub: Path, target: Path, version: str) -> None:
         ladder.fail("hub", f"no hub at {hub} and TARGET_REPO_PATH {target} is not a directory",
                     "point TARGET_REPO_PATH at the product's repository (default ./target-repo)")
         return
-    scratch = Path(ladder.resources.enter_context(tempfile.TemporaryDirectory(prefix="agentswarm-doctor-hub-")))
+    hub.parent.mkdir(parents=True, exist_ok=True)  # beside where the hub will be: same disk, same mount options
+    scratch = Path(ladder.resources.enter_context(tempfile.TemporaryDirectory(prefix=".doctor-hub-", dir=hub.parent)))
     try:
         sha = create_hub(scratch / "hub.git", target)
     except HubError as exc:
@@ -108,7 +109,7 @@ def _future_hub(ladder: Any, hub: Path, target: Path, version: str) -> None:
         return
     ladder.facts["hub"] = scratch / "hub.git"
     ladder.ok("hub", f"not created yet: `make swarm` makes {hub} from {target}; a scratch hub made from it "
-              f"refuses pushes to main (git {version})")
+              f"(main {sha[:12]}) refuses pushes to main (git {version})")
 
 
 def _remote_hub(ladder: Any, url: str, version: str) -> None:

@@ -88,7 +88,6 @@ def _local(ladder: Any) -> None:
 
 
 def _modal(ladder: Any) -> None:
-    s = ladder.settings
     try:
         modal = ladder.modal_module or importlib.import_module("modal")
     except ImportError as exc:
