@@ -20,7 +20,7 @@ from agentswarm.llm.costs import sandbox_cost, union_seconds
 
 
 def _round(x: float) -> float:
-    return round(float(x), 6)
+    return round(float(x), 9)
 
 
 def by_endpoint(db: Session, run_id: str) -> list[dict[str, Any]]:
