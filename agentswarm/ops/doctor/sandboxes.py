@@ -111,11 +111,9 @@ def _modal(ladder: Any) -> None:
             ladder.skip(name, "Modal's API is out of reach")
         return
     app = _app(ladder, modal)
-    image = _image(ladder, modal, app) if app is not None else None
-    if image is None:
-        ladder.needs("sandbox", "modal image")
-        return
-    _modal_sandbox(ladder, modal, image)
+    image = _image(ladder, modal, app) if ladder.needs("modal image", "modal app") else None
+    if ladder.needs("sandbox", "modal image"):
+        _modal_sandbox(ladder, modal, image)
 
 
 def _api_in_reach(ladder: Any, server: str) -> bool:
