@@ -57,7 +57,7 @@ def summary(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     data = status.run_summary(db, run)
     data["ended_at"] = run.ended_at.isoformat() if run.ended_at else None
     return {**data, "metrics": status.run_metrics(db, run, data), "gate": status.gate_state(db, run, app.settings),
-            "blocked": status.blocked_state(db, run), **base}
+            "blocked": status.blocked_state(db, run), "costs": status.costs(db, run, app.settings), **base}
 
 
 def tasks(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:

@@ -22,6 +22,7 @@ from agentswarm.db.models import (
     Task,
     TaskStatus,
 )
+from agentswarm.lifecycle.costs import cost_report
 from agentswarm.lifecycle.flaky import quarantined_tests
 from agentswarm.reconcile.health import health
 from agentswarm.reconcile.page import latest_screenshots, screenshots_root
@@ -147,6 +148,25 @@ def run_metrics(db: Session, run: Run, summary: dict | None = None) -> dict:
             "time_frac": _frac(elapsed, window.total_seconds()) if window else None,
         },
     }
+
+
+def costs(db: Session, run: Run, settings: Settings) -> dict:
+    """What the run cost: per endpoint, per task, per merged commit, wasted, sandboxes (lifecycle/costs.py)."""
+    return cost_report(db, run.id, settings)
+
+
+def cost_lines(c: dict) -> list[str]:
+    """The costs as the CLI prints them."""
+    per_commit = f"${c['per_merged_commit_usd']:.4f}" if c["per_merged_commit_usd"] is not None else "-"
+    per_task = f"${c['per_task_usd']:.4f}" if c["per_task_usd"] is not None else "-"
+    waste = c["wasted"]
+    lines = [f"cost:   ${c['total_usd']:.4f} (llm ${c['llm_usd']:.4f}, sandboxes ${c['sandbox_usd']:.4f}); "
+             f"{per_task} a task, {per_commit} a merged commit ({c['merged_commits']}); wasted ${waste['cost_usd']:.4f}"
+             f" ({waste['tokens']} tokens of attempts that never landed)"]
+    for e in c["endpoints"]:
+        lines.append(f"  {e['endpoint']:<16} {e['calls']} calls ({e['failed']} failed), "
+                     f"{e['prompt_tokens'] + e['completion_tokens']} tokens, busy {e['busy_s']:.0f}s, ${e['cost_usd']:.4f}")
+    return lines
 
 
 def _frac(used: float, budget: float | None) -> float | None:

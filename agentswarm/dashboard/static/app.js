@@ -148,11 +148,21 @@ function renderSummary(s) {
         budgetBar(used.tokens_frac)),
       card("Dollars", "$" + Number(used.dollars).toFixed(2), `${pct(used.dollars_frac)} of $${Number(s.budget.max_dollars).toFixed(2)}`,
         budgetBar(used.dollars_frac)),
+      costCard(s.costs),
       card("Time", dur(s.metrics.elapsed_s), s.budget.deadline_at ? `${pct(used.time_frac)} of the deadline (${clock(s.budget.deadline_at)})` : "no deadline",
         budgetBar(used.time_frac)));
     renderCulprits(s.gate);
   }
   renderFeatures(s.features || {});
+}
+
+// Costs that add up: per merged commit, wasted (attempts that never landed), and each endpoint's share.
+function costCard(c) {
+  if (!c) return null;
+  const usd = (x) => x == null ? "—" : "$" + Number(x).toFixed(4);
+  const eps = c.endpoints.map((e) => `${e.endpoint}: ${num(e.calls)} calls, busy ${dur(e.busy_s)}, ${usd(e.cost_usd)}`);
+  return card("Per merged commit", usd(c.per_merged_commit_usd),
+    `${usd(c.per_task_usd)} a task · wasted ${usd(c.wasted.cost_usd)} · ${eps.join(" · ") || "no calls"}`);
 }
 
 // The gated merge queue: its mode, the batch in test, main's last green commit, red batches and culprits.
