@@ -359,7 +359,7 @@ def _ask_for_fixes(settings: Settings, client: LLMClient | None, red: RedMain) -
             "reconciler", build_output=red.output, file_tree=read_main(settings.hub_path).file_tree(),
             open_fixes=[{"id": t.id, "title": t.title, "scope": t.scope} for t in open_fixes], max_tasks=room)
     # The model is asked outside any transaction; a slow model holds no lock or connection.
-    outcome = ask(client or client_from_settings(settings), messages, settings, batch=room)
+    outcome = ask(client or client_from_settings(settings, "reconciler"), messages, settings, batch=room)
     with session_scope(settings.database_url) as db:
         record(db, outcome, run_id=red.run_id, task_id=None, role="reconciler", settings=settings)
         if not outcome.ok:
