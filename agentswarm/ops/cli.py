@@ -160,6 +160,8 @@ def status(as_json: bool) -> None:
     from agentswarm.db.session import session_scope
     from agentswarm.ops.status import (
         blocked_state,
+        cost_lines,
+        costs,
         gate_state,
         latest_run,
         main_state,
@@ -177,8 +179,10 @@ def status(as_json: bool) -> None:
         gate = gate_state(db, run, settings)
         main = main_state(db, run, settings)
         blocked = blocked_state(db, run)
+        cost = costs(db, run, settings)
     if as_json:
-        click.echo(json.dumps({**summary, "gate": gate, "main": main, "blocked": blocked, "events": events}, indent=2))
+        click.echo(json.dumps({**summary, "gate": gate, "main": main, "blocked": blocked, "costs": cost,
+                               "events": events}, indent=2))
         return
     paused = ", paused: nothing new starts until `agentswarm resume`" if summary["paused_at"] else ""
     click.echo(f"run {summary['run']} ({summary['status']}{paused}{', demo' if summary['demo'] else ''})"
@@ -195,6 +199,8 @@ def status(as_json: bool) -> None:
     llm = summary["llm"]
     click.echo(f"llm:    {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
                f"${llm['cost_usd']:.4f}")
+    for line in cost_lines(cost):
+        click.echo(line)
     for e in events:
         click.echo(f"  {e['at']} {e['kind']:<18} {e['task'] or '':<12} {e['message'][:90]}")
 
