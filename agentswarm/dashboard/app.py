@@ -17,8 +17,10 @@ import hmac
 import ipaddress
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -38,6 +40,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def token_from_file(path: Path) -> str:
+    """The token kept in `path`; a new random one is written there (mode 0600) when the file does not exist.
+
+    For a dashboard that must listen off loopback with nothing configured (docker compose's demo swarm): the
+    person reads the token from the file, the server never prints it.
+    """
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 @dataclass

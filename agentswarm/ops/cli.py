@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -605,12 +606,34 @@ def reconcile(now: bool, force: bool) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Default: DASHBOARD_PORT (8080).")
-def dashboard(host: str, port: int | None) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Without AGENTSWARM_DASHBOARD_TOKEN: the token kept in this file (a random one is written "
+              "there on first start).")
+def dashboard(host: str, port: int | None, token_file: Path | None) -> None:
     """Serve the live web dashboard."""
-    from agentswarm.dashboard import serve
+    import os
 
+    from agentswarm.dashboard import serve
+    from agentswarm.dashboard.app import TOKEN_ENV, token_from_file
+
+    if token_file is not None and not os.environ.get(TOKEN_ENV, "").strip():
+        os.environ[TOKEN_ENV] = token_from_file(token_file)
+        click.echo(f"dashboard token: in {token_file} (the page asks for it once per tab)")
     s = _settings()
     serve(host, port or s.dashboard_port, s)  # prints where it listens; refuses off loopback without a token
+
+
+@cli.command()
+def prepare() -> None:
+    """What `swarm` does before it starts the processes: services checked, schema migrated, hub made, features
+    loaded, a run active (the one already active, if any), and main's first check asked for. Safe to repeat."""
+    from agentswarm.ops.swarm import prepare as prepare_swarm
+    from agentswarm.queue.names import RECONCILE_TICK
+    from agentswarm.queue.send import send_tick
+
+    run_id = prepare_swarm(_settings())
+    send_tick(RECONCILE_TICK)
+    click.echo(f"run {run_id} active")
 
 
 @cli.command()

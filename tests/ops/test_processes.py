@@ -1,12 +1,9 @@
 """One process list, the Procfile: supervisord (`make swarm`) runs it, docker-compose.yml runs the same
-commands, and they serve what celery_app routes to."""
+commands (tests/ops/test_compose.py), and they serve what celery_app routes to."""
 
 import configparser
-import re
 import shlex
 from pathlib import Path
-
-import yaml
 
 from agentswarm.ops.supervision import CRITICAL, GROUP, Policy, Supervisor, read_procfile
 from agentswarm.queue.app import TASK_ROUTES, create_app
@@ -46,32 +43,6 @@ def _check_process_set(commands: dict[str, list[str]]):
         assert _opt(a, "-A") == "agentswarm.queue.app"
 
 
-def test_compose_services_agree_with_celery_app():
-    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = doc["services"]
-    assert {"redis", "postgres", "migrate"} <= set(services)
-    assert services["migrate"]["command"] == ["agentswarm", "db", "upgrade"]
-    app_services = {n: s for n, s in services.items() if "celery" in " ".join(_argv(s.get("command", [])))}
-    _check_process_set({n: _argv(s["command"]) for n, s in app_services.items()})
-    for s in app_services.values():
-        assert s.get("env_file") == ".env"
-
-
-def test_compose_publishes_ports_on_loopback_only():
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    published = {n: s["ports"] for n, s in services.items() if s.get("ports")}
-    assert {"dashboard", "flower"} <= set(published)
-    for name, ports in published.items():
-        for port in ports:
-            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
-    assert services["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]
-    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
-    # inside the container it binds every address on the published port (so it needs the token there)
-    argv = _argv(services["dashboard"]["command"])
-    assert argv[:2] == ["agentswarm", "dashboard"] and _opt(argv, "--host") == "0.0.0.0"
-    assert _opt(argv, "--port") == "8080"
-
-
 def test_procfile_dashboard_stays_on_loopback():
     lines = dict(ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip())
     argv = shlex.split(lines["dashboard"])
@@ -82,37 +53,6 @@ def test_procfile_agrees_with_celery_app():
     lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip()]
     commands = {name.strip(): shlex.split(cmd) for name, cmd in lines}
     _check_process_set({n: a for n, a in commands.items() if a[0] == "celery"})
-
-
-# compose's service for each Procfile process; the options that only say where a server listens may differ
-COMPOSE_NAME = {"beat": "beat", "control": "control-worker", "reconcile": "reconcile-worker", "work": "sandbox-worker",
-                "merge": "merge-worker", "flower": "flower", "dashboard": "dashboard"}
-LISTENING = ("--port", "--address", "--host")
-
-
-def _same_command(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in LISTENING:
-            skip = True
-        elif not arg.startswith(tuple(f"{flag}=" for flag in LISTENING)):
-            out.append(re.sub(r"\$\$?\{(\w+):-[^}]*\}", r"${\1}", arg))  # ${X:-4} and compose's $${X:-4}
-    return out
-
-
-def test_compose_runs_the_procfile_processes_and_restarts_them():
-    procfile = read_procfile(ROOT / "Procfile")
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert set(COMPOSE_NAME) == set(procfile)
-    for name, line in procfile.items():
-        service = services[COMPOSE_NAME[name]]
-        assert _same_command(_argv(service["command"])) == _same_command(shlex.split(line)), name
-    for name, service in services.items():  # every long-running service comes back after a crash
-        if name != "migrate":
-            assert service.get("restart") == "unless-stopped", name
-    assert "restart" not in services["migrate"]  # a one-shot job: done is done
 
 
 def test_supervisord_config_comes_from_the_procfile(tmp_path):
