@@ -312,10 +312,11 @@ class Settings(BaseSettings):
         """Every secret to scrub from stored or logged text: this object's and the environment's.
 
         The LLM key, the git token, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL,
-        AGENTSWARM_DASHBOARD_TOKEN, MODAL_TOKEN_SECRET and MODAL_TOKEN_ID.
+        AGENTSWARM_DASHBOARD_TOKEN, MODAL_TOKEN_SECRET and MODAL_TOKEN_ID, and every LLM_ENDPOINTS key.
         """
         env = os.environ
         plain = [self.llm_api_key, self.git_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
+        plain += [env.get(ep.key_env) for ep in load_endpoints(self) if ep.key_env]  # each endpoint's key
         return secret_values(plain, [self.database_url, self.redis_url] + [env.get(n) for n in URL_ENV_NAMES])
 
     @property
