@@ -9,6 +9,7 @@ LLM_BASE_URL is a one-endpoint list named `default`. A bad entry is one line nam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -63,6 +64,13 @@ class Endpoint:
     cold_start_s: float = 0.0  # a cold endpoint's first call may take this long (serverless queues); 0: never cold
     warm_for_s: float = 300.0  # idle this long after its last answer, the endpoint is cold again
     backoff_s: float = 10.0  # a failed endpoint's circuit stays open this long (doubling on each failed probe)
+
+    @property
+    def state_key(self) -> str:
+        """Its name in the shared routing state: the name and a digest of where it points, so two swarms (or
+        tests) that share a Redis and an endpoint name but not the server never share its slots or circuit."""
+        digest = hashlib.sha1(f"{self.base_url} {self.model}".encode()).hexdigest()[:10]
+        return f"{self.name}@{digest}"
 
     @property
     def gpu_priced(self) -> bool:
@@ -191,7 +199,7 @@ def legacy_endpoint(settings: Settings) -> Endpoint:
         name=LEGACY_NAME, base_url=settings.llm_base_url, key_env=LEGACY_KEY_ENV, model=settings.llm_model,
         max_concurrency=1000, price_in_per_mtok=settings.llm_price_in_per_mtok,
         price_out_per_mtok=settings.llm_price_out_per_mtok, gpu_price_per_hour=settings.llm_gpu_price_per_hour,
-        timeout_s=settings.llm_timeout_s,
+        timeout_s=settings.llm_timeout_s, backoff_s=1.0,  # one endpoint: retried soon, as the client did alone
     )
 
 

@@ -68,17 +68,17 @@ class Router:
     def try_lease(self, role: str) -> Lease | None:
         """A slot on the first endpoint serving `role` that has room and a closed (or probed) circuit."""
         for ep in for_role(self.endpoints, role):
-            circuit = self.state.circuit(ep.name)
+            circuit = self.state.circuit(ep.state_key)
             if circuit == "open":
                 continue
-            cold = ep.cold_start_s > 0 and not self.state.is_warm(ep.name)
+            cold = ep.cold_start_s > 0 and not self.state.is_warm(ep.state_key)
             timeout = self.timeout_for(ep, cold)
             token = secrets.token_hex(8)
-            if not self.state.take_slot(ep.name, ep.max_concurrency, token, timeout + SLOT_MARGIN_S):
+            if not self.state.take_slot(ep.state_key, ep.max_concurrency, token, timeout + SLOT_MARGIN_S):
                 continue
             probe = circuit == "half-open"
-            if probe and not self.state.take_probe(ep.name, token, timeout + SLOT_MARGIN_S):
-                self.state.free_slot(ep.name, token)
+            if probe and not self.state.take_probe(ep.state_key, token, timeout + SLOT_MARGIN_S):
+                self.state.free_slot(ep.state_key, token)
                 continue
             return Lease(ep, token, timeout, cold, probe, time.time())
         return None
@@ -101,18 +101,22 @@ class Router:
     def done(self, lease: Lease, ok: bool | None) -> None:
         """Free the slot; ok True closes the circuit, False opens it, None (the request's own fault) neither."""
         ep = lease.endpoint
-        self.state.free_slot(ep.name, lease.token)
+        self.state.free_slot(ep.state_key, lease.token)
         if ok:
-            self.state.succeeded(ep.name, ep.warm_for_s)
+            self.state.succeeded(ep.state_key, ep.warm_for_s)
         elif ok is False:
-            seconds = self.state.failed(ep.name, ep.backoff_s)
+            seconds = self.state.failed(ep.state_key, ep.backoff_s)
             log.warning("LLM endpoint %s failed: circuit open for %.1fs", ep.name, seconds)
 
     def snapshot(self, role: str | None = None) -> list[dict[str, Any]]:
         """Each endpoint's slots in use, limit, circuit and warmth (for status and doctor)."""
         eps = self.endpoints if role is None else for_role(self.endpoints, role)
-        return [{"name": ep.name, "in_use": self.state.in_use(ep.name), "max_concurrency": ep.max_concurrency,
-                 "circuit": self.state.circuit(ep.name), "warm": self.state.is_warm(ep.name)} for ep in eps]
+        return [{"name": ep.name, "in_use": self.state.in_use(ep.state_key), "max_concurrency": ep.max_concurrency,
+                 "circuit": self.state.circuit(ep.state_key), "warm": self.state.is_warm(ep.state_key)} for ep in eps]
+
+    def state_of(self, name: str) -> dict[str, Any]:
+        """One endpoint's entry of `snapshot`."""
+        return next(s for s in self.snapshot() if s["name"] == name)
 
 
 def outcome_of(exc: BaseException) -> bool | None:

@@ -51,7 +51,7 @@ def test_concurrency_holds_across_threads_and_calls_overflow(redis_client):
 
         def watch(stop: threading.Event) -> None:
             while not stop.is_set():
-                n = router.state.in_use("slow")
+                n = router.state_of("slow")["in_use"]
                 busy[0] = n
                 peak[0] = max(peak[0], n)
                 time.sleep(0.01)
@@ -86,22 +86,22 @@ def test_circuit_opens_half_opens_and_closes(state):
     router = Router([a, ep("b", "http://127.0.0.1:2")], state)
     first = router.lease("worker")
     router.done(first, False)
-    assert state.circuit("a") == "open"
+    assert router.state_of("a")["circuit"] == "open"
     assert router.lease("worker").endpoint.name == "b"  # failed over while open
     time.sleep(0.35)
-    assert state.circuit("a") == "half-open"
+    assert router.state_of("a")["circuit"] == "half-open"
     probe = router.lease("worker")
     assert probe.endpoint.name == "a" and probe.probe
     assert router.lease("worker").endpoint.name == "b"  # one probe at a time
     router.done(probe, False)  # the probe failed: open again, for twice as long
-    assert state.circuit("a") == "open"
+    assert router.state_of("a")["circuit"] == "open"
     time.sleep(0.35)
-    assert state.circuit("a") == "open"
+    assert router.state_of("a")["circuit"] == "open"
     time.sleep(0.3)
     probe = router.lease("worker")
     assert probe.endpoint.name == "a"
     router.done(probe, True)
-    assert state.circuit("a") == "closed"
+    assert router.state_of("a")["circuit"] == "closed"
     assert router.lease("worker").endpoint.name == "a"
 
 
@@ -112,7 +112,7 @@ def test_connection_refused_and_5xx_fail_over(redis_client, closed_port):
                          ep("c", good.url)], RedisRoutingState(redis_client))
         reply = RoutedClient(router, "worker").chat(HELLO)
         assert (reply.endpoint, reply.content) == ("c", "from c") and reply.started_at > 0
-        assert router.state.circuit("dead") == "open" and router.state.circuit("flaky") == "open"
+        assert router.state_of("dead")["circuit"] == "open" and router.state_of("flaky")["circuit"] == "open"
         assert [s["in_use"] for s in router.snapshot()] == [0, 0, 0]
 
 
@@ -122,7 +122,7 @@ def test_a_client_error_is_not_an_endpoint_failure(redis_client):
         router = Router([ep("one", one.url), ep("two", two.url)], RedisRoutingState(redis_client))
         with pytest.raises(LLMHTTPError) as err:
             RoutedClient(router, "worker").chat(HELLO)
-        assert err.value.endpoint == "one" and router.state.circuit("one") == "closed"
+        assert err.value.endpoint == "one" and router.state_of("one")["circuit"] == "closed"
         assert not two.requests
 
 
@@ -142,13 +142,13 @@ def test_cold_start_gets_the_longer_limit_then_the_warm_one(redis_client):
         assert lease.cold and lease.timeout_s == 5
         router.done(lease, None)
         assert client.chat(HELLO).content == "up"  # 1 s: within the cold limit
-        assert router.state.is_warm("cold")
+        assert router.state_of("cold")["warm"]
         lease = router.try_lease("worker")
         assert not lease.cold and lease.timeout_s == 0.5
         router.done(lease, None)
         with pytest.raises(Exception, match="no answer within 0.5s"):
             client.chat(HELLO)  # warm now: 1 s is past the warm limit
-        assert router.state.circuit("cold") == "open"
+        assert router.state_of("cold")["circuit"] == "open"
 
 
 def test_a_starting_endpoint_is_asked_again_not_left(redis_client):
