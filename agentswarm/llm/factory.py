@@ -42,7 +42,7 @@ def router_from_settings(settings: Settings | None = None) -> Router:
     s = settings or get_settings()
     endpoints = load_endpoints(s)
     if not endpoints:
-        raise ValueError("no LLM endpoint configured (LLM_ENDPOINTS, LLM_ENDPOINTS_FILE or LLM_BASE_URL)")
+        raise ValueError("LLM base URL is empty and no LLM_ENDPOINTS are set: no model to call")
     return _router(tuple(endpoints), s.redis_url, s.llm_timeout_s)
 
 

@@ -30,6 +30,7 @@ from agentswarm.llm.routing_state import RoutingState
 
 log = logging.getLogger("agentswarm.llm.router")
 SLOT_MARGIN_S = 30.0  # a lease outlives its call's limit by this much before another process may reuse it
+MIN_WAIT_S = 60.0  # the least a call waits for a slot or a closed circuit before NoEndpoint
 STARTING = frozenset({502, 503, 504})  # what serverless gateways answer while a worker starts
 
 
@@ -58,7 +59,8 @@ class Router:
             raise ValueError("a router needs at least one endpoint")
         self.endpoints, self.state = list(endpoints), state
         self.default_timeout_s, self.poll_s = default_timeout_s, poll_s
-        self.wait_s = default_timeout_s if wait_s is None else wait_s
+        # Long enough to outlast a few backoffs of a lone failing endpoint, and a full slot's call.
+        self.wait_s = max(default_timeout_s, MIN_WAIT_S) if wait_s is None else wait_s
 
     def timeout_for(self, ep: Endpoint, cold: bool) -> float:
         """The limit of a call: the endpoint's (or the default), or its cold-start limit while it is cold."""

@@ -44,7 +44,8 @@ def test_cmd_agent_runs_with_llm_env_and_its_work_is_harvested(tmp_path: Path, h
     output = next(e["result"] for e in events if e["kind"] == "tool" and e["name"] == "cmd")
     assert 'saw {"LLM_API_KEY": "", "GIT_TOKEN": ""} prompt has task: True' in output
     assert result["llm_calls"] == [{"prompt_tokens": 50, "completion_tokens": 5, "latency_ms": result["llm_calls"][0]["latency_ms"],
-                                    "model": "fake-glm", "ok": True, "error": None}]
+                                    "model": "fake-glm", "ok": True, "error": None, "endpoint": "",
+                                    "started_at": result["llm_calls"][0]["started_at"], "usage_estimated": False}]
     assert result["tokens"] == {"prompt": 50, "completion": 5}
     assert_no_secrets(json.dumps(result), (tmp_path / "sb" / "transcript.jsonl").read_text())
 
