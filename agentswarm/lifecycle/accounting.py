@@ -63,7 +63,9 @@ def endpoint_named(settings: Settings, name: str) -> Endpoint | None:
 def _gpu_share(session: Session, run_id: str, ep: Endpoint, start: datetime, latency_ms: int) -> float:
     """Dollars for the part of this call's interval that no recorded call of the same endpoint covered."""
     end = start + timedelta(milliseconds=latency_ms)
-    xact_lock(session, f"llm-gpu:{run_id}:{ep.name}")  # two recorders at once would both charge the overlap
+    # Two recorders at once would both charge the overlap. One lock per run, not per endpoint: a transaction
+    # recording calls on two endpoints in one order and another in the other order cannot deadlock.
+    xact_lock(session, f"llm-gpu:{run_id}")
     session.flush()
     rows = session.execute(
         select(LLMCall.started_at, LLMCall.latency_ms).where(
