@@ -24,7 +24,7 @@ import requests
 from agentswarm.agent.contract import GATE_SLOT_PATH, SLOT_HEADER, LLMCallRecord
 from agentswarm.agent.llmproxy import LLMProxy, ProxyHandler
 from agentswarm.llm.endpoints import Settings
-from agentswarm.llm.router import STARTING, Lease, Router
+from agentswarm.llm.router import STARTING, Lease, NoEndpoint, Router
 
 _slot_lock = threading.Lock()
 _slot_pools: dict[int, threading.BoundedSemaphore] = {}
@@ -104,7 +104,10 @@ class LLMGate(LLMProxy):
         last: requests.RequestException | None = None
         attempts = self._max_retries + len(self.router.endpoints)
         for i in range(attempts):
-            lease = self.router.lease("worker")
+            try:
+                lease = self.router.lease("worker")
+            except NoEndpoint as exc:  # every endpoint full or failing for the whole wait: a 502 to the agent
+                raise requests.ConnectionError(str(exc)) from None
             ep = lease.endpoint
             headers = {k: v for k, v in self._upstream_headers(incoming).items() if k.lower() != "authorization"}
             key = ep.key(self._settings)  # read now, sent upstream only
