@@ -177,3 +177,24 @@ def test_credentials_are_not_shown_in_urls():
     from agentswarm.ops.doctor.ladder import shown_url
 
     assert shown_url("redis://:pw@127.0.0.1:6379/3") == "redis://127.0.0.1:6379/3"
+
+
+def test_every_endpoint_of_llm_endpoints_is_checked_and_no_key_is_printed(monkeypatch):
+    import json
+
+    monkeypatch.setenv("GOOD_KEY", KEY)
+    monkeypatch.setenv("DEAD_KEY", KEY[::-1])
+    script = lambda body: ({"content": None, "tool_calls": [{"name": "finish", "arguments": {  # noqa: E731
+        "status": "complete", "summary": "ok"}}]} if body.get("tools") else {"content": "ready"})
+    with FakeLLMServer(script=script) as llm:
+        entries = [{"name": "primary", "base_url": llm.url, "key_env": "GOOD_KEY", "model": "fake-glm"},
+                   {"name": "overflow", "base_url": f"http://127.0.0.1:{closed_port()}", "key_env": "DEAD_KEY",
+                    "model": "glm-5", "roles": ["worker"]}]
+        settings = load_settings(llm_endpoints=json.dumps(entries))
+        ladder, lines = run_steps(settings, endpoints.check_endpoints)
+        sent = str(llm.request_headers)
+    expected = ["✓ llm primary models", "✓ llm primary chat", "✓ llm primary tool call",
+                "✗ llm overflow models", "– llm overflow chat", "– llm overflow tool call"]
+    assert len(lines) == 6 and all(line.startswith(want + " ") for line, want in zip(lines, expected, strict=True)), lines
+    assert "base_url of endpoint 'overflow' in LLM_ENDPOINTS" in lines[3] and not ladder.passed
+    assert KEY in sent and all(KEY not in line and KEY[::-1] not in line for line in lines)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentswarm.llm import LLMClient
+from agentswarm.llm.endpoints import load_endpoints
 from agentswarm.ops.doctor.ladder import shown_url
 from agentswarm.ops.llm_check import check_endpoint
 
@@ -42,16 +43,9 @@ class Target:
 
 def configured(settings: Any) -> list[Target]:
     """Every endpoint of LLM_ENDPOINTS / LLM_ENDPOINTS_FILE, or LLM_BASE_URL as `default`."""
-    try:
-        from agentswarm.llm.endpoints import load_endpoints
-    except ImportError:  # before LLM_ENDPOINTS existed: the one endpoint of the settings
-        if not settings.llm_base_url:
-            return []
-        return [Target("default", settings.llm_base_url, settings.llm_model, settings.llm_api_key or None,
-                       "LLM_API_KEY", settings.llm_timeout_s)]
     found = []
     for ep in load_endpoints(settings):
-        timeout = (ep.timeout_s or settings.llm_timeout_s) + getattr(ep, "cold_start_s", 0.0)
+        timeout = (ep.timeout_s or settings.llm_timeout_s) + ep.cold_start_s
         found.append(Target(ep.name, ep.base_url, ep.model, ep.key(settings), ep.key_env, timeout))
     return found
 
