@@ -75,6 +75,12 @@ def _worker_endpoint(settings: Settings) -> Endpoint:
     return found[0]
 
 
+def _agent_llm_timeout(settings: Settings) -> float:
+    """The agent's own limit per call: long enough for the gate to wait out a worker endpoint's cold start."""
+    colds = [ep.cold_start_s for ep in for_role(load_endpoints(settings), "worker")]
+    return max([settings.llm_timeout_s, *colds])
+
+
 def presubmit_spec(settings: Settings, delivery: str) -> PresubmitSpec | None:
     """The gate's checks for the runner to run on its branch (GATE on and GATE_PRESUBMIT on), else None.
 
@@ -99,7 +105,7 @@ def build_spec(task: Task, settings: Settings, delivery: str = "push") -> TaskSp
         llm=LLMSettings(base_url=settings.llm_base_url or _worker_endpoint(settings).base_url,
                         model=settings.llm_model if settings.llm_base_url else _worker_endpoint(settings).model,
                         max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
-                        timeout_s=settings.llm_timeout_s),
+                        timeout_s=_agent_llm_timeout(settings)),
         limits=Limits(timeout_s=max(30, settings.worker_timeout - RUNNER_MARGIN_S),
                       max_steps=settings.agent_max_steps, max_tokens=settings.agent_max_tokens),
     )
