@@ -316,7 +316,10 @@ class Settings(BaseSettings):
         """
         env = os.environ
         plain = [self.llm_api_key, self.git_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
-        plain += [env.get(ep.key_env) for ep in load_endpoints(self) if ep.key_env]  # each endpoint's key
+        try:  # each endpoint's key (a file that went bad since start-up must not stop the scrubbing)
+            plain += [env.get(ep.key_env) for ep in load_endpoints(self) if ep.key_env]
+        except ValueError:
+            pass
         return secret_values(plain, [self.database_url, self.redis_url] + [env.get(n) for n in URL_ENV_NAMES])
 
     @property
