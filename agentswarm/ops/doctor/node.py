@@ -86,6 +86,9 @@ def check_install(ladder: Any) -> None:
         ladder.skip("install", "no local copy of the remote hub yet (`agentswarm init` mirrors it)")
         return
     sha = main_sha(hub)
+    if sha is None:
+        ladder.fail("install", f"{hub} has no main to install from", "see the `hub` step")
+        return
     try:
         backend = check_backend_for(s)
         modules, result = ensure_deps(backend, str(hub), sha, command, deps_root(Path(s.hub_path)),

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from agentswarm.config import SandboxBackendName
 from agentswarm.ops.services import check_sandboxes
 from agentswarm.sandbox.base import SandboxError
-from agentswarm.sandbox.factory import backend_config, backend_for
+from agentswarm.sandbox.factory import backend_config, check_backend_for
 from agentswarm.sandbox.isolation import INSTALL_HINT
 
 RUNNER_VERSION = ["-m", "agentswarm.agent.runner", "--version"]
@@ -78,7 +78,7 @@ def _local(ladder: Any) -> None:
     s = ladder.settings
     try:
         how = check_sandboxes(s)
-        backend = backend_for(s)
+        backend = check_backend_for(s)  # the run's own (cached) local backend, typed as such
         backend.terminate(f"doctor/probe-{os.getpid()}-a1")  # left by a doctor killed mid-probe
         inside = _probe(backend, backend.config.python)
     except SandboxError as exc:

@@ -60,7 +60,8 @@ def check_postgres(ladder: Any) -> None:
     url = ladder.settings.database_url
     try:
         with psycopg.connect(_plain(url), connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            version = conn.execute("show server_version").fetchone()[0]
+            row = conn.execute("show server_version").fetchone()
+            version = str(row[0]) if row else "?"
     except psycopg.OperationalError as exc:
         reason = _first_line(exc)
         if "does not exist" in reason:
@@ -83,7 +84,8 @@ def schema_state(url: str) -> tuple[str | None, set[str], set[str]]:
     script = ScriptDirectory.from_config(alembic_config())
     known = {rev.revision for rev in script.walk_revisions()}
     with psycopg.connect(_plain(url), connect_timeout=CONNECT_TIMEOUT_S) as conn:
-        table = conn.execute("select to_regclass('alembic_version')").fetchone()[0]
+        row = conn.execute("select to_regclass('alembic_version')").fetchone()
+        table = row[0] if row else None
         rows = conn.execute("select version_num from alembic_version").fetchall() if table else []
     current = ",".join(sorted(r[0] for r in rows)) or None
     return current, set(script.get_heads()), known

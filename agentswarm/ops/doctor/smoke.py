@@ -179,7 +179,7 @@ def _empty_redis_db(redis_url: str) -> str:
     own = int(parts.path.strip("/") or 0)
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
     try:
-        count = int(client.config_get("databases").get("databases", 16))
+        count = int(client.config_get("databases").get("databases") or 16)
     except redis.RedisError:
         count = 16
     finally:
