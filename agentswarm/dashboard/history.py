@@ -1,8 +1,9 @@
 """`GET /api/history`: a run's metric snapshots (agentswarm/monitor/snapshots.py) as time series for the charts.
 
-?run=ID (default: the run the summary shows) ?hours=H (the window, default 6) ?points=N (at most this many
-points, default 120): the window is cut into N equal buckets and each bucket's newest snapshot stands for it,
-so a long run costs the page the same as a short one. Values are the snapshot's own; counts that are totals
+?run=ID (default: the run the summary shows) ?hours=H (the window; default: since the run started, at most
+DEFAULT_HOURS) ?points=N (at most this many points, default 120): the window is cut into N equal buckets and
+each bucket's newest snapshot stands for it, so a long run costs the page the same as a short one, and a young
+run is shown in detail. Values are the snapshot's own; counts that are totals
 (tokens, dollars, gate seconds) stay totals, and `main` is 1 for green, 0 for red, null for no verdict.
 """
 
@@ -20,6 +21,8 @@ from agentswarm.dashboard.web import ApiError, int_param
 from agentswarm.db.models import MetricSnapshot
 from agentswarm.ops import status
 
+DEFAULT_HOURS = 6
+MIN_WINDOW_S = 60.0
 SCALARS = ("landed_last_hour", "in_flight", "pending", "tokens", "cost_usd", "gate_seconds")
 MAX_HOURS = 24 * 30
 MAX_POINTS = 1000
@@ -32,14 +35,21 @@ def history(app: DashboardApp, db: Session, params: dict[str, str]) -> dict:
     run = status.find_run(db, run_id)
     if run_id and run is None:
         raise ApiError(404, f"no run {run_id}")
-    hours = int_param(params, "hours", 6, 1, MAX_HOURS)
+    hours = int_param(params, "hours", None, 1, MAX_HOURS)
     points = int_param(params, "points", 120, 2, MAX_POINTS)
-    empty: dict[str, Any] = {"run": None, "hours": hours, "t": [], "series": {}}
     if run is None:
-        return empty
+        return {"run": None, "hours": hours or DEFAULT_HOURS, "t": [], "series": {}}
     now = datetime.now(UTC)
-    rows = snapshot_series(db, run.id, now - timedelta(hours=hours), now, points)
-    return {"run": run.id, "hours": hours, "step_s": round(hours * 3600 / points, 3),
+    if hours is not None:
+        since = now - timedelta(hours=hours)
+    else:
+        end = run.ended_at or now
+        since = max(run.started_at, now - timedelta(hours=DEFAULT_HOURS)) if run.started_at else end
+        since = min(since, end - timedelta(seconds=MIN_WINDOW_S))
+    rows = snapshot_series(db, run.id, since, now, points)
+    window = (now - since).total_seconds()
+    return {"run": run.id, "hours": round(window / 3600, 4), "from": round(since.timestamp(), 3),
+            "to": round(now.timestamp(), 3), "step_s": round(window / points, 3),
             "retention_hours": app.settings.snapshot_retention_hours, **series_of(rows)}
 
 

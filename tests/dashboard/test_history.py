@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from agentswarm.config import load_settings
@@ -58,6 +59,8 @@ def test_a_long_window_is_downsampled_to_the_newest_of_each_bucket(dash, db):
     assert got["series"]["in_flight"][-1] == 599  # the newest snapshot always shows
     assert got["series"]["queues"]["work"][-1] == 599 and set(got["series"]["main"]) <= {0, 1}
     assert got["series"]["tokens"] == [None] * len(got["t"])  # a figure these rows lack is a gap, not 0
+    young = dash.get(f"/api/history?run={run_id}").json()  # by default: since the run started (a minute at least)
+    assert young["series"]["in_flight"] == [598, 599] and young["to"] - young["from"] == pytest.approx(60, abs=1)
     assert dash.get("/api/history?hours=0").status_code == 400
     assert dash.get("/api/history?points=100000").status_code == 400
     assert dash.get("/api/history?run=nosuchrun").status_code == 404

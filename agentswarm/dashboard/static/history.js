@@ -4,7 +4,6 @@
 "use strict";
 
 const HISTORY_MS = 15000; // the monitor takes one snapshot per tick (MONITOR_INTERVAL_S, 15 s by default)
-const HISTORY_HOURS = 6;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART_W = 240, CHART_H = 56;
 const CHARTS = [
@@ -124,7 +123,7 @@ function renderHistory(data) {
   box.replaceChildren(...CHARTS.map((spec) => chart(spec, data)));
   const from = new Date(data.t[0] * 1000), to = new Date(data.t[data.t.length - 1] * 1000);
   const clock = (d) => d.toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit" });
-  note.textContent = `${clock(from)}–${clock(to)} · last ${data.hours} h · ${data.t.length} points`;
+  note.textContent = `${clock(from)}–${clock(to)} · ${data.t.length} points`;
   box.dataset.points = String(data.t.length);
 }
 
@@ -132,7 +131,7 @@ async function pollHistory() {
   const run = typeof state !== "undefined" && state.run ? "&run=" + encodeURIComponent(state.run) : "";
   const token = sessionStorage.getItem("agentswarm-token");
   try {
-    const res = await fetch(`/api/history?hours=${HISTORY_HOURS}&points=120${run}`,
+    const res = await fetch(`/api/history?points=120${run}`, // since the run started, six hours at most
       { headers: token ? { Authorization: "Bearer " + token } : {} });
     if (!res.ok) return; // the main poll reports an unreachable API (and asks for a token)
     renderHistory(await res.json());
