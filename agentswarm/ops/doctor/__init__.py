@@ -7,6 +7,7 @@ credentials and every detail is scrubbed of the settings' secrets.
 
 from __future__ import annotations
 
-from agentswarm.ops.doctor.ladder import Ladder, Step, StepStatus, run_doctor
+from agentswarm.ops.doctor.ladder import Ladder, Step, StepStatus
+from agentswarm.ops.doctor.run import run_doctor
 
 __all__ = ["Ladder", "Step", "StepStatus", "run_doctor"]

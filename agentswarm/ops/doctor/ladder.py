@@ -1,4 +1,4 @@
-"""The ladder: steps, their one-line report, and the order they run in.
+"""The ladder: steps, their one-line report, and what they share (`run.py` holds their order).
 
 Invariants: every step ends as ok, fail or skip, and is printed once, as soon as it ends; a skip always
 names the step it waited on; the ladder passes only when no step failed. Lines are scrubbed of every
@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -116,35 +115,3 @@ def shown_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _remove_if_empty(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.rmdir()
-
-
-def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: Callable[[str], Any] = print,
-               modal_module: Any = None, smoke_timeout_s: float = 600.0) -> bool:
-    """Run every step in order (and the smoke run if asked); True when none failed."""
-    from agentswarm.ops.doctor import endpoints, hub, node, sandboxes, services
-
-    if settings is None:
-        settings = services.load(echo)
-        if settings is None:
-            return False
-    with Ladder(settings, echo, modal_module) as ladder:
-        ladder.resources.callback(_remove_if_empty, Path(settings.sandbox_root).resolve() / "doctor")
-        services.check_redis(ladder)
-        services.check_postgres(ladder)
-        services.check_schema(ladder)
-        hub.check_hub(ladder)
-        node.check_node(ladder)
-        sandboxes.check_backend(ladder)
-        node.check_install(ladder)
-        endpoints.check_endpoints(ladder)
-        if smoke:
-            from agentswarm.ops.doctor.smoke import check_smoke
-
-            check_smoke(ladder, timeout_s=smoke_timeout_s)
-        echo(ladder.summary())
-        return ladder.passed
