@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all lint swarm services migrate bench bench-gate clean
+.PHONY: install test test-slow test-all lint swarm services migrate doctor bench bench-gate clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ services: install
 
 migrate: services
 	$(BIN)/agentswarm db upgrade
+
+doctor: install  # the checks before a run, one line each with the fix (`agentswarm doctor --smoke`: one real task too)
+	$(BIN)/agentswarm doctor
 
 test: install
 	$(BIN)/python -m pytest
