@@ -315,13 +315,15 @@ function renderPreviews(data) {
     return;
   }
   const frame = $("preview-frame");
-  if (!frame || frame.dataset.sha !== shown.sha) {
+  if (!frame || frame.dataset.sha !== shown.sha) { // a new iframe only for another build: moving one reloads it
     fill($("preview"), h("iframe", { sandbox: "allow-scripts", referrerpolicy: "no-referrer", id: "preview-frame",
       "data-sha": shown.sha, title: `VoxelCraft at main ${short(shown.sha)}`, src: shown.url }),
-    h("div", { class: "caption" }, h("span", { class: "mono", id: "preview-sha", title: shown.sha }, shown.sha),
-      ` · built ${clock(shown.at)}`, shown === list[0] ? " · newest green main" : "",
-      " · ", h("a", { href: shown.url, target: "_blank", rel: "noopener noreferrer" }, "open")));
+    h("div", { class: "caption", id: "preview-caption" }));
   }
+  fill($("preview-caption"),
+    h("span", { class: "mono", id: "preview-sha", title: shown.sha }, shown.sha),
+    ` · built ${clock(shown.at)}`, shown === list[0] ? " · newest green main" : "",
+    " · ", h("a", { href: shown.url, target: "_blank", rel: "noopener noreferrer" }, "open"));
   fill($("preview-strip"), list.map((p) => h("figure", { class: p.sha === shown.sha ? "picked" : "",
     onclick: () => { state.previewSha = p.sha; renderPreviews(data); } },
   p.screenshot ? shotImage(p.screenshot, "") : h("div", { class: "noshot" }),
