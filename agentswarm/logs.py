@@ -2,7 +2,8 @@
 
 Every line carries `task_id` and `run_id` (null outside a task): the AgentSwarm task a Celery message names
 (`run_task` and `merge_branch` take its id first) and that task's run, bound in context variables around each
-Celery task (`task_prerun`/`task_postrun`), or by `bound(...)` anywhere else. `celery_id` and `celery_task`
+Celery task (`task_prerun`/`task_postrun`), or by `bound(...)` anywhere else; an event's line carries the
+event's own ids (`db.events.record_event`). `celery_id` and `celery_task`
 name the Celery message being handled. Threads a task starts do not inherit the ids (a thread starts with an
 empty context), so their lines say null.
 
@@ -52,11 +53,12 @@ def _celery_request() -> tuple[str | None, str | None]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds task_id, run_id, celery_id and celery_task to every record that passes."""
+    """Adds task_id, run_id, celery_id and celery_task to every record that passes (ids a line was logged with,
+    `extra={"task_id": ..., "run_id": ...}` as events do, win over the bound ones)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.task_id = TASK_ID.get()
-        record.run_id = RUN_ID.get()
+        record.task_id = getattr(record, "task_id", None) or TASK_ID.get()
+        record.run_id = getattr(record, "run_id", None) or RUN_ID.get()
         record.celery_id, record.celery_task = _celery_request()
         return True
 

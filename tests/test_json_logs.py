@@ -41,6 +41,31 @@ def test_a_line_carries_the_ids_bound_around_it():
     assert "\n" not in text and "ValueError: boom" in json.loads(text)["exc"]
 
 
+def test_an_events_line_carries_the_events_ids(db):
+    from agentswarm.db.events import record_event
+    from agentswarm.logs import use_json
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(handler.format(record))  # type: ignore[method-assign]
+    use_json([handler])
+    logger = logging.getLogger("agentswarm.events")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        task_id, run_id = _done_task(db)
+        with session_scope(db) as s, bound(task_id="other", run_id="other-run"):
+            record_event(s, "task.note", "hello", run_id=run_id, task_id=task_id)
+            record_event(s, "hub.note", "no task")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    first, second = (json.loads(line) for line in lines)
+    assert (first["task_id"], first["run_id"]) == (task_id, run_id) and "hello" in first["message"]
+    assert (second["task_id"], second["run_id"]) == ("other", "other-run")  # no ids of its own: the bound ones
+
+
 def _done_task(db) -> tuple[str, str]:
     with session_scope(db) as s:
         run = Run(max_tasks=10, max_tokens=10, max_dollars=1.0)

@@ -25,5 +25,6 @@ def record_event(
     data = stored_data(data)
     ev = Event(run_id=run_id, task_id=task_id, kind=kind, message=message, data=data)
     session.add(ev)
-    log.info("%s %s%s", kind, f"[{task_id}] " if task_id else "", message)
+    log.info("%s %s%s", kind, f"[{task_id}] " if task_id else "", message,
+             extra={"task_id": task_id, "run_id": run_id})  # for JSON logs (agentswarm/logs.py)
     return ev

@@ -16,6 +16,7 @@ from agentswarm.git.hub import repair_hooks
 from agentswarm.git.refs import delete_branch, gc_auto
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.dispatch import dispatch_pending
+from agentswarm.logs import bound
 from agentswarm.merge.records import landed_branches, settle_landings
 from agentswarm.monitor.recovery import reap_orphans, recover_stuck, resend_lost
 from agentswarm.monitor.snapshots import prune_snapshots, record_snapshot
@@ -36,8 +37,9 @@ def monitor_tick(settings: Settings | None = None) -> dict:
             reaped = reap_orphans(db, settings, [r.id for r in runs])
             hooks = _guard_hub(db, settings, runs[0].id if runs else None)
             for run in runs:
-                dispatch_pending(db, run.id)
-                record_snapshot(db, client, run)
+                with bound(run_id=run.id):
+                    dispatch_pending(db, run.id)
+                    record_snapshot(db, client, run)
             pruned = prune_snapshots(db, settings.snapshot_retention_hours, settings.snapshot_max_rows)
         _gc_hub(settings)
         return {"recovered": recovered, "resent": resent, "reaped": reaped, "hooks_removed": hooks,
