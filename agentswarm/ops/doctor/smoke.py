@@ -3,7 +3,8 @@
 The run's own machinery does the work: the planner asks the endpoint (or the demo simulator) for a task,
 a real Celery worker drives it in a sandbox of the configured backend, and the merge stage lands it through
 the gate as configured. Nothing of a real run is touched: the run lives in a scratch database on the same
-Postgres server, its messages in an empty Redis database, its hub, target copy and sandboxes under a scratch
+Postgres server, its messages in a redis-server of its own on a free port (or, without redis-server here, an
+empty database of REDIS_URL's server), its hub, target copy and sandboxes under a scratch
 directory beside the hub (the target's installed dependencies are shared: the install step filled them).
 
 The parent (`check_smoke`) prepares and removes the scratch things; a child process (`python -m
@@ -51,11 +52,17 @@ def check_smoke(ladder: Any, timeout_s: float = 600.0) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     db_name = f"agentswarm_doctor_{os.getpid()}"
+    redis_server: subprocess.Popen | None = None
     try:
         db_url = _create_database(s.database_url, db_name)
-        redis_url = _empty_redis_db(s.redis_url)
+        redis_server, redis_url = _private_redis(scratch)
+        if redis_url is None:
+            redis_url = _empty_redis_db(s.redis_url)
     except Exception as exc:  # noqa: BLE001  (any service error ends the smoke run with one line)
         ladder.fail("smoke setup", f"no scratch database: {exc}", "see the `postgres` and `redis` steps")
+        _drop_database(s.database_url, db_name)
+        if redis_server is not None:
+            _stop(redis_server)
         shutil.rmtree(scratch, ignore_errors=True)
         return
     try:
@@ -63,9 +70,50 @@ def check_smoke(ladder: Any, timeout_s: float = 600.0) -> None:
         ok = _run_child(ladder, env, scratch, timeout_s)
     finally:
         _drop_database(s.database_url, db_name)
-        _flush_redis(redis_url)
+        if redis_server is not None:
+            _stop(redis_server)
+        else:
+            _flush_redis(redis_url)
     if ok:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _private_redis(scratch: Path) -> tuple[subprocess.Popen | None, str | None]:
+    """A redis-server of the smoke run's own on a free port (no persistence); (None, None) if not installed."""
+    import redis
+
+    from agentswarm.ops.swarm import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, None
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(scratch)], stdout=open(scratch / "redis.log", "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            client.ping()
+            return proc, url
+        except redis.RedisError:
+            time.sleep(0.1)
+        finally:
+            client.close()
+    _stop(proc)
+    raise RuntimeError(f"redis-server on port {port} did not answer (see {scratch / 'redis.log'})")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def scratch_env(s: Any, scratch: Path, db_url: str, redis_url: str, demo_llm_url: str | None) -> dict[str, str]:
@@ -172,7 +220,7 @@ def _drop_database(database_url: str, name: str) -> None:
 
 
 def _empty_redis_db(redis_url: str) -> str:
-    """The URL of an empty Redis database other than REDIS_URL's (the scratch run's messages go there)."""
+    """Without redis-server here: an empty database of REDIS_URL's server other than its own (flushed after)."""
     import redis
 
     parts = urlsplit(redis_url)
