@@ -198,3 +198,34 @@ def test_every_endpoint_of_llm_endpoints_is_checked_and_no_key_is_printed(monkey
     assert len(lines) == 6 and all(line.startswith(want + " ") for line, want in zip(lines, expected, strict=True)), lines
     assert "base_url of endpoint 'overflow' in LLM_ENDPOINTS" in lines[3] and not ladder.passed
     assert KEY in sent and all(KEY not in line and KEY[::-1] not in line for line in lines)
+
+
+def test_a_bad_setting_is_the_first_failed_step(tmp_path):
+    r = doctor(tmp_path, MAX_WORKERS="0")
+    assert r.returncode == 1 and r.stdout.startswith("✗ settings") and "MAX_WORKERS" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def _install_steps(tmp_path, **overrides):
+    from agentswarm.ops.doctor import node, sandboxes
+
+    settings = load_settings(hub_path=tmp_path / "hub.git", target_repo_path=ROOT / "target-repo",
+                             sandbox_root=tmp_path / "sandboxes", gate="batch", **overrides)
+    return run_steps(settings, hub.check_hub, node.check_node, sandboxes.check_backend, node.check_install)
+
+
+def test_a_failing_install_fails_its_step_with_the_output_and_the_fix(tmp_path):
+    ladder, lines = _install_steps(tmp_path, gate_install="echo 'npm ERR! registry unreachable' >&2; exit 7")
+    assert [line[:1] for line in lines] == ["✓", "✓", "✓", "✗"], lines
+    assert "exited 7" in lines[-1] and "npm ERR! registry unreachable" in lines[-1] and "registry" in lines[-1]
+    assert not ladder.passed
+
+
+def test_the_targets_npm_ci_in_a_sandbox_fills_the_runs_dependency_cache(tmp_path):
+    ladder, lines = _install_steps(tmp_path)
+    if not ladder.passed and "exited" in lines[-1]:
+        pytest.skip(f"npm ci could not reach the registry: {lines[-1][-300:]}")
+    assert ladder.passed and "installed in" in lines[-1] and "inside: node v" in lines[-1], lines
+    assert list((tmp_path / "deps").glob("*/node_modules/typescript"))  # where the gate will look for it
+    _, again = _install_steps(tmp_path)
+    assert "already installed for this lock file" in again[-1]
