@@ -229,3 +229,17 @@ def test_the_targets_npm_ci_in_a_sandbox_fills_the_runs_dependency_cache(tmp_pat
     assert list((tmp_path / "deps").glob("*/node_modules/typescript"))  # where the gate will look for it
     _, again = _install_steps(tmp_path)
     assert "already installed for this lock file" in again[-1]
+
+
+def test_a_remote_hub_is_reached_and_its_main_found(tmp_path):
+    target = tmp_path / "target"
+    (target / "src").mkdir(parents=True)
+    (target / "src" / "a.ts").write_text("export {};\n")
+    remote = tmp_path / "remote.git"
+    sha = create_hub(remote, target)
+    settings = load_settings(git_repo_url=f"file://{remote}", hub_path=tmp_path / "mirror.git")
+    ladder, lines = run_steps(settings, hub.check_hub)
+    assert ladder.passed and f"main {sha[:12]}" in lines[0] and "protect main on the server" in lines[0]
+    settings = load_settings(git_repo_url=f"file://{tmp_path}/missing.git", hub_path=tmp_path / "mirror.git")
+    ladder, lines = run_steps(settings, hub.check_hub)
+    assert not ladder.passed and "git ls-remote failed" in lines[0] and "GIT_TOKEN" in lines[0]
