@@ -42,6 +42,7 @@ class Slow:
     def __init__(self, delay_s: float) -> None:
         self.delay_s, self.now, self.peak = delay_s, 0, 0
         self.lock = threading.Lock()
+        self.dead = False  # killed: what it still holds fails (a 500), as calls cut by a dying server do
 
     def __call__(self, body: dict):
         with self.lock:
@@ -49,6 +50,8 @@ class Slow:
             self.peak = max(self.peak, self.now)
         try:
             time.sleep(self.delay_s)
+            if self.dead:
+                raise RuntimeError("the endpoint was killed")
             return simulate(body)
         finally:
             with self.lock:
@@ -111,7 +114,8 @@ def test_overflow_and_failover_lose_no_task_and_costs_add_up(swarm, db, celery_w
         monitor_tick()
         if not killed and len(slow.requests) >= 8 and len(fast.requests) >= 4:
             killed["at"], killed["fast_before"] = time.time(), len(fast.requests)
-            slow.stop()  # the first endpoint dies mid-run
+            slow_sim.dead = True  # the first endpoint dies mid-run: calls in flight fail, new ones are refused
+            slow.stop()
 
     wait_for(lambda: _features_done(db), timeout=300, every=1.0, tick=beat)
     assert killed, f"the run ended before the slow endpoint was killed ({len(slow.requests)} requests)"
