@@ -124,6 +124,8 @@ class LLMGate(LLMProxy):
                     self.router.done(lease, False)
                     exc.endpoint = ep.name  # type: ignore[attr-defined]
                     last = exc
+                    if i + 1 < attempts:  # the last failure is recorded by the handler
+                        self._failed_over(lease, path, body, f"upstream unreachable: {type(exc).__name__}")
                     break
                 if lease.cold and resp.status_code in STARTING and time.monotonic() + pause < until:
                     resp.close()  # a serverless endpoint still starting: wait for it, within its cold limit
@@ -133,10 +135,18 @@ class LLMGate(LLMProxy):
                 if (resp.status_code >= 500 or resp.status_code == 429) and i + 1 < attempts:
                     resp.close()
                     self.router.done(lease, False)
+                    self._failed_over(lease, path, body, f"HTTP {resp.status_code}")
                     break
                 return resp, lease
         assert last is not None or attempts == 0
         raise last or requests.ConnectionError("no endpoint answered")
+
+    def _failed_over(self, lease: Lease, path: str, body: bytes | None, error: str) -> None:
+        """Record a chat call an endpoint failed before the gate took it to the next one."""
+        if body is not None and path.rstrip("/").endswith("/completions"):
+            self._on_call(LLMCallRecord(latency_ms=int((time.time() - lease.started_at) * 1000),
+                                        model=lease.endpoint.model, ok=False, error=f"{error}; failed over",
+                                        endpoint=lease.endpoint.name, started_at=lease.started_at))
 
     def close_upstream(self, route: Any, status: int, broken: bool) -> None:
         """Free the lease: a 5xx, a 429 or a broken answer opens the endpoint's circuit, a success closes it."""

@@ -53,8 +53,11 @@ def test_the_gate_overflows_fails_over_and_records_each_endpoint(redis_client, m
             assert _chat(gate, "not-the-token")[0] == 401
             calls = list(gate.calls)
     assert [r[0] for r in results] == [200, 200, 200]
+    failed = [c for c in calls if not c.ok]
+    calls = [c for c in calls if c.ok]
+    assert [c.endpoint for c in failed] == ["dead"] and "failed over" in failed[0].error  # recorded, then moved on
     assert sorted(c.endpoint for c in calls) == ["one", "two", "two"]  # one slot on "one", the rest overflowed
-    assert all(c.ok and c.started_at > 0 and c.prompt_tokens > 0 for c in calls)
+    assert all(c.started_at > 0 and c.prompt_tokens > 0 for c in calls)
     assert {c.model for c in calls} == {"m-one", "m-two"}
     assert [r["model"] for r in one.requests] == ["m-one"] and {r["model"] for r in two.requests} == {"m-two"}
     assert {h["Authorization"] for h in one.request_headers} == {"Bearer sk-one-0123456789"}
