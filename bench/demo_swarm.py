@@ -9,8 +9,10 @@ measures what the harness sustains, not what a real model would. Prints one JSON
   ready-to-landed time: ready when its last dependency landed), links x median, and how close the run came;
 * samples every `--every` seconds: tasks by state, queue depths, Postgres connections; slot use (the share of
   samples x slots with a task running);
-* CPU-seconds of the whole process tree, per landing, and by process (each supervised process with the children
-  it waited for).
+* CPU-seconds of the whole process tree, per landing, and by supervised process: from a cpuacct cgroup when the
+  machine lets the bench make one (root, cgroup v1; each supervised process and its descendants moved into a child
+  group once supervisord has started them), so sandboxes count however bubblewrap reaps them; else from getrusage
+  and /proc (which miss most of a sandbox).
 
     python bench/demo_swarm.py --workers 16 --latency 2             # VoxelCraft's 200 features
     python bench/demo_swarm.py --workers 100 --flat 300             # 300 features, no dependencies, one file each
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentswarm.ops.swarm import free_port  # noqa: E402
 from agentswarm.queue.broker import queue_lengths  # noqa: E402
+from bench.cgroup_cpu import CpuGroup  # noqa: E402
 from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -133,8 +136,9 @@ def process_cpu(state: Path) -> dict[str, float]:
     return out
 
 
-def supervised_pids(state: Path) -> None:
-    """Record each supervised process's pid beside its log (supervisorctl pid), for `process_cpu`."""
+def supervised_pids(state: Path, group: CpuGroup | None = None) -> None:
+    """Record each supervised process's pid beside its log (supervisorctl pid), for `process_cpu`; with a
+    group, move each (and its children) into a child group of its own."""
     conf = state / "supervisord.conf"
     if not conf.exists():
         return
@@ -144,6 +148,8 @@ def supervised_pids(state: Path) -> None:
         parts = line.split()
         if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
             (state / f"{parts[0]}.pid").write_text(parts[3].rstrip(","))
+            if group is not None:
+                group.adopt(parts[0], int(parts[3].rstrip(",")))
 
 
 def main() -> None:
@@ -169,6 +175,7 @@ def main() -> None:
     sampler = Sampler(url, redis_url, args.every)
     state: list[Path] = []
     cpu: dict[str, float] = {}
+    group = CpuGroup()  # this process and what it starts: the whole swarm, sandboxes however they are reaped
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_at = datetime.now().astimezone()
     t0_wall = time.time() - 1
@@ -179,7 +186,7 @@ def main() -> None:
             if current.exists() and current.resolve().stat().st_mtime >= t0_wall:  # this run's, not an older one
                 state.append(current.resolve())
         if not sampler.is_alive() and state:
-            supervised_pids(state[0])
+            supervised_pids(state[0], group)
             sampler.start()
         finished = done(url)
         if finished and state:
@@ -199,7 +206,10 @@ def main() -> None:
     to_done = (last - started_at).total_seconds() if last else None
     path = critical_path(url, started_at)
     running = [s["tasks"].get("running", 0) + s["tasks"].get("assigned", 0) for s in sampler.samples if "tasks" in s]
-    total_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    rusage_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    tree_cpu, tree_by_process = group.usage_s(), group.by_child()
+    group.release()
+    total_cpu = tree_cpu if tree_cpu is not None else rusage_cpu
     out = {
         "bench": "demo_swarm", "label": args.label, "workers": args.workers, "latency_s": args.latency,
         "workload": f"flat-{args.flat}" if args.flat else "voxelcraft", "cores": os.cpu_count(),
@@ -212,7 +222,8 @@ def main() -> None:
         "max_queued_merges": max((s["queues"].get("merge", 0) for s in sampler.samples if "queues" in s), default=0),
         "max_pg_connections": max((s["pg_connections"] for s in sampler.samples if "pg_connections" in s), default=0),
         "cpu_s": round(total_cpu, 1), "cpu_s_per_landing": round(total_cpu / merged, 3) if merged else None,
-        "cpu_s_by_process": cpu, "samples": len(sampler.samples),
+        "cpu_measured_by": "cgroup" if tree_cpu is not None else "rusage", "cpu_s_rusage": round(rusage_cpu, 1),
+        "cpu_s_by_process": tree_by_process if tree_cpu is not None else cpu, "samples": len(sampler.samples),
     }
     print(json.dumps(out))
 

@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# beside this script (not `bench.`: with --against, PYTHONPATH is the other checkout)
+from cgroup_cpu import CpuGroup
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MARK = "agentswarm-bench-mark"
@@ -61,35 +64,6 @@ def _cpu() -> float:
     """This process and every child it has reaped (bubblewrap's inner processes are not all among them)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class _Cgroup:
-    """A cpuacct cgroup (v1) holding this process and its descendants, when the machine lets us make one."""
-
-    BASE = Path("/sys/fs/cgroup/cpuacct")
-
-    def __init__(self) -> None:
-        self.path: Path | None = self.BASE / f"agentswarm-bench-{os.getpid()}"
-        try:
-            self.path.mkdir()
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
-        except OSError:
-            self.path = None
-
-    def usage_s(self) -> float | None:
-        """CPU-seconds used by every process ever in the group (descendants however they were reaped)."""
-        return int((self.path / "cpuacct.usage").read_text()) / 1e9 if self.path else None
-
-    def release(self, pid: int | None = None) -> None:
-        """Move pid (default: this process) back to the root group; remove the group once it is empty."""
-        if self.path is None:
-            return
-        try:
-            (self.BASE / "cgroup.procs").write_text(str(pid or os.getpid()))
-            if pid is None:
-                self.path.rmdir()
-        except OSError:
-            pass
 
 
 def _mark(what: str) -> None:
@@ -137,7 +111,7 @@ def run_attempts(attempts: int, branches: int, tmp: Path) -> dict:
     url = _fresh_db(db_name)
     port = free_port()
     model = _model(port, tmp)
-    group = _Cgroup()  # made after the model started: the model's CPU stays outside it
+    group = CpuGroup()  # made after the model started: the model's CPU stays outside it
     os.environ.update(DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:6379/14", GATE="off", SIM_FAULTS="")
     try:
         from agentswarm.config import load_settings
