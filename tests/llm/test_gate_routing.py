@@ -55,7 +55,8 @@ def test_the_gate_overflows_fails_over_and_records_each_endpoint(redis_client, m
     assert [r[0] for r in results] == [200, 200, 200]
     failed = [c for c in calls if not c.ok]
     calls = [c for c in calls if c.ok]
-    assert [c.endpoint for c in failed] == ["dead"] and "failed over" in failed[0].error  # recorded, then moved on
+    # Each recorded, then moved on (up to all three, when they took "dead" before the first failure opened it).
+    assert 1 <= len(failed) <= 3 and all(c.endpoint == "dead" and "failed over" in c.error for c in failed)
     assert sorted(c.endpoint for c in calls) == ["one", "two", "two"]  # one slot on "one", the rest overflowed
     assert all(c.started_at > 0 and c.prompt_tokens > 0 for c in calls)
     assert {c.model for c in calls} == {"m-one", "m-two"}

@@ -37,7 +37,7 @@ def test_fill_the_first_then_overflow(state):
 
 
 def test_concurrency_holds_across_threads_and_calls_overflow(redis_client):
-    with FakeLLMServer(lambda body: "slow", latency_s=0.6) as slow, FakeLLMServer(lambda body: "fast") as fast:
+    with FakeLLMServer(lambda body: "slow", latency_s=1.5) as slow, FakeLLMServer(lambda body: "fast") as fast:
         router = Router([ep("slow", slow.url, max_concurrency=2), ep("fast", fast.url, max_concurrency=50)],
                         RedisRoutingState(redis_client))
         client = RoutedClient(router, "worker")
@@ -82,22 +82,22 @@ def test_slots_are_shared_by_processes_and_expire(redis_client):
 
 
 def test_circuit_opens_half_opens_and_closes(state):
-    a = ep("a", "http://127.0.0.1:1", backoff_s=0.3)
+    a = ep("a", "http://127.0.0.1:1", backoff_s=0.5)
     router = Router([a, ep("b", "http://127.0.0.1:2")], state)
     first = router.lease("worker")
     router.done(first, False)
     assert router.state_of("a")["circuit"] == "open"
     assert router.lease("worker").endpoint.name == "b"  # failed over while open
-    time.sleep(0.35)
+    time.sleep(0.6)
     assert router.state_of("a")["circuit"] == "half-open"
     probe = router.lease("worker")
     assert probe.endpoint.name == "a" and probe.probe
     assert router.lease("worker").endpoint.name == "b"  # one probe at a time
-    router.done(probe, False)  # the probe failed: open again, for twice as long
+    router.done(probe, False)  # the probe failed: open again, for twice as long (1 s)
     assert router.state_of("a")["circuit"] == "open"
-    time.sleep(0.35)
+    time.sleep(0.5)
     assert router.state_of("a")["circuit"] == "open"
-    time.sleep(0.3)
+    time.sleep(0.6)
     probe = router.lease("worker")
     assert probe.endpoint.name == "a"
     router.done(probe, True)
