@@ -73,6 +73,22 @@ def task_costs(db: Session, run_id: str, limit: int = 20) -> list[dict[str, Any]
             for t, cost, tok, n, a in rows]
 
 
+def task_cost(db: Session, task_id: str) -> dict[str, Any]:
+    """One task's calls: dollars and tokens in all, per endpoint, and of its attempts that never landed."""
+    rows = db.execute(select(
+        LLMCall.endpoint, func.count(LLMCall.id), func.coalesce(func.sum(LLMCall.prompt_tokens + LLMCall.completion_tokens), 0),
+        func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+    ).where(LLMCall.task_id == task_id).group_by(LLMCall.endpoint).order_by(LLMCall.endpoint)).all()
+    task = db.get(Task, task_id)
+    waste = 0.0
+    if task is not None:
+        waste = float(db.scalar(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).join(
+            Task, Task.id == LLMCall.task_id).where(LLMCall.task_id == task_id, _wasted_filter(task.run_id))) or 0.0)
+    return {"cost_usd": _round(sum(r[3] for r in rows)), "tokens": int(sum(r[2] for r in rows)),
+            "calls": int(sum(r[1] for r in rows)), "wasted_usd": _round(waste),
+            "endpoints": {name or "(unnamed)": _round(cost) for name, _, _, cost in rows}}
+
+
 def cost_report(db: Session, run_id: str, settings: Settings) -> dict[str, Any]:
     """The run's costs: LLM by endpoint, sandboxes (Modal), per task, per merged commit, and wasted."""
     endpoints = by_endpoint(db, run_id)

@@ -22,7 +22,7 @@ from agentswarm.db.models import (
     Task,
     TaskStatus,
 )
-from agentswarm.lifecycle.costs import cost_report
+from agentswarm.lifecycle.costs import cost_report, task_cost
 from agentswarm.lifecycle.flaky import quarantined_tests
 from agentswarm.reconcile.health import health
 from agentswarm.reconcile.page import latest_screenshots, screenshots_root
@@ -237,6 +237,7 @@ def task_detail(db: Session, task_id: str) -> dict | None:
         **task_row(t), "summary": t.summary, "error": t.error, "description": t.description,
         "acceptance": t.acceptance, "feature_ids": t.feature_ids, "origin": t.origin_id, "base_sha": t.base_sha,
         "handoffs": [handoff_row(h) for h in handoffs], "merges": [merge_row(m, t.title) for m in merges],
+        "cost": task_cost(db, task_id),
     }
 
 

@@ -25,3 +25,14 @@ def test_status_prints_a_line_per_endpoint(db, sample, make_settings):
     lines = cost_lines(report)
     assert lines[0].startswith("cost:   $") and "a merged commit" in lines[0] and "wasted $" in lines[0]
     assert len(lines) == 1 + len(report["endpoints"])
+
+
+def test_a_task_shows_what_it_cost(dash, sample):
+    tasks = dash.get("/api/tasks?limit=500").json()["tasks"]
+    costs = [dash.get(f"/api/tasks/{t['id']}").json()["cost"] for t in tasks]
+    summary = dash.get("/api/summary").json()
+    task_calls = sum(c["calls"] for c in costs)
+    assert task_calls > 0
+    assert all(c["cost_usd"] == pytest.approx(sum(c["endpoints"].values()), abs=1e-6) for c in costs)
+    assert all(0 <= c["wasted_usd"] <= c["cost_usd"] + 1e-9 for c in costs)
+    assert sum(c["wasted_usd"] for c in costs) == pytest.approx(summary["costs"]["wasted"]["cost_usd"], abs=1e-6)
