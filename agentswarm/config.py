@@ -228,7 +228,10 @@ class Settings(BaseSettings):
         0, ge=0, description="presubmit checks running at once per work worker (0: one per CPU core)")
     gate_full_every: int = Field(10, ge=0, description="the full commands every N batches (0: only when needed)")
     gate_batch_max: int = Field(16, gt=0, le=256)
-    gate_batch_wait_s: float = Field(10.0, ge=0, le=600)
+    gate_batch_wait_s: float = Field(
+        1.0, ge=0, le=600, description="seconds the merge stage waits for a batch to fill; short by default: "
+        "branches that complete while a batch is in the gate make the next batch, so batches grow with the load "
+        "by themselves, and a wait here is paid by every link of the features' dependency chain")
     gate_timeout_s: int = Field(600, gt=0)
 
     # The simulator (demo mode): faults it puts in branches on purpose
