@@ -81,6 +81,7 @@ class ChatReply:
     raw: dict = field(default_factory=dict)
     endpoint: str = ""  # the LLM_ENDPOINTS name that answered (set by the router)
     started_at: float = 0.0  # wall clock when the call took its slot (set by the router)
+    failovers: list[dict] = field(default_factory=list)  # attempts endpoints failed before this answer (router)
 
     def assistant_message(self) -> dict:
         """The assistant message to append to the history (reasoning is deliberately left out).

@@ -178,26 +178,40 @@ class RoutedClient:
         """One chat completion on the first endpoint with room, failing over as the circuits say."""
         attempts = self.max_retries + len(for_role(self.router.endpoints, self.role))
         last: LLMError | None = None
+        failovers: list[dict] = []  # each failed attempt before the last: endpoint, model, start, latency, error
         for _ in range(attempts):
-            lease = self.router.lease(self.role)
+            try:
+                lease = self.router.lease(self.role)
+            except NoEndpoint as exc:  # every endpoint full or failing for the whole wait
+                exc.failovers = failovers + ([last.failed_attempt] if last is not None else [])  # type: ignore[attr-defined]
+                raise
             try:
                 reply = self._on(lease, messages, kwargs)
             except LLMError as exc:
                 verdict = outcome_of(exc)
                 self.router.done(lease, verdict)
+                if last is not None:
+                    failovers.append(last.failed_attempt)  # type: ignore[attr-defined]
+                    last = None
                 exc.endpoint, exc.started_at = lease.endpoint.name, lease.started_at  # type: ignore[attr-defined]
+                exc.failovers = failovers  # type: ignore[attr-defined]
                 if verdict is None and not isinstance(exc, LLMProtocolError):
                     raise
+                exc.failed_attempt = {  # type: ignore[attr-defined]
+                    "endpoint": lease.endpoint.name, "model": lease.endpoint.model, "started_at": lease.started_at,
+                    "latency_ms": int((time.time() - lease.started_at) * 1000), "error": f"{type(exc).__name__}: {exc}"}
                 last = exc  # failed over (a protocol error, such as a stream cut by a dying server, too)
                 continue
             except BaseException:
                 self.router.done(lease, None)
                 raise
             self.router.done(lease, True)
-            reply.endpoint, reply.started_at = lease.endpoint.name, lease.started_at
+            if last is not None:
+                failovers.append(last.failed_attempt)  # type: ignore[attr-defined]
+            reply.endpoint, reply.started_at, reply.failovers = lease.endpoint.name, lease.started_at, failovers
             return reply
         assert last is not None
-        raise last
+        raise last  # its failovers: the attempts before it
 
     def _on(self, lease: Lease, messages: list[dict], kwargs: dict) -> ChatReply:
         """The call on the lease's endpoint; a starting (cold) endpoint's 502/503/504 is asked again."""

@@ -64,12 +64,21 @@ def _call(client: LLMClient, messages: list[dict], settings: Settings) -> CallOu
         log.warning("LLM call failed after %d ms: %s", elapsed, type(exc).__name__)
         error = stored_text(f"{type(exc).__name__}: {exc}", 2000, settings)  # scrubbed before it is cut
         return CallOutcome(None, client.model, latency_ms=elapsed, error=error,
-                           endpoint=getattr(exc, "endpoint", ""), started_at=getattr(exc, "started_at", None))
+                           endpoint=getattr(exc, "endpoint", ""), started_at=getattr(exc, "started_at", None),
+                           earlier=_failovers(getattr(exc, "failovers", []), settings))
     return CallOutcome(
         reply_text(reply.content, [c.arguments for c in reply.tool_calls]), reply.model,
         reply.usage.prompt_tokens, reply.usage.completion_tokens, int(reply.latency_s * 1000),
         finish_reason=reply.finish_reason, usage_estimated=reply.usage.estimated,
-        endpoint=getattr(reply, "endpoint", ""), started_at=getattr(reply, "started_at", None) or None)
+        endpoint=getattr(reply, "endpoint", ""), started_at=getattr(reply, "started_at", None) or None,
+        earlier=_failovers(getattr(reply, "failovers", []), settings))
+
+
+def _failovers(attempts: list[dict], settings: Settings) -> list[CallOutcome]:
+    """The attempts endpoints failed before the router went to the next one, to be recorded as failed calls."""
+    return [CallOutcome(None, a["model"], latency_ms=a["latency_ms"], endpoint=a["endpoint"],
+                        started_at=a["started_at"], error=stored_text(f"{a['error']}; failed over", 2000, settings))
+            for a in attempts]
 
 
 def complete_tasks(outcome: CallOutcome) -> int | None:
@@ -106,9 +115,9 @@ def ask(client: LLMClient, messages: list[dict], settings: Settings, *, batch: i
     if second.ok and (left is None or left > complete):
         if left is not None:
             second.note = f"cut off by the token limit again: the {left} complete tasks before the cut are taken"
-        second.earlier = [first]
+        second.earlier += [first]
         return second
-    first.earlier = [second]  # the retry failed or holds less: the first reply's complete tasks stand
+    first.earlier += [second]  # the retry failed or holds less: the first reply's complete tasks stand
     first.note = (f"cut off by the token limit with {complete} complete tasks, taken; asking again for at most "
                   f"{smaller} gave {'an error' if not second.ok else f'{left} complete tasks'}")
     return first
@@ -123,11 +132,16 @@ def _asked_for(messages: list[dict]) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _in_order(outcome: CallOutcome) -> list[CallOutcome]:
+    """The outcome after every call made before it (and those made before them)."""
+    return [one for e in outcome.earlier for one in _in_order(e)] + [outcome]
+
+
 def record(session: Session, outcome: CallOutcome, *, run_id: str, task_id: str | None, role: str,
            settings: Settings) -> LLMCall:
     """Store the call in llm_calls, failed or not (and any made before it for the same answer)."""
     row: LLMCall | None = None
-    for one in [*outcome.earlier, outcome]:
+    for one in _in_order(outcome):
         row = record_llm_call(
             session, run_id=run_id, task_id=task_id, role=role, model=one.model,
             prompt_tokens=one.prompt_tokens, completion_tokens=one.completion_tokens,

@@ -43,8 +43,22 @@ def test_keys_stay_out_of_rows_events_and_logs(db, make_settings, redis_client, 
     with session_scope(db) as sess:
         rows = [(c.error, c.model, c.endpoint) for c in sess.scalars(select(LLMCall))]
         events = [(e.message, e.data) for e in sess.scalars(select(Event))]
-    assert len(rows) == 2 and {r[2] for r in rows} == {"one", "two"}
+    assert sorted(r[2] for r in rows) == ["one", "one", "two"]  # the failed-over call on "one" is recorded too
     assert all(r[0] for r in rows)
     assert KEY not in json.dumps(rows) and KEY not in json.dumps(events, default=str)
     assert KEY not in caplog.text
     assert KEY[-12:] not in json.dumps(rows)  # no piece of it either
+
+
+def test_a_planner_call_that_failed_over_records_both_attempts(db, make_settings, redis_client, closed_port):
+    with FakeLLMServer(lambda body: "[]") as good:
+        eps = [{"name": "down", "base_url": f"http://127.0.0.1:{closed_port}"}, {"name": "up", "base_url": good.url}]
+        s = make_settings(llm_endpoints=json.dumps(eps))
+        run_id = start(s)
+        outcome = ask(client_from_settings(s, "planner"), [{"role": "user", "content": "plan"}], s)
+    with session_scope(db) as sess:
+        record(sess, outcome, run_id=run_id, task_id=None, role="planner", settings=s)
+    with session_scope(db) as sess:
+        rows = [(c.endpoint, c.ok, c.error) for c in sess.scalars(select(LLMCall).order_by(LLMCall.id))]
+    assert [(e, ok) for e, ok, _ in rows] == [("down", False), ("up", True)]
+    assert "cannot connect" in rows[0][2] and "failed over" in rows[0][2]

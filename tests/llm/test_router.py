@@ -112,6 +112,8 @@ def test_connection_refused_and_5xx_fail_over(redis_client, closed_port):
                          ep("c", good.url)], RedisRoutingState(redis_client))
         reply = RoutedClient(router, "worker").chat(HELLO)
         assert (reply.endpoint, reply.content) == ("c", "from c") and reply.started_at > 0
+        assert [f["endpoint"] for f in reply.failovers] == ["dead", "flaky"]  # what failed before, to record
+        assert "HTTP 500" in reply.failovers[1]["error"] and reply.failovers[1]["model"] == "m-flaky"
         assert router.state_of("dead")["circuit"] == "open" and router.state_of("flaky")["circuit"] == "open"
         assert [s["in_use"] for s in router.snapshot()] == [0, 0, 0]
 
