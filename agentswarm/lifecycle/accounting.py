@@ -72,7 +72,7 @@ def _gpu_share(session: Session, run_id: str, ep: Endpoint, start: datetime, lat
             LLMCall.run_id == run_id, LLMCall.endpoint == ep.name, LLMCall.started_at.is_not(None),
             LLMCall.started_at < end, LLMCall.started_at > start - timedelta(days=1))
     ).all()
-    others = [(a.timestamp(), a.timestamp() + ms / 1000.0) for a, ms in rows]
+    others = [(a.timestamp(), a.timestamp() + ms / 1000.0) for a, ms in rows if a is not None]
     seconds = uncovered_seconds((start.timestamp(), end.timestamp()), others)
     return gpu_cost(seconds, ep.gpu_price_per_hour, ep.gpus)
 

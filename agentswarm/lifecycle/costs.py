@@ -33,7 +33,8 @@ def by_endpoint(db: Session, run_id: str) -> list[dict[str, Any]]:
     spans: dict[str, list[tuple[float, float]]] = {}
     for name, start, ms in db.execute(select(LLMCall.endpoint, LLMCall.started_at, LLMCall.latency_ms).where(
             LLMCall.run_id == run_id, LLMCall.started_at.is_not(None))):
-        spans.setdefault(name, []).append((start.timestamp(), start.timestamp() + ms / 1000.0))
+        if start is not None:  # filtered in the query; the column is nullable for older rows
+            spans.setdefault(name, []).append((start.timestamp(), start.timestamp() + ms / 1000.0))
     return [{"endpoint": name or "(unnamed)", "calls": calls, "failed": failed, "prompt_tokens": int(p),
              "completion_tokens": int(c), "cost_usd": _round(cost),
              "busy_s": round(union_seconds(spans.get(name, [])), 3)}

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,7 +34,7 @@ from agentswarm.llm.replies import (
 )
 
 __all__ = [
-    "ChatReply", "LLMClient", "LLMConnectionError", "LLMError", "LLMHTTPError", "LLMProtocolError",
+    "ChatClient", "ChatReply", "LLMClient", "LLMConnectionError", "LLMError", "LLMHTTPError", "LLMProtocolError",
     "LLMTimeout", "ToolCall", "Usage", "estimate_cost_usd", "normalize_base_url", "parse_retry_after",
 ]
 log = logging.getLogger("agentswarm.llm")
@@ -89,6 +89,21 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ChatClient(Protocol):
+    """What the planner, subplanner, reconciler and checks need of a client: one endpoint's LLMClient or the
+    router's RoutedClient over LLM_ENDPOINTS."""
+
+    model: str
+
+    def chat(self, messages: list[dict], *, tools: list[dict] | None = None, tool_choice: str | dict | None = None,
+             max_tokens: int | None = None, temperature: float | None = None, stream: bool = False,
+             extra_body: dict | None = None) -> ChatReply: ...
+
+    def models(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 class LLMClient:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agentswarm.llm import LLMClient, LLMError
+from agentswarm.llm import ChatClient, LLMError
 
 PROBE_TOOL = {"type": "function", "function": {
     "name": "finish", "description": "Report that the task is done.",
@@ -35,7 +35,7 @@ TOOL_PROBE = [{"role": "system", "content": "You are a coding agent. Call a tool
               {"role": "user", "content": "The task is already done. Call finish with status complete."}]
 
 
-def check_endpoint(client: LLMClient, model: str, tool_probe: list[dict] | None = None) -> CheckReport:
+def check_endpoint(client: ChatClient, model: str, tool_probe: list[dict] | None = None) -> CheckReport:
     """Three probes a swarm relies on; each failure says what to fix.
 
     `tool_probe`: the messages of the tool-call probe (default TOOL_PROBE; the demo simulator answers only

@@ -20,7 +20,7 @@ from agentswarm.db.events import record_event
 from agentswarm.db.models import LLMCall
 from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.accounting import record_llm_call
-from agentswarm.llm import LLMClient, LLMError
+from agentswarm.llm import ChatClient, LLMError
 from agentswarm.planning.parsing import reply_text
 from agentswarm.planning.reading import UnparseableReply, read_reply
 
@@ -55,7 +55,7 @@ class CallOutcome:
         return self.error is None
 
 
-def _call(client: LLMClient, messages: list[dict], settings: Settings) -> CallOutcome:
+def _call(client: ChatClient, messages: list[dict], settings: Settings) -> CallOutcome:
     started = time.monotonic()
     try:
         reply = client.chat(messages, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature)
@@ -92,7 +92,7 @@ def complete_tasks(outcome: CallOutcome) -> int | None:
     return len(reading.items) if reading.cut else None
 
 
-def ask(client: LLMClient, messages: list[dict], settings: Settings, *, batch: int | None = None) -> CallOutcome:
+def ask(client: ChatClient, messages: list[dict], settings: Settings, *, batch: int | None = None) -> CallOutcome:
     """Send one chat request (twice for a cut reply); an LLM failure comes back as an outcome with an error.
 
     `batch`: how many tasks the prompt asked for (read from the prompt when not given).

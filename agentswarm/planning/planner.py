@@ -40,7 +40,7 @@ from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import mark_features_in_progress
 from agentswarm.lifecycle.runs import active_runs, enforce_limits, note_iteration
-from agentswarm.llm import LLMClient
+from agentswarm.llm import ChatClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning import state
 from agentswarm.planning.blocked import refresh_blocked
@@ -207,7 +207,7 @@ def _finish(job: PlanJob, outcome: CallOutcome, settings: Settings) -> dict[str,
         return {"planned": len(kept), "rejected": len(rejected), "dispatched_after": len(sent)}
 
 
-def plan_tick(settings: Settings | None = None, client: LLMClient | None = None, *,
+def plan_tick(settings: Settings | None = None, client: ChatClient | None = None, *,
               requested: bool = False) -> dict[str, Any]:
     """For every active run end it if it is over, dispatch held tasks, and plan more work if there is room.
 
@@ -226,7 +226,7 @@ def plan_tick(settings: Settings | None = None, client: LLMClient | None = None,
     return report
 
 
-def _tick(settings: Settings, client: LLMClient | None, may_plan: bool) -> dict[str, Any]:
+def _tick(settings: Settings, client: ChatClient | None, may_plan: bool) -> dict[str, Any]:
     """Steps 1-3 for every active run; only a tick holding the planner lock (may_plan) calls the model."""
     runs: dict[str, dict[str, Any]] = {}
     jobs: list[PlanJob] = []

@@ -17,7 +17,7 @@ from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.budgets import check_budgets, tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.parents import children_of
-from agentswarm.llm import LLMClient
+from agentswarm.llm import ChatClient
 from agentswarm.planning.calls import ask, record
 from agentswarm.planning.parsing import Rejection, UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
@@ -50,7 +50,7 @@ def _task_input(task: Task) -> dict:
             "kind": task.kind}
 
 
-def maybe_decompose(session: Session, task: Task, client: LLMClient, *,
+def maybe_decompose(session: Session, task: Task, client: ChatClient, *,
                     settings: Settings | None = None) -> list[Task] | None:
     """The stored children of `task` (pending, dispatched after commit), or None to run it whole."""
     settings = settings or get_settings()

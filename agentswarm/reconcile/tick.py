@@ -55,7 +55,7 @@ from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
 from agentswarm.lifecycle.feedback import gate_feedback
 from agentswarm.lifecycle.flaky import note_runs, observe, quarantined_names
-from agentswarm.llm import LLMClient
+from agentswarm.llm import ChatClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
 from agentswarm.planning.parsing import UnparseableReply, parse_tasks
@@ -93,7 +93,7 @@ class RedMain:
     marks: list[str]  # what identifies this red in a check's output (see reconcile.bisect.signatures)
 
 
-def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = None, *,
+def reconcile_tick(settings: Settings | None = None, client: ChatClient | None = None, *,
                    force: bool = False) -> dict[str, Any]:
     """Check main once per new sha (again with `force`); act on a red one."""
     settings = settings or get_settings()
@@ -103,7 +103,7 @@ def reconcile_tick(settings: Settings | None = None, client: LLMClient | None = 
         return _tick(settings, client, force)
 
 
-def _tick(settings: Settings, client: LLMClient | None, force: bool) -> dict[str, Any]:
+def _tick(settings: Settings, client: ChatClient | None, force: bool) -> dict[str, Any]:
     with session_scope(settings.database_url) as db:
         run = db.scalars(select(Run).where(Run.status == RunStatus.active).order_by(Run.started_at.desc())).first()
         if run is None:
@@ -241,7 +241,7 @@ def _summary(run: MainRun) -> list[dict[str, Any]]:
 # -- acting on red ---------------------------------------------------------------------------------
 
 
-def _act(settings: Settings, client: LLMClient | None, red: RedMain) -> dict[str, Any]:
+def _act(settings: Settings, client: ChatClient | None, red: RedMain) -> dict[str, Any]:
     if settings.reconcile_on_red is RedAction.revert:
         reverted = _revert(settings, red)
         if "revert" in reverted:
@@ -344,7 +344,7 @@ def _open_fixes(db: Session, run_id: str) -> list[Task]:
                                               Task.status.in_(OPEN))))
 
 
-def _ask_for_fixes(settings: Settings, client: LLMClient | None, red: RedMain) -> dict[str, Any]:
+def _ask_for_fixes(settings: Settings, client: ChatClient | None, red: RedMain) -> dict[str, Any]:
     """Today's fallback: a few urgent fix tasks from the model, described from the failing output."""
     with session_scope(settings.database_url) as db:
         run = db.get(Run, red.run_id)
