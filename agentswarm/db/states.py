@@ -22,12 +22,13 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.running: frozenset({S.complete, S.failed, S.blocked, S.cancelled, S.pending}),
     S.failed: frozenset({S.pending}),
     S.blocked: frozenset({S.pending, S.cancelled}),
-    S.complete: frozenset({S.pending, S.blocked}),
+    S.complete: frozenset({S.pending, S.blocked, S.failed}),
     S.cancelled: frozenset(),
 }
 # running -> pending and assigned -> pending are the monitor's recovery of lost work.
 # complete -> pending (or blocked, out of attempts) is the gate sending a branch that broke the build
 # back to its author: complete means "the agent finished", landing is the merge record's to say.
+# complete -> failed is a branch that can never land: a revert that conflicts, or a conflict past the cap.
 
 TERMINAL = frozenset({S.complete, S.failed, S.blocked, S.cancelled})
 IN_FLIGHT = frozenset({S.assigned, S.running})  # a worker holds the task

@@ -97,14 +97,33 @@ def record_landing(db: Session, task: Task, strategy: str, result: MergeResult, 
             record_event(db, "task.created", "conflict resolution", run_id=task.run_id, task_id=child.id,
                          origin=task.id)
             dispatch_pending(db, task.run_id)
+        elif settings.conflict_policy is ConflictPolicy.resolve:
+            give_back(db, task, result, settings)
         else:
-            why = "conflict cap reached" if settings.conflict_policy is ConflictPolicy.resolve else "policy is skip"
-            record_event(db, "merge.needs_person", f"{why}: {task.branch} left unmerged",
+            record_event(db, "merge.needs_person", f"policy is skip: {task.branch} left unmerged",
                          run_id=task.run_id, task_id=task.id)
     else:
         record_event(db, "merge.failed", stored_text(result.error or "", 500, settings), run_id=task.run_id,
                      task_id=task.id)
     return attempt
+
+
+def give_back(db: Session, task: Task, result: MergeResult, settings: Settings) -> None:
+    """A branch still conflicts after MAX_CONFLICT_TASKS resolutions: it fails, and its features go back to
+    the planner, which plans them afresh from the current main (counted as one failed attempt of each feature,
+    so a feature that keeps conflicting fails for good after MAX_ATTEMPTS and blocks what waits on it).
+
+    Conflicts that outlast their resolutions come from other branches landing the same files meanwhile; leaving
+    the branch complete and unmerged would hold its features in progress for the rest of the run.
+    """
+    files = ", ".join(result.conflict_files)
+    error = (f"still conflicts with main in {files} after {settings.max_conflict_tasks} conflict-resolution "
+             f"task(s); its features go back to the planner")
+    if transition(db, task.id, TaskStatus.complete, TaskStatus.failed, error=stored_text(error, 2000, settings)):
+        set_feature_status(db, task.feature_ids or [], FeatureStatus.failed)
+        request_plan_after_commit(db)
+        record_event(db, "merge.gave_up", stored_text(f"{task.branch}: {error}", 500, settings),
+                     run_id=task.run_id, task_id=task.id, origin=task.origin_id, files=result.conflict_files)
 
 
 class MissingHead(SwarmError):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Feature, FeatureStatus, HandoffRecord, Task, TaskStatus
+from agentswarm.db.models import Feature, FeatureStatus, HandoffRecord, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.states import ENDED_BADLY, OPEN
 
 FEATURES_SHOWN = 60
@@ -113,7 +113,13 @@ def load_board(session: Session, run_id: str, max_attempts: int) -> Board:
     rows = session.execute(select(Task.id, Task.status, Task.feature_ids, Task.error).where(
         Task.run_id == run_id, Task.parent_id.is_(None), Task.status.in_([*ENDED_BADLY, TaskStatus.complete]))
         .order_by(Task.finished_at.nulls_first(), Task.created_at)).all()
+    # A complete branch that conflicted was handed on to a conflict-resolution task, which carries its features
+    # from then on (and fails, giving them back, if it never lands): it waits for no merge.
+    superseded = set(session.scalars(select(MergeAttempt.task_id).join(Task, Task.id == MergeAttempt.task_id).where(
+        Task.run_id == run_id, Task.status == TaskStatus.complete, MergeAttempt.status == MergeStatus.conflict)))
     for task_id, status, ids, error in rows:
+        if task_id in superseded:
+            continue
         for fid in ids or []:
             if status == TaskStatus.complete:
                 completed.add(fid)

@@ -191,3 +191,58 @@ def test_with_a_remote_hub_the_mirror_lands_the_imported_work_and_pushes_main(db
         assert read(remote, "main", "src/a.ts") == "remote work\n"  # published to the remote
     finally:
         get_settings.cache_clear()
+
+
+def test_a_branch_past_the_conflict_cap_fails_and_gives_its_feature_back_to_the_planner(db, tmp_path, monkeypatch):
+    """Other branches keep landing the same file: once MAX_CONFLICT_TASKS resolutions still conflict, the last
+    fails, the feature is failed (one attempt) and ready to be planned afresh, not held in progress for good."""
+    from agentswarm.config import get_settings
+    from agentswarm.db.models import Feature, FeatureStatus
+    from agentswarm.merge.queue import merge_task
+    from agentswarm.planning.state import load_board
+
+    hub, root = new_hub(tmp_path / "hub.git", {"src/a.ts": lines(3)})
+    monkeypatch.setenv("HUB_PATH", str(hub))
+    monkeypatch.setenv("MERGE_STRATEGY", "fast-forward")
+    monkeypatch.setenv("MAX_CONFLICT_TASKS", "1")
+    get_settings.cache_clear()
+    monkeypatch.setattr("agentswarm.queue.send.send_run_task", lambda tid, p: None)
+    try:
+        with session_scope(db) as s:
+            run = Run(max_tasks=10, max_tokens=10**6, max_dollars=1.0)
+            s.add(run)
+            s.add(Feature(id="f-a", category="c", title="a", status=FeatureStatus.in_progress, files=["src/a.ts"]))
+            s.flush()
+            run_id = run.id
+            other = _complete_task(s, run_id, "swarm/other", ["src/a.ts"],
+                                   branch(hub, "swarm/other", root, {"src/a.ts": "other\n"})[-1], feature_ids=[])
+            mine = _complete_task(s, run_id, "swarm/mine", ["src/a.ts"],
+                                  branch(hub, "swarm/mine", root, {"src/a.ts": "mine\n"})[-1], feature_ids=["f-a"])
+        assert merge_task(other) == "merged"
+        assert merge_task(mine) == "conflict"
+        with session_scope(db) as s:
+            ct = s.scalars(select(Task).where(Task.kind == "conflict")).one()
+            assert load_board(s, run_id, 3).why_not("f-a") == "feature f-a already has a task in flight"
+            # The resolution is made on the main of its time, but a third branch lands the file meanwhile.
+            resolved = branch(hub, ct.branch, git(hub, "rev-parse", "main"), {"src/a.ts": "other\nmine\n"})[-1]
+            third = _complete_task(s, run_id, "swarm/third", ["src/a.ts"],
+                                   branch(hub, "swarm/third", git(hub, "rev-parse", "main"),
+                                          {"src/a.ts": "third\n"})[-1], feature_ids=[])
+            assert transition(s, ct.id, "pending", "assigned") and transition(s, ct.id, "assigned", "running")
+            _hand_off(s, ct.id, resolved)
+            assert transition(s, ct.id, "running", "complete")
+            ct_id = ct.id
+        assert merge_task(third) == "merged"
+        assert merge_task(ct_id) == "conflict"
+        with session_scope(db) as s:
+            ct = s.get(Task, ct_id)
+            assert ct.status == "failed" and "still conflicts with main in src/a.ts" in ct.error
+            assert s.scalars(select(Task).where(Task.kind == "conflict")).one().id == ct_id  # no second one
+            assert s.get(Feature, "f-a").status == FeatureStatus.failed
+            [gave_up] = s.scalars(select(Event).where(Event.kind == "merge.gave_up")).all()
+            assert gave_up.task_id == ct_id
+            board = load_board(s, run_id, 3)
+            assert board.why_not("f-a") is None and board.failures_by_feature["f-a"] == 1
+            assert [f.id for f in board.ready()] == ["f-a"]
+    finally:
+        get_settings.cache_clear()
