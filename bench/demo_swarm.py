@@ -180,13 +180,17 @@ def main() -> None:
     started_at = datetime.now().astimezone()
     t0_wall = time.time() - 1
 
+    adopt_until = [float("inf")]
+
     def until() -> bool:
         if not state:
             current = ROOT / "var" / "swarm" / "current"
             if current.exists() and current.resolve().stat().st_mtime >= t0_wall:  # this run's, not an older one
                 state.append(current.resolve())
-        if not sampler.is_alive() and state:
+        if state and time.monotonic() < adopt_until[0]:  # processes come up one by one; adopting is idempotent
             supervised_pids(state[0], group)
+        if not sampler.is_alive() and state:
+            adopt_until[0] = time.monotonic() + 30
             sampler.start()
         finished = done(url)
         if finished and state:
@@ -197,6 +201,8 @@ def main() -> None:
     t0 = time.monotonic()
     run_swarm(env, args.seconds, tmp / "swarm.log", until=until)
     elapsed = time.monotonic() - t0
+    if state and not cpu:  # stopped by the time limit: what /proc still shows (the swarm may be gone by now)
+        cpu.update(process_cpu(state[0]))
     sampler.stop.set()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     with _pg(url) as conn:
