@@ -112,7 +112,7 @@ def test_overflow_and_failover_lose_no_task_and_costs_add_up(swarm, db, celery_w
     def beat():
         plan_tick()
         monitor_tick()
-        if not killed and len(slow.requests) >= 8 and len(fast.requests) >= 4:
+        if not killed and len(slow.requests) >= 4 and len(fast.requests) >= 2:  # early: most of the run is after
             killed["at"], killed["fast_before"] = time.time(), len(fast.requests)
             slow_sim.dead = True  # the first endpoint dies mid-run: calls in flight fail, new ones are refused
             slow.stop()
@@ -139,9 +139,10 @@ def test_overflow_and_failover_lose_no_task_and_costs_add_up(swarm, db, celery_w
     # Routing: the slow one was filled to exactly its limit, overflow went to the fast one before the kill,
     # and after the kill every call that answered came from the fast one.
     assert slow_sim.peak == 2
-    assert killed["fast_before"] >= 4
+    assert killed["fast_before"] >= 2
     assert set(split) == {"slow", "fast"} and split["slow"] >= 2 and split["fast"] >= 2, split
-    after = [c for c in calls if c.ok and c.started_at.timestamp() > killed["at"] + 1]
+    # (a call to the slow one that started before the kill may still answer; one started after cannot)
+    after = [c for c in calls if c.ok and c.started_at.timestamp() > killed["at"]]
     assert after and {c.endpoint for c in after} == {"fast"}
     assert all(c.endpoint in ("slow", "fast") for c in calls)
     assert {r["model"] for r in slow.requests} == {"slow-glm"} and {r["model"] for r in fast.requests} == {"fast-glm"}

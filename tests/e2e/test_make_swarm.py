@@ -171,7 +171,9 @@ def _restarts(db) -> dict[str, list[dict]]:
 
 
 def test_swarm_restarts_sigkilled_workers_and_still_finishes(tmp_path, db, redis_client):
-    swarm = Swarm(tmp_path, HEARTBEAT_INTERVAL_S="1", STALE_HEARTBEAT_S="10")
+    # The simulated model takes 1.5 s a reply, so the tiny run is still going when its workers are killed (without
+    # it the whole run can land before supervisord reports the workers RUNNING).
+    swarm = Swarm(tmp_path, HEARTBEAT_INTERVAL_S="1", STALE_HEARTBEAT_S="10", SIM_LATENCY_S="1.5")
     try:
         work_pid, merge_pid = swarm.pid("work"), swarm.pid("merge")
 
