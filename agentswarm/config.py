@@ -164,7 +164,9 @@ class Settings(BaseSettings):
         "(with the heartbeat); past it one `truncated` line, and the whole transcript comes with the handoff; 0: off")
 
     # Planning and budgets
-    max_planner_iterations: int = Field(100, gt=0)
+    max_planner_iterations: int | None = Field(
+        None, gt=0, description="planner model calls a run may make; unset: max(100, 3 x the features at the run's "
+        "start), since event-driven planning makes many small passes (a few tasks each with few slots)")
     planner_batch_size: int = Field(20, gt=0)
     planner_backlog: int | None = Field(
         None, ge=0, description="tasks the planner keeps stored ahead of the free worker slots (pending, unsent: "

@@ -12,6 +12,8 @@ from agentswarm.config import Settings
 from agentswarm.db.models import Run, Task
 from agentswarm.lifecycle.accounting import run_spend
 
+DEFAULT_PLANNER_ITERATIONS = 100  # the least cap a run gets (SEED-PLAN's figure)
+
 
 @dataclass(frozen=True)
 class BudgetHit:
@@ -31,7 +33,9 @@ def task_count(session: Session, run_id: str) -> int:
 def max_iterations(run: Run, settings: Settings) -> int:
     """The run's planner-iteration cap (fixed at start, else from settings)."""
     value = (run.config or {}).get("max_planner_iterations")
-    return int(value) if isinstance(value, int) and value > 0 else settings.max_planner_iterations
+    if isinstance(value, int) and value > 0:
+        return value
+    return settings.max_planner_iterations or DEFAULT_PLANNER_ITERATIONS
 
 
 def tasks_left(session: Session, run: Run) -> int:

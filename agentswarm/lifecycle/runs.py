@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
-from agentswarm.db.models import MainCheck, Run, RunStatus, Task, TaskStatus
+from agentswarm.db.models import Feature, FeatureStatus, MainCheck, Run, RunStatus, Task, TaskStatus
 from agentswarm.db.states import OPEN, transition
 from agentswarm.git.hub import main_sha
-from agentswarm.lifecycle.budgets import BudgetHit, check_budgets
+from agentswarm.lifecycle.budgets import DEFAULT_PLANNER_ITERATIONS, BudgetHit, check_budgets
 from agentswarm.lifecycle.features import all_features_done
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.queue.names import RECONCILE_TICK
@@ -29,6 +29,15 @@ from agentswarm.queue.send import tick_after_commit
 def active_runs(session: Session) -> list[Run]:
     """Runs still active, oldest first."""
     return list(session.scalars(select(Run).where(Run.status == RunStatus.active).order_by(Run.started_at)))
+
+
+def planner_iteration_cap(session: Session, settings: Settings) -> int:
+    """MAX_PLANNER_ITERATIONS, or max(100, 3 x the features not done yet): a pass plans what fits the free slots
+    and the backlog, so four slots make a pass per task or two, and a flat 100 stopped such a run halfway."""
+    if settings.max_planner_iterations is not None:
+        return settings.max_planner_iterations
+    open_features = session.scalar(select(func.count(Feature.id)).where(Feature.status != FeatureStatus.done)) or 0
+    return max(DEFAULT_PLANNER_ITERATIONS, 3 * int(open_features))
 
 
 def start_run(session: Session, settings: Settings, *, demo: bool | None = None) -> Run:
@@ -42,7 +51,7 @@ def start_run(session: Session, settings: Settings, *, demo: bool | None = None)
         status=RunStatus.active, demo=settings.demo_mode if demo is None else demo,
         max_tasks=settings.run_max_tasks, max_tokens=settings.run_max_tokens, max_dollars=settings.run_max_dollars,
         deadline_at=now + timedelta(seconds=settings.run_deadline_s), planner_iterations=0,
-        config={"max_planner_iterations": settings.max_planner_iterations, "model": settings.llm_model,
+        config={"max_planner_iterations": planner_iteration_cap(session, settings), "model": settings.llm_model,
                 "max_workers": settings.max_workers, "planner_batch_size": settings.planner_batch_size,
                 "main_at_start": main_sha(settings.hub_path)},
     )

@@ -175,3 +175,24 @@ def test_start_resumes_the_active_run_and_end_is_idempotent(db, make_settings):
     with pytest.raises(ValueError):
         with session_scope(db) as sess:
             end_run(sess, a.id, "active", "no")
+
+
+def test_the_iteration_cap_grows_with_the_features_left_unless_set(db, make_settings):
+    """Event-driven planning makes a pass per freed slot or two: a flat 100 stopped a 4-slot run on VoxelCraft at
+    113 of 200 features. Unset, the cap is max(100, 3 x features not done); set, it is what was set."""
+    from agentswarm.db.models import Feature
+    from agentswarm.lifecycle.budgets import max_iterations
+
+    with session_scope(db) as sess:
+        sess.add_all([Feature(id=f"f-{i}", category="c", title=str(i), status="done" if i < 10 else "pending")
+                      for i in range(60)])
+    s = make_settings()
+    with session_scope(db) as sess:
+        run = start_run(sess, s)
+        assert max_iterations(run, s) == 150  # 50 features left
+        end_run(sess, run.id, "stopped", "by hand")
+        run = start_run(sess, make_settings(max_planner_iterations=7))
+        assert max_iterations(run, s) == 7
+        end_run(sess, run.id, "stopped", "by hand")
+        sess.execute(update(Feature).values(status="done"))
+        assert max_iterations(start_run(sess, s), s) == 100
