@@ -13,7 +13,15 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import Feature, FeatureStatus, HandoffRecord, MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import (
+    Feature,
+    FeatureStatus,
+    HandoffRecord,
+    MergeAttempt,
+    MergeStatus,
+    Task,
+    TaskStatus,
+)
 from agentswarm.db.states import ENDED_BADLY, OPEN
 
 FEATURES_SHOWN = 60
