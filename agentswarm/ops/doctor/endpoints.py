@@ -17,7 +17,7 @@ from typing import Any
 
 from agentswarm.llm import LLMClient
 from agentswarm.llm.endpoints import load_endpoints
-from agentswarm.ops.doctor.ladder import shown_url
+from agentswarm.ops.doctor.ladder import shown_url, stop_process
 from agentswarm.ops.llm_check import check_endpoint
 
 DEMO_START_S = 20
@@ -76,13 +76,7 @@ def start_demo_model(ladder: Any) -> str | None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
     if proc.stderr:
         proc.stderr.close()
 

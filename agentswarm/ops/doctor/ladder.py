@@ -8,6 +8,9 @@ secret the settings and the endpoints know before they are printed.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -115,3 +118,21 @@ def shown_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def stop_process(proc: subprocess.Popen, *, group: bool = False, timeout: float = 10.0) -> None:
+    """SIGTERM (to its process group with `group`), then SIGKILL after `timeout` seconds; waits for the end."""
+    if proc.poll() is not None:
+        return
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()

@@ -19,13 +19,14 @@ import json
 import os
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from agentswarm.ops.doctor.ladder import stop_process
 
 FEATURE = {
     "id": "engine-999", "category": "engine", "title": "Doctor smoke: one constant",
@@ -107,13 +108,7 @@ def _private_redis(scratch: Path) -> tuple[subprocess.Popen | None, str | None]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def scratch_env(s: Any, scratch: Path, db_url: str, redis_url: str, demo_llm_url: str | None) -> dict[str, str]:
@@ -161,13 +156,7 @@ def _run_child(ladder: Any, env: dict[str, str], scratch: Path, timeout_s: float
                 _report(ladder, line, seen, scratch)
     finally:
         sel.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, group=True, timeout=30)
         proc.stdout.close()
     missing = [name for name in STEPS if name not in seen]
     if missing:

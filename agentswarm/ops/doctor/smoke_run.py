@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+
+from agentswarm.ops.doctor.ladder import stop_process
 
 POLL_S = 0.5
 WORKER_READY_S = 60
@@ -44,13 +45,7 @@ def start_worker(scratch: Path) -> subprocess.Popen:
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_process(proc, group=True, timeout=30)
 
 
 def setup(settings: Any) -> str:
