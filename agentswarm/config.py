@@ -234,6 +234,10 @@ class Settings(BaseSettings):
         1.0, ge=0, le=600, description="seconds the merge stage waits for a batch to fill; short by default: "
         "branches that complete while a batch is in the gate make the next batch, so batches grow with the load "
         "by themselves, and a wait here is paid by every link of the features' dependency chain")
+    gate_batch_wait_busy_s: float | None = Field(
+        None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure; the "
+        "wait grows from GATE_BATCH_WAIT_S with it): a gate run costs as much for one branch as for sixteen, so "
+        "when cores are the bottleneck larger batches land more per CPU-second (default: 10 x GATE_BATCH_WAIT_S)")
     gate_timeout_s: int = Field(600, gt=0)
 
     # The simulator (demo mode): faults it puts in branches on purpose

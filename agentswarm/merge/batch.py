@@ -1,7 +1,8 @@
 """The gated merge queue: batches of complete branches are stacked on main and tested before main moves.
 
 The merge worker (holding the merge lock) takes up to GATE_BATCH_MAX complete, unlanded tasks
-(waiting at most GATE_BATCH_WAIT_S for the batch to fill), stacks their recorded heads on main
+(waiting for the batch to fill while other tasks are under way: GATE_BATCH_WAIT_S on an idle machine,
+up to GATE_BATCH_WAIT_BUSY_S on a saturated one), stacks their recorded heads on main
 with the configured strategy, and runs the gate on the stack's tip. Green: main moves to the tip
 in one compare-and-swap. Red: the stack is bisected, the first half on main first; every green
 prefix lands at once; the branch whose prefix turns red is tested again on the same tree (twice
@@ -26,10 +27,12 @@ found already merged, the rest are tested again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -116,14 +119,45 @@ def candidates(db: Session, first: Task, limit: int) -> list[Task]:
     return [first, *rows]
 
 
+def cpu_pressure() -> float:
+    """How saturated this machine's CPU is, 0 to 1: the share of the last ten seconds in which some runnable
+    task waited for a core (Linux PSI, /proc/pressure/cpu), else the 1-minute load beyond one per core."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+        return max(0.0, min(1.0, float(some.split("avg10=", 1)[1].split()[0]) / 100))
+    except (OSError, IndexError, ValueError):
+        return max(0.0, min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1) - 1.0))
+
+
+def batch_wait_s(settings: Settings, pressure: float) -> float:
+    """GATE_BATCH_WAIT_S on an idle machine, growing to GATE_BATCH_WAIT_BUSY_S as its CPU saturates.
+
+    A gate run costs the same CPU for one branch as for sixteen: while cores are free it costs the run
+    nothing and a wait only lengthens each link of the features' dependency chain, but once the agents'
+    checks and the gate compete for cores, fewer, larger batches land more commits per CPU-second.
+    """
+    busy = settings.gate_batch_wait_busy_s
+    busy = 10 * settings.gate_batch_wait_s if busy is None else max(busy, settings.gate_batch_wait_s)
+    return settings.gate_batch_wait_s + pressure * (busy - settings.gate_batch_wait_s)
+
+
+def _others_unfinished(db: Session, first: Task) -> bool:
+    """True while another task of the run may still complete and join the batch."""
+    return db.scalar(select(Task.id).where(
+        Task.run_id == first.run_id, Task.id != first.id,
+        Task.status.in_((TaskStatus.pending, TaskStatus.assigned, TaskStatus.running))).limit(1)) is not None
+
+
 def gather(db: Session, first: Task, settings: Settings) -> list[Task]:
-    """The batch: up to GATE_BATCH_MAX tasks, waiting up to GATE_BATCH_WAIT_S for it to fill."""
+    """The batch: up to GATE_BATCH_MAX tasks, waiting (`batch_wait_s`) for it to fill while other tasks of
+    the run are still under way."""
     if settings.gate is GateMode.each:
         return [first]
-    deadline = time.monotonic() + settings.gate_batch_wait_s
+    deadline = time.monotonic() + batch_wait_s(settings, cpu_pressure())
     while True:
         found = candidates(db, first, settings.gate_batch_max)
-        if len(found) >= settings.gate_batch_max or time.monotonic() >= deadline:
+        if (len(found) >= settings.gate_batch_max or time.monotonic() >= deadline
+                or not _others_unfinished(db, first)):
             return found
         time.sleep(POLL_S)
 

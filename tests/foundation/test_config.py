@@ -81,11 +81,12 @@ def test_celery_import_with_bad_setting_prints_one_line():
     assert r.stderr.strip().count("\n") == 0 and "MERGE_STRATEGY" in r.stderr
 
 
-FLOAT_SETTINGS = sorted(name for name, f in Settings.model_fields.items() if f.annotation is float)
+FLOAT_SETTINGS = sorted(name for name, f in Settings.model_fields.items() if f.annotation in (float, float | None))
 
 
 def test_every_float_setting_is_covered():
-    assert {"llm_timeout_s", "run_max_dollars", "sandbox_cpu", "stale_heartbeat_s"} <= set(FLOAT_SETTINGS)
+    assert {"llm_timeout_s", "run_max_dollars", "sandbox_cpu", "stale_heartbeat_s",
+            "gate_batch_wait_busy_s"} <= set(FLOAT_SETTINGS)
 
 
 @pytest.mark.parametrize("name", FLOAT_SETTINGS)

@@ -7,6 +7,8 @@ the gate's commands are small shell checks of the tree so that every outcome is 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from sqlalchemy import select
@@ -14,10 +16,11 @@ from sqlalchemy import select
 from agentswarm.config import get_settings
 from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.models import FlakyTest
+from agentswarm.db.states import transition
 from agentswarm.merge import batch as batch_mod
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import branch, git, new_hub
-from tests.merge.test_merge_queue import _complete_task
+from tests.merge.test_merge_queue import _complete_task, _hand_off
 
 NO_BROKEN = "! ls | grep -q '^BROKEN'"  # red when the tree has a file named BROKEN*
 NO_PAIR = "! { test -e PAIR-A && test -e PAIR-B; }"  # red only when both halves of a pair are present
@@ -236,3 +239,49 @@ def test_a_test_already_recorded_flaky_is_quarantined_and_does_not_fail_later_ba
     settings = configure(["echo ' FAIL  src/y.test.ts > other'; exit 1"])
     other = complete(db, hub, root, run_id, "r", {"r.txt": "r\n"})
     assert merge_task(other, settings) == "rejected"
+
+
+# -- how long a batch waits to fill -----------------------------------------------------------------------
+
+
+def test_the_batch_wait_grows_with_cpu_pressure_from_the_idle_to_the_busy_wait(gate_hub):
+    *_, configure = gate_hub
+    s = configure(["true"], GATE_BATCH_WAIT_S="1")
+    assert batch_mod.batch_wait_s(s, 0.0) == 1.0 and batch_mod.batch_wait_s(s, 1.0) == 10.0
+    assert batch_mod.batch_wait_s(s, 0.5) == pytest.approx(5.5)
+    s = configure(["true"], GATE_BATCH_WAIT_S="0")  # no wait set: none however busy
+    assert batch_mod.batch_wait_s(s, 1.0) == 0.0
+    s = configure(["true"], GATE_BATCH_WAIT_S="2", GATE_BATCH_WAIT_BUSY_S="4")
+    assert batch_mod.batch_wait_s(s, 0.5) == pytest.approx(3.0)
+    assert 0.0 <= batch_mod.cpu_pressure() <= 1.0
+
+
+def test_a_batch_waits_only_while_another_task_of_the_run_may_still_join(gate_hub, db, monkeypatch):
+    hub, root, run_id, configure = gate_hub
+    s = configure(["true"], GATE_BATCH_WAIT_S="60")
+    monkeypatch.setattr(batch_mod, "cpu_pressure", lambda: 0.0)
+    first = complete(db, hub, root, run_id, "alone", {"a.txt": "a\n"})
+    with session_scope(db) as sess:  # nothing else under way: no wait at all
+        started = time.monotonic()
+        assert [t.id for t in batch_mod.gather(sess, sess.get(Task, first), s)] == [first]
+        assert time.monotonic() - started < 5
+        other = Task(run_id=run_id, description="other", branch="swarm/other", scope=["b.txt"], status="running",
+                     title="other", attempts=1)
+        sess.add(other)
+    with session_scope(db) as sess:
+        other_id = sess.scalars(select(Task.id).where(Task.branch == "swarm/other")).one()
+    head = branch(hub, "swarm/other", root, {"b.txt": "b\n"})[-1]
+
+    def finish_other() -> None:  # completes a moment later, while the batch waits for it
+        time.sleep(1.5)
+        with session_scope(db) as sess:
+            _hand_off(sess, other_id, head)
+            assert transition(sess, other_id, "running", "complete")
+
+    threading.Thread(target=finish_other, daemon=True).start()
+    with session_scope(db) as sess:
+        started = time.monotonic()
+        found = [t.id for t in batch_mod.gather(sess, sess.get(Task, first), s)]
+        waited = time.monotonic() - started
+    assert found == [first, other_id]  # it joined, and nothing else could: done well before the 60 s wait
+    assert 1.0 <= waited < 20, waited
