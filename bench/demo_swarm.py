@@ -160,10 +160,12 @@ def main() -> None:
     parser.add_argument("--flat", type=int, default=0, help="instead of VoxelCraft's features: N without dependencies")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between samples")
     parser.add_argument("--label", default="", help="a name for this row (e.g. before/after)")
+    parser.add_argument("--db", default="agentswarm_bench", help="the Postgres database (dropped and made anew)")
+    parser.add_argument("--redis-db", type=int, default=15, help="the Redis database (flushed)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="agentswarm-bench-"))
-    url = fresh_db("agentswarm_bench")
-    redis_url = "redis://127.0.0.1:6379/15"
+    url = fresh_db(args.db)
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env.update(DATABASE_URL=url, REDIS_URL=redis_url, HUB_PATH=str(tmp / "hub.git"),
                SANDBOX_ROOT=str(tmp / "sandboxes"), MAX_WORKERS=str(args.workers), PLAN_INTERVAL_S="2",
@@ -171,7 +173,7 @@ def main() -> None:
                RUN_MAX_TASKS="100000", FLOWER_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()))
     if args.flat:
         env["TARGET_REPO_PATH"] = str(flat_target(tmp / "target", args.flat))
-    subprocess.run(["redis-cli", "-n", "15", "flushdb"], capture_output=True)
+    subprocess.run(["redis-cli", "-n", str(args.redis_db), "flushdb"], capture_output=True)
     sampler = Sampler(url, redis_url, args.every)
     state: list[Path] = []
     cpu: dict[str, float] = {}
