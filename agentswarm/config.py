@@ -236,8 +236,9 @@ class Settings(BaseSettings):
         "by themselves, and a wait here is paid by every link of the features' dependency chain")
     gate_batch_wait_busy_s: float | None = Field(
         None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure; the "
-        "wait grows from GATE_BATCH_WAIT_S with it): a gate run costs as much for one branch as for sixteen, so "
-        "when cores are the bottleneck larger batches land more per CPU-second (default: 10 x GATE_BATCH_WAIT_S)")
+        "wait grows from GATE_BATCH_WAIT_S with it, while the batch is under half full): a gate run costs as much "
+        "for one branch as for sixteen, so when cores are the bottleneck larger batches land more per CPU-second "
+        "(default: 10 x GATE_BATCH_WAIT_S)")
     gate_timeout_s: int = Field(600, gt=0)
 
     # The simulator (demo mode): faults it puts in branches on purpose

@@ -149,14 +149,22 @@ def _others_unfinished(db: Session, first: Task) -> bool:
 
 
 def gather(db: Session, first: Task, settings: Settings) -> list[Task]:
-    """The batch: up to GATE_BATCH_MAX tasks, waiting (`batch_wait_s`) for it to fill while other tasks of
-    the run are still under way."""
+    """The batch: up to GATE_BATCH_MAX tasks, waiting for it to fill while other tasks of the run are under way.
+
+    GATE_BATCH_WAIT_S at most on an idle machine; under CPU pressure the wait may stretch (`batch_wait_s`),
+    but only while the batch is under half full: past that, a gate run's cost per branch barely falls, and the
+    merge stage idling while branches queue would cap the landings at a batch per wait.
+    """
     if settings.gate is GateMode.each:
         return [first]
-    deadline = time.monotonic() + batch_wait_s(settings, cpu_pressure())
+    started = time.monotonic()
+    short = started + settings.gate_batch_wait_s
+    long = started + batch_wait_s(settings, cpu_pressure())
+    enough = max(2, (settings.gate_batch_max + 1) // 2)
     while True:
         found = candidates(db, first, settings.gate_batch_max)
-        if (len(found) >= settings.gate_batch_max or time.monotonic() >= deadline
+        now = time.monotonic()
+        if (len(found) >= settings.gate_batch_max or now >= long or (now >= short and len(found) >= enough)
                 or not _others_unfinished(db, first)):
             return found
         time.sleep(POLL_S)

@@ -285,3 +285,25 @@ def test_a_batch_waits_only_while_another_task_of_the_run_may_still_join(gate_hu
         waited = time.monotonic() - started
     assert found == [first, other_id]  # it joined, and nothing else could: done well before the 60 s wait
     assert 1.0 <= waited < 20, waited
+
+
+def test_under_cpu_pressure_a_batch_waits_longer_only_while_it_is_under_half_full(gate_hub, db, monkeypatch):
+    hub, root, run_id, configure = gate_hub
+    s = configure(["true"], GATE_BATCH_WAIT_S="0.5", GATE_BATCH_WAIT_BUSY_S="3", GATE_BATCH_MAX="4")
+    monkeypatch.setattr(batch_mod, "cpu_pressure", lambda: 1.0)
+    first = complete(db, hub, root, run_id, "p1", {"p1.txt": "1\n"})
+    with session_scope(db) as sess:  # a task still running, which never completes here
+        sess.add(Task(run_id=run_id, description="slow", branch="swarm/slow", scope=["s.txt"], status="running",
+                      title="slow", attempts=1))
+
+    def timed() -> tuple[int, float]:
+        with session_scope(db) as sess:
+            started = time.monotonic()
+            n = len(batch_mod.gather(sess, sess.get(Task, first), s))
+            return n, time.monotonic() - started
+
+    n, waited = timed()  # one of four: under half, so the busy wait
+    assert n == 1 and 2.9 <= waited < 8, waited
+    complete(db, hub, root, run_id, "p2", {"p2.txt": "2\n"})
+    n, waited = timed()  # two of four: half full, so only the idle wait
+    assert n == 2 and 0.4 <= waited < 2.5, waited
