@@ -141,31 +141,34 @@ def batch_wait_s(settings: Settings, pressure: float) -> float:
     return settings.gate_batch_wait_s + pressure * (busy - settings.gate_batch_wait_s)
 
 
-def _others_unfinished(db: Session, first: Task) -> bool:
-    """True while another task of the run may still complete and join the batch."""
-    return db.scalar(select(Task.id).where(
+def _under_way(db: Session, first: Task, limit: int) -> int:
+    """How many other tasks of the run may still complete and join the batch (counted up to `limit`)."""
+    return len(db.scalars(select(Task.id).where(
         Task.run_id == first.run_id, Task.id != first.id,
-        Task.status.in_((TaskStatus.pending, TaskStatus.assigned, TaskStatus.running))).limit(1)) is not None
+        Task.status.in_((TaskStatus.pending, TaskStatus.assigned, TaskStatus.running))).limit(limit)).all())
 
 
 def gather(db: Session, first: Task, settings: Settings) -> list[Task]:
     """The batch: up to GATE_BATCH_MAX tasks, waiting for it to fill while other tasks of the run are under way.
 
     GATE_BATCH_WAIT_S at most on an idle machine; under CPU pressure the wait may stretch (`batch_wait_s`),
-    but only while the batch is under half full: past that, a gate run's cost per branch barely falls, and the
-    merge stage idling while branches queue would cap the landings at a batch per wait.
+    but only while the batch is under half of what it could hold (GATE_BATCH_MAX, or fewer when fewer tasks
+    are under way): past that a gate run's cost per branch barely falls, and the merge stage idling while
+    branches queue would cap the landings at a batch per wait.
     """
     if settings.gate is GateMode.each:
         return [first]
     started = time.monotonic()
     short = started + settings.gate_batch_wait_s
     long = started + batch_wait_s(settings, cpu_pressure())
-    enough = max(2, (settings.gate_batch_max + 1) // 2)
     while True:
         found = candidates(db, first, settings.gate_batch_max)
         now = time.monotonic()
-        if (len(found) >= settings.gate_batch_max or now >= long or (now >= short and len(found) >= enough)
-                or not _others_unfinished(db, first)):
+        if len(found) >= settings.gate_batch_max or now >= long:
+            return found
+        under_way = _under_way(db, first, settings.gate_batch_max)
+        enough = max(2, (min(settings.gate_batch_max, len(found) + under_way) + 1) // 2)
+        if not under_way or (now >= short and len(found) >= enough):
             return found
         time.sleep(POLL_S)
 
