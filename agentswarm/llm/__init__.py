@@ -1,22 +1,21 @@
 """A small client for OpenAI-compatible chat endpoints (SGLang, vLLM, OpenAI, RunPod, the fake server).
 
-Standard library + requests only, and from agentswarm only the standard-library scrubber: it runs inside
-slim sandboxes.
+Standard library (and requests, imported only by the transport that uses it), and from agentswarm only the
+standard-library scrubber: it runs inside slim sandboxes. The bytes move through a transport
+(agentswarm/llm/transport.py): requests for real endpoints, http.client for loopback ones; the retries,
+timeouts, typed errors and parsing here are the same for both.
 The API key lives only in a private attribute and the request header; every error text is scrubbed.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
 import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from agentswarm.agent.scrubbing import scrub
 from agentswarm.llm.replies import (
@@ -32,6 +31,7 @@ from agentswarm.llm.replies import (
     clip,
     to_reply,
 )
+from agentswarm.llm.transport import Response, Transport, TransportError, TransportTimeout, make_transport
 
 __all__ = [
     "ChatClient", "ChatReply", "LLMClient", "LLMConnectionError", "LLMError", "LLMHTTPError", "LLMProtocolError",
@@ -82,6 +82,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only for the rare HTTP-date form
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -107,7 +109,11 @@ class ChatClient(Protocol):
 
 
 class LLMClient:
-    """Chat completions over a pooled HTTP session, with timeouts, bounded retries and typed errors."""
+    """Chat completions over HTTP, with timeouts, bounded retries and typed errors.
+
+    `transport`: "auto" (http.client for a plain-http loopback URL, else a pooled requests session),
+    "requests", "stdlib", or a Transport.
+    """
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class LLMClient:
         backoff_base_s: float = 0.5,
         max_backoff_s: float = 60.0,
         user_agent: str = "agentswarm",
+        transport: str | Transport = "auto",
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -137,10 +144,7 @@ class LLMClient:
         self.max_backoff_s = max_backoff_s
         self.user_agent = user_agent
         self.__key = api_key.strip() if api_key and api_key.strip() else None
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._transport = make_transport(transport, self.base_url) if isinstance(transport, str) else transport
 
     def __repr__(self) -> str:
         key = "set" if self.__key else "none"
@@ -154,7 +158,7 @@ class LLMClient:
 
     def close(self) -> None:
         """Release the pooled connections."""
-        self._session.close()
+        self._transport.close()
 
     def chat(
         self,
@@ -213,8 +217,10 @@ class LLMClient:
             text = scrub(text, [self.__key])
         return text
 
-    def _headers(self, stream: bool) -> dict[str, str]:
+    def _headers(self, stream: bool, body: bool) -> dict[str, str]:
         headers = {"User-Agent": self.user_agent, "Accept": "text/event-stream" if stream else "application/json"}
+        if body:
+            headers["Content-Type"] = "application/json"
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
         return headers
@@ -228,30 +234,30 @@ class LLMClient:
     def _send(self, method: str, path: str, body: dict | None, *, stream: bool) -> dict:
         """The answer's JSON (a stream folded into one completion), retrying 429, 5xx, timeouts and lost connections."""
         url = self.base_url + path
+        data = None if body is None else json.dumps(body, allow_nan=False).encode()
+        headers = self._headers(stream, data is not None)
         last: LLMError | None = None
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
             started = time.monotonic()
             try:
-                resp = self._session.request(
-                    method, url, json=body, headers=self._headers(stream), timeout=self.timeout_s, stream=stream
-                )
-            except requests.Timeout as exc:  # connect or read: retried, as a 5xx is (a busy server is often both)
-                last = LLMTimeout(f"{method} {url}: no answer within {self.timeout_s:g}s ({type(exc).__name__})")
-            except requests.RequestException as exc:
+                resp = self._transport.request(method, url, data, headers, self.timeout_s)
+            except TransportTimeout as exc:  # connect or read: retried, as a 5xx is (a busy server is often both)
+                last = LLMTimeout(f"{method} {url}: no answer within {self.timeout_s:g}s ({exc.kind})")
+            except TransportError as exc:
                 last = LLMConnectionError(f"{method} {url}: cannot connect: {clip(self._scrub(str(exc)), 300)}")
             else:
-                if resp.status_code < 400:
+                if resp.status < 400:
                     try:
                         return self._read_stream(resp, started) if stream else self._read_json(resp)
-                    except LLMTimeout as exc:  # a stream that stalls half way
+                    except LLMTimeout as exc:  # an answer that stalls half way
                         last = exc
                     finally:
                         resp.close()
                 else:
                     text = clip(self._scrub(_safe_text(resp)))
-                    status = resp.status_code
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    status = resp.status
+                    retry_after = parse_retry_after(resp.header("Retry-After"))
                     resp.close()
                     err = LLMHTTPError(f"{method} {url}: HTTP {status}: {text}", status=status, body_excerpt=text)
                     if status != 429 and status < 500:
@@ -268,29 +274,30 @@ class LLMClient:
         last.args = (f"{last.args[0]} (gave up after {self.max_retries + 1} attempts)",)
         raise last
 
-    def _read_json(self, resp: requests.Response) -> dict:
+    def _read_json(self, resp: Response) -> dict:
         try:
-            text = resp.text
-        except requests.RequestException as exc:
-            raise LLMProtocolError(f"answer cut off while reading: {type(exc).__name__}",
-                                   status=resp.status_code) from None
+            text = resp.read().decode("utf-8", errors="replace")
+        except TransportTimeout:
+            raise LLMTimeout(f"answer stalled for more than {self.timeout_s:g}s") from None
+        except TransportError as exc:
+            raise LLMProtocolError(f"answer cut off while reading: {exc.kind}", status=resp.status) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             excerpt = clip(self._scrub(text))
             raise LLMProtocolError(f"answer is not valid JSON ({exc.msg}): {excerpt}",
-                                   status=resp.status_code, body_excerpt=excerpt) from None
+                                   status=resp.status, body_excerpt=excerpt) from None
         if not isinstance(data, dict):
             excerpt = clip(self._scrub(text))
-            raise LLMProtocolError(f"answer is not a JSON object: {excerpt}", status=resp.status_code,
+            raise LLMProtocolError(f"answer is not a JSON object: {excerpt}", status=resp.status,
                                    body_excerpt=excerpt)
         return data
 
-    def _read_stream(self, resp: requests.Response, started: float) -> dict:
+    def _read_stream(self, resp: Response, started: float) -> dict:
         acc = StreamAccumulator()
         seen: list[str] = []
         try:
-            for raw_line in resp.iter_lines(decode_unicode=False):
+            for raw_line in sse_lines(resp.chunks()):
                 if time.monotonic() - started > self.timeout_s:
                     raise LLMTimeout(f"stream exceeded {self.timeout_s:g}s")
                 line = raw_line.decode("utf-8", errors="replace").strip()
@@ -307,27 +314,40 @@ class LLMClient:
                 except json.JSONDecodeError:
                     excerpt = clip(self._scrub(payload))
                     raise LLMProtocolError(f"stream chunk is not valid JSON: {excerpt}",
-                                           status=resp.status_code, body_excerpt=excerpt) from None
+                                           status=resp.status, body_excerpt=excerpt) from None
                 if isinstance(chunk, dict) and "error" in chunk:
                     excerpt = clip(self._scrub(json.dumps(chunk["error"])))
-                    raise LLMProtocolError(f"stream carried an error: {excerpt}", status=resp.status_code,
+                    raise LLMProtocolError(f"stream carried an error: {excerpt}", status=resp.status,
                                            body_excerpt=excerpt)
                 acc.add(chunk)
-        except requests.RequestException as exc:
-            if isinstance(exc, requests.Timeout | requests.exceptions.ConnectionError) and "timed out" in str(exc):
-                raise LLMTimeout(f"stream stalled for more than {self.timeout_s:g}s") from None
-            raise LLMProtocolError(f"stream cut off: {type(exc).__name__}", status=resp.status_code) from None
+        except TransportTimeout:
+            raise LLMTimeout(f"stream stalled for more than {self.timeout_s:g}s") from None
+        except TransportError as exc:
+            raise LLMProtocolError(f"stream cut off: {exc.kind}", status=resp.status) from None
         if not acc.done and acc.finish_reason is None:
             excerpt = clip(self._scrub("\n".join(seen)))
             raise LLMProtocolError("stream ended before [DONE] and without a finish_reason (truncated)",
-                                   status=resp.status_code, body_excerpt=excerpt)
+                                   status=resp.status, body_excerpt=excerpt)
         if not acc.chunks:
-            raise LLMProtocolError("stream carried no chunks", status=resp.status_code)
+            raise LLMProtocolError("stream carried no chunks", status=resp.status)
         return acc.result()
 
 
-def _safe_text(resp: requests.Response) -> str:
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a body arriving in chunks, split at CR, LF or CRLF (as requests' iter_lines splits them)."""
+    pending: bytes | None = None
+    for chunk in chunks:
+        if pending is not None:
+            chunk = pending + chunk
+        lines = chunk.splitlines()
+        pending = lines.pop() if lines and lines[-1] and chunk[-1:] == lines[-1][-1:] else None
+        yield from lines
+    if pending is not None:
+        yield pending
+
+
+def _safe_text(resp: Response) -> str:
     try:
-        return resp.text
-    except requests.RequestException:
+        return resp.read().decode("utf-8", errors="replace")
+    except TransportError:
         return "<body unreadable>"

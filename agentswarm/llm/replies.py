@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentswarm.llm.text_calls import calls_in_text
 from agentswarm.llm.usage import Usage, completion_chars, read_usage
 
 EXCERPT_CHARS = 500
@@ -246,6 +245,8 @@ def to_reply(data: dict, latency_s: float, default_model: str, scrub: Any, reque
     extras.update({k: v for k, v in message.items() if k not in _KNOWN_MESSAGE and v is not None})
     tools = request.get("tools") if isinstance(request, dict) else None
     if tools and not calls and content:  # a server without a tool-call parser leaves the calls in the text
+        # Imported here: its parsers cost an import (on every sandbox start) that most replies never need.
+        from agentswarm.llm.text_calls import calls_in_text
         found, rest = calls_in_text(content, tools)
         if found:
             calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in found]

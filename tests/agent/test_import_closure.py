@@ -1,4 +1,5 @@
-"""The runner runs in a slim image: it may import only the standard library, requests and its own modules."""
+"""The runner runs in a slim image: it may import only the standard library, requests and its own modules,
+and the built-in agent's path not even requests (its import cost is paid on every attempt)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,15 @@ def test_runner_imports_only_stdlib_requests_and_its_own_modules() -> None:
            and m.split(".")[0] not in allowed_third_party
            and m != "agentswarm" and not any(m == a or m.startswith(a + ".") for a in allowed_own)]
     assert bad == [], f"the runner imports modules a slim sandbox image lacks: {bad}"
-    assert "agentswarm.agent.runner" in loaded and "requests" in loaded
+    assert "agentswarm.agent.runner" in loaded
+
+
+def test_the_runner_and_the_builtin_agent_do_not_import_requests() -> None:
+    """The model is reached on loopback (the Bridge) through http.client; requests loads only if a client
+    is made for a real endpoint, so importing the sandbox side must not pull it (or urllib3) in."""
+    code = ("import sys, json; import agentswarm.agent.runner, agentswarm.agent.builtin; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3'))))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert json.loads(out) == []

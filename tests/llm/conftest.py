@@ -53,3 +53,16 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(params=["requests", "stdlib"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every LLMClient made in the test, whatever its URL, moves its bytes with this transport: the client's
+    cases are proven on requests (real endpoints) and on http.client (what loopback URLs get by default)."""
+    import agentswarm.llm
+    from agentswarm.llm.transport import make_transport
+
+    chosen = request.param
+    monkeypatch.setattr(agentswarm.llm, "make_transport",
+                        lambda name, url: make_transport(chosen if name == "auto" else name, url))
+    return chosen

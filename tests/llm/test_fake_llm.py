@@ -15,6 +15,8 @@ import requests
 from agentswarm.llm import LLMClient, LLMHTTPError, Usage
 from agentswarm.testing import FakeLLMServer, Fault
 
+pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
+
 HELLO = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parents[2]
 

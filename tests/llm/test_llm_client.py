@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 
 import pytest
 
+import agentswarm.llm
 from agentswarm.llm import (
     ChatReply,
     LLMClient,
@@ -21,8 +24,11 @@ from agentswarm.llm import (
     estimate_cost_usd,
     normalize_base_url,
     parse_retry_after,
+    sse_lines,
 )
 from agentswarm.testing import FakeLLMServer, Fault
+
+pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 
 KEY = "sk-test-9f8e7d6c5b4a-secret"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -321,3 +327,115 @@ def test_estimate_cost_uses_gpu_time_when_priced_else_tokens():
 def test_reply_types_are_errors_of_one_family():
     assert all(issubclass(e, LLMError) for e in (LLMHTTPError, LLMTimeout, LLMConnectionError, LLMProtocolError))
     assert ChatReply(None, [], None, None, Usage(), 0.0, "m").assistant_message() == {"role": "assistant", "content": None}
+
+
+def test_the_transport_in_use_is_the_one_the_test_asked_for(transport):
+    with FakeLLMServer(["ok"]) as srv:
+        c = client(srv)
+        assert c.chat(HELLO).content == "ok"
+    assert type(c._transport).__name__ == {"requests": "RequestsTransport", "stdlib": "StdlibTransport"}[transport]
+
+
+def test_loopback_http_gets_the_stdlib_transport_and_the_rest_requests(monkeypatch):
+    from agentswarm.llm import transport as tr
+
+    monkeypatch.setattr(agentswarm.llm, "make_transport", tr.make_transport)  # undo the fixture's choice
+    for url in ("http://127.0.0.1:9", "http://localhost:8000/v1", "http://[::1]:8000", "http://127.0.0.2:1"):
+        assert type(LLMClient(url)._transport).__name__ == "StdlibTransport", url
+    for url in ("https://127.0.0.1:9", "http://10.0.0.5:8000", "https://api.example.com/v1", "http://localhost.x"):
+        assert type(LLMClient(url)._transport).__name__ == "RequestsTransport", url
+    assert type(LLMClient("http://10.0.0.5", transport="stdlib")._transport).__name__ == "StdlibTransport"
+    assert type(LLMClient("http://127.0.0.1:9", transport="requests")._transport).__name__ == "RequestsTransport"
+    with pytest.raises(ValueError, match="plain http only"):
+        LLMClient("https://api.example.com", transport="stdlib")
+    with pytest.raises(ValueError, match="transport must be one of"):
+        LLMClient("http://127.0.0.1:9", transport="curl")
+
+
+def _raw_http(answer: bytes, *, then_wait_s: float = 0.0) -> tuple[str, list[int], threading.Event]:
+    """A loopback server that answers every request with `answer` bytes, waits, then drops the connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    served: list[int] = []
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), b"0"))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            served.append(1)
+            conn.sendall(answer)
+            stop.wait(then_wait_s)
+
+    def serve() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        sock.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", served, stop
+
+
+def test_a_body_cut_off_mid_read_is_a_protocol_error_and_not_retried():
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    url, served, stop = _raw_http(head + b'{"choices": [{"message": {"content": "cut')
+    try:
+        with pytest.raises(LLMProtocolError, match="cut off while reading") as info:
+            LLMClient(url, max_retries=2, backoff_base_s=0.01, timeout_s=5).chat(HELLO)
+    finally:
+        stop.set()
+    assert info.value.status == 200 and len(served) == 1
+
+
+def test_a_body_that_stalls_mid_read_times_out_and_is_retried():
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    url, served, stop = _raw_http(head + b'{"choices": [', then_wait_s=5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout, match="gave up after 2 attempts"):
+            LLMClient(url, max_retries=1, backoff_base_s=0.01, timeout_s=0.4).chat(HELLO)
+        assert time.monotonic() - started < 3.0
+    finally:
+        stop.set()
+    assert len(served) == 2
+
+
+def test_a_chunked_stream_cut_mid_chunk_is_a_protocol_error():
+    line = b'data: {"choices": [{"index": 0, "delta": {"content": "half"}}]}\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    url, served, stop = _raw_http(head + f"{len(line) + 50:x}\r\n".encode() + line)
+    try:
+        with pytest.raises(LLMProtocolError):
+            LLMClient(url, max_retries=2, backoff_base_s=0.01, timeout_s=5).chat(HELLO, stream=True)
+    finally:
+        stop.set()
+    assert len(served) == 1
+
+
+def test_a_stream_split_by_bare_carriage_returns_in_odd_chunks_is_read():
+    events = [{"choices": [{"index": 0, "delta": {"content": "a\nb"}}]},
+              {"choices": [{"index": 0, "delta": {"content": "c"}, "finish_reason": "stop"}]}]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\r\r" for e in events) + b": keep-alive\rdata: [DONE]\r"
+    assert list(sse_lines([body[:7], body[7:8], body[8:90], body[90:]])) == body.splitlines()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    url, _, stop = _raw_http(head + body)
+    try:
+        reply = LLMClient(url, timeout_s=5).chat(HELLO, stream=True)
+    finally:
+        stop.set()
+    assert reply.content == "a\nbc" and reply.finish_reason == "stop"

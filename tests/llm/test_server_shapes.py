@@ -12,6 +12,8 @@ from agentswarm.llm.text_calls import calls_in_text
 from agentswarm.testing import FakeLLMServer
 from agentswarm.testing.completions import NO_USAGE
 
+pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
+
 HELLO = [{"role": "user", "content": "hello there"}]  # 11 characters
 TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object", "properties": {
     "path": {"type": "string"}, "content": {"type": "string"}}}}},
