@@ -3,8 +3,8 @@
 Standard library only (GitPython is not in the slim image). A GIT_TOKEN is handed to git through an
 askpass script that reads it from the environment, so it is never written to .git/config or argv.
 Every git process is CPU on the swarm's busiest path, so an attempt starts as few as it can: the
-config is written as a file, the checkout is one command, and a commit and its history are read
-with one `rev-list --parents` (which also tells whether the base is still an ancestor).
+config is written as a file, the checkout is one command, and a commit, its sha and its history are
+read with one `rev-list --parents` (which also tells whether the base is still an ancestor).
 """
 
 from __future__ import annotations
@@ -159,8 +159,9 @@ class Git:
         """True if the working tree has changes (including untracked files not ignored)."""
         return bool(self.out("status", "--porcelain", "--untracked-files=all"))
 
-    def commit_all(self, message: str) -> str | None:
-        """Stage everything and commit it; the new sha, or None if there was nothing to commit.
+    def commit_all(self, message: str, *, read_head: bool = True) -> str | None:
+        """Stage everything and commit it; the new sha (with read_head=False: "HEAD", the sha left to `history`),
+        or None if there was nothing to commit.
 
         Only the paths `git status` reports are staged. A plain `add --all` re-adds every file checked
         out in the same second as the index was written (git cannot trust their stat data), and each
@@ -176,7 +177,7 @@ class Git:
                  input=b"\0".join(paths) + b"\0")
         done = self("commit", "--quiet", "--no-verify", "-m", message, check=False)
         if done.returncode == 0:
-            return self.out("rev-parse", "HEAD")
+            return self.out("rev-parse", "HEAD") if read_head else "HEAD"
         if self("diff", "--cached", "--quiet", check=False).returncode == 0:
             return None  # nothing staged: git commit refused an empty commit
         raise GitError(f"git commit failed (exit {done.returncode}): "
@@ -190,12 +191,30 @@ class Git:
         """The commits of base..head, oldest first; None if `base` (a full sha) is not an ancestor of head."""
         return descendants(self.out("rev-list", "--reverse", "--parents", f"{base}..{head}"), base, head)
 
-    def measure(self, base: str, head: str | None = None, commits: list[str] | None = None) -> GitMeasure:
-        """Commits, head, files and line counts of base..head (default HEAD), from git itself."""
+    def history(self, base: str) -> tuple[list[str] | None, str]:
+        """(commits of base..HEAD oldest first, or None if `base` is not an ancestor of HEAD; HEAD's full sha).
+
+        One git process when HEAD is past the base: HEAD is the listed commit no other listed commit has as
+        a parent (each of the others has a child on its path from HEAD); `rev-parse` only when none is listed.
+        """
+        listed = self.out("rev-list", "--reverse", "--parents", f"{base}..HEAD")
+        rows = [line.split() for line in listed.splitlines() if line.strip()]
+        parents = {p for row in rows for p in row[1:]}
+        tips = [row[0] for row in rows if row[0] not in parents]
+        head = tips[0] if len(tips) == 1 else self.out("rev-parse", "HEAD")
+        return descendants(listed, base, head), head
+
+    def measure(self, base: str, head: str | None = None, commits: list[str] | None = None, *,
+                numstat: bool = True) -> GitMeasure:
+        """Commits, head, files and line counts of base..head (default HEAD), from git itself.
+
+        numstat=False leaves files and lines out (one git process fewer): for a bundle the orchestrator
+        measures what it takes in, and replaces every measured field.
+        """
         head = head or self.out("rev-parse", "HEAD")
         if commits is None:
             commits = self.out("rev-list", "--reverse", f"{base}..{head}").split()
-        raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout if commits else ""
+        raw = self("diff", "--numstat", "-z", "--no-renames", base, head).stdout if commits and numstat else ""
         return GitMeasure.from_numstat(commits, head, raw)
 
     def push_branch(self, branch: str) -> str:

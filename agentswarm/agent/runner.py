@@ -2,7 +2,8 @@
 
 Checks out `swarm/<task-id>` at the task's base commit, runs the agent, commits what it left, pushes
 only its own branch, and writes result.json (always, atomically) measured from git. Exit code:
-0 complete, 1 failed, 2 blocked, 3 runner error. Standard library and `requests` only.
+0 complete, 1 failed, 2 blocked, 3 runner error. Standard library only (`requests` is imported only if the
+agent's model is not on loopback: through the Bridge it is, and the LLM client then uses http.client).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ class Runner:
         gate = os.environ.get(GATE_SOCKET_ENV)
         if gate:  # no network here: the model is reached through the orchestrator's gate
             self.bridge = Bridge(gate).start()
+            # Plain http on loopback: the built-in agent's LLMClient picks its http.client transport for it.
             spec.llm.base_url, api_key = self.bridge.url, os.environ.get(GATE_TOKEN_ENV) or None
             self.transcript.add("note", event="llm_gate", via="unix socket")
         presubmit = None
@@ -209,12 +211,14 @@ class Runner:
 
     def _harvest(self, git: Git, spec: TaskSpec, base: str, branch: str, outcome: AgentOutcome) -> Handoff:
         git.reset_config(spec.repo_url)
-        head = git.commit_all(commit_message(spec, outcome)) or git.out("rev-parse", "HEAD")
-        commits = git.commits_since(base, head)
+        git.commit_all(commit_message(spec, outcome), read_head=False)
+        commits, head = git.history(base)  # the new commit's sha too: no rev-parse
         if commits is None:
             return self.handoff("failed", summary=outcome.summary,
                                 error=f"the agent rewrote history: base {base[:12]} is not an ancestor of HEAD {head[:12]}")
-        measure = git.measure(base, head, commits)
+        # A bundle is measured by the orchestrator as it takes it in (work/drive.py), which replaces every
+        # measured field of this handoff: its files and lines are not counted here twice.
+        measure = git.measure(base, head, commits, numstat=spec.delivery != "bundle")
         status, error = outcome.status, outcome.error
         if status == "complete" and not measure.commits:
             status, error = "blocked", "the agent reported complete but left no changes on its branch"

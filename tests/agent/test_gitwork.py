@@ -132,3 +132,22 @@ def test_a_local_hub_is_cloned_through_upload_pack_not_by_copying_its_objects(tm
     mine = [p for p in (g.repo / ".git" / "objects").rglob("*") if p.is_file()]
     assert mine and not hub_objects & {p.stat().st_ino for p in mine}  # no hard link into the hub
     assert not (g.repo / ".git" / "objects" / "info" / "alternates").exists()
+
+
+
+def test_history_reads_the_commits_and_the_head_sha_in_one_process(clone: Git, hub) -> None:
+    """history(base) == (commits_since(base, HEAD), HEAD); rev-parse only when nothing is past the base."""
+    assert clone.history(hub.base) == ([], hub.base)
+    (clone.repo / "a.txt").write_text("a\n")
+    first = clone.commit_all("first")
+    (clone.repo / "b.txt").write_text("b\n")
+    assert clone.commit_all("second", read_head=False) == "HEAD"
+    second = clone.out("rev-parse", "HEAD")
+    assert clone.history(hub.base) == ([first, second], second)
+    tree = clone.out("rev-parse", "HEAD^{tree}")
+    orphan = clone.out("commit-tree", tree, "-m", "rewritten")
+    merged = clone.out("commit-tree", tree, "-p", orphan, "-p", first, "-m", "m")
+    for head in (orphan, merged, first):
+        clone("reset", "--quiet", "--hard", head)
+        assert clone.history(hub.base) == (clone.commits_since(hub.base, head), head)
+    assert clone.history(second) == (None, first)  # head behind the base: nothing listed, rev-parse says where
