@@ -88,11 +88,15 @@ class Sampler(threading.Thread):
                 self.samples.append({"t": time.time(), "error": str(exc)[:200]})
 
 
-def done(url: str) -> bool:
+def done(url: str, stall_s: float = 0.0) -> bool:
+    """Every feature done, or the run ended, or (with `stall_s`) nothing landed for that long since the last landing."""
     with _pg(url) as conn:
         row = conn.execute("select count(*), count(*) filter (where status = 'done') from features").fetchone()
         finished = conn.execute("select count(*) from runs where status <> 'active'").fetchone()[0]
-    return bool(row[0]) and (row[0] == row[1] or finished > 0)
+        idle = conn.execute("select extract(epoch from now() - max(finished_at)) from merge_attempts "
+                            "where status = 'merged'").fetchone()[0]
+    stalled = bool(stall_s) and idle is not None and float(idle) > stall_s
+    return bool(row[0]) and (row[0] == row[1] or finished > 0 or stalled)
 
 
 def critical_path(url: str, started: datetime) -> dict:
@@ -160,6 +164,8 @@ def main() -> None:
     parser.add_argument("--flat", type=int, default=0, help="instead of VoxelCraft's features: N without dependencies")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between samples")
     parser.add_argument("--label", default="", help="a name for this row (e.g. before/after)")
+    parser.add_argument("--stall", type=float, default=300.0,
+                        help="stop when nothing has landed for this long (a run stuck on its last features); 0: never")
     parser.add_argument("--db", default="agentswarm_bench", help="the Postgres database (dropped and made anew)")
     parser.add_argument("--redis-db", type=int, default=15, help="the Redis database (flushed)")
     args = parser.parse_args()
@@ -194,7 +200,7 @@ def main() -> None:
         if not sampler.is_alive() and state:
             adopt_until[0] = time.monotonic() + 30
             sampler.start()
-        finished = done(url)
+        finished = done(url, args.stall)
         if finished and state:
             supervised_pids(state[0])
             cpu.update(process_cpu(state[0]))
@@ -232,6 +238,7 @@ def main() -> None:
         "cpu_s": round(total_cpu, 1), "cpu_s_per_landing": round(total_cpu / merged, 3) if merged else None,
         "cpu_measured_by": "cgroup" if tree_cpu is not None else "rusage", "cpu_s_rusage": round(rusage_cpu, 1),
         "cpu_s_by_process": tree_by_process if tree_cpu is not None else cpu, "samples": len(sampler.samples),
+        "stall_s": args.stall,
     }
     print(json.dumps(out))
 
