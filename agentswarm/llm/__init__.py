@@ -31,11 +31,19 @@ from agentswarm.llm.replies import (
     clip,
     to_reply,
 )
-from agentswarm.llm.transport import Response, Transport, TransportError, TransportTimeout, make_transport
+from agentswarm.llm.transport import (
+    TRANSPORTS,
+    Response,
+    StdlibTransport,
+    Transport,
+    TransportError,
+    TransportTimeout,
+    is_loopback_http,
+)
 
 __all__ = [
     "ChatClient", "ChatReply", "LLMClient", "LLMConnectionError", "LLMError", "LLMHTTPError", "LLMProtocolError",
-    "LLMTimeout", "ToolCall", "Usage", "estimate_cost_usd", "normalize_base_url", "parse_retry_after",
+    "LLMTimeout", "ToolCall", "Usage", "estimate_cost_usd", "make_transport", "normalize_base_url", "parse_retry_after",
 ]
 log = logging.getLogger("agentswarm.llm")
 
@@ -106,6 +114,19 @@ class ChatClient(Protocol):
     def models(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+def make_transport(name: str, base_url: str) -> Transport:
+    """The transport called `name` ("auto": stdlib for loopback http, else requests)."""
+    if name not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {name!r}")
+    if name == "stdlib" or (name == "auto" and is_loopback_http(base_url)):
+        if not base_url.startswith("http://"):
+            raise ValueError(f"the stdlib transport speaks plain http only, not {base_url!r}")
+        return StdlibTransport()
+    from agentswarm.llm.requests_transport import RequestsTransport
+
+    return RequestsTransport()
 
 
 class LLMClient:

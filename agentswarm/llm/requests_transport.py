@@ -1,6 +1,6 @@
 """LLMClient's default transport: a pooled requests session (TLS, proxies, keep-alive) for real endpoints.
 
-Imported only when a client uses it (agentswarm.llm.transport.make_transport), so that the sandbox side,
+Imported only when a client uses it (agentswarm.llm.make_transport), so that the sandbox side,
 which reaches the model on loopback through the stdlib transport, does not pay for importing requests.
 """
 

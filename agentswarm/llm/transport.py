@@ -80,19 +80,6 @@ def is_loopback_http(url: str) -> bool:
     return parts.scheme == "http" and (host in LOOPBACK_HOSTS or host.startswith("127."))
 
 
-def make_transport(name: str, base_url: str) -> Transport:
-    """The transport called `name` ("auto": stdlib for loopback http, else requests)."""
-    if name not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {name!r}")
-    if name == "stdlib" or (name == "auto" and is_loopback_http(base_url)):
-        if urlsplit(base_url).scheme != "http":
-            raise ValueError(f"the stdlib transport speaks plain http only, not {base_url!r}")
-        return StdlibTransport()
-    from agentswarm.llm.requests_transport import RequestsTransport
-
-    return RequestsTransport()
-
-
 class StdlibResponse:
     def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         self._conn = conn
@@ -168,4 +155,4 @@ class StdlibTransport:
 
 
 __all__ = ["LOOPBACK_HOSTS", "TRANSPORTS", "Response", "StdlibTransport", "Transport", "TransportError",
-           "TransportTimeout", "is_loopback_http", "make_transport"]
+           "TransportTimeout", "is_loopback_http"]

@@ -60,7 +60,7 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """Every LLMClient made in the test, whatever its URL, moves its bytes with this transport: the client's
     cases are proven on requests (real endpoints) and on http.client (what loopback URLs get by default)."""
     import agentswarm.llm
-    from agentswarm.llm.transport import make_transport
+    from agentswarm.llm import make_transport
 
     chosen = request.param
     monkeypatch.setattr(agentswarm.llm, "make_transport",
