@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -11,10 +12,40 @@ MARKER = "AGENTSWARM_SANDBOX"
 _PROC = Path("/proc")
 
 
-def _marker_of(pid: int) -> str | None:
+_PF_KTHREAD = 0x00200000  # include/linux/sched.h: the flag of a kernel thread (field 9 of stat)
+
+
+def _environ_of(pid: int) -> bytes | None:
+    """The process's environment block. A process in the middle of execve() reads as empty for a moment
+    (its new memory has no environment yet), so an empty read of a process that is not a kernel thread
+    is read again, after pauses of random length so that a process exec'ing in a loop cannot stay in
+    step with the reads: otherwise a sandbox's process caught exec'ing would look unmarked and escape.
+    (The marker finds leftovers; it is not the boundary: a process may exec itself with another
+    environment. Under bubblewrap the PID namespace and --die-with-parent are.)"""
+    raw = b""
+    for attempt in range(8):
+        if attempt:
+            time.sleep(random.uniform(0.0005, 0.004))
+        try:
+            raw = (_PROC / str(pid) / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            return None
+        if raw or _is_kernel_thread(pid):
+            return raw
+    return raw
+
+
+def _is_kernel_thread(pid: int) -> bool:
     try:
-        raw = (_PROC / str(pid) / "environ").read_bytes()
-    except OSError:  # gone, or not ours to read
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return True  # gone: nothing to wait for
+    return bool(int(stat[stat.rindex(")") + 2 :].split()[6]) & _PF_KTHREAD)
+
+
+def _marker_of(pid: int) -> str | None:
+    raw = _environ_of(pid)
+    if raw is None:
         return None
     prefix = MARKER.encode() + b"="
     for item in raw.split(b"\0"):
