@@ -222,6 +222,10 @@ class Settings(BaseSettings):
         description="what the runner checks its branch with; {tsconfig}: the project's tsconfig.json narrowed to "
         "the changed TypeScript sources, tests excluded (and what they import); {tests}: the changed test files and the sibling "
         "tests of changed sources; {files}: every changed file")
+    tsc_snapshot: bool = Field(
+        True, description="type checks (presubmit, gate, reconciler, an agent's `npx tsc`) start `tsc` from a V8 "
+        "startup snapshot of the installed TypeScript with its library files already parsed, built once per lock "
+        "file in a sandbox: the same output and exit code for about a third of the CPU; off: the plain tsc")
     gate_full_paths: list[str] = Field(
         default_factory=lambda: ["package.json", "package-lock.json", "pnpm-lock.yaml", "yarn.lock",
                                  "tsconfig*.json", "vite.config.*", "vitest.config.*", "vitest.workspace.*"],

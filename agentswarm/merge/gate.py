@@ -21,7 +21,7 @@ from agentswarm.agent.checks import CHECK_ENV, NOT_FOUND, failing_tests, plan_co
 from agentswarm.config import Settings
 from agentswarm.git.landing import changed_between, tree_of
 from agentswarm.sandbox import SandboxError, SandboxHandle
-from agentswarm.sandbox.deps import deps_root, ensure_deps, run_in
+from agentswarm.sandbox.deps import deps_mount, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
 
@@ -124,15 +124,15 @@ class GateWorkspace:
     def _check(self, run: GateRun, sha: str, commands: list[str], started: float) -> None:
         s = self.settings
         modules, installed = ensure_deps(self.backend, self.hub, sha, s.gate_install, self.deps_root,
-                                         s.gate_timeout_s, run_id=GATE_RUN)
+                                         s.gate_timeout_s, run_id=GATE_RUN, tsc_snapshot=s.tsc_snapshot)
         if installed is not None and not installed.ok:
             run.cannot_run = f"installing the dependencies failed (exit {installed.exit_code})"
             run.output = installed.output[-OUTPUT_CAP:]
             return
         sb = self._sandbox()
-        if modules is not None and str(modules) not in self.bound:
-            self.backend.add_readonly(sb, str(modules))
-            self.bound.add(str(modules))
+        if modules is not None and deps_mount(modules) not in self.bound:
+            self.backend.add_readonly(sb, deps_mount(modules))
+            self.bound.add(deps_mount(modules))
         reset = run_in(self.backend, sb, _reset_script(sha, modules), 120)
         if not reset.ok:
             self.close()

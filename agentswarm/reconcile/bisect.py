@@ -22,6 +22,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentswarm.agent.checks import failing_tests
@@ -30,7 +31,15 @@ from agentswarm.git.repo import open_repo
 from agentswarm.reconcile.checks import CHECK_RUN
 from agentswarm.reconcile.page import PAGE_COMMAND, PAGE_SCRIPT, SCRIPT_PATH, page_command
 from agentswarm.sandbox.base import SandboxHandle
-from agentswarm.sandbox.deps import LOCK_FILES, checkout, deps_root, ensure_deps, lock_digest, run_in
+from agentswarm.sandbox.deps import (
+    LOCK_FILES,
+    checkout,
+    deps_mount,
+    deps_root,
+    ensure_deps,
+    lock_digest,
+    run_in,
+)
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
 
@@ -149,7 +158,7 @@ def _deps_by_commit(backend: LocalSandboxBackend, settings: Settings, hub: str, 
     modules: dict[str, str] = {}
     for d, sha in first_with.items():
         path, result = ensure_deps(backend, hub, sha, install, deps_root(settings.hub_path),
-                                   settings.reconcile_timeout_s, run_id=CHECK_RUN)
+                                   settings.reconcile_timeout_s, run_id=CHECK_RUN, tsc_snapshot=settings.tsc_snapshot)
         modules[d] = str(path) if path is not None else CANNOT_INSTALL
     return {sha: modules[d] if d else NO_DEPS for sha, d in digest_at.items()}
 
@@ -181,7 +190,7 @@ def find_culprits(settings: Settings, good: str, bad: str, commands: list[str], 
     sb = checkout(backend, hub, bad, f"bisect-{bad[:12]}", run_id=CHECK_RUN)
     found: list[Bisection] = []
     try:
-        for path in sorted({p for p in deps.values() if p not in (NO_DEPS, CANNOT_INSTALL)}):
+        for path in sorted({deps_mount(Path(p)) for p in deps.values() if p not in (NO_DEPS, CANNOT_INSTALL)}):
             backend.add_readonly(sb, path)
         backend.put_file(sb, SCRIPT_PATH, PAGE_SCRIPT.encode())
         commands = [page_command(settings.reconcile_timeout_s) if c == PAGE_COMMAND else c for c in commands]

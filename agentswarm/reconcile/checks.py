@@ -48,16 +48,17 @@ class MainRun:
 
 
 def run_checks(backend: LocalSandboxBackend, hub: str, sha: str, install: str, commands: list[str],
-               timeout_s: float, deps_root: Path, *, page: bool = False) -> list[CheckResult]:
+               timeout_s: float, deps_root: Path, *, page: bool = False, tsc_snapshot: bool = False) -> list[CheckResult]:
     """Install (once per lock file), then every command against sha; stop at a failed install."""
-    return _run(backend, hub, sha, install, commands, timeout_s, deps_root, page=page).all
+    return _run(backend, hub, sha, install, commands, timeout_s, deps_root, page=page, tsc_snapshot=tsc_snapshot).all
 
 
 def _run(backend: LocalSandboxBackend, hub: str, sha: str, install: str, commands: list[str], timeout_s: float,
-         root: Path, *, page: bool, keep_dist: tuple[Path, int] | None = None) -> MainRun:
+         root: Path, *, page: bool, keep_dist: tuple[Path, int] | None = None, tsc_snapshot: bool = False) -> MainRun:
     started = time.monotonic()
     out = MainRun(sha)
-    modules, installed = ensure_deps(backend, hub, sha, install, root, timeout_s, run_id=CHECK_RUN)
+    modules, installed = ensure_deps(backend, hub, sha, install, root, timeout_s, run_id=CHECK_RUN,
+                                     tsc_snapshot=tsc_snapshot)
     if installed is not None:
         out.install = installed
         if not installed.ok:
@@ -93,4 +94,5 @@ def check_main(settings: Settings, sha: str, commands: list[str] | None = None, 
         if keep_dist and settings.reconcile_previews_keep else None
     return _run(check_backend_for(settings), str(settings.hub_path.resolve()), sha, settings.reconcile_install,
                 settings.reconcile_commands if commands is None else commands, settings.reconcile_timeout_s,
-                deps_root(settings.hub_path), page=settings.reconcile_page if page is None else page, keep_dist=stage)
+                deps_root(settings.hub_path), page=settings.reconcile_page if page is None else page, keep_dist=stage,
+                tsc_snapshot=settings.tsc_snapshot)

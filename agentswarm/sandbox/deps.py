@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agentswarm.agent.checks import CHECK_ENV
 from agentswarm.git.repo import open_repo
+from agentswarm.sandbox import tsc_fast
 from agentswarm.sandbox.base import SandboxHandle
 from agentswarm.sandbox.local import LocalSandboxBackend
 
@@ -64,28 +65,59 @@ def lock_digest(hub: str, sha: str) -> str | None:
 
 
 def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, root: Path,
-                timeout_s: float, *, run_id: str = "deps") -> tuple[Path | None, CheckResult | None]:
+                timeout_s: float, *, run_id: str = "deps",
+                tsc_snapshot: bool = False) -> tuple[Path | None, CheckResult | None]:
     """(node_modules of sha's lock file, the install's result if one ran now); (None, failed result) if it failed.
 
     No install command or no lock file: (None, None), the checks run without dependencies.
+    `tsc_snapshot` (TSC_SNAPSHOT): the node_modules given is the overlay whose `.bin/tsc` starts from
+    a startup snapshot (sandbox/tsc_fast.py), built here once per lock file if it is not yet; the
+    plain node_modules when it cannot be. Either way bind `deps_mount(modules)` read-only.
     """
     digest = lock_digest(hub, sha) if install else None
     if not digest:
         return None, None
     cache = root / digest
     modules = cache / "node_modules"
-    if modules.is_dir():
-        return modules, None
-    with _guard:
-        lock = _installing.setdefault(digest, threading.Lock())
-    with lock:
-        if modules.is_dir():  # another thread installed it while this one waited
-            return modules, None
-        return _install(backend, hub, sha, install, cache, timeout_s, run_id)
+    if not modules.is_dir():
+        with _guard:
+            lock = _installing.setdefault(digest, threading.Lock())
+        with lock:
+            if not modules.is_dir():  # else another thread installed it while this one waited
+                installed, res = _install(backend, hub, sha, install, cache, timeout_s, run_id, tsc_snapshot)
+                return (_fast(installed, tsc_snapshot) if installed else None), res
+    if tsc_snapshot and tsc_fast.wanted(modules):  # installed before the snapshot existed, or another node
+        with _guard:
+            lock = _installing.setdefault(digest, threading.Lock())
+        if lock.acquire(blocking=False):  # one build; the other threads go on with the plain tsc
+            try:
+                _build_fast_tsc(backend, hub, sha, modules, run_id)
+            finally:
+                lock.release()
+    return _fast(modules, tsc_snapshot), None
+
+
+def _build_fast_tsc(backend: LocalSandboxBackend, hub: str, sha: str, modules: Path, run_id: str) -> None:
+    sb = checkout(backend, hub, sha, f"tsc-{modules.parent.name[:12]}", run_id=run_id)
+    try:
+        attach_deps(backend, sb, modules)
+        tsc_fast.build(backend, sb, modules)
+    finally:
+        backend.terminate(sb)
+
+
+def _fast(modules: Path, tsc_snapshot: bool) -> Path:
+    return (tsc_fast.fast_modules(modules) or modules) if tsc_snapshot else modules
+
+
+def deps_mount(modules: Path) -> str:
+    """What a sandbox using `modules` must see read-only: its lock file's whole cache directory (the
+    installed node_modules, and the tsc overlay and snapshot beside it)."""
+    return str(modules.parent)
 
 
 def _install(backend: LocalSandboxBackend, hub: str, sha: str, install: str, cache: Path, timeout_s: float,
-             run_id: str) -> tuple[Path | None, CheckResult]:
+             run_id: str, tsc_snapshot: bool) -> tuple[Path | None, CheckResult]:
     modules = cache / "node_modules"
     digest = cache.name
     sb = checkout(backend, hub, sha, f"deps-{digest[:12]}", run_id=run_id)
@@ -100,6 +132,9 @@ def _install(backend: LocalSandboxBackend, hub: str, sha: str, install: str, cac
                 os.replace(staging, modules)
             except OSError:  # another process installed the same lock file first: keep theirs
                 shutil.rmtree(staging, ignore_errors=True)
+        if tsc_snapshot and modules.is_dir() and tsc_fast.wanted(modules):
+            attach_deps(backend, sb, modules)  # the checkout, now with the cache's packages at their final paths
+            tsc_fast.build(backend, sb, modules)
         return (modules if modules.is_dir() else None), res
     finally:
         backend.terminate(sb)
@@ -115,7 +150,7 @@ def attach_deps(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, 
     target.mkdir()
     for entry in sorted(modules.iterdir()):
         (target / entry.name).symlink_to(entry)
-    backend.add_readonly(sb, str(modules))
+    backend.add_readonly(sb, deps_mount(modules))
 
 
 def checkout(backend: LocalSandboxBackend, hub: str, sha: str, name: str, *, run_id: str) -> SandboxHandle:

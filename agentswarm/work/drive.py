@@ -147,7 +147,7 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
 def _link_deps(backend: LocalSandboxBackend, sb: SandboxHandle, hub: str, spec: TaskSpec, settings: Settings) -> None:
     """The target's dependencies for presubmit, read-only (installed once per lock file); none if that fails."""
     modules, _ = ensure_deps(backend, hub, spec.base_sha, settings.gate_install, deps_root(settings.hub_path),
-                             settings.gate_timeout_s)
+                             settings.gate_timeout_s, tsc_snapshot=settings.tsc_snapshot)
     if modules is not None:
         attach_deps(backend, sb, modules)
 

@@ -48,6 +48,10 @@ def test_presubmit_shows_the_agent_its_type_error_and_it_fixes_it_within_the_att
     assert_main_only_on_tested_trees(db, hub)
     check = tsc_passes_on_main(hub, tmp_path, shared_deps)
     assert check.returncode == 0, check.stdout[-2000:]
+    # The type checks above (presubmit's and the gate's) ran the tsc started from a snapshot (TSC_SNAPSHOT
+    # is on by default): it was built for this lock file, and found the TS2322 the plain tsc finds.
+    assert list(shared_deps.glob("*/tsc-*.blob")) and list(shared_deps.glob("*/node_modules-tsc-*/.bin/tsc"))
+    assert not list(shared_deps.glob("*/tsc-*.failed"))
 
 
 def test_without_presubmit_the_queue_sends_a_type_error_back_to_its_author_who_lands_it_next(

@@ -17,6 +17,7 @@ from typing import Any
 
 from agentswarm.config import GateMode
 from agentswarm.git.hub import main_sha
+from agentswarm.sandbox import tsc_fast
 from agentswarm.sandbox.base import SandboxError
 from agentswarm.sandbox.deps import attach_deps, checkout, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
@@ -92,7 +93,7 @@ def check_install(ladder: Any) -> None:
     try:
         backend = check_backend_for(s)
         modules, result = ensure_deps(backend, str(hub), sha, command, deps_root(Path(s.hub_path)),
-                                      float(s.gate_timeout_s), run_id="doctor")
+                                      float(s.gate_timeout_s), run_id="doctor", tsc_snapshot=s.tsc_snapshot)
     except SandboxError as exc:
         ladder.fail("install", f"`{command}` could not run in a sandbox: {exc}", "see the `sandbox` step")
         return
@@ -106,6 +107,8 @@ def check_install(ladder: Any) -> None:
     how = ("no lock file: the checks run without installed dependencies" if modules is None else
            f"installed in {result.duration_s:.0f}s into {modules.parent}" if result is not None else
            f"already installed for this lock file ({modules.parent})")
+    if modules is not None:
+        how += f"; {tsc_fast.describe(modules)}"
     inside = _node_inside(backend, hub, sha, modules)
     if inside.startswith("✗"):
         ladder.fail("install", f"`{command}`: {how}; but in a sandbox {inside[1:].strip()}",
