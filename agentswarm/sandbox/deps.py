@@ -89,9 +89,12 @@ def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, 
     if tsc_snapshot and tsc_fast.wanted(modules):  # installed before the snapshot existed, or another node
         with _guard:
             lock = _installing.setdefault(digest, threading.Lock())
-        if lock.acquire(blocking=False):  # one build; the other threads go on with the plain tsc
+        # One build; the other threads wait for it (bounded): with many slots the first wave of checks
+        # would otherwise all start the plain tsc while it builds.
+        if lock.acquire(timeout=tsc_fast.BUILD_WAIT_S):
             try:
-                _build_fast_tsc(backend, hub, sha, modules, run_id)
+                if tsc_fast.wanted(modules):
+                    _build_fast_tsc(backend, hub, sha, modules, run_id)
             finally:
                 lock.release()
     return _fast(modules, tsc_snapshot), None

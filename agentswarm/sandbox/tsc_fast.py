@@ -12,7 +12,8 @@ third of the CPU. The blob is made by the lock file's own packages and used only
 would run those same packages; a cached file is used only when its text is the text that was parsed.
 
 Any failure (no typescript installed, an old node, a build that errs or outgrows MAX_BLOB_BYTES)
-leaves a note beside the cache and the plain `tsc`: checks never wait for, or fail because of, this.
+leaves a note beside the cache and the plain `tsc`: a check waits for a build in progress at most
+BUILD_WAIT_S, and never fails because of one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import shlex
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 BUILDER = Path(__file__).with_name("tsc_snapshot.js")
 MAX_BLOB_BYTES = 512 * 1024 * 1024
 BUILD_TIMEOUT_S = 300.0
+BUILD_WAIT_S = 120.0  # how long a check waits for a build another thread or process is making
 TYPESCRIPT = Path("typescript/lib/typescript.js")
 
 
@@ -105,14 +108,19 @@ def describe(modules: Path) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(modules: Path) -> Iterator[bool]:
-    """One build per lock file across processes; the others go on with the plain tsc (False)."""
+def _build_lock(modules: Path, wait_s: float) -> Iterator[bool]:
+    """One build per lock file across processes; the others wait up to wait_s, then go on (False)."""
+    deadline = time.monotonic() + wait_s
     with open(modules.parent / ".tsc-snapshot.lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
         try:
             yield True
         finally:
@@ -120,7 +128,7 @@ def _build_lock(modules: Path) -> Iterator[bool]:
 
 
 def build(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, *, repo: str = "repo",
-          timeout_s: float = BUILD_TIMEOUT_S) -> Path | None:
+          timeout_s: float = BUILD_TIMEOUT_S, wait_s: float = BUILD_WAIT_S) -> Path | None:
     """Build the snapshot in `sb`, whose checkout (`repo`) has `modules` attached; the overlay, or None.
 
     The checkout's tsconfig.json picks which library files and typings are parsed ahead (its sources
@@ -130,7 +138,7 @@ def build(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, *, rep
     if node is None or not (modules / TYPESCRIPT).is_file():
         return None
     node_path, node_id = node
-    with _build_lock(modules) as mine:
+    with _build_lock(modules, wait_s) as mine:  # another process building it: wait, then use theirs
         if not mine or fast_modules(modules) is not None or note_of(modules, node_id).exists():
             return fast_modules(modules)
         try:

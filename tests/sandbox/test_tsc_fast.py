@@ -168,3 +168,42 @@ def test_the_shim_names_this_node(voxel) -> None:
     assert shim.startswith("#!/bin/sh\n") and node[0] in shim
     out = subprocess.run([str(modules / ".bin" / "tsc"), "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("Version ")
+
+
+FAKE_TS_INSTALL = ("mkdir -p node_modules/typescript/lib node_modules/.bin && "
+                   "echo 'module.exports = { version: \"0-fake\" };' > node_modules/typescript/lib/typescript.js && "
+                   "sleep 1")
+
+
+def test_concurrent_checks_of_a_new_lock_file_all_get_the_snapshot(tmp_path) -> None:
+    # 100 slots start at once on a fresh cache: each must wait for the one build (install, then the lazy
+    # build after the overlay is gone), not start the plain tsc while it runs.
+    import threading
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "package.json").write_text("{}")
+    (src / "package-lock.json").write_text("{}")
+    hub = hub_from(src, tmp_path)
+    backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sandboxes", isolation="bwrap"))
+
+    def wave() -> list[Path | None]:
+        got: list[Path | None] = []
+        threads = [threading.Thread(target=lambda: got.append(ensure_deps(
+            backend, str(hub), main_of(hub), FAKE_TS_INSTALL, tmp_path / "deps", 120, tsc_snapshot=True)[0]))
+            for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return got
+
+    first = wave()
+    assert len(first) == 6 and len(set(first)) == 1 and first[0] is not None, first
+    assert first[0].name.startswith("node_modules-tsc-")
+    shutil.rmtree(first[0])
+    for blob in first[0].parent.glob("tsc-*.blob"):
+        blob.unlink()
+    second = wave()
+    assert set(second) == {first[0]} and (first[0] / ".bin" / "tsc").is_file()
+    assert len(list(first[0].parent.glob("tsc-*.blob"))) == 1 and backend.list() == []
