@@ -77,7 +77,9 @@ def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, 
     digest = lock_digest(hub, sha) if install else None
     if not digest:
         return None, None
-    cache = root / digest
+    # One spelling of the cache for every caller, its real path: the tsc overlay's links and snapshot
+    # hold absolute paths, and a sandbox sees only what is bound, not a link in front of it.
+    cache = root.resolve() / digest
     modules = cache / "node_modules"
     if not modules.is_dir():
         with _guard:

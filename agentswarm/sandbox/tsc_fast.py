@@ -152,7 +152,9 @@ def _build(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, repo:
            node_id: str, timeout_s: float) -> Path | None:
     out = Path(sb.workdir) / "tsc.blob"
     tsconfig = Path(sb.workdir) / repo / "tsconfig.json"
-    env = {"AGENTSWARM_TS": str((modules / TYPESCRIPT).resolve())}
+    # The path as the sandboxes see it (bound at that path), not resolved: the deps root may be reached
+    # through a link, and its target is not in the sandbox.
+    env = {"AGENTSWARM_TS": os.path.abspath(modules / TYPESCRIPT)}
     if tsconfig.is_file() and not tsconfig.is_symlink():
         env["AGENTSWARM_TSCONFIG"] = str(tsconfig)
     exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())

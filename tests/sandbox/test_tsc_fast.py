@@ -186,6 +186,8 @@ def test_concurrent_checks_of_a_new_lock_file_all_get_the_snapshot(tmp_path) -> 
     (src / "package-lock.json").write_text("{}")
     hub = hub_from(src, tmp_path)
     backend = LocalSandboxBackend(LocalSandboxConfig(root=tmp_path / "sandboxes", isolation="bwrap"))
+    (tmp_path / "shared-deps").mkdir()
+    (tmp_path / "deps").symlink_to(tmp_path / "shared-deps")  # a deps root reached through a link
 
     def wave() -> list[Path | None]:
         got: list[Path | None] = []
