@@ -82,15 +82,12 @@ def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, 
     cache = root.resolve() / digest
     modules = cache / "node_modules"
     if not modules.is_dir():
-        with _guard:
-            lock = _installing.setdefault(digest, threading.Lock())
-        with lock:
+        with _lock_of(digest):
             if not modules.is_dir():  # else another thread installed it while this one waited
                 installed, res = _install(backend, hub, sha, install, cache, timeout_s, run_id, tsc_snapshot)
                 return (_fast(installed, tsc_snapshot) if installed else None), res
     if tsc_snapshot and tsc_fast.wanted(modules):  # installed before the snapshot existed, or another node
-        with _guard:
-            lock = _installing.setdefault(digest, threading.Lock())
+        lock = _lock_of(digest)
         # One build; the other threads wait for it (bounded): with many slots the first wave of checks
         # would otherwise all start the plain tsc while it builds.
         if lock.acquire(timeout=tsc_fast.BUILD_WAIT_S):
@@ -109,6 +106,12 @@ def _build_fast_tsc(backend: LocalSandboxBackend, hub: str, sha: str, modules: P
         tsc_fast.build(backend, sb, modules)
     finally:
         backend.terminate(sb)
+
+
+def _lock_of(digest: str) -> threading.Lock:
+    """This process's one lock for installing (and snapshotting) a lock file's dependencies."""
+    with _guard:
+        return _installing.setdefault(digest, threading.Lock())
 
 
 def _fast(modules: Path, tsc_snapshot: bool) -> Path:

@@ -42,6 +42,7 @@ MAX_BLOB_BYTES = 512 * 1024 * 1024
 BUILD_TIMEOUT_S = 300.0
 BUILD_WAIT_S = 120.0  # how long a check waits for a build another thread or process is making
 TYPESCRIPT = Path("typescript/lib/typescript.js")
+OVERLAY = "node_modules-tsc-"  # + the node's id
 
 
 @functools.lru_cache(maxsize=4)
@@ -67,7 +68,7 @@ def node_binary() -> tuple[str, str] | None:
 
 def overlay_of(modules: Path, node_id: str) -> Path:
     """Where the node_modules whose `.bin/tsc` starts from the snapshot lives: beside `modules`."""
-    return modules.parent / f"node_modules-tsc-{node_id}"
+    return modules.parent / f"{OVERLAY}{node_id}"
 
 
 def blob_of(modules: Path, node_id: str) -> Path:
@@ -98,8 +99,8 @@ def wanted(modules: Path) -> bool:
 
 def describe(modules: Path) -> str:
     """One line for `agentswarm doctor`: which tsc the checks of this node_modules start."""
-    if modules.name.startswith("node_modules-tsc-"):
-        return f"tsc starts from a snapshot ({blob_of(modules.parent / 'node_modules', modules.name[17:]).name})"
+    if modules.name.startswith(OVERLAY):
+        return f"tsc starts from a snapshot ({blob_of(modules, modules.name.removeprefix(OVERLAY)).name})"
     node = node_binary()
     note = note_of(modules, node[1]) if node else None
     if note is not None and note.exists():
