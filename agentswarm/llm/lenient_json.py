@@ -61,8 +61,34 @@ def _unquote_single(body: str) -> str:
         return body
 
 
+MAX_DEPTH = 500  # far below Python's recursion limit: a parse never runs into it
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting (outside double-quoted strings) deeper than MAX_DEPTH. Checked before parsing: json's
+    decoder would recurse to the interpreter's limit, where anything else running at that moment
+    (a finalizer, a logging handler) fails too (seen as a CI failure)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def loads(text: str) -> tuple[Any, list[str]]:
     """(value, the repairs it needed); LenientJSONError with json's reason when even the repair fails."""
+    if _too_deep(text):
+        raise LenientJSONError("nested too deeply")
     try:
         return json.loads(text), []
     except RecursionError:
