@@ -1,8 +1,10 @@
 """The reconciler's page check: the built game loaded in headless Chromium, inside the check sandbox.
 
-`PAGE_SCRIPT` (page_check.sh beside this module) runs in the checkout after the build, with no
-network: it serves dist/ on the sandbox's own loopback with our own server (never the project's),
-reads `<body data-status>` and the console, and takes an 800x600 screenshot. A green main's
+`PAGE_SCRIPT` (page_check.py beside this module, standard library only, run by the sandbox's own
+`python3 -I`) runs in the checkout after the build, with no network: it serves dist/ on the sandbox's
+own loopback with our own server (never the project's), drives one headless Chromium over the
+DevTools protocol until `<body data-status>` leaves "booting" (in real time, not Chromium's virtual
+time), reads the console, and takes an 800x600 screenshot. A green main's
 screenshot is kept under `screenshots_root`, one `<sha>.png` each, the newest few only.
 """
 
@@ -20,12 +22,12 @@ from agentswarm.sandbox.local import LocalSandboxBackend
 __all__ = ["PAGE_COMMAND", "PAGE_SCRIPT", "SCRIPT_PATH", "latest_screenshots", "page_check", "page_command",
            "save_screenshot", "screenshots_root"]
 
-PAGE_SCRIPT = Path(__file__).with_name("page_check.sh").read_text(encoding="utf-8")
+PAGE_SCRIPT = Path(__file__).with_name("page_check.py").read_text(encoding="utf-8")
 PAGE_COMMAND = "page check (headless chromium)"
-SCRIPT_PATH = "page_check.sh"  # in the sandbox's workdir, beside repo/: never part of the checkout
+SCRIPT_PATH = "page_check.py"  # in the sandbox's workdir, beside repo/: never part of the checkout
 SCREENSHOT_PATH = "page.png"
-BROWSER_SHARE = 0.4  # of the check's time, for each of the two browser runs...
-BROWSER_LIMIT_S = 90  # ...up to this: the stub loads in about a second
+BROWSER_SHARE = 0.8  # of the check's time, for the browser from its start to the screenshot...
+BROWSER_LIMIT_S = 120  # ...up to this: the stub loads in about a second
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -33,7 +35,7 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 def page_command(timeout_s: float) -> str:
     """The shell command (run in repo/, with PAGE_SCRIPT at SCRIPT_PATH beside it) that checks the page."""
     browser_s = max(1, int(min(BROWSER_LIMIT_S, timeout_s * BROWSER_SHARE)))
-    return f"sh ../{SCRIPT_PATH} ../{SCREENSHOT_PATH} {browser_s}"
+    return f"python3 -I ../{SCRIPT_PATH} ../{SCREENSHOT_PATH} {browser_s}"
 
 
 def page_check(backend: LocalSandboxBackend, sb: SandboxHandle, timeout_s: float) -> tuple[CheckResult, bytes | None]:

@@ -67,13 +67,14 @@ class Page:
         return base64.b64decode(out["data"])
 
 
-def browse(tmp_path: Path, url: str, script, *, width: int = 1400, height: int = 1000) -> tuple[Any, str]:
-    """Start Chromium, open url, run `await script(page)`; its result and Chromium's log."""
+def browse(tmp_path: Path, url: str, script, *, width: int = 1400, height: int = 1000,
+           flags: tuple[str, ...] = ()) -> tuple[Any, str]:
+    """Start Chromium (FLAGS plus `flags`), open url, run `await script(page)`; its result and Chromium's log."""
     profile = tmp_path / f"cdp-{time.monotonic_ns()}"
     log = profile.with_suffix(".log")
     with open(log, "wb") as err:
         proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                                 "--remote-debugging-port=0", "about:blank"], stdout=subprocess.DEVNULL, stderr=err)
+                                 *flags, "--remote-debugging-port=0", "about:blank"], stdout=subprocess.DEVNULL, stderr=err)
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30

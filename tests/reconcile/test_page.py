@@ -73,12 +73,14 @@ def stub(tmp_path_factory) -> Stub:
     return Stub(backend, hub, modules)
 
 
-def _variant(stub: Stub, name: str, index_ts_tail: str) -> str:
-    """A commit on branch `name`: main with code appended to src/index.ts."""
+def _variant(stub: Stub, name: str, index_ts_tail: str, *, head: str = "") -> str:
+    """A commit on branch `name`: main with code appended to src/index.ts (and `head` put after its imports)."""
     clone = stub.hub.parent / f"clone-{name}"
     git("clone", "-q", str(stub.hub), str(clone), cwd=stub.hub.parent)
-    with (clone / "src" / "index.ts").open("a") as f:
-        f.write(index_ts_tail)
+    index = clone / "src" / "index.ts"
+    text = index.read_text()
+    imports = text.index("\n\n") + 1
+    index.write_text(text[:imports] + head + text[imports:] + index_ts_tail)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", name, cwd=clone)
     git("push", "-q", "origin", f"HEAD:refs/heads/{name}", cwd=clone)
     return git("rev-parse", "HEAD", cwd=clone)
@@ -156,12 +158,54 @@ def test_a_console_error_turns_an_ok_page_red(stub):
 @pytest.mark.node
 @pytest.mark.browser
 @pytest.mark.bwrap
+def test_a_page_that_fails_in_a_later_frame_is_red(stub):
+    """"ok" after the first frame is not the verdict: the page is judged after it ran a while."""
+    sha = _variant(stub, "later", "\nlet frames = 0;\nconst later = (): void => {\n"
+                   "  if (++frames === 20) throw new Error('boom in frame 20');\n  requestAnimationFrame(later);\n};\n"
+                   "requestAnimationFrame(later);\n")
+    with _checked_out(stub, sha) as sb:
+        res, png = page_check(stub.backend, sb, TIMEOUT_S)
+    assert res.exit_code == 1 and png is None, res.output
+    assert 'data-status="error"' in res.output and "boom in frame 20" in res.output, res.output
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.bwrap
+def test_a_page_that_never_draws_is_red_within_the_limit(stub):
+    """No first frame ever: the check waits in real time up to its limit, then names what the page reads."""
+    sha = _variant(stub, "never-draws", "", head="window.requestAnimationFrame = () => 0;\n")
+    with _checked_out(stub, sha) as sb:
+        res, png = page_check(stub.backend, sb, 10)
+    assert res.exit_code == 1 and not res.timed_out and png is None, res.output
+    assert 'the page still reads <body data-status="booting"' in res.output, res.output
+    assert "after 8 s" in res.output and res.duration_s < 10, res.output
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.bwrap
+def test_a_page_without_a_status_is_red_without_waiting_for_the_limit(stub):
+    """A loaded page that never sets data-status is judged a moment after it loaded, not at the limit."""
+    sha = _variant(stub, "no-status", "", head="new MutationObserver(() => document.body.removeAttribute('data-status'))"
+                   ".observe(document.body, { attributes: true, attributeFilter: ['data-status'] });\n")
+    with _checked_out(stub, sha) as sb:
+        res, png = page_check(stub.backend, sb, TIMEOUT_S)
+    assert res.exit_code == 1 and png is None, res.output
+    assert 'expected <body data-status="ok"> and a silent console, got <body data-clear-color=' in res.output, \
+        res.output
+    assert "console errors" not in res.output and res.duration_s < 15, res.output
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.bwrap
 def test_a_page_that_never_finishes_is_stopped_by_the_checks_own_limit(stub):
     sha = _variant(stub, "spins", "\nfor (;;) document.title = 'a frame that never ends';\n")
     with _checked_out(stub, sha) as sb:
         res, png = page_check(stub.backend, sb, 15)
     assert res.exit_code == 1 and not res.timed_out and png is None, res.output
-    assert "did not finish loading the page within 6 s" in res.output, res.output
+    assert "did not finish loading the page within 12 s" in res.output, res.output
 
 
 @pytest.mark.node
@@ -172,8 +216,8 @@ def test_no_dist_is_red_and_no_chromium_cannot_run(stub):
         res, png = page_check(stub.backend, sb, TIMEOUT_S)
         assert res.exit_code == 1 and png is None
         assert "the build produced no dist/index.html" in res.output, res.output
-        stub.backend.put_file(sb, "page_check.sh", PAGE_SCRIPT.encode())
-        bare = run_in(stub.backend, sb, "PATH=/nowhere /bin/sh ../page_check.sh ../page.png", TIMEOUT_S)
+        stub.backend.put_file(sb, "page_check.py", PAGE_SCRIPT.encode())
+        bare = run_in(stub.backend, sb, "PATH=/nowhere /usr/bin/python3 -I ../page_check.py ../page.png", TIMEOUT_S)
         assert bare.exit_code == 127 and "apt-get install chromium" in bare.output, bare.output
     assert stub.backend.list(CHECK_RUN) == []
 
