@@ -1,6 +1,6 @@
 """The reconciler's page check: the built game loaded in headless Chromium, inside the check sandbox.
 
-`PAGE_SCRIPT` (page_check.py beside this module, standard library only, run by the sandbox's own
+`PAGE_SCRIPT` (page_script.py beside this module, standard library only, run by the sandbox's own
 `python3 -I`) runs in the checkout after the build, with no network: it serves dist/ on the sandbox's
 own loopback with our own server (never the project's), drives one headless Chromium over the
 DevTools protocol until `<body data-status>` leaves "booting" (in real time, not Chromium's virtual
@@ -22,9 +22,9 @@ from agentswarm.sandbox.local import LocalSandboxBackend
 __all__ = ["PAGE_COMMAND", "PAGE_SCRIPT", "SCRIPT_PATH", "latest_screenshots", "page_check", "page_command",
            "save_screenshot", "screenshots_root"]
 
-PAGE_SCRIPT = Path(__file__).with_name("page_check.py").read_text(encoding="utf-8")
+PAGE_SCRIPT = Path(__file__).with_name("page_script.py").read_text(encoding="utf-8")
 PAGE_COMMAND = "page check (headless chromium)"
-SCRIPT_PATH = "page_check.py"  # in the sandbox's workdir, beside repo/: never part of the checkout
+SCRIPT_PATH = "page_script.py"  # in the sandbox's workdir, beside repo/: never part of the checkout
 SCREENSHOT_PATH = "page.png"
 BROWSER_SHARE = 0.8  # of the check's time, for the browser from its start to the screenshot...
 BROWSER_LIMIT_S = 120  # ...up to this: the stub loads in about a second

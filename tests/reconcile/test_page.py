@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from agentswarm.config import load_settings
+from agentswarm.reconcile import page_script
 from agentswarm.reconcile.checks import CHECK_RUN
 from agentswarm.reconcile.page import (
     PAGE_COMMAND,
@@ -132,14 +133,20 @@ def test_stub_is_green_with_a_screenshot_of_the_cleared_canvas(green, tmp_path):
 # --- broken pages ------------------------------------------------------------------------------------
 
 
+def _red(stub: Stub, name: str, tail: str, *, head: str = "", timeout_s: float = TIMEOUT_S):
+    """The page check of a variant of main, asserted red (exit 1, no screenshot): its result."""
+    sha = _variant(stub, name, tail, head=head)
+    with _checked_out(stub, sha) as sb:
+        res, png = page_check(stub.backend, sb, timeout_s)
+    assert res.exit_code == 1 and png is None, res.output
+    return res
+
+
 @pytest.mark.node
 @pytest.mark.browser
 @pytest.mark.bwrap
 def test_a_page_that_throws_at_start_is_red_with_the_error(stub):
-    sha = _variant(stub, "throws", "\nthrow new Error('boom at start');\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, TIMEOUT_S)
-    assert res.exit_code == 1 and png is None, res.output
+    res = _red(stub, "throws", "\nthrow new Error('boom at start');\n")
     assert 'data-status="error"' in res.output and "boom at start" in res.output, res.output
     assert "Uncaught" in res.output
 
@@ -148,10 +155,7 @@ def test_a_page_that_throws_at_start_is_red_with_the_error(stub):
 @pytest.mark.browser
 @pytest.mark.bwrap
 def test_a_console_error_turns_an_ok_page_red(stub):
-    sha = _variant(stub, "noisy", "\nconsole.error('texture atlas missing');\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, TIMEOUT_S)
-    assert res.exit_code == 1 and png is None, res.output
+    res = _red(stub, "noisy", "\nconsole.error('texture atlas missing');\n")
     assert 'data-status="ok"' in res.output and "texture atlas missing" in res.output, res.output
 
 
@@ -160,12 +164,9 @@ def test_a_console_error_turns_an_ok_page_red(stub):
 @pytest.mark.bwrap
 def test_a_page_that_fails_in_a_later_frame_is_red(stub):
     """"ok" after the first frame is not the verdict: the page is judged after it ran a while."""
-    sha = _variant(stub, "later", "\nlet frames = 0;\nconst later = (): void => {\n"
-                   "  if (++frames === 20) throw new Error('boom in frame 20');\n  requestAnimationFrame(later);\n};\n"
-                   "requestAnimationFrame(later);\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, TIMEOUT_S)
-    assert res.exit_code == 1 and png is None, res.output
+    res = _red(stub, "later", "\nlet frames = 0;\nconst later = (): void => {\n"
+               "  if (++frames === 20) throw new Error('boom in frame 20');\n  requestAnimationFrame(later);\n};\n"
+               "requestAnimationFrame(later);\n")
     assert 'data-status="error"' in res.output and "boom in frame 20" in res.output, res.output
 
 
@@ -174,10 +175,8 @@ def test_a_page_that_fails_in_a_later_frame_is_red(stub):
 @pytest.mark.bwrap
 def test_a_page_that_never_draws_is_red_within_the_limit(stub):
     """No first frame ever: the check waits in real time up to its limit, then names what the page reads."""
-    sha = _variant(stub, "never-draws", "", head="window.requestAnimationFrame = () => 0;\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, 10)
-    assert res.exit_code == 1 and not res.timed_out and png is None, res.output
+    res = _red(stub, "never-draws", "", head="window.requestAnimationFrame = () => 0;\n", timeout_s=10)
+    assert not res.timed_out, res.output
     assert 'the page still reads <body data-status="booting"' in res.output, res.output
     assert "after 8 s" in res.output and res.duration_s < 10, res.output
 
@@ -187,11 +186,8 @@ def test_a_page_that_never_draws_is_red_within_the_limit(stub):
 @pytest.mark.bwrap
 def test_a_page_without_a_status_is_red_without_waiting_for_the_limit(stub):
     """A loaded page that never sets data-status is judged a moment after it loaded, not at the limit."""
-    sha = _variant(stub, "no-status", "", head="new MutationObserver(() => document.body.removeAttribute('data-status'))"
-                   ".observe(document.body, { attributes: true, attributeFilter: ['data-status'] });\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, TIMEOUT_S)
-    assert res.exit_code == 1 and png is None, res.output
+    res = _red(stub, "no-status", "", head="new MutationObserver(() => document.body.removeAttribute('data-status'))"
+               ".observe(document.body, { attributes: true, attributeFilter: ['data-status'] });\n")
     assert 'expected <body data-status="ok"> and a silent console, got <body data-clear-color=' in res.output, \
         res.output
     assert "console errors" not in res.output and res.duration_s < 15, res.output
@@ -201,11 +197,9 @@ def test_a_page_without_a_status_is_red_without_waiting_for_the_limit(stub):
 @pytest.mark.browser
 @pytest.mark.bwrap
 def test_a_page_that_never_finishes_is_stopped_by_the_checks_own_limit(stub):
-    sha = _variant(stub, "spins", "\nfor (;;) document.title = 'a frame that never ends';\n")
-    with _checked_out(stub, sha) as sb:
-        res, png = page_check(stub.backend, sb, 15)
-    assert res.exit_code == 1 and not res.timed_out and png is None, res.output
-    assert "did not finish loading the page within 12 s" in res.output, res.output
+    res = _red(stub, "spins", "\nfor (;;) document.title = 'a frame that never ends';\n", timeout_s=8)
+    assert not res.timed_out, res.output
+    assert "did not finish loading the page within 6 s" in res.output, res.output
 
 
 @pytest.mark.node
@@ -216,8 +210,8 @@ def test_no_dist_is_red_and_no_chromium_cannot_run(stub):
         res, png = page_check(stub.backend, sb, TIMEOUT_S)
         assert res.exit_code == 1 and png is None
         assert "the build produced no dist/index.html" in res.output, res.output
-        stub.backend.put_file(sb, "page_check.py", PAGE_SCRIPT.encode())
-        bare = run_in(stub.backend, sb, "PATH=/nowhere /usr/bin/python3 -I ../page_check.py ../page.png", TIMEOUT_S)
+        stub.backend.put_file(sb, "page_script.py", PAGE_SCRIPT.encode())
+        bare = run_in(stub.backend, sb, "PATH=/nowhere /usr/bin/python3 -I ../page_script.py ../page.png", TIMEOUT_S)
         assert bare.exit_code == 127 and "apt-get install chromium" in bare.output, bare.output
     assert stub.backend.list(CHECK_RUN) == []
 
@@ -312,3 +306,26 @@ def test_keep_below_one_is_refused_and_64_hex_shas_are_fine(tmp_path):
 
 def test_screenshots_live_beside_the_hub(tmp_path):
     assert screenshots_root(tmp_path / "var" / "hub.git") == (tmp_path / "var" / "screenshots").resolve()
+
+
+# --- the script's own parts --------------------------------------------------------------------------
+
+
+def test_console_lines_are_the_pages_own_without_chromes():
+    log = "\n".join([
+        '[1:2:1128/1:INFO:CONSOLE(3)] "texture atlas missing", source: http://127.0.0.1:1/assets/a.js (3)',
+        '[1:2:1128/1:INFO:CONSOLE(1)] "GL Driver Message (OpenGL, Performance, GL_CLOSE_PATH_NV, High): x"',
+        '[1:2:1128/1:INFO:CONSOLE(9)] "hello", source: chrome://newtab/ (9)',
+        '[1:2:1128/1:ERROR:dbus/bus.cc:405] Failed to connect to the bus',
+        "Uncaught TypeError: x is not a function",
+    ])
+    assert page_script.console_errors(log) == [
+        '"texture atlas missing", source: http://127.0.0.1:1/assets/a.js (3)', "Uncaught TypeError: x is not a function"]
+    assert len(page_script.console_errors('[p:INFO:CONSOLE(1)] "x"\n' * 50)) == 20
+
+
+@pytest.mark.parametrize("argv", [[], ["a.png", "10", "extra"], ["a.png", "soon"]])
+def test_bad_arguments_are_refused_with_usage(argv, capsys):
+    assert page_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: page_script.py") or "not a number of seconds: 'soon'" in err, err

@@ -1,6 +1,6 @@
 """The reconciler's page check, run inside a check sandbox (no network) in the checkout after the build:
 
-    python3 -I page_check.py <screenshot.png> [<seconds>]
+    python3 -I page_script.py <screenshot.png> [<seconds>]
 
 Standard library only. Serves dist/ on the sandbox's own loopback with our own server (never the
 project's), opens it in one headless Chromium driven over the DevTools protocol on a pipe, and waits,
@@ -289,7 +289,7 @@ def _log_tail(work: str) -> str:
 
 def main(argv: list[str]) -> int:
     if not 1 <= len(argv) <= 2:
-        print("usage: page_check.py <screenshot.png> [<seconds>]", file=sys.stderr)
+        print("usage: page_script.py <screenshot.png> [<seconds>]", file=sys.stderr)
         return 2
     try:
         limit = float(argv[1]) if len(argv) == 2 else 60.0
