@@ -240,7 +240,11 @@ def check(png: str, limit: float) -> int:
         try:
             session, state = load(tools, url)
             if state.get("status") == "ok":  # judged after it ran a while: a game may fail in a later frame
-                tools.js(session, FRAMES, wait=True)
+                try:
+                    tools.js(session, FRAMES, wait=True)
+                except TimedOut:
+                    raise Failed(f"the page read {str(state.get('body'))[:BODY_CHARS]} but did not draw "
+                                 f"{SETTLE_FRAMES} more frames within {limit:g} s") from None
                 state = tools.js(session, STATE)
                 shot = base64.b64decode(tools.call("Page.captureScreenshot", session, format="png").get("data", ""))
         except TimedOut:

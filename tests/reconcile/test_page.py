@@ -184,6 +184,18 @@ def test_a_page_that_never_draws_is_red_within_the_limit(stub):
 @pytest.mark.node
 @pytest.mark.browser
 @pytest.mark.bwrap
+def test_a_page_whose_frames_stop_after_it_read_ok_is_red(stub):
+    """requestAnimationFrame broken after the first frame: "ok" alone does not pass, and the reason is named."""
+    res = _red(stub, "frames-stop", "", timeout_s=10,
+               head="const raf = window.requestAnimationFrame.bind(window);\nlet asked = 0;\n"
+                    "window.requestAnimationFrame = (f: FrameRequestCallback): number => (++asked <= 1 ? raf(f) : 0);\n")
+    assert 'the page read <body data-status="ok"' in res.output, res.output
+    assert "but did not draw 60 more frames within 8 s" in res.output, res.output
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.bwrap
 def test_a_page_without_a_status_is_red_without_waiting_for_the_limit(stub):
     """A loaded page that never sets data-status is judged a moment after it loaded, not at the limit."""
     res = _red(stub, "no-status", "", head="new MutationObserver(() => document.body.removeAttribute('data-status'))"
