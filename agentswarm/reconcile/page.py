@@ -26,7 +26,7 @@ PAGE_SCRIPT = Path(__file__).with_name("page_script.py").read_text(encoding="utf
 PAGE_COMMAND = "page check (headless chromium)"
 SCRIPT_PATH = "page_script.py"  # in the sandbox's workdir, beside repo/: never part of the checkout
 SCREENSHOT_PATH = "page.png"
-BROWSER_SHARE = 0.8  # of the check's time, for the browser from its start to the screenshot...
+BROWSER_SHARE = 0.7  # of the check's time, for the browser from its start to the screenshot...
 BROWSER_LIMIT_S = 120  # ...up to this: the stub loads in about a second
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")

@@ -42,6 +42,7 @@ WIDTH, HEIGHT = 800, 600
 NO_STATUS_GRACE_S = 2.0  # a loaded page that never set data-status at all: how long to give its scripts
 MAX_MESSAGE = 64 << 20  # one DevTools message (a screenshot is well under 1 MiB)
 BODY_CHARS = 500
+CLOSE_S = 2.0  # for Chromium to close after the check (its log is whole then), before its processes are killed
 # Chrome's own console lines: its notes on the screenshot's GPU readback and what its internal pages log.
 NOT_THE_PAGE = re.compile(r"GL Driver Message \(OpenGL, Performance|source: chrome://|source: chrome-extension://")
 STATE = ("(() => { const b = document.body, m = document.getElementById('message');"
@@ -172,14 +173,11 @@ def launch(browser: str, work: str) -> tuple[subprocess.Popen, int, int]:
 def stop(proc: subprocess.Popen, tools: DevTools | None) -> None:
     """Close the browser (so its log is whole), or kill its process group when it does not go."""
     if tools is not None and proc.poll() is None:
-        tools.deadline = time.monotonic() + 5
+        tools.deadline = time.monotonic() + CLOSE_S
         try:
             tools.call("Browser.close")
-        except (Failed, OSError, RuntimeError, ValueError):
-            pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
+            proc.wait(max(0.0, tools.deadline - time.monotonic()))
+        except (Failed, OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
             pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
