@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, Select, func, select, update
 from sqlalchemy.orm import Session
 
-from agentswarm.db.models import MergeStatus, Task, TaskStatus
+from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.text import stored_text
 from agentswarm.errors import IllegalTransition
 
@@ -36,6 +36,14 @@ OPEN = frozenset({S.pending}) | IN_FLIGHT  # not ended yet
 ENDED_BADLY = frozenset({S.failed, S.blocked, S.cancelled})  # ended without landing anything
 # A merge record that ends a task's merging: it landed, or it became a conflict task.
 MERGE_SETTLED = frozenset({MergeStatus.merged, MergeStatus.conflict})
+MAX_MERGE_FAILURES = 3  # failed merge records after which a complete task waits for a person
+
+
+def merges_given_up() -> Select:
+    """Ids of tasks whose merge failed MAX_MERGE_FAILURES times: the monitor sends them no more, and no batch
+    takes them in (a merge message sent for one by hand is still tried)."""
+    return (select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.failed)
+            .group_by(MergeAttempt.task_id).having(func.count() >= MAX_MERGE_FAILURES))
 
 
 def check_transition(src: TaskStatus | str, dst: TaskStatus | str) -> None:

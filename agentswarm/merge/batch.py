@@ -42,7 +42,7 @@ from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
-from agentswarm.db.states import MERGE_SETTLED
+from agentswarm.db.states import MERGE_SETTLED, merges_given_up
 from agentswarm.db.text import stored_text
 from agentswarm.git.hub import main_sha
 from agentswarm.git.landing import (
@@ -111,11 +111,14 @@ def workspace(settings: Settings) -> GateWorkspace:
 
 
 def candidates(db: Session, first: Task, limit: int) -> list[Task]:
-    """Complete tasks of the run with no settled merge, most urgent first, `first` always included."""
+    """Complete tasks of the run with no settled merge and not given up on, most urgent first, `first` always
+    included. (A branch whose merge keeps failing, say its head is not in the hub, would otherwise be tried
+    again in every batch for the rest of the run.)"""
     settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
     rows = list(db.scalars(select(Task).where(
         Task.run_id == first.run_id, Task.status == TaskStatus.complete, Task.id != first.id,
-        Task.id.not_in(settled)).order_by(Task.priority, Task.finished_at, Task.id).limit(limit - 1)))
+        Task.id.not_in(settled), Task.id.not_in(merges_given_up()))
+        .order_by(Task.priority, Task.finished_at, Task.id).limit(limit - 1)))
     return [first, *rows]
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import FeatureStatus, MergeAttempt, MergeStatus, Task, TaskStatus
-from agentswarm.db.states import IN_FLIGHT, MERGE_SETTLED, transition
+from agentswarm.db.states import IN_FLIGHT, MAX_MERGE_FAILURES, MERGE_SETTLED, transition
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.queue.broker import queued_task_ids
 from agentswarm.queue.names import MERGE_BRANCH, RUN_TASK
@@ -27,7 +27,6 @@ from agentswarm.sandbox.factory import backend_for
 log = logging.getLogger(__name__)
 SEND_GRACE_S = 30  # a message is published just after commit: give it time to appear
 ORPHAN_GRACE_S = 60
-MAX_MERGE_FAILURES = 3
 
 
 def _now() -> datetime:

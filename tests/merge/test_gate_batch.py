@@ -16,7 +16,7 @@ from sqlalchemy import select
 from agentswarm.config import get_settings
 from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.models import FlakyTest
-from agentswarm.db.states import transition
+from agentswarm.db.states import MAX_MERGE_FAILURES, transition
 from agentswarm.merge import batch as batch_mod
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import branch, git, new_hub
@@ -307,3 +307,20 @@ def test_under_cpu_pressure_a_batch_waits_longer_only_while_it_is_under_half_ful
     complete(db, hub, root, run_id, "p2", {"p2.txt": "2\n"})
     n, waited = timed()  # two of four: half full, so only the idle wait
     assert n == 2 and 0.4 <= waited < 2.5, waited
+
+
+def test_a_branch_whose_merge_keeps_failing_is_not_taken_into_every_batch(gate_hub, db):
+    """A head the hub does not hold (say the hub was made anew) fails each time: after MAX_MERGE_FAILURES the
+    monitor gives it up, and the batches of the tasks landing after it must leave it out too."""
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN])
+    with session_scope(db) as s:
+        lost = _complete_task(s, run_id, "swarm/lost", ["lost.txt"], "f" * 40)
+    for _ in range(MAX_MERGE_FAILURES):
+        assert merge_task(lost, settings) == "failed"
+    assert [r.status for r in attempts(db)] == ["failed"] * MAX_MERGE_FAILURES
+    ok = complete(db, hub, root, run_id, "ok", {"ok.txt": "ok\n"})
+    assert merge_task(ok, settings) == "merged"
+    rows = attempts(db)
+    assert [(r.task_id, r.status) for r in rows[MAX_MERGE_FAILURES:]] == [(ok, "merged")]
+    assert git(hub, "show", "main:ok.txt") == "ok"
