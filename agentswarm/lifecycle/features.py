@@ -76,6 +76,17 @@ def sync_features(session: Session, source: Path | str | dict | list) -> int:
     return len(existing)
 
 
+def restart_features(session: Session) -> int:
+    """Every feature back to pending (its work is not in the hub any more); how many had moved from it."""
+    session.flush()
+    result = cast(CursorResult, session.execute(  # an UPDATE: a CursorResult, which has rowcount
+        update(Feature).where(Feature.status != FeatureStatus.pending)
+        .values(status=FeatureStatus.pending, blocked_by=None, status_reason=None)
+        .execution_options(synchronize_session=False)))
+    session.expire_all()
+    return int(result.rowcount or 0)
+
+
 def progress_by_category(session: Session) -> dict[str, dict[str, int]]:
     """{category: {status: count}} over all features."""
     out: dict[str, dict[str, int]] = {}

@@ -16,11 +16,21 @@ from sqlalchemy.orm import Session
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
-from agentswarm.db.models import Feature, FeatureStatus, MainCheck, Run, RunStatus, Task, TaskStatus
-from agentswarm.db.states import OPEN, transition
+from agentswarm.db.models import (
+    Feature,
+    FeatureStatus,
+    MainCheck,
+    MergeAttempt,
+    Run,
+    RunStatus,
+    Task,
+    TaskStatus,
+)
+from agentswarm.db.states import MERGE_SETTLED, OPEN, transition
 from agentswarm.git.hub import main_sha
+from agentswarm.git.refs import is_ancestor, rev_parse
 from agentswarm.lifecycle.budgets import DEFAULT_PLANNER_ITERATIONS, BudgetHit, check_budgets
-from agentswarm.lifecycle.features import all_features_done
+from agentswarm.lifecycle.features import all_features_done, restart_features
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.queue.send import tick_after_commit
@@ -40,9 +50,38 @@ def planner_iteration_cap(session: Session, settings: Settings) -> int:
     return max(DEFAULT_PLANNER_ITERATIONS, 3 * int(open_features))
 
 
+def hub_replaced(session: Session, settings: Settings) -> str | None:
+    """When the hub no longer holds the `main` the latest run started from (it was made anew, say after `make
+    clean` removed var/, or HUB_PATH or GIT_REPO_URL now names another repository), Postgres describes work the
+    hub does not have: that run, if active, is stopped with the reason, and every feature goes back to pending
+    (its work is not on this `main`). Returns what was done, or None when the hub is the run's own."""
+    latest = session.scalars(select(Run).order_by(Run.started_at.desc()).limit(1)).first()
+    config = dict(latest.config or {}) if latest is not None else {}
+    started, now = config.get("main_at_start"), main_sha(settings.hub_path)
+    if latest is None or not started or now is None or config.get("hub_replaced") or (
+            rev_parse(settings.hub_path, str(started)) is not None and is_ancestor(settings.hub_path, started, now)):
+        return None
+    latest.config = {**config, "hub_replaced": now}  # once: the next start_run makes a run of this hub
+    reason = (f"the hub at {settings.hub_path} does not hold the main this run started from ({str(started)[:12]}; "
+              f"its main is now {now[:12]}): the hub was made anew or replaced")
+    stopped = end_run(session, latest.id, RunStatus.stopped, reason)
+    settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
+    unlanded = [t for t in session.scalars(select(Task.id).where(
+        Task.run_id == latest.id, Task.status == TaskStatus.complete, Task.id.not_in(settled)))
+        if transition(session, t, TaskStatus.complete, TaskStatus.failed,
+                      error="its branch cannot land: the hub was made anew or replaced")]
+    reset = restart_features(session)
+    record_event(session, "run.hub_replaced", reason, run_id=latest.id, run_stopped=stopped, features_reset=reset,
+                 branches_dropped=len(unlanded))
+    return (f"run {latest.id} " + ("stopped" if stopped else "had ended") + f": {reason}; {reset} features start "
+            f"over" + (f", {len(unlanded)} finished branches of that run cannot land" if unlanded else ""))
+
+
 def start_run(session: Session, settings: Settings, *, demo: bool | None = None) -> Run:
-    """The active run if there is one, else a new run with budgets and a deadline from settings."""
+    """The active run if there is one (and the hub is still its own: see `hub_replaced`), else a new run with
+    budgets and a deadline from settings."""
     xact_lock(session, "run-start")
+    hub_replaced(session, settings)
     runs = active_runs(session)
     if runs:
         return runs[0]

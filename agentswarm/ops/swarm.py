@@ -68,7 +68,7 @@ def prepare(settings: Settings) -> str:
     from agentswarm.db.session import check_database, session_scope
     from agentswarm.git.hub import prepare_hub
     from agentswarm.lifecycle.features import sync_features
-    from agentswarm.lifecycle.runs import start_run
+    from agentswarm.lifecycle.runs import hub_replaced, start_run
     from agentswarm.ops.services import (
         check_gate,
         check_reconciler,
@@ -90,6 +90,9 @@ def prepare(settings: Settings) -> str:
         features = settings.target_repo_path / "FEATURES.json"
         if features.exists():
             click.echo(f"features: {sync_features(db, features)} loaded")
+        replaced = hub_replaced(db, settings)
+        if replaced:
+            click.echo(f"hub: {replaced}")
         run = start_run(db, settings)
         return run.id
 
