@@ -40,6 +40,9 @@ from typing import Any  # noqa: E402
 
 WIDTH, HEIGHT = 800, 600
 NO_STATUS_GRACE_S = 2.0  # a loaded page that never set data-status at all: how long to give its scripts
+# A loaded, idle page still "booting" (its script never ran, failed to import, or never draws): judged this
+# long after it loaded, not at the check's limit. A slow first frame takes seconds, not this.
+BOOT_GRACE_S = 20.0
 MAX_MESSAGE = 64 << 20  # one DevTools message (a screenshot is well under 1 MiB)
 BODY_CHARS = 500
 CLOSE_S = 2.0  # for Chromium to close after the check (its log is whole then), before its processes are killed
@@ -210,10 +213,14 @@ def load(tools: DevTools, url: str) -> tuple[str, dict[str, Any]]:
             status = state.get("status")
             if isinstance(status, str) and status != "booting":
                 return session, state
-            if status is None and state.get("ready") == "complete":
+            if state.get("ready") == "complete":
                 complete_at = complete_at or time.monotonic()
-                if time.monotonic() - complete_at >= NO_STATUS_GRACE_S:
+                loaded_for = time.monotonic() - complete_at
+                if status is None and loaded_for >= NO_STATUS_GRACE_S:
                     return session, state
+                if loaded_for >= BOOT_GRACE_S:
+                    raise Failed(f"the page still reads {str(state['body'])[:BODY_CHARS]} {BOOT_GRACE_S:g} s after "
+                                 "it loaded (its script did not run, or never drew a frame)")
         if time.monotonic() + 0.1 >= tools.deadline:  # no time for another look
             seen = str(state.get("body"))[:BODY_CHARS] if isinstance(state, dict) and state.get("body") else "no <body>"
             raise Failed(f"the page still reads {seen} after {tools.limit:g} s")
