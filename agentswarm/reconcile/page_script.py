@@ -42,7 +42,7 @@ WIDTH, HEIGHT = 800, 600
 NO_STATUS_GRACE_S = 2.0  # a loaded page that never set data-status at all: how long to give its scripts
 # A loaded, idle page still "booting" (its script never ran, failed to import, or never draws): judged this
 # long after it loaded, not at the check's limit. A slow first frame takes seconds, not this.
-BOOT_GRACE_S = 20.0
+BOOT_GRACE_S = 10.0
 MAX_MESSAGE = 64 << 20  # one DevTools message (a screenshot is well under 1 MiB)
 BODY_CHARS = 500
 CLOSE_S = 2.0  # for Chromium to close after the check (its log is whole then), before its processes are killed
