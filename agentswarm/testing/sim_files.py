@@ -8,6 +8,9 @@ import re
 import shlex
 
 SHARED_PATH = "src/sim-shared.ts"  # the file a `shared` fault edits outside the task's scope
+# The page's entry module (index.html loads it): a feature in whose scope it is gets a line added to it, never
+# a generic module in its place, which would leave the page "booting" for good and main red at the page check.
+ENTRY_PATHS = frozenset({"src/index.ts"})
 
 
 def _words(text: str) -> list[str]:
@@ -113,7 +116,7 @@ def is_ts_source(path: str) -> bool:
 def fault_target(kind: str, scope: list[str]) -> str | None:
     """The file in scope a fault of this kind goes into (SHARED_PATH for `shared`), or None when none fits."""
     if kind in ("type", "semantic"):
-        return next((p for p in scope if is_ts_source(p)), None)
+        return next((p for p in scope if is_ts_source(p) and p not in ENTRY_PATHS), None)
     if kind in ("test", "flaky"):
         return next((p for p in scope if is_test_path(p)), None)
     if kind == "shared":
@@ -165,6 +168,18 @@ def shared_add_command(task_id: str, title: str) -> str:
     """The shell command (run by sh in the repository root) that appends the task's line to SHARED_PATH."""
     folder = posixpath.dirname(SHARED_PATH)
     return f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(shared_line(task_id, title))} >> {SHARED_PATH}"
+
+
+def entry_line(path: str, title: str) -> str:
+    """The line the simulated worker adds to an entry module (valid TypeScript, unique to the file's feature)."""
+    return f"export const {camel(_stem(path))}Feature = {json.dumps(title)};"
+
+
+def entry_add_command(path: str, title: str) -> str:
+    """The shell command that adds `entry_line` to the entry module at `path` once (a later turn runs it again),
+    keeping what boots the page."""
+    line, where = shlex.quote(entry_line(path, title)), shlex.quote(path)
+    return f"grep -qxF -- {line} {where} 2>/dev/null || printf '\\n%s\\n' {line} >> {where}"
 
 
 def shared_undo_command() -> str:

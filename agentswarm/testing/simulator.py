@@ -14,6 +14,8 @@ from typing import Any
 
 from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
 from agentswarm.testing.sim_files import (
+    ENTRY_PATHS,
+    entry_add_command,
     fault_snippet,
     fault_target,
     file_content,
@@ -260,6 +262,9 @@ def _write_calls(scope: list[str], title: str, task_id: str, fault: str | None, 
     target = fault_target(fault, scope) if fault else None
     calls = []
     for path in scope:
+        if path in ENTRY_PATHS:
+            calls.append(_call("run", command=entry_add_command(path, title), timeout_s=30))
+            continue
         content = file_content(path, title, scope)
         if fault and path == target:
             content += fault_snippet(fault, path, title, task_id, pair)

@@ -411,6 +411,22 @@ def _node(root: Path, command: str, timeout: float = 120) -> subprocess.Complete
                           timeout=timeout)
 
 
+def test_the_pages_entry_gets_a_line_added_never_a_module_in_its_place(tmp_path):
+    """engine-021 has src/index.ts in its scope: a generic module there left the page "booting" for good, so a
+    demo's main went red at the reconciler's page check with no fault asked for."""
+    boot = "import { start } from './engine/start';\n\nstart();\n"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.ts").write_text(boot)
+    task = {**TASK, "id": "engine-021", "title": "Implement Game composition root and boot",
+            "scope": ["src/game.ts", "src/index.ts", "src/game.test.ts"]}
+    for faults in (None, {"type": 1.0}, {"semantic": 1.0}, {"test": 1.0}):
+        calls = first_turn(task, faults)
+        assert "src/index.ts" not in writes(calls) and "src/game.ts" in writes(calls)
+        _apply(tmp_path, calls)  # every turn adds it again: once is what stays
+    assert (tmp_path / "src" / "index.ts").read_text() == (
+        boot + '\nexport const indexFeature = "Implement Game composition root and boot";\n')
+
+
 def test_simulated_features_and_faults_against_the_real_toolchain(tmp_path):
     missing = [tool for tool in ("node", "npm", "npx") if shutil.which(tool) is None]
     if missing:
@@ -431,6 +447,8 @@ def test_simulated_features_and_faults_against_the_real_toolchain(tmp_path):
         assert writes(calls) == writes(first_turn(_task(feature)))
         _apply(root, calls)
     assert len((root / SHARED_PATH).read_text().splitlines()) == len(features)
+    entry = (root / "src" / "index.ts").read_text()  # the page's boot is kept: a line added, nothing replaced
+    assert entry.startswith((TARGET / "src" / "index.ts").read_text()) and entry.count("export const indexFeature") == 1
     tsc = _node(root, "npx tsc --noEmit")
     assert tsc.returncode == 0, tsc.stdout[-3000:]
     vitest = _node(root, "npx vitest run --pool=threads --no-isolate")
