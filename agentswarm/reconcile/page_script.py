@@ -76,6 +76,29 @@ def console_errors(log: str) -> list[str]:
     return [re.sub(r"^\[[^]]*\] *", "", line) for line in lines if not NOT_THE_PAGE.search(line)][:20]
 
 
+def console_event(msg: dict[str, Any]) -> str | None:
+    """A line for a Runtime.consoleAPICalled or Runtime.exceptionThrown event, else None.
+
+    Chromium's log has the same messages, but a message logged just before the browser closes may not reach
+    it: the protocol delivers it before the reply to the call that follows it, so the verdict never misses it.
+    """
+    params = _dict(msg.get("params"))
+    if msg.get("method") == "Runtime.consoleAPICalled":
+        args = params.get("args")
+        said = [a.get("value", a.get("description", "")) for a in args if isinstance(a, dict)] \
+            if isinstance(args, list) else []
+        return f"console.{params.get('type', 'log')}: " + " ".join(str(a) for a in said)[:BODY_CHARS]
+    if msg.get("method") == "Runtime.exceptionThrown":
+        details = _dict(params.get("exceptionDetails"))
+        first = str(_dict(details.get("exception")).get("description") or "").split("\n", 1)[0]
+        return f"{details.get('text', 'Uncaught')} {first}".strip()[:BODY_CHARS]
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 class DevTools:
     """The DevTools protocol over Chromium's --remote-debugging-pipe: NUL-ended JSON both ways."""
 
@@ -84,6 +107,7 @@ class DevTools:
         self.deadline = time.monotonic() + limit
         self.buf = b""
         self.ids = 0
+        self.console: list[str] = []  # the page's console calls and uncaught errors, as the protocol reported them
 
     def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
         self.ids += 1
@@ -114,7 +138,12 @@ class DevTools:
                 raise Failed("chromium sent a DevTools message over 64 MiB")
         line, self.buf = self.buf.split(b"\0", 1)
         msg = json.loads(line)
-        return msg if isinstance(msg, dict) else {}
+        if not isinstance(msg, dict):
+            return {}
+        said = console_event(msg)
+        if said is not None and len(self.console) < 20:
+            self.console.append(said)
+        return msg
 
     def js(self, session: str, expression: str, *, wait: bool = False) -> Any:
         out = self.call("Runtime.evaluate", session, expression=expression, returnByValue=True, awaitPromise=wait)
@@ -200,6 +229,7 @@ def load(tools: DevTools, url: str) -> tuple[str, dict[str, Any]]:
                 raise TimedOut("chromium opened no page")
             time.sleep(0.05)
     session = str(tools.call("Target.attachToTarget", targetId=pages[0], flatten=True)["sessionId"])
+    tools.call("Runtime.enable", session)  # the console as events, in order with the replies
     tools.call("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
                mobile=False)
     tools.call("Page.navigate", session, url=url)
@@ -264,7 +294,8 @@ def check(png: str, limit: float) -> int:
             server.shutdown()
             server.server_close()
         with open(os.path.join(work, "chromium.log"), encoding="utf-8", errors="replace") as f:
-            errors = console_errors(f.read())
+            errors = console_errors(f.read()) or tools.console  # the log's lines when it has them (they name
+            # the source), else what the protocol reported: either way a message the page logged turns it red
         body = str(state.get("body") or "no <body>")[:BODY_CHARS]
         if state.get("status") != "ok" or errors:
             lines = [f'expected <body data-status="ok"> and a silent console, got {body}']

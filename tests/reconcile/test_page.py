@@ -174,6 +174,16 @@ def test_a_page_that_fails_in_a_later_frame_is_red(stub):
 @pytest.mark.node
 @pytest.mark.browser
 @pytest.mark.bwrap
+def test_a_console_warning_in_a_later_frame_turns_it_red(stub):
+    res = _red(stub, "warns-later", "\nlet seen = 0;\nconst tick = (): void => {\n"
+               "  if (++seen === 40) console.warn('chunk queue backing up');\n  requestAnimationFrame(tick);\n};\n"
+               "requestAnimationFrame(tick);\n")
+    assert 'data-status="ok"' in res.output and "chunk queue backing up" in res.output, res.output
+
+
+@pytest.mark.node
+@pytest.mark.browser
+@pytest.mark.bwrap
 def test_a_page_that_never_draws_is_red_within_the_limit(stub):
     """No first frame ever: the check waits in real time up to its limit, then names what the page reads."""
     res = _red(stub, "never-draws", "", head="window.requestAnimationFrame = () => 0;\n", timeout_s=10)
@@ -346,6 +356,20 @@ def test_console_lines_are_the_pages_own_without_chromes():
     assert page_script.console_errors(log) == [
         '"texture atlas missing", source: http://127.0.0.1:1/assets/a.js (3)', "Uncaught TypeError: x is not a function"]
     assert len(page_script.console_errors('[p:INFO:CONSOLE(1)] "x"\n' * 50)) == 20
+
+
+def test_the_protocols_console_events_become_lines():
+    called = {"method": "Runtime.consoleAPICalled", "params": {"type": "error", "args": [
+        {"type": "string", "value": "texture atlas missing"}, {"type": "number", "value": 3},
+        {"type": "object", "description": "Object"}]}}
+    thrown = {"method": "Runtime.exceptionThrown", "params": {"exceptionDetails": {
+        "text": "Uncaught", "exception": {"description": "Error: boom\n    at start (index.js:1:1)"}}}}
+    assert page_script.console_event(called) == "console.error: texture atlas missing 3 Object"
+    assert page_script.console_event(thrown) == "Uncaught Error: boom"
+    for other in ({"id": 3, "result": {}}, {"method": "Page.loadEventFired", "params": {}},
+                  {"method": "Runtime.consoleAPICalled", "params": None},
+                  {"method": "Runtime.exceptionThrown", "params": {"exceptionDetails": "odd"}}):
+        assert page_script.console_event(other) in (None, "console.log: ", "Uncaught")
 
 
 @pytest.mark.parametrize("argv", [[], ["a.png", "10", "extra"], ["a.png", "soon"]])
