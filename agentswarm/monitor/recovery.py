@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import FeatureStatus, MergeAttempt, MergeStatus, Task, TaskStatus
-from agentswarm.db.states import IN_FLIGHT, MAX_MERGE_FAILURES, MERGE_SETTLED, transition
+from agentswarm.db.models import FeatureStatus, MergeAttempt, Task, TaskStatus
+from agentswarm.db.states import IN_FLIGHT, MAX_MERGE_FAILURES, MERGE_SETTLED, merges_given_up, transition
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.queue.broker import queued_task_ids
 from agentswarm.queue.names import MERGE_BRANCH, RUN_TASK
@@ -93,8 +93,7 @@ def resend_lost(db: Session, client: redis.Redis, held_for_s: float | None = Non
             work.append(tid)
     merging = queued_task_ids(client, "merge", MERGE_BRANCH, held_for_s)
     settled = select(MergeAttempt.task_id).where(MergeAttempt.status.in_(MERGE_SETTLED))
-    failures = dict(db.execute(select(MergeAttempt.task_id, func.count()).where(
-        MergeAttempt.status == MergeStatus.failed).group_by(MergeAttempt.task_id)).all())
+    given_up = set(db.scalars(merges_given_up()))
     unmerged = db.scalars(select(Task).where(
         Task.status == TaskStatus.complete, Task.finished_at < cutoff, Task.id.not_in(settled),
     )).all()
@@ -102,7 +101,7 @@ def resend_lost(db: Session, client: redis.Redis, held_for_s: float | None = Non
     for task in unmerged:
         if task.id in merging or _is_parent(db, task.id):
             continue
-        if failures.get(task.id, 0) >= MAX_MERGE_FAILURES:
+        if task.id in given_up:
             if not task.context.get("merge_given_up"):
                 task.context = {**task.context, "merge_given_up": True}
                 set_feature_status(db, task.feature_ids, FeatureStatus.failed)

@@ -160,14 +160,18 @@ def test_a_console_error_turns_an_ok_page_red(stub):
     assert 'data-status="ok"' in res.output and "texture atlas missing" in res.output, res.output
 
 
+def _in_frame(n: int, statement: str) -> str:
+    """TypeScript appended to index.ts: `statement` runs in the page's n-th animation frame after start."""
+    return (f"\nlet frames = 0;\nconst later = (): void => {{\n  if (++frames === {n}) {statement}\n"
+            "  requestAnimationFrame(later);\n};\nrequestAnimationFrame(later);\n")
+
+
 @pytest.mark.node
 @pytest.mark.browser
 @pytest.mark.bwrap
 def test_a_page_that_fails_in_a_later_frame_is_red(stub):
     """"ok" after the first frame is not the verdict: the page is judged after it ran a while."""
-    res = _red(stub, "later", "\nlet frames = 0;\nconst later = (): void => {\n"
-               "  if (++frames === 20) throw new Error('boom in frame 20');\n  requestAnimationFrame(later);\n};\n"
-               "requestAnimationFrame(later);\n")
+    res = _red(stub, "later", _in_frame(20, "throw new Error('boom in frame 20');"))
     assert 'data-status="error"' in res.output and "boom in frame 20" in res.output, res.output
 
 
@@ -175,9 +179,7 @@ def test_a_page_that_fails_in_a_later_frame_is_red(stub):
 @pytest.mark.browser
 @pytest.mark.bwrap
 def test_a_console_warning_in_a_later_frame_turns_it_red(stub):
-    res = _red(stub, "warns-later", "\nlet seen = 0;\nconst tick = (): void => {\n"
-               "  if (++seen === 40) console.warn('chunk queue backing up');\n  requestAnimationFrame(tick);\n};\n"
-               "requestAnimationFrame(tick);\n")
+    res = _red(stub, "warns-later", _in_frame(40, "console.warn('chunk queue backing up');"))
     assert 'data-status="ok"' in res.output and "chunk queue backing up" in res.output, res.output
 
 
