@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import codecs
 import functools
 import json
 import os
@@ -209,6 +210,34 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
             break
         text = _blank(text, spans)
     return text
+
+
+class StreamScrub:
+    """Scrubs a byte stream piece by piece: it holds back enough of the tail that no secret is cut between pieces.
+
+    feed() returns what may be sent now; finish() the rest. A secret spread over more than the held-back
+    characters (hidden characters or whitespace between its own) is the limit of what it finds.
+    """
+
+    def __init__(self, secrets: Iterable[str | None], hold_chars: int | None = None) -> None:
+        self.secrets = _usable(secrets)
+        longest = max((len(f) for s in self.secrets for forms in secret_forms(s) for f in forms), default=0)
+        self.hold = hold_chars if hold_chars is not None else 8 * longest + 256
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._held = ""
+
+    def feed(self, data: bytes) -> bytes:
+        """The scrubbed text that can go out now."""
+        text = scrub(self._held + self._decoder.decode(data), self.secrets)
+        cut = max(0, len(text) - self.hold)
+        self._held = text[cut:]
+        return text[:cut].encode("utf-8", "surrogateescape")
+
+    def finish(self) -> bytes:
+        """The rest, scrubbed."""
+        text = scrub(self._held + self._decoder.decode(b"", final=True), self.secrets)
+        self._held = ""
+        return text.encode("utf-8", "surrogateescape")
 
 
 def scrub_data(value: Any, secrets: Iterable[str | None]) -> Any:

@@ -42,6 +42,7 @@ from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend
 from agentswarm.work.gate import LLMGate, check_slots
+from agentswarm.work.gate_limits import GateLimits
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline
@@ -63,7 +64,7 @@ def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
         return None
     slots = check_slots(settings.gate_presubmit_concurrency or os.cpu_count() or 1)
     return LLMGate(None, None, timeout_s=settings.llm_timeout_s, router=router_from_settings(settings),
-                   settings=settings, max_retries=settings.llm_max_retries,
+                   settings=settings, max_retries=settings.llm_max_retries, limits=GateLimits.from_settings(settings),
                    slots=slots, slot_wait_s=settings.worker_timeout, slot_hold_s=settings.gate_timeout_s + 60)
 
 
