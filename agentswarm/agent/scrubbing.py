@@ -44,17 +44,16 @@ URL_ENV_NAMES = ("DATABASE_URL", "REDIS_URL")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What a reader (a terminal, a JSON decoder) does not show: ANSI sequences (raw or JSON/Python-escaped),
 # control and zero-width characters, and the escapes of those.
-_ESC = r"(?:\x1b|\\u001[bB]|\\x1[bB]|\\033|\\e)"
+_ESC = r"(?:\x1b|\\(?:u001[bB]|x1[bB]|033|e))"
 _HIDDEN = (
-    rf"{_ESC}\[[0-?]{{0,16}}[ -/]{{0,4}}[@-~]"  # CSI: colours, cursor moves (bounded: the raw pass covers the rest)
-    rf"|{_ESC}[@-_]?"  # any other escape
+    rf"{_ESC}(?:\[[0-?]{{0,16}}[ -/]{{0,4}}[@-~]|[@-_])?"  # CSI (colours, cursor moves; bounded) or another escape
     r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]"
-    r"|\\u00[01][0-9a-fA-F]|\\u007[fF]|\\u00[aA][dD]|\\u200[b-fB-F]|\\u202[8-9a-eA-E]|\\u206[0-4]"
-    r"|\\u[fF][eE][fF][fF]|\\x[01][0-9a-fA-F]|\\x7[fF]|\\0(?![0-9])"
+    r"|\\(?:u00[01][0-9a-fA-F]|u007[fF]|u00[aA][dD]|u200[b-fB-F]|u202[8-9a-eA-E]|u206[0-4]|u[fF][eE][fF][fF]"
+    r"|x[01][0-9a-fA-F]|x7[fF]|0(?![0-9]))"
 )
 _SKIPPED = re.compile(_HIDDEN)
 # ... and, for the second pass, whitespace (raw or escaped) and the separators of grouped encodings.
-_SKIPPED_LOOSE = re.compile(rf"(?:{_HIDDEN}|\s|\\[nrtvf]|[-:])+")
+_SKIPPED_LOOSE = re.compile(rf"(?:[\s:-]|\\[nrtvf]|{_HIDDEN})+")
 
 
 def url_secrets(url: str | None) -> list[str]:
@@ -203,7 +202,9 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         return text
     # Repeat until stable: blanking one form can join the pieces of another around it.
     for _ in range(3):
-        spans = [m.span() for m in plain.finditer(text)] + _spans_in_view(text, _SKIPPED, plain)
+        spans = [m.span() for m in plain.finditer(text)]
+        if _SKIPPED.search(text):  # without hidden characters that view is the text itself
+            spans += _spans_in_view(text, _SKIPPED, plain)
         if loose is not None:
             spans += _spans_in_view(text, _SKIPPED_LOOSE, loose)
         if not spans:
