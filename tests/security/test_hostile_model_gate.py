@@ -61,6 +61,18 @@ class _Upstream(BaseHTTPRequestHandler):
                 self._answer(401, {"error": {"message": f"invalid credentials: got {auth!r} ({b64})"}},
                              {"X-Debug-Auth": auth})
                 return
+            if body.get("stream"):  # the key inside a streamed answer, sent a few bytes at a time
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                chunk = {"choices": [{"delta": {"content": f"streamed {auth} " * 3}, "finish_reason": "stop"}]}
+                raw = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+                for i in range(0, len(raw), 7):
+                    self.wfile.write(raw[i:i + 7])
+                    self.wfile.flush()
+                return
             content = f"your key is {auth}" if said == "leak" else "ok"
             self._answer(200, {"id": "c", "object": "chat.completion", "model": "m", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -206,8 +218,12 @@ def test_an_upstream_error_echoing_the_key_reaches_the_agent_without_it(upstream
     with LLMGate(url, KEY) as gate:
         status, headers, raw = _chat(gate, "echo")
         leak_status, _, leak = _chat(gate, "leak")
+        stream_status, _, streamed = _chat(gate, "leak", stream=True)
+        calls = list(gate.calls)
     assert seen[0]["auth"] == f"Bearer {KEY}"  # the upstream did get the key, and echoed it
-    text = raw.decode() + json.dumps(headers) + leak.decode()
-    assert status == 401 and leak_status == 200
+    text = raw.decode() + json.dumps(headers) + leak.decode() + streamed.decode()
+    assert status == 401 and leak_status == 200 and stream_status == 200
+    assert streamed.decode().count("streamed Bearer ***") == 3 and streamed.endswith(b"data: [DONE]\n\n")
+    assert [c.ok for c in calls] == [False, True, True] and KEY not in json.dumps([c.error for c in calls])
     assert KEY not in text and KEY[8:24] not in text and b64[12:40] not in text
     assert "invalid credentials" in raw.decode()  # the error itself still reaches the agent
