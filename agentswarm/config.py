@@ -159,6 +159,21 @@ class Settings(BaseSettings):
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
     agent_max_steps: int = Field(60, gt=0)
     agent_max_tokens: int = Field(400_000, gt=0)
+    # The model gate (work/gate.py): what one sandbox may ask of the model through it
+    llm_max_tokens_per_call: int = Field(
+        16384, gt=0, description="max_tokens (and max_completion_tokens) the model gate lets one sandbox call ask "
+        "for; a larger or missing value is set to this (keep it >= LLM_MAX_TOKENS)")
+    sandbox_max_calls: int = Field(
+        400, gt=0, description="model calls one sandbox may make through the model gate (failed ones and retries "
+        "count); past it the gate answers 402")
+    sandbox_max_tokens: int = Field(
+        2_000_000, gt=0, description="prompt plus completion tokens one sandbox may spend through the model gate; "
+        "past it the gate answers 402")
+    sandbox_max_cost_usd: float = Field(
+        25.0, ge=0, description="dollars one sandbox may spend through the model gate, at its endpoints' prices "
+        "(a GPU-hour endpoint: a call's time on one of its slots); 0: no dollar limit")
+    sandbox_calls_per_minute: int = Field(
+        120, gt=0, description="model calls one sandbox may start in any 60 seconds; past it the gate answers 429")
     live_transcript_cap_bytes: int = Field(
         256 * 1024, ge=0, description="bytes of a running attempt's transcript copied to Postgres as it happens "
         "(with the heartbeat); past it one `truncated` line, and the whole transcript comes with the handoff; 0: off")

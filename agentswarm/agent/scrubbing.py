@@ -10,6 +10,12 @@ stored). A secret is blanked in every form a tool or a model is likely to print 
 - hex (either case);
 - percent-encoded (quote / quote_plus / every byte escaped, either case of the hex digits).
 
+Cleaned first, then matched: the forms are looked for in a copy of the text without what hides a
+secret from a plain search but not from a reader (NUL and other control characters, ANSI escape
+sequences, zero-width characters, and their JSON/Python escapes such as \\u0000), and again in a copy
+without whitespace and the separators `-` and `:` as well (base64 wrapped across lines, hex grouped
+as "ab12 cd34" or "ab:12:cd"). A match blanks the whole span of the original text it came from.
+
 Secrets shorter than MIN_SECRET_LEN are ignored so that nothing common is blanked. Always scrub
 BEFORE cutting a text to a length: a secret split by a cut cannot be found any more (`scrub_clip`).
 """
@@ -17,6 +23,8 @@ BEFORE cutting a text to a length: a secret split by a cut cannot be found any m
 from __future__ import annotations
 
 import base64
+import bisect
+import codecs
 import functools
 import json
 import os
@@ -34,6 +42,18 @@ SECRET_ENV_NAMES = (
 )
 URL_ENV_NAMES = ("DATABASE_URL", "REDIS_URL")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What a reader (a terminal, a JSON decoder) does not show: ANSI sequences (raw or JSON/Python-escaped),
+# control and zero-width characters, and the escapes of those.
+_ESC = r"(?:\x1b|\\(?:u001[bB]|x1[bB]|033|e))"
+_HIDDEN = (
+    rf"{_ESC}(?:\[[0-?]{{0,16}}[ -/]{{0,4}}[@-~]|[@-_])?"  # CSI (colours, cursor moves; bounded) or another escape
+    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]"
+    r"|\\(?:u00[01][0-9a-fA-F]|u007[fF]|u00[aA][dD]|u200[b-fB-F]|u202[8-9a-eA-E]|u206[0-4]|u[fF][eE][fF][fF]"
+    r"|x[01][0-9a-fA-F]|x7[fF]|0(?![0-9]))"
+)
+_SKIPPED = re.compile(_HIDDEN)
+# ... and, for the second pass, whitespace (raw or escaped) and the separators of grouped encodings.
+_SKIPPED_LOOSE = re.compile(rf"(?:[\s:-]|\\[nrtvf]|{_HIDDEN})+")
 
 
 def url_secrets(url: str | None) -> list[str]:
@@ -97,14 +117,25 @@ def secret_forms(secret: str) -> tuple[set[str], set[str]]:
     return {f for f in exact if len(f) >= MIN_SECRET_LEN}, {f for f in folded if len(f) >= MIN_SECRET_LEN}
 
 
+def _loose(form: str) -> str:
+    return _SKIPPED_LOOSE.sub("", form)
+
+
 @functools.lru_cache(maxsize=32)
-def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+def _patterns(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """(the forms, the forms without whitespace and separators) as two regexes."""
     exact: set[str] = set()
     folded: set[str] = set()
     for secret in secrets:
         e, f = secret_forms(secret)
         exact |= e
         folded |= f
+    loose_exact = {x for x in map(_loose, exact) if len(x) >= MIN_SECRET_LEN}
+    loose_folded = {x for x in map(_loose, folded) if len(x) >= MIN_SECRET_LEN}
+    return _alternatives(exact, folded), _alternatives(loose_exact, loose_folded)
+
+
+def _alternatives(exact: set[str], folded: set[str]) -> re.Pattern[str] | None:
     alternatives = [re.escape(s) for s in sorted(exact, key=len, reverse=True)]
     alternatives += [f"(?i:{re.escape(s)})" for s in sorted(folded, key=len, reverse=True)]
     return re.compile("|".join(alternatives)) if alternatives else None
@@ -114,20 +145,100 @@ def _usable(secrets: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(sorted({s.strip() for s in secrets if s and len(s.strip()) >= MIN_SECRET_LEN}, key=len, reverse=True))
 
 
+def _spans_in_view(text: str, skipped: re.Pattern[str], pattern: re.Pattern[str]) -> list[tuple[int, int]]:
+    """Spans of `text` whose characters, once `skipped` is taken out, match `pattern`."""
+    if pattern.search(skipped.sub("", text)) is None:  # the common case, at C speed: nothing to map back
+        return []
+    view: list[str] = []
+    view_at: list[int] = []  # where each kept piece starts in the view ...
+    text_at: list[int] = []  # ... and in the text
+    pos = length = 0
+    for m in skipped.finditer(text):
+        if m.start() > pos:
+            view.append(text[pos:m.start()])
+            view_at.append(length)
+            text_at.append(pos)
+            length += m.start() - pos
+        pos = m.end()
+    if pos == 0 and not view:
+        return [m.span() for m in pattern.finditer(text)]
+    if pos < len(text):
+        view.append(text[pos:])
+        view_at.append(length)
+        text_at.append(pos)
+
+    def where(i: int) -> int:
+        k = bisect.bisect_right(view_at, i) - 1
+        return text_at[k] + i - view_at[k]
+
+    return [(where(m.start()), where(m.end() - 1) + 1) for m in pattern.finditer("".join(view)) if m.end() > m.start()]
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each (merged) span replaced by MASK."""
+    out: list[str] = []
+    pos = 0
+    for a, b in sorted(spans):
+        if b <= pos:
+            continue
+        a = max(a, pos)
+        out.append(text[pos:a])
+        out.append(MASK)
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every form of every secret (of at least MIN_SECRET_LEN characters) replaced by ***."""
+    """`text` with every form of every secret (of at least MIN_SECRET_LEN characters) replaced by ***.
+
+    A form is found as it stands, with hidden characters between its characters, and (when long enough)
+    with whitespace and separators between them too; the whole span it covers is blanked.
+    """
     if not text:
         return text
-    pattern = _pattern(_usable(secrets))
-    if pattern is None:
+    plain, loose = _patterns(_usable(secrets))
+    if plain is None:
         return text
     # Repeat until stable: blanking one form can join the pieces of another around it.
     for _ in range(3):
-        new = pattern.sub(MASK, text)
-        if new == text:
+        spans = [m.span() for m in plain.finditer(text)]
+        if _SKIPPED.search(text):  # without hidden characters that view is the text itself
+            spans += _spans_in_view(text, _SKIPPED, plain)
+        if loose is not None:
+            spans += _spans_in_view(text, _SKIPPED_LOOSE, loose)
+        if not spans:
             break
-        text = new
+        text = _blank(text, spans)
     return text
+
+
+class StreamScrub:
+    """Scrubs a byte stream piece by piece: it holds back enough of the tail that no secret is cut between pieces.
+
+    feed() returns what may be sent now; finish() the rest. A secret spread over more than the held-back
+    characters (hidden characters or whitespace between its own) is the limit of what it finds.
+    """
+
+    def __init__(self, secrets: Iterable[str | None], hold_chars: int | None = None) -> None:
+        self.secrets = _usable(secrets)
+        longest = max((len(f) for s in self.secrets for forms in secret_forms(s) for f in forms), default=0)
+        self.hold = hold_chars if hold_chars is not None else 8 * longest + 256
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._held = ""
+
+    def feed(self, data: bytes) -> bytes:
+        """The scrubbed text that can go out now."""
+        text = scrub(self._held + self._decoder.decode(data), self.secrets)
+        cut = max(0, len(text) - self.hold)
+        self._held = text[cut:]
+        return text[:cut].encode("utf-8", "surrogateescape")
+
+    def finish(self) -> bytes:
+        """The rest, scrubbed."""
+        text = scrub(self._held + self._decoder.decode(b"", final=True), self.secrets)
+        self._held = ""
+        return text.encode("utf-8", "surrogateescape")
 
 
 def scrub_data(value: Any, secrets: Iterable[str | None]) -> Any:

@@ -42,6 +42,7 @@ from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend
 from agentswarm.work.gate import LLMGate, check_slots
+from agentswarm.work.gate_limits import GateLimits
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline
@@ -63,7 +64,7 @@ def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
         return None
     slots = check_slots(settings.gate_presubmit_concurrency or os.cpu_count() or 1)
     return LLMGate(None, None, timeout_s=settings.llm_timeout_s, router=router_from_settings(settings),
-                   settings=settings, max_retries=settings.llm_max_retries,
+                   settings=settings, max_retries=settings.llm_max_retries, limits=GateLimits.from_settings(settings),
                    slots=slots, slot_wait_s=settings.worker_timeout, slot_hold_s=settings.gate_timeout_s + 60)
 
 
@@ -131,14 +132,16 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
     res = backend.exec(sb, ["python", *RUNNER_ARGV], timeout_s=settings.worker_timeout)
     raw = backend.get_file(sb, "result.json")
     if res.timed_out:
-        return failure(spec.id, f"timed out after {settings.worker_timeout}s; sandbox stopped", started)
+        return _gate_calls(failure(spec.id, f"timed out after {settings.worker_timeout}s; sandbox stopped", started),
+                           gate)
     if raw is None:
         tail = (res.stderr or res.stdout)[-1500:]
-        return failure(spec.id, f"runner exited {res.exit_code} without result.json: {tail}", started)
+        return _gate_calls(failure(spec.id, f"runner exited {res.exit_code} without result.json: {tail}", started),
+                           gate)
     try:
         handoff = Handoff.from_dict(json.loads(raw))
     except (ValueError, ContractError) as exc:
-        return failure(spec.id, f"unreadable result.json: {exc}", started)
+        return _gate_calls(failure(spec.id, f"unreadable result.json: {exc}", started), gate)
     if spec.delivery != "bundle":
         return handoff
     return _measured(backend, sb, spec, hub, handoff, gate, started)
@@ -155,10 +158,7 @@ def _link_deps(backend: LocalSandboxBackend, sb: SandboxHandle, hub: str, spec: 
 def _measured(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, hub: str, claimed: Handoff,
               gate: LLMGate | None, started: float) -> Handoff:
     """The handoff with its git fields measured from the imported bundle and its LLM calls from the gate."""
-    if gate is not None:
-        claimed.llm_calls = list(gate.calls)
-        claimed.tokens = {"prompt": sum(c.prompt_tokens for c in gate.calls),
-                          "completion": sum(c.completion_tokens for c in gate.calls)}
+    _gate_calls(claimed, gate)
     bundle = backend.get_file(sb, BUNDLE_NAME)
     found = GitMeasure()
     if bundle is not None:
@@ -173,3 +173,12 @@ def _measured(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, hub: s
                 return bad
     claimed.set_measure(found)
     return claimed
+
+
+def _gate_calls(h: Handoff, gate: LLMGate | None) -> Handoff:
+    """The handoff with the LLM calls the gate recorded (all of them: a failed attempt's too), not the agent's."""
+    if gate is not None:
+        calls = list(gate.calls)
+        h.llm_calls = calls
+        h.tokens = {"prompt": sum(c.prompt_tokens for c in calls), "completion": sum(c.completion_tokens for c in calls)}
+    return h

@@ -131,3 +131,45 @@ def test_nul_and_lone_surrogates_are_cleaned() -> None:
     assert cleaned == {"k": ["x", "\ufffd"], "n": 1}
     for value in ("a\x00b", "lone \ud800 half"):
         clean_text(value).encode("utf-8")  # what psycopg does: no error
+
+
+@pytest.mark.parametrize("hide", ["\x00", "\x1b[0m", "\x1b[31;1m", "\u200b", "\ufeff", "\u00ad", "\x07", "\b",
+                                  "\\u0000", "\\u001b[0m", "\\u200b", "\\x00"])
+def test_a_secret_split_by_hidden_characters_is_found(hide: str) -> None:
+    split = KEY[:7] + hide + KEY[7:15] + hide + hide + KEY[15:]
+    out = scrub(f"before {split} after", [KEY])
+    assert out == f"before {MASK} after", repr(out)
+    assert scrub_clip(f"x {split}", [KEY]) == f"x {MASK}"
+
+
+def test_a_secret_after_an_escape_sequence_is_still_found() -> None:
+    # An escape that would swallow the secret's first characters in the cleaned copy: the raw pass finds it.
+    hexed = TOKEN.encode().hex()
+    out = scrub(f"\x1b[{hexed} and \x1b[{KEY}", [KEY, TOKEN])
+    assert hexed[4:] not in out and KEY[2:] not in out
+
+
+def test_base64_wrapped_across_lines_is_found() -> None:
+    blob = base64.b64encode(b"some leading bytes " + KEY.encode() + b" and trailing ones, long enough").decode()
+    for wrap in (4, 16, 76):
+        wrapped = "\n".join(blob[i:i + wrap] for i in range(0, len(blob), wrap))
+        for text in (wrapped, wrapped.replace("\n", "\r\n"), json.dumps(wrapped)):  # raw, CRLF, JSON-escaped
+            out = scrub(f"cert:\n{text}\nend", [KEY])
+            flat = out.replace("\\n", "").replace("\\r", "").replace("\n", "").replace("\r", "")
+            assert MASK in out, (wrap, text)
+            assert_gone(flat, base64.b64encode(KEY.encode()).decode()[4:-4], 10)
+
+
+@pytest.mark.parametrize("sep", [" ", "-", ":", "\n", "  "])
+@pytest.mark.parametrize("group", [2, 4, 8])
+def test_grouped_hex_is_found(sep: str, group: int) -> None:
+    hexed = KEY.encode().hex()
+    for form in (hexed, hexed.upper()):
+        grouped = sep.join(form[i:i + group] for i in range(0, len(form), group))
+        out = scrub(f"dump: {grouped} end", [KEY])
+        assert out == f"dump: {MASK} end", (sep, group, out)
+
+
+def test_the_loose_pass_keeps_ordinary_text() -> None:
+    text = "ab12 cd34 ef56 -- a: b: c\n" + base64.b64encode(b"nothing secret in here at all").decode()
+    assert scrub(text, [KEY, TOKEN]) == text
