@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from agentswarm.db import Event, Feature, MergeAttempt, Task, TaskStatus, session_scope
+from agentswarm.db import Event, Feature, MergeAttempt, Run, Task, TaskStatus, session_scope
 from agentswarm.ops.supervision import rpc
 from agentswarm.ops.swarm import free_port
 from tests.e2e.conftest import CHECK, FEATURES
@@ -142,6 +142,7 @@ def test_swarm_command_runs_demo_to_merged_and_stops_on_ctrl_c(tmp_path, db, red
         _finishes(swarm, db, timeout=150)
         with session_scope(db) as s:
             assert s.scalar(select(func.count()).where(MergeAttempt.status == "merged")) >= len(FEATURES)
+            assert s.scalars(select(Run.demo)).all() == [True]  # what the user configured: no model
         text = swarm.text()
         assert "demo mode" in text and "run " in text
         with urllib.request.urlopen(f"http://127.0.0.1:{swarm.env['DASHBOARD_PORT']}/api/summary", timeout=10) as r:
