@@ -136,5 +136,13 @@ def launch(settings: Settings) -> None:
                f"`supervisorctl -c {_shown(supervisor.conf)} status` shows each process")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    story = None
+    if settings.swarm_console == "story":
+        from agentswarm.db.session import session_scope
+        from agentswarm.ops.narrator import Narrator
+
+        click.echo("the console tells the run's story and the processes' warnings; every line is in the logs "
+                   "(SWARM_CONSOLE=all prints them all)")
+        story = Narrator(run_id, f"http://127.0.0.1:{settings.dashboard_port}/", session_scope).lines
     sys.stdout.flush()
-    sys.exit(supervisor.run(env))
+    sys.exit(supervisor.run(env, story=story, quiet=story is not None))
