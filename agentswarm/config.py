@@ -12,7 +12,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -276,6 +276,9 @@ class Settings(BaseSettings):
         48.0, gt=0, description="the monitor's metric snapshots (the dashboard's history) are kept this long")
     snapshot_max_rows: int = Field(20_000, gt=0, description="snapshots kept per run at most (oldest go first)")
     log_format: LogFormat = Field(LogFormat.text, description="json: one JSON object a line with task and run ids")
+    swarm_console: Literal["story", "all"] = Field(
+        "story", description="what `make swarm` prints: story (the run's course, a progress line, the processes' "
+        "warnings and errors, a summary at the end) or all (every line of every process); the logs keep all")
 
     # Services
     database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False)

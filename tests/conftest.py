@@ -7,6 +7,8 @@ collide. The shared fixtures live in tests/support/ and are registered here as p
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +20,15 @@ pytest_plugins = ["tests.support.services", "tests.support.runs"]
 for key in list(os.environ):
     if key.startswith(("LLM_", "GIT_REPO_URL", "MAX_WORKERS", "MERGE_STRATEGY", "SANDBOX_", "GATE", "SIM_")):
         del os.environ[key]
+# Every path a swarm keeps under var/ (hub, previews, screenshots, deps cache, sandboxes) hangs off
+# HUB_PATH and SANDBOX_ROOT: a test that does not name its own gets this session's, never the
+# user's ./var (a swarm run in the same clone must not change what a test sees).
+SESSION_VAR = Path(tempfile.mkdtemp(prefix="agentswarm-test-var-"))
 # The existing suites run the queue as it was before the gate (GATE=off); the gate's own tests turn it on.
 os.environ.update(
     GATE="off",
+    HUB_PATH=str(SESSION_VAR / "hub.git"),
+    SANDBOX_ROOT=str(SESSION_VAR / "sandboxes"),
     DATABASE_URL=TEST_DB_URL,
     REDIS_URL=TEST_REDIS_URL,
     PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -51,3 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "bwrap" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import shutil
+
+    shutil.rmtree(SESSION_VAR, ignore_errors=True)

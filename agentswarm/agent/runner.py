@@ -55,11 +55,19 @@ def harvest_margin_s(timeout_s: float) -> float:
     return min(120.0, max(5.0, timeout_s * 0.1))
 
 
+def without_prefix(title: str, prefix: str) -> str:
+    """The title without a leading `prefix:` in any case (a fix task titled "Fix: ..." gets "fix: ..." once)."""
+    rest = title
+    while rest[:len(prefix) + 1].lower() == f"{prefix.lower()}:":
+        rest = rest[len(prefix) + 1:].lstrip()
+    return rest or title
+
+
 def commit_message(spec: TaskSpec, outcome: AgentOutcome) -> str:
     """The message of the runner's commit, derived from the task (not from the agent)."""
     lines = spec.description.strip().splitlines()
     title = (spec.title or (lines[0] if lines else "") or spec.id).strip()
-    head = f"{spec.kind}: {title}"
+    head = f"{spec.kind}: {without_prefix(title, spec.kind)}"
     head = head if len(head) <= 72 else head[:69] + "..."
     body = f"Task: {spec.id}\nRun: {spec.run_id}\nAgent: {spec.agent}\nAgent status: {outcome.status}"
     if outcome.summary:

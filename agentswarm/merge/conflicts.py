@@ -5,11 +5,13 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agentswarm.agent.runner import without_prefix
 from agentswarm.config import get_settings
 from agentswarm.db.models import Task, TaskKind
 from agentswarm.git.landing import MergeResult
 
 CONFLICT_PRIORITY = 1
+CONFLICT_TITLE = "Resolve merge conflict"
 
 
 def conflict_task_for(db: Session, task: Task, result: MergeResult) -> Task | None:
@@ -23,7 +25,7 @@ def conflict_task_for(db: Session, task: Task, result: MergeResult) -> Task | No
     scope = sorted(set(task.scope) | set(result.conflict_files))
     child = Task(
         run_id=task.run_id, origin_id=origin_id, kind=TaskKind.conflict, priority=CONFLICT_PRIORITY,
-        title=f"Resolve merge conflict: {task.title or task.id}"[:200],
+        title=f"{CONFLICT_TITLE}: {without_prefix(task.title or task.id, CONFLICT_TITLE)}"[:200],
         description=(
             f"The branch {task.branch} of task {task.id} conflicts with main in "
             f"{', '.join(result.conflict_files)}. Re-apply that task's change on top of the current "

@@ -2,6 +2,9 @@
 
 supervisord writes each process's output to a file of its own; the console follows those files
 (re-opening one that supervisord rotated) so one terminal shows them all, as a Procfile runner did.
+For the files named `quiet` only warnings and errors are printed (with the traceback or lines that
+follow them); their every line stays in the file. `make swarm` tells its story beside them
+(ops/narrator.py); SWARM_CONSOLE=all prints every line as before.
 """
 
 from __future__ import annotations
@@ -17,6 +20,26 @@ from typing import TextIO
 COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94, 91)
 CHUNK = 1 << 16
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")  # supervisord's own, said again by ours
+# Where a log record starts: Celery's `[date time: LEVEL/process]`, supervisord's and the stdlib's
+# `date time,ms LEVEL`, tornado's (Flower) `[L yymmdd`, and a JSON line (LOG_FORMAT=json).
+RECORD = re.compile(r"^(\[\d{4}-\d\d-\d\d |\d{4}-\d\d-\d\d \d\d:|\[[DIWEC] \d{6} |\{\")")
+LOUD = re.compile(r"^\[\d{4}-[^\]]*: (WARNING|ERROR|CRITICAL)/|^\d{4}-\d\d-\d\d [\d:,]+ (WARN|WARNING|ERROR|CRIT|CRITICAL) "
+                  r"|^\[[WEC] \d{6} |\"level\": \"(WARNING|ERROR|CRITICAL)\"")
+
+
+class Loud:
+    """Which lines of one quiet file to print: records at WARNING or above, and the lines that follow them
+    (a traceback) up to the next record."""
+
+    def __init__(self) -> None:
+        self.showing = False
+
+    def __call__(self, line: str) -> bool:
+        if RECORD.match(line):
+            self.showing = bool(LOUD.search(line))
+        elif line.startswith("Traceback (most recent call last)"):
+            self.showing = True
+        return self.showing
 
 
 class Follow:
@@ -73,9 +96,10 @@ class Follow:
 class Console:
     """Prints each followed file's new lines as `HH:MM:SS name | line`."""
 
-    def __init__(self, files: dict[str, Path], out: TextIO | None = None):
+    def __init__(self, files: dict[str, Path], out: TextIO | None = None, quiet: frozenset[str] = frozenset()):
         self.out = out or sys.stdout
         self.follows = {name: Follow(path) for name, path in files.items()}
+        self.shown = {name: Loud() for name in quiet}
         self.width = max(map(len, files), default=0)
         color = self.out.isatty() and not os.environ.get("NO_COLOR")
         self.labels = {name: (f"\x1b[{COLORS[i % len(COLORS)]}m{name:<{self.width}}\x1b[0m" if color
@@ -90,8 +114,10 @@ class Console:
         """Print what every file gained; at the end, the unterminated last lines as well."""
         for name, follow in self.follows.items():
             lines = follow.lines() + (follow.rest() if final else [])
+            shown = self.shown.get(name)
             for line in lines:
-                self.say(name, STAMP.sub("", line, count=1))
+                if shown is None or shown(line):
+                    self.say(name, STAMP.sub("", line, count=1))
         self.out.flush()
 
     def close(self) -> None:

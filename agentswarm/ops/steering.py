@@ -69,24 +69,11 @@ def add_task(db: Session, settings: Settings, description: str, scope: list[str]
 
     `features`: the features the task is for (not done ones): they are in progress, done when it lands, and what
     was blocked behind them waits no more."""
-    description = stored_text(description if isinstance(description, str) else "", None, settings).strip()
-    title = stored_text(title if isinstance(title, str) else "", None, settings)
-    if not description:
-        raise InvalidTask("description is empty (it says what the agent is to do)")
-    if len(description) > MAX_DESCRIPTION:
-        raise InvalidTask(f"description longer than {MAX_DESCRIPTION} characters")
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
-        raise InvalidTask(f"priority must be an integer from 1 (most urgent) to 10, got {priority!r}"[:200])
-    if kind not in {k.value for k in KINDS}:
-        raise InvalidTask(f"kind must be one of {', '.join(k.value for k in KINDS)}, got {str(kind)[:40]!r}")
-    if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
-        raise InvalidTask(f"key must be 1-{MAX_KEY} printable characters without spaces")
-    if isinstance(scope, str):
-        scope = [scope]
-    if not isinstance(scope, list | tuple) or len(scope) > MAX_SCOPE:
-        raise InvalidTask(f"scope must be a list of at most {MAX_SCOPE} paths inside the repository")
-    paths = list(dict.fromkeys(check_scope_path(clean_text(p) if isinstance(p, str) else p) for p in scope))
-    feature_ids = _features_for_task(db, features)
+    problems: list[str] = []
+    description, title, paths, feature_ids = _checked_fields(db, settings, description, scope, priority, title,
+                                                             kind, key, features, problems)
+    if problems:
+        raise InvalidTask("; ".join(problems))
     run = active_run(db, run_id)
     if key is not None:
         xact_lock(db, f"request-key:{run.id}:{key}")
@@ -106,6 +93,42 @@ def add_task(db: Session, settings: Settings, description: str, scope: list[str]
         refresh_run(db, run.id, settings.max_attempts)
     dispatch_pending(db, run.id)
     return task, True
+
+
+def _checked_fields(db: Session, settings: Settings, description: Any, scope: Any, priority: Any, title: Any,
+                    kind: Any, key: Any, features: Any,
+                    problems: list[str]) -> tuple[str, str, list[str], list[str]]:
+    """(description, title, scope paths, feature ids) cleaned; what is wrong with them added to `problems`,
+    every field checked, so a caller learns all its mistakes at once."""
+    description = stored_text(description if isinstance(description, str) else "", None, settings).strip()
+    title = stored_text(title if isinstance(title, str) else "", None, settings)
+    if not description:
+        problems.append("description is empty (it says what the agent is to do)")
+    elif len(description) > MAX_DESCRIPTION:
+        problems.append(f"description longer than {MAX_DESCRIPTION} characters")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
+        problems.append(f"priority must be an integer from 1 (most urgent) to 10, got {priority!r}"[:200])
+    if kind not in {k.value for k in KINDS}:
+        problems.append(f"kind must be one of {', '.join(k.value for k in KINDS)}, got {str(kind)[:40]!r}")
+    if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+        problems.append(f"key must be 1-{MAX_KEY} printable characters without spaces")
+    if isinstance(scope, str):
+        scope = [scope]
+    paths: list[str] = []
+    if not isinstance(scope, list | tuple) or len(scope) > MAX_SCOPE:
+        problems.append(f"scope must be a list of at most {MAX_SCOPE} paths inside the repository")
+    else:
+        for p in scope:
+            try:
+                paths.append(check_scope_path(clean_text(p) if isinstance(p, str) else p))
+            except InvalidTask as exc:
+                problems.append(str(exc))
+    try:
+        feature_ids = _features_for_task(db, features)
+    except InvalidTask as exc:
+        problems.append(str(exc))
+        feature_ids = []
+    return description, title, list(dict.fromkeys(paths)), feature_ids
 
 
 def _features_for_task(db: Session, features: Any) -> list[str]:
@@ -128,18 +151,34 @@ def _features_for_task(db: Session, features: Any) -> list[str]:
 
 def add_task_request(db: Session, settings: Settings, request: dict[str, Any]) -> tuple[Task, bool]:
     """add_task from a caller's keyword arguments (`celery call agentswarm.add_task --kwargs ...`), checked first."""
+    problems = []
     unknown = sorted(set(request) - set(REQUEST_FIELDS))
     if unknown:
-        raise InvalidTask(f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))[:200]}; "
-                          f"add_task takes {', '.join(REQUEST_FIELDS)}")
+        problems.append(f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))[:200]}"
+                        f" (add_task takes {', '.join(REQUEST_FIELDS)})")
     if "description" not in request:
-        raise InvalidTask("description is required (what the agent is to do)")
+        problems.append("description is required (what the agent is to do)")
     run = request.get("run")
     if run is not None and not isinstance(run, str):
-        raise InvalidTask("run must be a run id")
+        problems.append("run must be a run id")
+    if problems:  # the values' own problems too, in the same line
+        _checked_fields(db, settings, request.get("description", "x"), request.get("scope") or [],
+                        request.get("priority", 3), request.get("title") or "", request.get("kind", "manual"),
+                        request.get("key"), request.get("features") or [], problems)
+        raise InvalidTask("; ".join(problems))
     return add_task(db, settings, request["description"], request.get("scope") or [], request.get("priority", 3),
                     request.get("title") or "", run, kind=request.get("kind", "manual"), key=request.get("key"),
                     features=request.get("features") or [])
+
+
+def record_rejection(db: Session, request: dict[str, Any], reason: str) -> None:
+    """A request refused: a `task.rejected` event in the active run's feed (the dashboard shows it), if any run is."""
+    run = latest_run(db)
+    if run is None or run.status != RunStatus.active:
+        return
+    fields = sorted(str(k)[:40] for k in request)[:20]
+    record_event(db, "task.rejected", stored_text(f"a task request was refused: {reason}", 600), run_id=run.id,
+                 fields=fields)
 
 
 def cancel_task(db: Session, task_id: str, reason: str = "cancelled by a person") -> Task:

@@ -150,22 +150,27 @@ class Supervisor:
             return []
         return [i["name"] for i in infos if i["group"] == GROUP and i["statename"] == "FATAL"]
 
-    def run(self, env: dict[str, str], out: Any = None) -> int:
-        """Run supervisord until it stops, printing every process's output; the exit code for `make swarm`."""
+    def run(self, env: dict[str, str], out: Any = None, *, story: Any = None, quiet: bool = False) -> int:
+        """Run supervisord until it stops, printing the processes' output; the exit code for `make swarm`.
+
+        `quiet`: print only the processes' warnings and errors (every line stays in its log file).
+        `story`: called about once a second, returns lines to print under `swarm` (ops/narrator.py).
+        Ctrl-C or SIGTERM stops every process and returns 0; a critical process that cannot run, 1.
+        """
         exe = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
         if not exe:
             raise ConfigError("supervisord is not installed: run `make install`")
         self.write_config()
         names = [*self.processes, LISTENER, "supervisor"]
         files = [*(self.state / f"{n}.log" for n in self.processes), self.state / f"{LISTENER}.log", self.log]
-        console = Console(dict(zip(names, files, strict=True)), out)
+        console = Console(dict(zip(names, files, strict=True)), out, quiet=frozenset(names) if quiet else frozenset())
         proc = subprocess.Popen([exe, "--nodaemon", "--configuration", str(self.conf)], cwd=self.cwd, env=env,
                                 stdin=subprocess.DEVNULL, preexec_fn=_stop_with_parent)
         code: int | None = None
 
         def stop(signum: int, _frame: object) -> None:
             nonlocal code
-            code = 128 + signum if code is None else code
+            code = 0 if code is None else code  # asked to stop: stopping is success
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
@@ -179,10 +184,16 @@ class Supervisor:
                     next_check = time.monotonic() + 1
                     for name in sorted(set(self.gave_up()) - told):
                         told.add(name)
+                        if quiet:  # its lines were not printed: the last of them say why
+                            for line in _tail(self.state / f"{name}.log", 15):
+                                console.say(name, line)
                         console.say("swarm", self._gave_up_line(name))
                         if name in CRITICAL:
                             code = 1
                             proc.send_signal(signal.SIGTERM)
+                if story is not None and code is None:
+                    for line in story():
+                        console.say("swarm", line)
                 time.sleep(0.2)
         finally:
             for s, h in handlers.items():
@@ -195,7 +206,7 @@ class Supervisor:
                 code = proc.returncode or 0
                 console.say("swarm", f"supervisord exited with status {proc.returncode}")
             else:
-                console.say("swarm", "every process stopped")
+                console.say("swarm", "every process stopped" if code else "stopped as asked: every process stopped")
             console.out.flush()
             console.close()
             if self.sock.parent != self.state:
@@ -208,6 +219,16 @@ class Supervisor:
             return f"{name} cannot run: {tries}; its lines above say why. Stopping the swarm."
         return (f"{name} is not running: {tries}; the rest keep running. Once fixed: "
                 f"supervisorctl -c {self.conf} start {GROUP}:{name}")
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    """The last n lines of a log file (what a process said before it died)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 16384))
+            return [ln.decode("utf-8", "replace") for ln in fh.read().splitlines()[-n:]]
+    except OSError:
+        return []
 
 
 def rpc(conf: Path) -> Any:

@@ -36,10 +36,11 @@ def processes(demo_port: int | None) -> dict[str, str]:
 KEEP_STATE_DIRS = 10
 
 
-def state_dir() -> Path:
-    """A fresh directory for this swarm's supervisor (config, control socket, every process's log);
-    `var/swarm/current` points at the newest. Only the newest few are kept."""
-    base = ROOT / "var" / "swarm"
+def state_dir(settings: Settings) -> Path:
+    """A fresh directory for this swarm's supervisor (config, control socket, every process's log),
+    beside the hub (`var/swarm/` by default); `swarm/current` points at the newest. Only the newest
+    few are kept."""
+    base = settings.hub_path.resolve().parent / "swarm"
     base.mkdir(parents=True, exist_ok=True)
     _prune(base)
     path = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -49,6 +50,11 @@ def state_dir() -> Path:
     link.symlink_to(path.name)
     link.replace(base / "current")
     return path
+
+
+def _shown(path: Path) -> Path:
+    """The path relative to the repository when it is inside it (shorter to read), else as is."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _prune(base: Path) -> None:
@@ -62,8 +68,12 @@ def _prune(base: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def prepare(settings: Settings) -> str:
-    """Services up, schema migrated, hub created, features loaded, a run active; returns the run id."""
+def prepare(settings: Settings, *, demo: bool | None = None) -> str:
+    """Services up, schema migrated, hub created, features loaded, a run active; returns the run id.
+
+    `demo`: whether the user configured no model (the launcher points LLM_BASE_URL at the simulator
+    before preparing, so `settings` alone would say otherwise); None: from `settings`.
+    """
     from agentswarm.db.migrate import upgrade
     from agentswarm.db.session import check_database, session_scope
     from agentswarm.git.hub import prepare_hub
@@ -93,7 +103,7 @@ def prepare(settings: Settings) -> str:
         replaced = hub_replaced(db, settings)
         if replaced:
             click.echo(f"hub: {replaced}")
-        run = start_run(db, settings)
+        run = start_run(db, settings, demo=demo)
         return run.id
 
 
@@ -101,7 +111,8 @@ def launch(settings: Settings) -> None:
     """Prepare, then run every swarm process under supervisord until Ctrl-C (or beat or control cannot run)."""
     from agentswarm.ops.supervision import Supervisor
 
-    demo_port = free_port() if settings.demo_mode else None
+    demo = settings.demo_mode  # what the user configured, before the simulator's URL is set below
+    demo_port = free_port() if demo else None
     env = dict(os.environ)
     if demo_port is not None:
         env["LLM_BASE_URL"] = f"http://127.0.0.1:{demo_port}"
@@ -111,19 +122,27 @@ def launch(settings: Settings) -> None:
         get_settings.cache_clear()
         settings = get_settings()
         click.echo(f"demo mode: no LLM_BASE_URL set, the built-in simulator answers at {env['LLM_BASE_URL']}")
-    run_id = prepare(settings)
+    run_id = prepare(settings, demo=demo)
     from agentswarm.queue.names import RECONCILE_TICK
     from agentswarm.queue.send import send_tick
 
     send_tick(RECONCILE_TICK)  # main is checked as soon as the reconcile worker starts, then every interval
-    state = state_dir()
+    state = state_dir(settings)
     supervisor = Supervisor(processes(demo_port), state, cwd=ROOT, run_id=run_id)
     click.echo(f"run {run_id} active; dashboard at http://127.0.0.1:{settings.dashboard_port}/, Flower at "
                f"http://127.0.0.1:{settings.flower_port}; `agentswarm status` in another shell; "
                "Ctrl-C stops everything")
-    click.echo(f"supervisord restarts a process that dies; logs in {state.relative_to(ROOT)}/; "
-               f"`supervisorctl -c {supervisor.conf.relative_to(ROOT)} status` shows each process")
+    click.echo(f"supervisord restarts a process that dies; logs in {_shown(state)}/; "
+               f"`supervisorctl -c {_shown(supervisor.conf)} status` shows each process")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    story = None
+    if settings.swarm_console == "story":
+        from agentswarm.db.session import session_scope
+        from agentswarm.ops.narrator import Narrator
+
+        click.echo("the console tells the run's story and the processes' warnings; every line is in the logs "
+                   "(SWARM_CONSOLE=all prints them all)")
+        story = Narrator(run_id, f"http://127.0.0.1:{settings.dashboard_port}/", session_scope).lines
     sys.stdout.flush()
-    sys.exit(supervisor.run(env))
+    sys.exit(supervisor.run(env, story=story, quiet=story is not None))

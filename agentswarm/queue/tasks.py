@@ -74,13 +74,18 @@ def add_task(self: Task, **request: Any) -> str:
     """
     from agentswarm.config import get_settings
     from agentswarm.db.session import session_scope
-    from agentswarm.ops.steering import add_task_request
+    from agentswarm.ops.steering import add_task_request, record_rejection
 
     if request.get("key") is None and self.request.id:
         request["key"] = f"celery:{self.request.id}"
-    with session_scope() as db:
-        task, created = add_task_request(db, get_settings(), request)
-        task_id, run_id, kind, priority = task.id, task.run_id, task.kind, task.priority
+    try:
+        with session_scope() as db:
+            task, created = add_task_request(db, get_settings(), request)
+            task_id, run_id, kind, priority = task.id, task.run_id, task.kind, task.priority
+    except BadRequest as exc:  # the caller sees only an id: say why in the run's feed too
+        with session_scope() as db:
+            record_rejection(db, request, str(exc))
+        raise
     log.info("add_task: %s %s task %s in run %s (priority %d)", "created" if created else "key seen before: returned",
              kind, task_id, run_id, priority)
     return task_id

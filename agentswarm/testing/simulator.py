@@ -280,6 +280,9 @@ def _presubmit_quote(text: str, lines: int = 6) -> str:
     return "\n".join([head.splitlines()[0][:300], *quoted])[:1500]
 
 
+_STATUS_LINE = re.compile(r"^[ MADRCUT?!]{2} \S")  # one line of `git status --short`
+
+
 def work(body: dict, faults: dict[str, float] | None = None, fault_attempts: int = 0) -> dict:
     """Worker: write the scope, check git status, finish; decided from the message history alone.
 
@@ -321,10 +324,11 @@ def work(body: dict, faults: dict[str, float] | None = None, fault_attempts: int
     last_names = [(tc.get("function") or {}).get("name") for tc in messages[turns[-1]].get("tool_calls") or []]
     if "write_file" in last_names and len(turns) < MAX_WORKER_TURNS:
         return {"content": None, "tool_calls": [_call("run", command="git status --short", timeout_s=30)]}
-    status = (results[-1].get("content") or "").strip() if results else ""
+    status = (results[-1].get("content") or "") if results else ""
+    changed = [line for line in status.splitlines() if _STATUS_LINE.match(line)]
     summary = f"Implemented '{title}': wrote {', '.join(scope) or 'nothing'}."
-    if status:
-        summary += f" git status: {' '.join(status.split())[:200]}"
+    if changed:
+        summary += f" {len(changed)} file{'s' if len(changed) > 1 else ''} changed."
     if fault:
         fixed = any(_is_presubmit_failure(m) for m in messages)
         summary += f"\n\n{FIXED_TRAILER if fixed else TRAILER}: {fault}"

@@ -73,3 +73,20 @@ def test_an_unknown_id_is_a_warning_and_an_event(run_id, db, caplog):
     assert [e.run_id for e in events] == [run_id, run_id]
     assert events[1].message.startswith("merge_task: 'xxxx") and "is not a task id" in events[1].message
     assert len(events[1].message) < 200  # the id is clipped
+
+
+def test_every_bad_field_is_named_at_once_and_in_the_feed(run_id, db):
+    from agentswarm.db.models import Event
+    from agentswarm.errors import BadRequest
+
+    request = {"description": "fix it", "priority": 99, "kind": "feature", "scope": ["/etc/passwd"], "colour": "red"}
+    result = tasks.add_task.apply(kwargs=request, task_id="bad-1")
+    error = str(result.result)
+    assert isinstance(result.result, BadRequest) and "\n" not in error
+    for words in ("unknown argument colour", "priority must be an integer", "kind must be one of",
+                  "'/etc/passwd' is absolute"):
+        assert words in error, error
+    assert _ids(db) == []
+    with session_scope(db) as s:
+        (event,) = s.scalars(select(Event).where(Event.kind == "task.rejected")).all()
+    assert event.run_id == run_id and "priority must be" in event.message and "colour" in event.data["fields"]

@@ -185,7 +185,8 @@ def read_png(path: Path) -> tuple[int, int, list[bytes]]:
 # first frame (the page then still read "booting" in a loaded CI run).
 BOOTED = "document.body && document.body.dataset.status !== 'booting' && document.body.dataset.status"
 STATE = ("(() => { const m = document.getElementById('message'); return {status: document.body.dataset.status,"
-         " clear: document.body.dataset.clearColor || '', hidden: m.hidden, message: m.textContent}; })()")
+         " clear: document.body.dataset.clearColor || '', modules: document.body.dataset.modules || '',"
+         " hidden: m.hidden, message: m.textContent}; })()")
 TWO_FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 
@@ -231,10 +232,58 @@ def test_screenshot_shows_the_cleared_canvas_without_console_errors(preview_url,
     path.write_bytes(png)
     width, height, rows = read_png(path)
     assert (width, height) == (800, 600)
-    pixels = [row[x:x + 3] for row in rows[::10] for x in range(0, width * 4, 40)]
-    matching = sum(1 for p in pixels if all(abs(a - b) <= 2 for a, b in zip(p, expected, strict=True)))
-    assert matching == len(pixels), f"{len(pixels) - matching} of {len(pixels)} samples differ from {clear}"
+    sky = [row[x:x + 3] for row in rows[:height // 2:10] for x in range(0, width * 4, 40)]  # above any block
+    matching = sum(1 for p in sky if all(abs(a - b) <= 2 for a, b in zip(p, expected, strict=True)))
+    assert matching == len(sky), f"{len(sky) - matching} of {len(sky)} samples of the sky differ from {clear}"
+    ground = {rows[y][x:x + 3] for y in range(height - 40, height, 10) for x in range(0, width * 4, 40)}
+    assert len(ground) == 1 and ground != {expected}, ground  # the world view's ground, one colour
+    assert state["modules"] == "2", state  # the stub's engine: clear.ts and context.ts, a block each
     assert _console_errors(log) == [], log[-3000:]
+
+
+def _painted(rows: list[bytes], sky: bytes, width: int, height: int) -> int:
+    """How many sampled pixels above the ground are not sky: the world view's blocks."""
+    top = height - int(height * 0.12) - 2
+    return sum(1 for row in rows[:top:4] for x in range(0, width * 4, 16)
+               if any(abs(a - b) > 2 for a, b in zip(row[x:x + 3], sky, strict=True)))
+
+
+@pytest.mark.node
+@pytest.mark.browser
+def test_the_world_fills_in_as_features_land(build, tmp_path):
+    """What a demo run's preview shows: the page of an early main and of a late one differ, block by block.
+
+    The modules are those the demo's simulated worker writes for the first few features and for most of
+    them (FEATURES.json's files, agentswarm.testing.sim_files), built with the stub's own toolchain."""
+    if not build.ok:
+        pytest.fail("the stub did not build:\n" + build.report())
+    import json
+
+    from agentswarm.testing.sim_files import ENTRY_PATHS, file_content
+
+    features = json.loads((TARGET / "FEATURES.json").read_text())["features"]
+    seen = {}
+    for name, count in (("early", 10), ("late", 150)):
+        root = tmp_path / name
+        _copy_target(root)
+        (root / "node_modules").symlink_to(build.root / "node_modules")
+        for feature in features[:count]:
+            files = feature.get("files") or []
+            for rel in (f for f in files if f not in ENTRY_PATHS):
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_text(file_content(rel, feature["title"], files))
+        built = subprocess.run(["npx", "vite", "build"], cwd=root, env=_node_env(), capture_output=True, text=True,
+                               timeout=300)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        url = f"file://{root / 'dist' / 'index.html'}"
+        state, png, log = _open(tmp_path, url, "--allow-file-access-from-files", shot=True)
+        assert state["status"] == "ok", f"{state}\n{log[-3000:]}"
+        (tmp_path / f"{name}.png").write_bytes(png)
+        width, height, rows = read_png(tmp_path / f"{name}.png")
+        seen[name] = (int(state["modules"]), _painted(rows, bytes.fromhex(state["clear"][1:]), width, height))
+    (early_modules, early_blocks), (late_modules, late_blocks) = seen["early"], seen["late"]
+    assert late_modules > early_modules + 100, seen
+    assert late_blocks > 3 * early_blocks > 0, seen
 
 
 @pytest.mark.node
