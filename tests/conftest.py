@@ -19,8 +19,11 @@ for key in list(os.environ):
     if key.startswith(("LLM_", "GIT_REPO_URL", "MAX_WORKERS", "MERGE_STRATEGY", "SANDBOX_", "GATE", "SIM_")):
         del os.environ[key]
 # The existing suites run the queue as it was before the gate (GATE=off); the gate's own tests turn it on.
+# They connect as the shared server's superuser: a role per `prepare` would outlive the session's database
+# (roles belong to the whole server); tests/ops/test_secured_services.py makes the swarm's role on a private one.
 os.environ.update(
     GATE="off",
+    DATABASE_OWN_ROLE="false",
     DATABASE_URL=TEST_DB_URL,
     REDIS_URL=TEST_REDIS_URL,
     PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
