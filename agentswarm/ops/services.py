@@ -83,6 +83,27 @@ def answers_without_password(host: str, port: int) -> bool:
         client.close()
 
 
+def check_redis_password(url: str, secrets_dir: Path) -> None:
+    """ServiceUnavailable (one line: what to do) when the Redis at `url` wants a password `url` does not carry."""
+    import redis
+
+    u = urlparse(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 6379
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise ServiceUnavailable(
+            f"REDIS_URL: the Redis at {host}:{port} wants a password REDIS_URL does not carry (one that `make swarm` "
+            f"started keeps it in {redis_file(secrets_dir, port)}, gone if `make clean` removed var/): put its "
+            f"password in REDIS_URL, or stop that redis-server (`pgrep -af 'redis-server {host}:{port}'`) and "
+            "run again") from None
+    except redis.RedisError:
+        pass  # not a credentials problem: the steps after say what is wrong
+    finally:
+        client.close()
+
+
 def _redis_password(host: str, port: int, secrets_dir: Path) -> str:
     """The password kept for the Redis at this port (made and kept first when there is none)."""
     path = redis_file(secrets_dir, port)

@@ -79,6 +79,7 @@ def prepare(settings: Settings) -> str:
     from agentswarm.ops.services import (
         check_gate,
         check_reconciler,
+        check_redis_password,
         check_sandboxes,
         ensure_postgres,
         ensure_redis,
@@ -89,6 +90,7 @@ def prepare(settings: Settings) -> str:
     click.echo(f"postgres role: {ensure_swarm_role(settings)}")
     get_settings.cache_clear()
     settings = get_settings()
+    check_redis_password(settings.redis_url, settings.service_secrets_dir)
     check_database(settings.database_url)
     click.echo(f"sandboxes: {check_sandboxes(settings)}")
     click.echo(f"gate: {check_gate(settings)}")

@@ -23,9 +23,10 @@ import redis
 from agentswarm.config import load_settings
 from agentswarm.credentials import read_secret, redis_file
 from agentswarm.db.migrate import upgrade
+from agentswarm.errors import ServiceUnavailable
 from agentswarm.ops.db_role import ensure_swarm_role
 from agentswarm.ops.doctor import Ladder, exposure, services
-from agentswarm.ops.services import ensure_redis
+from agentswarm.ops.services import check_redis_password, ensure_redis
 from tests.support.env import ROOT, TEST_REDIS_URL
 from tests.support.private_pg import private_pg  # noqa: F401  (the fixture)
 
@@ -137,6 +138,8 @@ def test_doctor_is_content_with_scram_auth_and_the_swarms_role(private_pg, admin
     assert lines[1].startswith("✓ postgres auth") and "asks swarm_own and postgres for a password" in lines[1], lines
     assert lines[2].startswith("✓ postgres role") and "the swarm connects as swarm_own (not a superuser)" in lines[2]
     assert ladder.passed and "warning" not in ladder.summary()
+    password = str((read_secret(tmp_path / "secrets" / "postgres-swarm_own.json") or {})["password"])
+    assert not any(password in line for line in lines)
 
 
 def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare_redis, celery_worker):
@@ -152,7 +155,8 @@ def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     assert client.ping() and password in settings.secrets()
     server_pid = int(client.info("server")["process_id"])
-    assert password not in Path(f"/proc/{server_pid}/cmdline").read_text()  # `ps` does not show it
+    title = Path(f"/proc/{server_pid}/cmdline").read_text().replace("\0", " ").strip()
+    assert password not in title and title == f"redis-server 127.0.0.1:{port}"  # what `ps` shows
     assert ensure_redis(url, secrets_dir) == "running" and redis_file(secrets_dir, port).exists()
 
     # A real Celery worker reads REDIS_URL without the password, connects with it (it is ready only once its
@@ -162,7 +166,17 @@ def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare
 
     ladder, lines = run_steps(settings, services.check_redis, exposure.check_redis_auth)
     assert lines[1].startswith("✓ redis auth") and "refuses clients without a password" in lines[1]
+    assert not any(password in line for line in lines)
     client.close()
+
+    # `make clean` removed var/ while that Redis runs: prepare stops with what to do, not a NOAUTH traceback.
+    kept = redis_file(secrets_dir, port).read_bytes()
+    redis_file(secrets_dir, port).unlink()
+    with pytest.raises(ServiceUnavailable) as err:
+        check_redis_password(load_settings(redis_url=url, service_secrets_dir=secrets_dir).redis_url, secrets_dir)
+    assert f"the Redis at 127.0.0.1:{port} wants a password REDIS_URL does not carry" in str(err.value)
+    assert f"pgrep -af 'redis-server 127.0.0.1:{port}'" in str(err.value)
+    redis_file(secrets_dir, port).write_bytes(kept)  # for the fixture's shutdown
 
 
 def test_doctor_warns_for_a_redis_without_a_password(redis_client):
