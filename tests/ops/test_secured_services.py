@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -142,7 +143,7 @@ def test_doctor_is_content_with_scram_auth_and_the_swarms_role(private_pg, admin
     assert not any(password in line for line in lines)
 
 
-def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare_redis, celery_worker):
+def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare_redis, celery_worker, tmp_path):
     url, secrets_dir = spare_redis
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     how = ensure_redis(url, secrets_dir)
@@ -163,6 +164,21 @@ def test_a_redis_started_by_the_swarm_refuses_clients_without_its_password(spare
     # broker answered), and never prints it.
     worker = celery_worker(queues="secured", env={"REDIS_URL": url, "SERVICE_SECRETS_DIR": str(secrets_dir)})
     assert f"redis://:**@127.0.0.1:{port}/0" in worker.log() and password not in worker.log()
+
+    # Flower, started as the Procfile starts it, shows the broker without the password.
+    log = tmp_path / "flower.log"
+    with open(log, "wb") as out:
+        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentswarm.queue.app", "flower",
+                                   f"--port={free_port()}", "--address=127.0.0.1"], cwd=ROOT, stdout=out,
+                                  stderr=subprocess.STDOUT,
+                                  env={**os.environ, "REDIS_URL": url, "SERVICE_SECRETS_DIR": str(secrets_dir)})
+    deadline = time.monotonic() + 120
+    while "Broker:" not in log.read_text() and flower.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    flower.terminate()
+    flower.wait(timeout=30)
+    seen = log.read_text()
+    assert f"Broker: redis://:**@127.0.0.1:{port}/0" in seen and password not in seen, seen
 
     ladder, lines = run_steps(settings, services.check_redis, exposure.check_redis_auth)
     assert lines[1].startswith("✓ redis auth") and "refuses clients without a password" in lines[1]
@@ -201,6 +217,11 @@ def test_prepare_gives_the_swarm_its_role_and_a_redis_with_a_password_and_prints
     assert re.search(r"^run \w+ active$", out.stdout, re.M)  # its first check was sent with the password
     passwords = [str((read_secret(p) or {})["password"]) for p in sorted(secrets_dir.iterdir())]
     assert len(passwords) == 2 and not any(p in out.stdout + out.stderr for p in passwords)
+    whoami = ("from sqlalchemy import text; from agentswarm.db.session import session_scope\n"
+              "with session_scope() as db: print(db.execute(text('select current_user')).scalar())")
+    ran = subprocess.run([sys.executable, "-c", whoami], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.stdout.strip() == "swarm_prepared", ran.stdout + ran.stderr  # any later process of the swarm
     admin = private_pg.admin_url.rsplit("/", 1)[0] + "/swarm_prepared"
     with psycopg.connect(admin) as conn:
         owners = {r[0] for r in conn.execute("select tableowner from pg_tables where schemaname = 'public'")}
