@@ -2,8 +2,7 @@
 
 Invariants: every step ends as ok, warn, fail or skip, and is printed once, as soon as it ends; a skip always
 names the step it waited on; a warning names its fix but does not stop a run; the ladder passes only when
-no step failed. Lines are scrubbed of every
-secret the settings and the endpoints know before they are printed.
+no step failed. Lines are scrubbed of every secret the settings and the endpoints know before they are printed.
 """
 
 from __future__ import annotations
