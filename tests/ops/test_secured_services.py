@@ -24,7 +24,7 @@ import redis
 from agentswarm.config import load_settings
 from agentswarm.credentials import read_secret, redis_file
 from agentswarm.db.migrate import upgrade
-from agentswarm.errors import ServiceUnavailable
+from agentswarm.errors import ConfigError, ServiceUnavailable
 from agentswarm.ops.db_role import ensure_swarm_role
 from agentswarm.ops.doctor import Ladder, exposure, services
 from agentswarm.ops.services import check_redis_password, ensure_redis
@@ -227,3 +227,18 @@ def test_prepare_gives_the_swarm_its_role_and_a_redis_with_a_password_and_prints
         owners = {r[0] for r in conn.execute("select tableowner from pg_tables where schemaname = 'public'")}
         assert owners == {"swarm_prepared"}
         assert conn.execute("select count(*) from runs where status = 'active'").fetchone() == (1,)
+
+
+def test_a_database_url_that_is_not_a_superuser_is_used_as_given_and_a_clash_is_one_line(admin_db, tmp_path):
+    admin = admin_db.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("create role plain login")
+    plain = admin_db.replace("//postgres@", "//plain@")
+    assert ensure_swarm_role(swarm_settings(plain, tmp_path)) == \
+        "the swarm connects as plain, DATABASE_URL's user (not a superuser)"
+    assert not (tmp_path / "secrets").exists() and swarm_settings(plain, tmp_path).database_url == plain
+    with pytest.raises(ConfigError) as err:
+        ensure_swarm_role(swarm_settings(admin_db, tmp_path, database_role="postgres"))
+    assert str(err.value).startswith("DATABASE_ROLE: the swarm's role would be 'postgres', DATABASE_URL's own user")
+    assert ensure_swarm_role(load_settings(database_url=admin_db, database_own_role=False)).endswith(
+        "(DATABASE_OWN_ROLE=false)")
