@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
+from agentswarm.credentials import swarm_database_url, swarm_redis_url
 from agentswarm.errors import ConfigError
 from agentswarm.llm import normalize_base_url
 from agentswarm.llm.endpoints import load_endpoints
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
         allow_inf_nan=False,  # inf or nan in a budget or a timeout is a mistake, never a setting
     )
+    _given_urls: tuple[str, str] = PrivateAttr(("", ""))
 
     # The model
     llm_base_url: str = Field("", description="OpenAI-compatible endpoint; empty means demo mode")
@@ -283,6 +285,14 @@ class Settings(BaseSettings):
     # Services
     database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False)
     redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    database_own_role: bool = Field(
+        True, description="when DATABASE_URL's user is a superuser, `prepare` makes a role for the swarm "
+        "(LOGIN, not a superuser, no CREATEROLE/CREATEDB, owner of the swarm's database, a generated password "
+        "kept in SERVICE_SECRETS_DIR) and every process connects as it; false: connect as DATABASE_URL's user")
+    database_role: str = Field("", description="the name of that role; empty: named after DATABASE_URL's database")
+    service_secrets_dir: Path = Field(
+        Path("./var/secrets"), description="the generated service passwords (the swarm's Postgres role, the Redis "
+        "`make swarm` starts with requirepass), one file each, mode 0600; never printed or logged")
     visibility_timeout_s: int = Field(4 * 3600, gt=0)
     flower_port: int = Field(5555, gt=0, lt=65536)
     dashboard_port: int = Field(8080, gt=0, lt=65536)
@@ -327,6 +337,25 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _service_credentials(self) -> Settings:
+        """Connect with the generated credentials where `prepare` made them (see `agentswarm.credentials`)."""
+        self._given_urls = (self.database_url, self.redis_url)
+        if self.database_own_role:
+            self.database_url = swarm_database_url(self.database_url, self.service_secrets_dir) or self.database_url
+        self.redis_url = swarm_redis_url(self.redis_url, self.service_secrets_dir) or self.redis_url
+        return self
+
+    @property
+    def database_admin_url(self) -> str:
+        """DATABASE_URL as given (the user's; `prepare` makes the database and the swarm's role with it)."""
+        return self._given_urls[0]
+
+    @property
+    def given_redis_url(self) -> str:
+        """REDIS_URL as given, before the password of a Redis `make swarm` started was added."""
+        return self._given_urls[1]
+
+    @model_validator(mode="after")
     def _endpoints(self) -> Settings:
         load_endpoints(self)  # EndpointError (a ValueError) is one line naming the entry and the field
         return self
@@ -343,7 +372,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret to scrub from stored or logged text: this object's and the environment's.
 
-        The LLM key, the git token, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL,
+        The LLM key, the git token, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL (as given and
+        as connected: the swarm's role, the Redis `make swarm` started),
         AGENTSWARM_DASHBOARD_TOKEN, MODAL_TOKEN_SECRET and MODAL_TOKEN_ID, and every LLM_ENDPOINTS key.
         """
         env = os.environ
@@ -352,7 +382,8 @@ class Settings(BaseSettings):
             plain += [env.get(ep.key_env) for ep in load_endpoints(self) if ep.key_env]
         except ValueError:
             pass
-        return secret_values(plain, [self.database_url, self.redis_url] + [env.get(n) for n in URL_ENV_NAMES])
+        urls = [self.database_url, self.redis_url, *self._given_urls]
+        return secret_values(plain, urls + [env.get(n) for n in URL_ENV_NAMES])
 
     @property
     def backlog_size(self) -> int:

@@ -25,10 +25,14 @@ for key in list(os.environ):
 # user's ./var (a swarm run in the same clone must not change what a test sees).
 SESSION_VAR = Path(tempfile.mkdtemp(prefix="agentswarm-test-var-"))
 # The existing suites run the queue as it was before the gate (GATE=off); the gate's own tests turn it on.
+# They connect as the shared server's superuser: a role per `prepare` would outlive the session's database
+# (roles belong to the whole server); tests/ops/test_secured_services.py makes the swarm's role on a private one.
 os.environ.update(
     GATE="off",
     HUB_PATH=str(SESSION_VAR / "hub.git"),
     SANDBOX_ROOT=str(SESSION_VAR / "sandboxes"),
+    SERVICE_SECRETS_DIR=str(SESSION_VAR / "secrets"),
+    DATABASE_OWN_ROLE="false",
     DATABASE_URL=TEST_DB_URL,
     REDIS_URL=TEST_REDIS_URL,
     PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -49,8 +49,8 @@ def check(services: bool) -> None:
 
     s = _settings()
     if services:
-        click.echo(f"redis: {ensure_redis(s.redis_url)}")
-        click.echo(f"postgres: {ensure_postgres(s.database_url)}")
+        click.echo(f"redis: {ensure_redis(s.given_redis_url, s.service_secrets_dir)}")
+        click.echo(f"postgres: {ensure_postgres(s.database_admin_url)}")
     check_database(s.database_url)
     click.echo(f"sandboxes: {check_sandboxes(s)}")
     click.echo(f"gate: {check_gate(s)}")

@@ -8,11 +8,13 @@ import shutil
 import socket
 import subprocess
 import time
-from urllib.parse import urlparse
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import psycopg
 
 from agentswarm.config import Settings
+from agentswarm.credentials import LOOPBACK, generate_password, read_secret, redis_file, write_secret
 from agentswarm.errors import ConfigError, ServiceUnavailable
 from agentswarm.sandbox.factory import backend_for
 
@@ -39,22 +41,83 @@ def _wait(host: str, port: int, seconds: float) -> bool:
     return False
 
 
-def ensure_redis(url: str) -> str:
-    """Return how Redis was found ('running'/'started'), starting redis-server if needed."""
+def ensure_redis(url: str, secrets_dir: Path | None = None) -> str:
+    """Return how Redis was found ('running'/'started ...'), starting redis-server if needed.
+
+    With `secrets_dir`, a Redis started here requires a password (`requirepass`): REDIS_URL's own, else one
+    generated and kept there (`credentials.redis_file`), which every process then adds to REDIS_URL. The
+    password reaches redis-server on its stdin, never its command line.
+    """
     u = urlparse(url)
     host, port = u.hostname or "127.0.0.1", u.port or 6379
     if _port_open(host, port):
+        if secrets_dir is not None and answers_without_password(host, port):
+            redis_file(secrets_dir, port).unlink(missing_ok=True)  # not the Redis we started: forget its password
         return "running"
-    if host not in ("127.0.0.1", "localhost") or not shutil.which("redis-server"):
+    if host not in LOOPBACK or not shutil.which("redis-server"):
         raise ServiceUnavailable(f"REDIS_URL: nothing answers at {host}:{port}; {INSTALL_HINT}")
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
-         "--save", "", "--appendonly", "no"],
-        check=False, capture_output=True,
-    )
+    conf = ["bind 127.0.0.1", f"port {port}", "daemonize yes", 'save ""', "appendonly no"]
+    how = "started"
+    if u.password:
+        conf.append(f"requirepass {_quoted(unquote(u.password))}")
+        how += ", requiring REDIS_URL's password"
+    elif secrets_dir is not None:
+        conf.append(f"requirepass {_quoted(_redis_password(host, port, secrets_dir))}")
+        how += f", requiring a password (kept in {redis_file(secrets_dir, port)})"
+    subprocess.run(["redis-server", "-"], input="\n".join(conf) + "\n", text=True, check=False, capture_output=True)
     if not _wait(host, port, 10):
         raise ServiceUnavailable(f"REDIS_URL: started redis-server but {host}:{port} does not answer")
-    return "started"
+    return how
+
+
+def answers_without_password(host: str, port: int) -> bool:
+    """True when the Redis at host:port answers PING from a client that gives no password."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def check_redis_password(url: str, secrets_dir: Path) -> None:
+    """ServiceUnavailable (one line: what to do) when the Redis at `url` wants a password `url` does not carry."""
+    import redis
+
+    u = urlparse(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 6379
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise ServiceUnavailable(
+            f"REDIS_URL: the Redis at {host}:{port} wants a password REDIS_URL does not carry (one that `make swarm` "
+            f"started keeps it in {redis_file(secrets_dir, port)}, gone if `make clean` removed var/): put its "
+            f"password in REDIS_URL, or stop that redis-server (`pgrep -af 'redis-server {host}:{port}'`) and "
+            "run again") from None
+    except redis.RedisError:
+        pass  # not a credentials problem: the steps after say what is wrong
+    finally:
+        client.close()
+
+
+def _redis_password(host: str, port: int, secrets_dir: Path) -> str:
+    """The password kept for the Redis at this port (made and kept first when there is none)."""
+    path = redis_file(secrets_dir, port)
+    old = read_secret(path) or {}
+    if old.get("host") == host and old.get("port") == port and isinstance(old.get("password"), str):
+        return str(old["password"])
+    password = generate_password()
+    write_secret(path, {"host": host, "port": port, "password": password})
+    return password
+
+
+def _quoted(value: str) -> str:
+    """A value for redis.conf: double-quoted, backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _start_postgres() -> bool:

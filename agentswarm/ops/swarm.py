@@ -71,24 +71,34 @@ def _prune(base: Path) -> None:
 def prepare(settings: Settings, *, demo: bool | None = None) -> str:
     """Services up, schema migrated, hub created, features loaded, a run active; returns the run id.
 
+    Redis and Postgres are reached with the URLs as given; a Redis started here requires a password, and
+    the swarm gets a Postgres role of its own (`db_role`). From then on everything connects with those
+    credentials, this process too (the settings are read again), and never prints them.
     `demo`: whether the user configured no model (the launcher points LLM_BASE_URL at the simulator
     before preparing, so `settings` alone would say otherwise); None: from `settings`.
     """
+    from agentswarm.config import get_settings
     from agentswarm.db.migrate import upgrade
     from agentswarm.db.session import check_database, session_scope
     from agentswarm.git.hub import prepare_hub
     from agentswarm.lifecycle.features import sync_features
     from agentswarm.lifecycle.runs import hub_replaced, start_run
+    from agentswarm.ops.db_role import ensure_swarm_role
     from agentswarm.ops.services import (
         check_gate,
         check_reconciler,
+        check_redis_password,
         check_sandboxes,
         ensure_postgres,
         ensure_redis,
     )
 
-    click.echo(f"redis: {ensure_redis(settings.redis_url)}")
-    click.echo(f"postgres: {ensure_postgres(settings.database_url)}")
+    click.echo(f"redis: {ensure_redis(settings.given_redis_url, settings.service_secrets_dir)}")
+    click.echo(f"postgres: {ensure_postgres(settings.database_admin_url)}")
+    click.echo(f"postgres role: {ensure_swarm_role(settings)}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    check_redis_password(settings.redis_url, settings.service_secrets_dir)
     check_database(settings.database_url)
     click.echo(f"sandboxes: {check_sandboxes(settings)}")
     click.echo(f"gate: {check_gate(settings)}")
@@ -134,6 +144,7 @@ def launch(settings: Settings) -> None:
                "Ctrl-C stops everything")
     click.echo(f"supervisord restarts a process that dies; logs in {_shown(state)}/; "
                f"`supervisorctl -c {_shown(supervisor.conf)} status` shows each process")
+    env["SERVICE_SECRETS_DIR"] = str(Path(settings.service_secrets_dir).resolve())  # the processes run in ROOT
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     story = None

@@ -44,13 +44,17 @@ def test_demo_mode_every_step_is_green(db, redis_client, tmp_path):
     r = doctor(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = [line for line in r.stdout.splitlines() if line[:1] in "✓✗–"]
-    assert steps and all(line.startswith("✓") for line in steps), r.stdout
+    # The shared test services are open to local processes by design (trust auth, the superuser, no Redis
+    # password): those three steps warn, with their fix; every other step passes.
+    warned = {line[2:].split("  ")[0] for line in steps if not line.startswith("✓")}
+    assert warned == {"redis auth", "postgres auth", "postgres role"}, r.stdout
+    assert all("→ fix:" in line and "docs/securing-services.md" in line for line in steps if line.startswith("–"))
     for name in ("redis", "postgres", "schema", "hub", "node", "sandbox", "install", "llm demo models",
                  "llm demo chat", "llm demo tool call"):
         assert any(line[2:].startswith(name) for line in steps), (name, r.stdout)
     assert "the demo simulator: the model called finish" in r.stdout
     assert "refuses pushes to main" in r.stdout and "agentswarm runner (task.json schema" in r.stdout
-    assert r.stdout.strip().splitlines()[-1].startswith("ready:")
+    assert r.stdout.strip().splitlines()[-1].startswith("ready:") and "3 warnings" in r.stdout.splitlines()[-1]
     assert not (tmp_path / "hub.git").exists()  # the doctor tests a scratch hub; it creates nothing of the run's
 
 

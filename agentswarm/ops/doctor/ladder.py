@@ -1,8 +1,8 @@
 """The ladder: steps, their one-line report, and what they share (`run.py` holds their order).
 
-Invariants: every step ends as ok, fail or skip, and is printed once, as soon as it ends; a skip always
-names the step it waited on; the ladder passes only when no step failed. Lines are scrubbed of every
-secret the settings and the endpoints know before they are printed.
+Invariants: every step ends as ok, warn, fail or skip, and is printed once, as soon as it ends; a skip always
+names the step it waited on; a warning names its fix but does not stop a run; the ladder passes only when
+no step failed. Lines are scrubbed of every secret the settings and the endpoints know before they are printed.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 
 class StepStatus(StrEnum):
     ok = "ok"
+    warn = "warn"
     fail = "fail"
     skip = "skip"
 
 
-MARKS = {StepStatus.ok: "✓", StepStatus.fail: "✗", StepStatus.skip: "–"}
+MARKS = {StepStatus.ok: "✓", StepStatus.warn: "–", StepStatus.fail: "✗", StepStatus.skip: "–"}
 NAME_WIDTH = 16
 
 
@@ -79,6 +80,10 @@ class Ladder:
     def ok(self, name: str, detail: str) -> Step:
         return self.record(name, StepStatus.ok, detail)
 
+    def warn(self, name: str, detail: str, fix: str) -> Step:
+        """A step that passed with a risk the user should close (the run is not held by it)."""
+        return self.record(name, StepStatus.warn, detail, fix)
+
     def fail(self, name: str, detail: str, fix: str) -> Step:
         return self.record(name, StepStatus.fail, detail, fix)
 
@@ -93,7 +98,7 @@ class Ladder:
         """True when every prerequisite passed; else record `name` as skipped, naming the first that did not."""
         for pre in prerequisites:
             status = self.status_of(pre)
-            if status is not StepStatus.ok:
+            if status not in (StepStatus.ok, StepStatus.warn):
                 self.skip(name, f"needs `{pre}`, which {'failed' if status is StepStatus.fail else 'did not run'}")
                 return False
         return True
@@ -107,6 +112,8 @@ class Ladder:
         failed = [s.name for s in self.steps if s.status is StepStatus.fail]
         head = (f"ready: {counts[StepStatus.ok]} steps passed" if not failed
                 else f"NOT ready: {len(failed)} step{'s' if len(failed) != 1 else ''} failed ({', '.join(failed)})")
+        warned = counts[StepStatus.warn]
+        head += f", {warned} warning{'s' if warned != 1 else ''}" if warned else ""
         return head + (f", {counts[StepStatus.skip]} skipped" if counts[StepStatus.skip] else "")
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentswarm.ops.doctor import endpoints, hub, node, sandboxes, services
+from agentswarm.ops.doctor import endpoints, exposure, hub, node, sandboxes, services
 from agentswarm.ops.doctor.ladder import Ladder
 
 if TYPE_CHECKING:
@@ -29,7 +29,10 @@ def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: C
     with Ladder(settings, echo, modal_module) as ladder:
         ladder.resources.callback(_remove_if_empty, Path(settings.sandbox_root).resolve() / "doctor")
         services.check_redis(ladder)
+        exposure.check_redis_auth(ladder)
         services.check_postgres(ladder)
+        exposure.check_postgres_auth(ladder)
+        exposure.check_postgres_role(ladder)
         services.check_schema(ladder)
         hub.check_hub(ladder)
         node.check_node(ladder)

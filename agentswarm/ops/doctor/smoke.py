@@ -55,13 +55,13 @@ def check_smoke(ladder: Any, timeout_s: float = 600.0) -> None:
     db_name = f"agentswarm_doctor_{os.getpid()}"
     redis_server: subprocess.Popen | None = None
     try:
-        db_url = _create_database(s.database_url, db_name)
+        db_url = _create_database(s.database_admin_url, db_name)
         redis_server, redis_url = _private_redis(scratch)
         if redis_url is None:
             redis_url = _empty_redis_db(s.redis_url)
     except Exception as exc:  # noqa: BLE001  (any service error ends the smoke run with one line)
         ladder.fail("smoke setup", f"no scratch database: {exc}", "see the `postgres` and `redis` steps")
-        _drop_database(s.database_url, db_name)
+        _drop_database(s.database_admin_url, db_name)
         if redis_server is not None:
             _stop(redis_server)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -70,7 +70,7 @@ def check_smoke(ladder: Any, timeout_s: float = 600.0) -> None:
         env = scratch_env(s, scratch, db_url, redis_url, ladder.facts.get("demo_llm_url"))
         ok = _run_child(ladder, env, scratch, timeout_s)
     finally:
-        _drop_database(s.database_url, db_name)
+        _drop_database(s.database_admin_url, db_name)
         if redis_server is not None:
             _stop(redis_server)
         else:
