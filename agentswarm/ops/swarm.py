@@ -134,6 +134,7 @@ def launch(settings: Settings) -> None:
                "Ctrl-C stops everything")
     click.echo(f"supervisord restarts a process that dies; logs in {_shown(state)}/; "
                f"`supervisorctl -c {_shown(supervisor.conf)} status` shows each process")
+    env["BEAT_SCHEDULE"] = str(state.parent / "celerybeat-schedule")  # beside the hub, like the rest of var/
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     story = None
