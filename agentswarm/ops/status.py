@@ -37,10 +37,22 @@ def latest_run(db: Session) -> Run | None:
     return active or db.scalars(select(Run).order_by(Run.started_at.desc())).first()
 
 
+def superseded_tasks(db: Session, run_id: str) -> int:
+    """Failed tasks whose work landed anyway, by another task's hand: every feature they were for is done
+    (a conflict task whose branch another resolution landed, a retry that did it). Not failures of the run."""
+    done = set(db.scalars(select(Feature.id).where(Feature.status == FeatureStatus.done)))
+    failed = db.scalars(select(Task.feature_ids).where(Task.run_id == run_id, Task.status == TaskStatus.failed))
+    return sum(1 for ids in failed if ids and set(ids) <= done)
+
+
 def run_summary(db: Session, run: Run) -> dict:
     """Counts, throughput and spend of one run."""
     tasks = dict(db.execute(select(Task.status, func.count()).where(Task.run_id == run.id)
                             .group_by(Task.status)).all())
+    superseded = superseded_tasks(db, run.id)
+    if superseded:
+        tasks[TaskStatus.failed] -= superseded
+        tasks = {k: v for k, v in tasks.items() if v} | {"superseded": superseded}
     merges = dict(db.execute(select(MergeAttempt.status, func.count()).join(Task)
                              .where(Task.run_id == run.id).group_by(MergeAttempt.status)).all())
     hour_ago = datetime.now(UTC) - timedelta(hours=1)

@@ -145,6 +145,7 @@ def launch(settings: Settings) -> None:
     click.echo(f"supervisord restarts a process that dies; logs in {_shown(state)}/; "
                f"`supervisorctl -c {_shown(supervisor.conf)} status` shows each process")
     env["SERVICE_SECRETS_DIR"] = str(Path(settings.service_secrets_dir).resolve())  # the processes run in ROOT
+    env["BEAT_SCHEDULE"] = str(state.parent / "celerybeat-schedule")  # beside the hub, like the rest of var/
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     story = None

@@ -76,3 +76,23 @@ def test_the_console_keeps_only_warnings_of_quiet_files(tmp_path):
     shown = [line.split("| ", 1)[1] for line in out.getvalue().splitlines()]
     assert shown == ["[2026-12-07 22:00:01,001: WARNING/MainProcess] gate sandbox failed on abc",
                      "Traceback (most recent call last):", '  File "x.py", line 1, in <module>']
+
+
+def test_a_failed_task_whose_features_landed_is_superseded_not_failed(active_run, db):
+    """A conflict task that failed after another resolution landed its branch is not a failure of the run."""
+    from sqlalchemy import select, update
+
+    from agentswarm.db.models import Feature, FeatureStatus, Run, Task, TaskStatus
+    from agentswarm.ops.status import run_summary
+
+    done_one, other = "world-001", "ui-002"
+    ids = add_tasks(db, active_run, [["src/a.ts"], ["src/b.ts"], ["src/c.ts"]])
+    with session_scope(db) as s:
+        s.execute(update(Task).where(Task.id == ids[0]).values(status=TaskStatus.failed, feature_ids=[done_one]))
+        s.execute(update(Task).where(Task.id == ids[1]).values(status=TaskStatus.failed, feature_ids=[other]))
+        s.execute(update(Task).where(Task.id == ids[2]).values(status=TaskStatus.failed, feature_ids=[]))
+        s.execute(update(Feature).where(Feature.id == done_one).values(status=FeatureStatus.done))
+    with session_scope(db) as s:
+        tasks = run_summary(s, s.get(Run, active_run))["tasks"]
+        assert s.scalar(select(Feature.status).where(Feature.id == other)) != FeatureStatus.done
+    assert tasks == {"superseded": 1, "failed": 2}, tasks

@@ -2,7 +2,7 @@
 "use strict";
 
 const POLL_MS = 2000;
-const STATES = ["pending", "assigned", "running", "complete", "failed", "blocked", "cancelled"];
+const STATES = ["pending", "assigned", "running", "complete", "superseded", "failed", "blocked", "cancelled"];
 const state = { run: null, config: {}, lastEvent: null, events: [], detailId: null, replay: null, failures: 0,
   shot: null, shotsKey: null, lastCheck: null, reconcileAsked: null, liveTranscript: null, transcriptKey: null };
 
