@@ -50,23 +50,27 @@ FORWARDER = (
 
 
 @functools.lru_cache(maxsize=1)
-def _host_registry() -> str:
-    """The registry npm on this machine uses (its user and global config), read once; npmjs without npm."""
+def host_npm() -> dict[str, str]:
+    """The host npm's registry, global config file and prefix (the machine's, never a tree's), read once."""
+    wanted = ("registry", "globalconfig", "prefix")
     npm = shutil.which("npm")
     if not npm:
-        return DEFAULT_REGISTRY
+        return {"registry": DEFAULT_REGISTRY}
     try:
-        out = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=60,
+        out = subprocess.run([npm, "config", "get", *wanted], capture_output=True, text=True, timeout=60,
                              cwd="/", stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
-        return DEFAULT_REGISTRY
-    value = out.stdout.strip()
-    return value if out.returncode == 0 and urlsplit(value).scheme in ("http", "https") else DEFAULT_REGISTRY
+        return {"registry": DEFAULT_REGISTRY}
+    found = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line) if out.returncode == 0 else {}
+    values = {k: v.strip() for k, v in found.items() if k in wanted and v.strip() and v.strip() != "undefined"}
+    if urlsplit(values.get("registry", "")).scheme not in ("http", "https"):
+        values["registry"] = DEFAULT_REGISTRY
+    return values
 
 
 def registry_url(configured: str = "") -> str:
     """The registry the install may reach (NPM_REGISTRY, else the host npm's), ending with '/'."""
-    url = configured.strip() or _host_registry()
+    url = configured.strip() or host_npm()["registry"]
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise ValueError(f"NPM_REGISTRY: not an http(s) URL: {url!r}")
     return url if url.endswith("/") else url + "/"
@@ -80,13 +84,16 @@ def endpoint(url: str) -> tuple[str, str, int]:
 
 def npm_env(registry: str, home: str) -> dict[str, str]:
     """npm's settings for the install, as environment (it beats a project's .npmrc): no program, file or
-    registry of the tree's choosing. The proxy settings are added inside by FORWARDER."""
+    registry of the tree's choosing. The global config and prefix are the host npm's (read-only in the
+    sandbox: a CA file, say); the user config is the sandbox's fresh home's. FORWARDER adds the proxy."""
     false = shutil.which("false") or "/bin/false"
-    return {"npm_config_registry": registry, "npm_config_git": false, "npm_config_script_shell": "/bin/sh",
-            "npm_config_shell": "/bin/sh", "npm_config_node_options": "", "npm_config_ignore_scripts": "true",
-            "npm_config_userconfig": f"{home}/.npmrc", "npm_config_globalconfig": "/dev/null",
-            "npm_config_prefix": f"{home}/.npm-global", "npm_config_cache": f"{home}/.npm",
-            "npm_config_update_notifier": "false", "npm_config_audit": "false", "npm_config_fund": "false"}
+    host = host_npm()
+    env = {"npm_config_registry": registry, "npm_config_git": false, "npm_config_script_shell": "/bin/sh",
+           "npm_config_shell": "/bin/sh", "npm_config_node_options": "", "npm_config_ignore_scripts": "true",
+           "npm_config_userconfig": f"{home}/.npmrc", "npm_config_cache": f"{home}/.npm",
+           "npm_config_update_notifier": "false", "npm_config_audit": "false", "npm_config_fund": "false"}
+    env |= {f"npm_config_{key}": host[key] for key in ("globalconfig", "prefix") if key in host}
+    return env
 
 
 class RegistryProxy(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
