@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from agentswarm.config import load_settings
+from agentswarm.merge.gate import GateWorkspace
 from agentswarm.reconcile.checks import run_checks
 from agentswarm.sandbox.deps import ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
@@ -105,10 +107,18 @@ def test_a_git_dependency_with_a_project_npmrc_is_refused_and_runs_nothing(tmp_p
     [reason] = installed.output.strip().splitlines()  # one line, naming what was refused
     assert "cannot run" in reason and "evil" in reason and "git" in reason, reason
     assert not any(p.endswith(".tgz") for p in registry.served)  # refused before any install started
-    # The reconciler's checks stop at the refusal, showing the same line.
+    # The reconciler's checks stop at the refusal, showing the same line; so does the gate.
     [result] = run_checks(backend, str(hub), main_of(hub), INSTALL, ["true"], 300, tmp_path / "deps")
     assert result.command == INSTALL and not result.ok and result.output.strip() == reason
-    assert backend.list() == []
+    settings = load_settings(hub_path=hub, gate_install=INSTALL, gate_commands=["true"], gate_full_commands=["true"],
+                             tsc_snapshot=False, npm_registry=registry.url)
+    gate = GateWorkspace(settings, backend)
+    try:
+        run = gate.run(main_of(hub), main_of(hub))
+    finally:
+        gate.close()
+    assert run.result == "cannot-run" and run.output.strip() == reason and run.commands == []
+    assert listener.heard == [] and backend.list() == []
 
 
 @pytest.mark.parametrize("spec", ["github:evil/evil", "evil/evil", "file:../outside", "link:./x",
