@@ -3,7 +3,8 @@
 The install runs in its own network namespace (only loopback: no host port, no host). For the length
 of one install the orchestrator serves this proxy on a Unix socket in a fresh directory bound into the
 sandbox; inside, FORWARDER opens 127.0.0.1:<port> in front of that socket (agent/bridge.py) and points
-npm at it (`npm_config_proxy`, `npm_config_https_proxy`) before it starts the install command.
+npm at it (`npm_config_proxy`, `npm_config_https_proxy`, and `HTTP(S)_PROXY` for other package
+managers) before it starts the install command.
 The proxy accepts only
 - `CONNECT host:port` to the registry's host and port (an https registry): a tunnel of bytes, and
 - `GET`/`HEAD http://host:port/...` to the registry (an http registry): one request per connection,
@@ -43,7 +44,8 @@ FORWARDER = (
     "sys.path.insert(0,sys.argv[1])\n"
     "from agentswarm.agent.bridge import Bridge\n"
     f"url=Bridge(os.environ[{SOCKET_ENV!r}]).start().url\n"
-    "os.environ.update(npm_config_proxy=url,npm_config_https_proxy=url)\n"
+    "for k in ('npm_config_proxy','npm_config_https_proxy','HTTP_PROXY','HTTPS_PROXY','http_proxy','https_proxy'):\n"
+    "    os.environ[k]=url\n"
     "c=subprocess.call(sys.argv[2:])\n"
     "sys.exit(128-c if c<0 else c)\n"
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,26 +35,28 @@ GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 class Listener:
-    """A host port that records every connection (and what was sent on it)."""
+    """A host port that tells who connected: every connection the kernel accepted by the time it is asked
+    (a client that connected before the install ended is in the backlog; no thread to race)."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.port = self.sock.getsockname()[1]
-        self.heard: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.sock.setblocking(False)
 
-    def _serve(self) -> None:
+    @property
+    def heard(self) -> list[bytes]:
+        said = []
         while True:
             try:
                 conn, _ = self.sock.accept()
-            except OSError:
-                return
+            except BlockingIOError:
+                return said
             with conn:
-                conn.settimeout(5)
+                conn.settimeout(10)
                 try:
-                    self.heard.append(conn.recv(4096) or b"(connected)")
+                    said.append(conn.recv(4096) or b"(connected)")
                 except OSError:
-                    self.heard.append(b"(connected)")
+                    said.append(b"(connected)")
 
 
 @pytest.fixture
