@@ -200,7 +200,7 @@ class Settings(BaseSettings):
 
     # Reconciler: how main is built and tested (run in a checkout of main)
     reconcile_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
-                                   description="run (with network, no secret, sandboxed) once per lock file")
+                                   description="run once per lock file, sandboxed, no secret, reaching only NPM_REGISTRY")
     reconcile_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run",
                                  "node_modules/.bin/vite build"],
@@ -224,7 +224,10 @@ class Settings(BaseSettings):
                            "batch: test batches, bisect a red one")
     gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's commands in its sandbox")
     gate_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
-                              description="installs the target's dependencies (once per lock file, networked sandbox)")
+                              description="installs the target's dependencies (once per lock file, in a sandbox "
+                              "that reaches only NPM_REGISTRY)")
+    npm_registry: str = Field("", description="the npm registry the dependency install reaches (its only way out: "
+                              "a proxy the orchestrator runs); empty: the one `npm config get registry` gives here")
     gate_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit",
                                  "node_modules/.bin/vitest related --run --passWithNoTests --pool=threads {files} {quarantined}"],

@@ -1,8 +1,12 @@
 """The target's installed dependencies, shared read-only by every sandbox that runs its checks.
 
-Installed once per lock file (a digest of the manifests at a commit), in a sandbox that may use the
-network but holds no secret and runs the install with the package's own scripts off
-(`--ignore-scripts` in the default commands), and kept under `<deps_root>/<digest>/node_modules`.
+Installed once per lock file (a digest of the manifests at a commit), in a sandbox that holds no
+secret and reaches only the npm registry, through a proxy the orchestrator runs (registry_proxy.py:
+no host port, no other host), with npm's settings from the orchestrator and the package's own
+scripts off; kept under `<deps_root>/<digest>/node_modules`. Before anything of the tree runs, its
+manifests are judged from the hub (lock_policy.py: git, file, link and URL dependencies are refused
+with a one-line reason) and its package-manager config files (.npmrc, .yarnrc*, .pnpmfile.*) are
+removed from the install's checkout.
 A sandbox that runs checks gets a writable `node_modules` of links into that cache, whose target
 is bound read-only: tools may write their caches beside the links, never into the packages.
 """
@@ -22,9 +26,14 @@ from agentswarm.git.repo import open_repo
 from agentswarm.sandbox import tsc_fast
 from agentswarm.sandbox.base import SandboxHandle
 from agentswarm.sandbox.local import LocalSandboxBackend
+from agentswarm.sandbox.lock_policy import refusal
+from agentswarm.sandbox.registry_proxy import registry_url
 
 OUTPUT_TAIL = 20_000
 LOCK_FILES = ("package-lock.json", "pnpm-lock.yaml", "yarn.lock")
+MANIFESTS = (*LOCK_FILES, "npm-shrinkwrap.json", "package.json")
+PACKAGE_CONFIG = frozenset({".npmrc", ".yarnrc", ".yarnrc.yml", ".pnpmfile.cjs", ".pnpmfile.mjs"})
+REFUSED = 126  # the exit code of an install refused before it ran (lock_policy.py)
 _installing: dict[str, threading.Lock] = {}  # one install per lock file at a time in this process
 _guard = threading.Lock()
 
@@ -49,19 +58,33 @@ class CheckResult:
 
 def lock_digest(hub: str, sha: str) -> str | None:
     """A digest of the dependency manifests at sha (lock file and package.json), or None without a lock file."""
+    return _digest(manifests(hub, sha))
+
+
+def manifests(hub: str, sha: str) -> dict[str, bytes]:
+    """The dependency manifests at sha, read from the hub: name -> content."""
     repo = open_repo(hub)
-    digest, found = hashlib.sha256(), False
-    names = (*LOCK_FILES, "package.json")
-    listed = repo.run("ls-tree", "--name-only", sha, "--", *names)
-    present = set(listed.stdout.decode().split()) if listed.returncode == 0 else set(names)
-    for name in names:
-        if name not in present:
-            continue
-        blob = repo.run("cat-file", "blob", f"{sha}:{name}")
-        if blob.returncode == 0:
-            digest.update(name.encode() + b"\0" + blob.stdout + b"\0")
-            found = found or name in LOCK_FILES
-    return digest.hexdigest() if found else None
+    listed = repo.run("ls-tree", "--name-only", sha, "--", *MANIFESTS)
+    present = set(listed.stdout.decode().split()) if listed.returncode == 0 else set(MANIFESTS)
+    found = {}
+    for name in MANIFESTS:
+        if name in present:
+            blob = repo.run("cat-file", "blob", f"{sha}:{name}")
+            if blob.returncode == 0:
+                found[name] = blob.stdout
+    return found
+
+
+def _digest(files: dict[str, bytes]) -> str | None:
+    if not any(name in files for name in LOCK_FILES):
+        return None
+    digest = hashlib.sha256()
+    for name in (*LOCK_FILES, "package.json"):  # the digest of every cache made before npm-shrinkwrap.json counted
+        if name in files:
+            digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    if "npm-shrinkwrap.json" in files:
+        digest.update(b"npm-shrinkwrap.json\0" + files["npm-shrinkwrap.json"] + b"\0")
+    return digest.hexdigest()
 
 
 def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, root: Path,
@@ -74,9 +97,13 @@ def ensure_deps(backend: LocalSandboxBackend, hub: str, sha: str, install: str, 
     a startup snapshot (sandbox/tsc_fast.py), built here once per lock file if it is not yet; the
     plain node_modules when it cannot be. Either way bind `deps_mount(modules)` read-only.
     """
-    digest = lock_digest(hub, sha) if install else None
+    files = manifests(hub, sha) if install else {}
+    digest = _digest(files)
     if not digest:
         return None, None
+    refused = refusal(files, registry_url(backend.config.registry))
+    if refused:
+        return None, CheckResult(install, REFUSED, refused, 0.0)
     # One spelling of the cache for every caller, its real path: the tsc overlay's links and snapshot
     # hold absolute paths, and a sandbox sees only what is bound, not a link in front of it.
     cache = root.resolve() / digest
@@ -130,6 +157,7 @@ def _install(backend: LocalSandboxBackend, hub: str, sha: str, install: str, cac
     digest = cache.name
     sb = checkout(backend, hub, sha, f"deps-{digest[:12]}", run_id=run_id)
     try:
+        remove_package_config(Path(sb.workdir) / "repo")
         res = run_in(backend, sb, install, timeout_s, network=True)
         built = Path(sb.workdir) / "repo" / "node_modules"
         if res.ok and built.is_dir():
@@ -146,6 +174,22 @@ def _install(backend: LocalSandboxBackend, hub: str, sha: str, install: str, cac
         return (modules if modules.is_dir() else None), res
     finally:
         backend.terminate(sb)
+
+
+def remove_package_config(repo: Path) -> list[str]:
+    """Remove the tree's package-manager config files (npm, yarn, pnpm), wherever they are; their paths."""
+    removed = []
+    for top, dirs, names in os.walk(repo):
+        dirs[:] = [d for d in dirs if d != ".git" or Path(top) != repo]
+        for name in (*names, *dirs):
+            if name in PACKAGE_CONFIG:
+                path = Path(top) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(str(path.relative_to(repo)))
+    return removed
 
 
 def attach_deps(backend: LocalSandboxBackend, sb: SandboxHandle, modules: Path, repo: str = "repo") -> None:

@@ -21,7 +21,8 @@ def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
     common = {"create_concurrency": concurrency, "create_rate": rate}
     if name == "local":
         return name, {**common, "root": settings.sandbox_root.resolve(),
-                      "isolation": settings.sandbox_isolation.value, "uid": settings.sandbox_uid}
+                      "isolation": settings.sandbox_isolation.value, "uid": settings.sandbox_uid,
+                      "registry": settings.npm_registry}
     return name, {**common, "app_name": settings.modal_app_name, "timeout_s": settings.worker_timeout,
                   "cpu": settings.sandbox_cpu, "memory_mb": settings.sandbox_memory_mb}
 

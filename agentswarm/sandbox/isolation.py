@@ -6,7 +6,7 @@ What a sandboxed process gets (and nothing else):
 - its sandbox's work, home and tmp directories read-write, a fresh /tmp, /dev and /proc (its own
   PID namespace: no other process of the machine is visible, so no parent's /proc/<pid>/environ);
 - the extra paths the orchestrator binds for it: the hub's objects read-only (its clone borrows
-  them) and the directory of its LLM gate's socket;
+  them) and the directory of its LLM gate's socket (or, for the install, of its registry proxy's);
 - no network at all (a new network namespace has only loopback): Postgres, Redis and every host
   are unreachable; the model is reached through the gate's socket;
 - an environment made from scratch (`--clearenv`);
@@ -110,12 +110,14 @@ def _parents(paths: list[str]) -> list[str]:
 
 
 def wrap(argv: list[str], *, workdir: str, home: str, tmp: str, env: Mapping[str, str], uid: int, gid: int,
-         python: str, readonly: Iterable[str] = (), writable: Iterable[str] = (), network: bool = False) -> list[str]:
-    """The command that runs argv inside a fresh bubblewrap sandbox (see the module's docstring)."""
+         python: str, readonly: Iterable[str] = (), writable: Iterable[str] = ()) -> list[str]:
+    """The command that runs argv inside a fresh bubblewrap sandbox (see the module's docstring).
+
+    Always its own network namespace: even the dependency install reaches its registry only through
+    a Unix socket the orchestrator binds in (sandbox/registry_proxy.py), never the host's network.
+    """
     bwrap = _tool("bwrap") or "bwrap"
     flags, drop = _namespaces_and_user(uid, gid)
-    if network:  # only for installing dependencies: the host's network, everything else still isolated
-        flags = [*(f for f in flags if f != "--unshare-net"), *(["--share-net"] if "--unshare-all" in flags else [])]
     args = [bwrap, *flags, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]

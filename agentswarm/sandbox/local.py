@@ -40,6 +40,8 @@ from agentswarm.sandbox.base import (
     check_relpath,
 )
 from agentswarm.sandbox.files import chown_tree, force_remove, read_capped, read_range, write_atomic
+from agentswarm.sandbox.registry_proxy import SOCKET_ENV as REGISTRY_SOCKET_ENV
+from agentswarm.sandbox.registry_proxy import RegistryProxy, registry_url
 
 _SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
 _PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
@@ -63,6 +65,8 @@ class LocalSandboxConfig(BaseModel):
     create_rate: float = Field(10.0, description="Most sandbox creations per second in this process.")
     isolation: Literal["bwrap", "none"] = Field("bwrap", description="bwrap: namespaces, no network, read-only system (SANDBOX_ISOLATION).")
     uid: int = Field(65534, ge=1, description="The unprivileged uid (and gid) sandboxes run as when the orchestrator is root.")
+    registry: str = Field("", description="The npm registry a networked command (the install) reaches, through "
+                          "the orchestrator's proxy (NPM_REGISTRY); empty: the one the host's npm uses.")
 
 
 class LocalSandboxBackend:
@@ -198,7 +202,19 @@ class LocalSandboxBackend:
 
     def exec(self, sb: SandboxHandle, argv: builtins.list[str], *, timeout_s: float,
              network: bool = False) -> ExecResult:  # `list` is a method here
-        """Run argv in the workdir, in its own process group; at the limit the whole group is killed."""
+        """Run argv in the workdir, in its own process group; at the limit the whole group is killed.
+
+        network: the npm registry only, through a proxy this process serves while argv runs (see
+        sandbox/registry_proxy.py); never the host's network.
+        """
+        if not network:
+            return self._exec(sb, argv, timeout_s, {})
+        with RegistryProxy(registry_url(self.config.registry)) as proxy:
+            home = str(self.root / sb.id / "home")
+            return self._exec(sb, proxy.command(argv, self.config.python), timeout_s, proxy.env(home))
+
+    def _exec(self, sb: SandboxHandle, argv: builtins.list[str], timeout_s: float,
+              extra_env: dict[str, str]) -> ExecResult:
         if not argv:
             raise ValueError("argv must not be empty")
         sbdir = self.root / sb.id
@@ -207,9 +223,9 @@ class LocalSandboxBackend:
         stem = sbdir / "logs" / f"exec-{uuid.uuid4().hex[:12]}"
         out_path, err_path = stem.with_suffix(".out"), stem.with_suffix(".err")
         cmd = launch.limited(argv, self._limits(), self.config.python)
-        env = self._child_env(sb)
+        env = {**self._child_env(sb), **extra_env}
         if self.config.isolation == "bwrap":
-            cmd, env = self._isolated(sb, cmd, env, network), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
+            cmd, env = self._isolated(sb, cmd, env), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=sb.workdir, env=env, stdin=subprocess.DEVNULL,
@@ -245,8 +261,7 @@ class LocalSandboxBackend:
         env[procs.MARKER] = str(sbdir)
         return env
 
-    def _isolated(self, sb: SandboxHandle, cmd: builtins.list[str], env: dict[str, str],
-                  network: bool) -> builtins.list[str]:
+    def _isolated(self, sb: SandboxHandle, cmd: builtins.list[str], env: dict[str, str]) -> builtins.list[str]:
         """cmd wrapped in bubblewrap, its directories handed to the sandbox's uid (when we are root)."""
         sbdir = self.root / sb.id
         uid = self.config.uid
@@ -255,11 +270,11 @@ class LocalSandboxBackend:
                 chown_tree(sbdir / sub, uid)
         with self._lock:
             readonly = builtins.list(self._readonly.get(sb.id, []))
-        gate = env.get(GATE_SOCKET_ENV)
-        if gate:
-            readonly.append(str(Path(gate).parent))
+        for socket_env in (GATE_SOCKET_ENV, REGISTRY_SOCKET_ENV):
+            if env.get(socket_env):
+                readonly.append(str(Path(env[socket_env]).parent))
         return isolation.wrap(cmd, workdir=sb.workdir, home=str(sbdir / "home"), tmp=str(sbdir / "tmp"), env=env,
-                              uid=uid, gid=uid, python=self.config.python, readonly=readonly, network=network)
+                              uid=uid, gid=uid, python=self.config.python, readonly=readonly)
 
     def _limits(self) -> dict[str, int]:
         mib = 1024 * 1024
