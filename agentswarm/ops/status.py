@@ -47,11 +47,11 @@ def superseded_tasks(db: Session, run_id: str) -> int:
 
 def run_summary(db: Session, run: Run) -> dict:
     """Counts, throughput and spend of one run."""
-    tasks = dict(db.execute(select(Task.status, func.count()).where(Task.run_id == run.id)
-                            .group_by(Task.status)).all())
+    tasks: dict[str, int] = {str(k): v for k, v in db.execute(
+        select(Task.status, func.count()).where(Task.run_id == run.id).group_by(Task.status)).all()}
     superseded = superseded_tasks(db, run.id)
     if superseded:
-        tasks[TaskStatus.failed] -= superseded
+        tasks[TaskStatus.failed.value] -= superseded
         tasks = {k: v for k, v in tasks.items() if v} | {"superseded": superseded}
     merges = dict(db.execute(select(MergeAttempt.status, func.count()).join(Task)
                              .where(Task.run_id == run.id).group_by(MergeAttempt.status)).all())
