@@ -101,8 +101,8 @@ def check_install(ladder: Any) -> None:
         tail = " | ".join(line for line in result.output.strip().splitlines()[-3:] if line.strip())[:400]
         ladder.fail("install", f"`{command}` exited {result.exit_code}"
                     f"{' (timed out)' if result.timed_out else ''} after {result.duration_s:.0f}s: {tail}",
-                    "run it in TARGET_REPO_PATH to see why; the sandbox has this machine's network, so the "
-                    "registry (or its proxy, npm_config_registry) must be reachable from here")
+                    "run it in TARGET_REPO_PATH to see why; the sandbox reaches only NPM_REGISTRY, through "
+                    "the orchestrator's proxy, so that registry must be reachable from this machine")
         return
     how = ("no lock file: the checks run without installed dependencies" if modules is None else
            f"installed in {result.duration_s:.0f}s into {modules.parent}" if result is not None else
