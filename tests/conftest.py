@@ -51,3 +51,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "bwrap" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Sandboxes left unterminated by a test keep mounts and cgroups outside their directory: release them."""
+    from tests.support.leftovers import release_under
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        release_under(factory.getbasetemp())
