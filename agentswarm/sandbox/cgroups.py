@@ -7,7 +7,8 @@ group per sandbox can: `pids.max`, the memory limit and the CPU quota bind that 
 Invariants:
 - Each controller is taken where this machine offers it to us: from the unified hierarchy (cgroup v2)
   when it is enabled there, else from its own v1 hierarchy; the groups live under this process's own
-  group, in `agentswarm-<tag>` (the tag names the sandbox root, so two swarms on a host never share
+  group (on v2, when that group holds processes and so cannot hand controllers down, under the
+  hierarchy's root), in `agentswarm-<tag>` (the tag names the sandbox root, so two swarms on a host never share
   one), one group per sandbox named after its id. What is missing is named in `reason`, never silent.
 - A sandbox's command joins its groups before anything of the sandbox runs: a small shell (root,
   outside the sandbox) writes its own pid to each group's `cgroup.procs`, then execs the command,
@@ -109,7 +110,11 @@ def detect(root: Path) -> Cgroups:
     mounts, own = _mounts(), _own_groups()
     bases: dict[str, tuple[int, Path]] = {}
     missing: list[str] = []
-    v2 = _v2_base(mounts.get(""), own.get(""), tag)
+    v2, v2_why = _v2_base(mounts.get(""), own.get(""), tag)
+    notes = []
+    if v2 is None and v2_why and own.get("", "/") != "/":  # our group holds processes: the hierarchy's root may
+        v2, _ = _v2_base(mounts.get(""), "/", tag)
+        notes = [f"v2 groups under the hierarchy's root ({v2_why.split(':')[0]})"] if v2 is not None else []
     for controller in CONTROLLERS:
         if v2 is not None and controller in _read(v2 / "cgroup.controllers").split():
             bases[controller] = (2, v2)
@@ -119,8 +124,10 @@ def detect(root: Path) -> Cgroups:
             bases[controller] = (1, base)
         else:
             missing.append(controller)
-    reason = f"no writable {'/'.join(missing)} controller (neither cgroup v2 nor v1)" if missing else ""
-    return Cgroups(bases=bases, reason=reason)
+    if missing:
+        notes.append(f"no writable {'/'.join(missing)} controller: {v2_why or 'not enabled in cgroup v2'}, "
+                     "no v1 hierarchy")
+    return Cgroups(bases=bases, reason="; ".join(notes))
 
 
 def _make_group(group: Path, version: int) -> None:
@@ -172,25 +179,29 @@ def _kill_all(group: Path) -> None:
         time.sleep(0.005)
 
 
-def _v2_base(mount: Path | None, own: str | None, tag: str) -> Path | None:
-    """Our sandbox parent in the unified hierarchy, with every controller our own group hands down enabled."""
+def _v2_base(mount: Path | None, own: str | None, tag: str) -> tuple[Path | None, str]:
+    """Our sandbox parent in the unified hierarchy, with every controller our own group hands down
+    enabled; else None and why."""
     if mount is None or own is None:
-        return None
+        return None, "no cgroup v2"
     parent = mount / own.lstrip("/")
     offered = _read(parent / "cgroup.controllers").split()
     wanted = [c for c in CONTROLLERS if c in offered]
-    if not wanted or not os.access(parent, os.W_OK):
-        return None
+    if not wanted:
+        return None, ""
+    if not os.access(parent, os.W_OK):
+        return None, f"cgroup v2 group {own} is not writable (not delegated to us)"
     try:
         if set(wanted) - set(_read(parent / "cgroup.subtree_control").split()):
             (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
         base = parent / tag
         base.mkdir(exist_ok=True)
         (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
-    except OSError:  # EBUSY: our own group holds processes (v2 lets no group hold both), or not delegated
-        return None
+    except OSError as exc:  # EBUSY: v2 lets no group (but the root) hold processes and hand controllers down
+        return None, (f"cgroup v2 group {own} cannot hand {'/'.join(wanted)} down ({exc.strerror}): run the "
+                      "orchestrator in a leaf of a delegated subtree, e.g. systemd's Delegate=yes")
     _rmdir(base)  # made again with the first sandbox (a probe only: no empty parent left behind)
-    return base
+    return base, ""
 
 
 def _v1_base(mount: Path | None, own: str | None, tag: str) -> Path | None:

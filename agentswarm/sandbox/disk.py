@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import tempfile
 from pathlib import Path
 
 SUBDIRS = ("work", "home", "tmp")
@@ -86,13 +87,11 @@ def mounts_under(sbdir: Path) -> list[Path]:
     return list(reversed(found))
 
 
-def usable(root: Path) -> str:
-    """'' if a quota tmpfs can be mounted under root, else why not (checked by mounting one)."""
+def usable() -> str:
+    """'' if a quota tmpfs can be mounted here, else why not (checked by mounting one)."""
     if os.geteuid() != 0:
         return "not root: only root may mount a size-limited tmpfs"
-    root.mkdir(parents=True, exist_ok=True)
-    probe = root / f".disk-probe-{os.getpid()}"
-    probe.mkdir(exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix="agentswarm-disk-probe-"))
     try:
         _mount("agentswarm-probe", probe, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m")
     except DiskUnavailable as exc:

@@ -100,7 +100,7 @@ class LocalSandboxBackend:
         self._want = cgroups.Want(pids=c.pids_max, memory_mb=c.cgroup_memory_mb, cpus=c.cgroup_cpus)
         self.cgroups = (cgroups.detect(self.root) if self._want != cgroups.Want()
                         else cgroups.Cgroups(reason="no cgroup limit configured"))
-        self._disk_why = disk.usable(self.root) if c.disk_mb else "SANDBOX_DISK_MB unset"
+        self._disk_why = disk.usable() if c.disk_mb else "SANDBOX_DISK_MB unset"
         log.info("local sandboxes: %s", self.limits)
 
     @property
