@@ -10,6 +10,8 @@ Invariants:
   group (on v2, when that group holds processes and so cannot hand controllers down, under the
   hierarchy's root), in `agentswarm-<tag>` (the tag names the sandbox root, so two swarms on a host never share
   one), one group per sandbox named after its id. What is missing is named in `reason`, never silent.
+- The swarm's parent pids group bounds all its sandboxes together (the host's pid space is shared),
+  as RLIMIT_NPROC did per uid, but for this swarm only: not for other swarms running as the same uid.
 - A sandbox's command joins its groups before anything of the sandbox runs: a small shell (root,
   outside the sandbox) writes its own pid to each group's `cgroup.procs`, then execs the command,
   so every process the command starts is counted from its first fork.
@@ -35,11 +37,12 @@ _JOIN = 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift;
 
 @dataclass(frozen=True)
 class Want:
-    """The limits of one sandbox; None leaves that controller alone."""
+    """The limits of one sandbox (and the pids of all of this swarm's together); None: not limited here."""
 
     pids: int | None = None
     memory_mb: int | None = None
     cpus: float | None = None
+    total_pids: int | None = None
 
     def of(self, controller: str) -> int | float | None:
         return {"pids": self.pids, "memory": self.memory_mb, "cpu": self.cpus}[controller]
@@ -75,6 +78,8 @@ class Cgroups:
             if value is not None:
                 for file, text in _settings(controller, version, value):
                     (group / file).write_text(text)
+            if controller == "pids" and want.total_pids is not None:  # the parent stays while the group is in it
+                (base / "pids.max").write_text(str(want.total_pids))
         return [str(p) for p in made]
 
     def join(self, groups: Iterable[str], cmd: list[str]) -> list[str]:

@@ -62,14 +62,15 @@ class LocalSandboxConfig(BaseModel):
     cpu_seconds: int | None = Field(3600, description="RLIMIT_CPU of each process, in CPU seconds.")
     memory_mb: int | None = Field(4096, description="RLIMIT_DATA of each process (not RLIMIT_AS: V8 and wasm reserve huge ranges).")
     max_file_mb: int | None = Field(1024, description="RLIMIT_FSIZE: the largest file a process may write.")
-    max_processes: int | None = Field(8192, description="RLIMIT_NPROC: counts every thread of the user, so keep it generous.")
+    max_processes: int | None = Field(8192, description="Processes and threads of all sandboxes together: the "
+                                      "swarm's pids group where per-sandbox groups hold, else RLIMIT_NPROC (per uid).")
     max_open_files: int | None = Field(4096, description="RLIMIT_NOFILE of each process.")
     output_cap_bytes: int = Field(OUTPUT_CAP_BYTES, description="Most bytes of stdout (and of stderr) returned by exec.")
     create_concurrency: int = Field(8, description="Most sandboxes being created at once in this process.")
     create_rate: float = Field(10.0, description="Most sandbox creations per second in this process.")
     isolation: Literal["bwrap", "none"] = Field("bwrap", description="bwrap: namespaces, no network, read-only system (SANDBOX_ISOLATION).")
     uid: int = Field(65534, ge=1, description="The unprivileged uid (and gid) sandboxes run as when the orchestrator is root.")
-    pids_max: int | None = Field(4096, ge=16, description="pids.max of each sandbox's cgroup: its processes and "
+    pids_max: int | None = Field(2048, ge=16, description="pids.max of each sandbox's cgroup: its processes and "
                                  "threads together, whatever its uid (SANDBOX_PIDS_MAX).")
     cgroup_memory_mb: int | None = Field(4096, ge=64, description="Memory limit of each sandbox's cgroup, its "
                                          "tmpfs files included (SANDBOX_MEMORY_MB).")
@@ -97,8 +98,9 @@ class LocalSandboxBackend:
             isolation.check_bwrap(self.config.uid, self.config.uid)
         launch.compile_package()
         c = self.config
-        self._want = cgroups.Want(pids=c.pids_max, memory_mb=c.cgroup_memory_mb, cpus=c.cgroup_cpus)
-        self.cgroups = (cgroups.detect(self.root) if self._want != cgroups.Want()
+        self._want = cgroups.Want(pids=c.pids_max, memory_mb=c.cgroup_memory_mb, cpus=c.cgroup_cpus,
+                                  total_pids=c.max_processes if c.pids_max else None)
+        self.cgroups = (cgroups.detect(self.root) if (c.pids_max, c.cgroup_memory_mb, c.cgroup_cpus) != (None,) * 3
                         else cgroups.Cgroups(reason="no cgroup limit configured"))
         self._disk_why = disk.usable() if c.disk_mb else "SANDBOX_DISK_MB unset"
         log.info("local sandboxes: %s", self.limits)
@@ -307,6 +309,8 @@ class LocalSandboxBackend:
         wanted = {"RLIMIT_CPU": c.cpu_seconds, "RLIMIT_DATA": c.memory_mb and c.memory_mb * mib,
                   "RLIMIT_FSIZE": c.max_file_mb and c.max_file_mb * mib, "RLIMIT_NPROC": c.max_processes,
                   "RLIMIT_NOFILE": c.max_open_files, "RLIMIT_CORE": 0}
+        if self.config.pids_max and "pids" in self.cgroups.bases:  # per uid: one sandbox could use up everyone's
+            del wanted["RLIMIT_NPROC"]  # the swarm's pids group bounds them all together instead
         return {name: value for name, value in wanted.items() if value is not None}
 
     def _inside(self, sb: SandboxHandle, path: str) -> Path:

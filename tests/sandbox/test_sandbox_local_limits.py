@@ -36,7 +36,7 @@ def alive(pid: int) -> bool:
 
 @root_only
 def test_each_command_runs_in_its_sandboxs_groups_with_their_limits(tmp_path: Path) -> None:
-    backend = make(tmp_path / "sb")
+    backend = make(tmp_path / "sb", max_processes=300)
     if not backend.cgroups.bases:
         pytest.skip(backend.cgroups.reason)
     sb = backend.create(run_id="r", task_id="t", attempt=1, env={})
@@ -51,6 +51,10 @@ def test_each_command_runs_in_its_sandboxs_groups_with_their_limits(tmp_path: Pa
                    if f.name in ("pids.max", "memory.limit_in_bytes", "memory.max", "cpu.cfs_quota_us", "cpu.max")}
         if "pids" in backend.cgroups.bases:
             assert by_file["pids.max"] == "100"
+            swarm = backend.cgroups.bases["pids"][1]  # all the swarm's sandboxes together, instead of RLIMIT_NPROC
+            assert (swarm / "pids.max").read_text().strip() == "300"
+            res = backend.exec(sb, ["sh", "-c", "ulimit -u"], timeout_s=60)
+            assert res.stdout.strip() != "300"
         if "memory" in backend.cgroups.bases:
             assert str(512 * 1024 * 1024) in {by_file.get("memory.limit_in_bytes"), by_file.get("memory.max")}
     finally:
@@ -130,4 +134,4 @@ def test_settings_reach_the_local_backend() -> None:
     config = LocalSandboxConfig(**fields)
     assert (config.pids_max, config.disk_mb, config.cgroup_memory_mb, config.cgroup_cpus) == (None, None, 1024, 1.5)
     config = LocalSandboxConfig(**backend_config(load_settings(sandbox_root="/tmp/x"))[1])
-    assert (config.pids_max, config.disk_mb) == (4096, 4096)
+    assert (config.pids_max, config.disk_mb) == (2048, 4096)
