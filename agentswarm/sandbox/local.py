@@ -72,8 +72,8 @@ class LocalSandboxConfig(BaseModel):
     uid: int = Field(65534, ge=1, description="The unprivileged uid (and gid) sandboxes run as when the orchestrator is root.")
     pids_max: int | None = Field(2048, ge=16, description="pids.max of each sandbox's cgroup: its processes and "
                                  "threads together, whatever its uid (SANDBOX_PIDS_MAX).")
-    cgroup_memory_mb: int | None = Field(4096, ge=64, description="Memory limit of each sandbox's cgroup, its "
-                                         "tmpfs files included (SANDBOX_MEMORY_MB).")
+    cgroup_memory_mb: int | None = Field(4096, ge=64, description="Memory limit of each sandbox's cgroup, "
+                                         "plus disk_mb for its tmpfs files (SANDBOX_MEMORY_MB).")
     cgroup_cpus: float | None = Field(None, gt=0, description="CPU quota of each sandbox's cgroup, in cores (SANDBOX_CPU).")
     disk_mb: int | None = Field(4096, ge=1, description="Size of the tmpfs holding each sandbox's work, home and tmp "
                                 "(SANDBOX_DISK_MB); None: plain directories, no quota.")
@@ -98,11 +98,13 @@ class LocalSandboxBackend:
             isolation.check_bwrap(self.config.uid, self.config.uid)
         launch.compile_package()
         c = self.config
-        self._want = cgroups.Want(pids=c.pids_max, memory_mb=c.cgroup_memory_mb, cpus=c.cgroup_cpus,
+        self._disk_why = disk.usable() if c.disk_mb else "SANDBOX_DISK_MB unset"
+        # The tmpfs pages a sandbox writes count in its memory group: its files must not turn into an OOM kill.
+        memory = c.cgroup_memory_mb and c.cgroup_memory_mb + (0 if self._disk_why else c.disk_mb or 0)
+        self._want = cgroups.Want(pids=c.pids_max, memory_mb=memory, cpus=c.cgroup_cpus,
                                   total_pids=c.max_processes if c.pids_max else None)
         self.cgroups = (cgroups.detect(self.root) if (c.pids_max, c.cgroup_memory_mb, c.cgroup_cpus) != (None,) * 3
                         else cgroups.Cgroups(reason="no cgroup limit configured"))
-        self._disk_why = disk.usable() if c.disk_mb else "SANDBOX_DISK_MB unset"
         log.info("local sandboxes: %s", self.limits)
 
     @property

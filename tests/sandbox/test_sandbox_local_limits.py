@@ -56,7 +56,8 @@ def test_each_command_runs_in_its_sandboxs_groups_with_their_limits(tmp_path: Pa
             res = backend.exec(sb, ["sh", "-c", "ulimit -u"], timeout_s=60)
             assert res.stdout.strip() != "300"
         if "memory" in backend.cgroups.bases:
-            assert str(512 * 1024 * 1024) in {by_file.get("memory.limit_in_bytes"), by_file.get("memory.max")}
+            # its memory, and room for what it writes to its 16 MB tmpfs (charged to it): no OOM kill at the quota
+            assert str(528 * 1024 * 1024) in {by_file.get("memory.limit_in_bytes"), by_file.get("memory.max")}
     finally:
         backend.terminate(sb)
 
@@ -135,3 +136,19 @@ def test_settings_reach_the_local_backend() -> None:
     assert (config.pids_max, config.disk_mb, config.cgroup_memory_mb, config.cgroup_cpus) == (None, None, 1024, 1.5)
     config = LocalSandboxConfig(**backend_config(load_settings(sandbox_root="/tmp/x"))[1])
     assert (config.pids_max, config.disk_mb) == (2048, 4096)
+
+
+@root_only
+def test_a_full_disk_is_enospc_not_an_oom_kill(tmp_path: Path) -> None:
+    """The tmpfs pages a sandbox writes are charged to its memory group: a disk larger than its memory still fills
+    up to the quota and then says ENOSPC."""
+    backend = make(tmp_path / "sb", cgroup_memory_mb=64, disk_mb=96)
+    if "memory" not in backend.cgroups.bases or "no disk quota" in backend.limits:
+        pytest.skip(backend.limits)
+    sb = backend.create(run_id="r", task_id="t", attempt=1, env={})
+    try:
+        res = backend.exec(sb, ["dd", "if=/dev/zero", "of=big", "bs=1M", "count=120"], timeout_s=120)
+        assert res.exit_code == 1 and "No space left on device" in res.stderr, res
+        assert (Path(sb.workdir) / "big").stat().st_size > 64 * 1024 * 1024
+    finally:
+        backend.terminate(sb)
