@@ -241,7 +241,7 @@ class LocalSandboxBackend:
         env = self._child_env(sb)
         if self.config.isolation == "bwrap":
             cmd, env = self._isolated(sb, cmd, env, network), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
-        cmd = self.cgroups.join((self._read_meta(sb.id) or {}).get("cgroups", []), cmd)
+        cmd = self.cgroups.join(self._groups(sb.id), cmd)
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=sb.workdir, env=env, stdin=subprocess.DEVNULL,
@@ -275,6 +275,13 @@ class LocalSandboxBackend:
                 "cgroups": self.cgroups.make(sid, self._want)}
         (staging / "meta.json").write_bytes(json.dumps(meta).encode())
         return meta
+
+    def _groups(self, sid: str) -> builtins.list[str]:
+        """The sandbox's cgroups, made again if they are gone (the machine rebooted since its creation)."""
+        groups = (self._read_meta(sid) or {}).get("cgroups") or []
+        if all(os.path.isdir(g) for g in groups):
+            return groups
+        return self.cgroups.make(sid, self._want)
 
     def _child_env(self, sb: SandboxHandle) -> dict[str, str]:
         sbdir = self.root / sb.id

@@ -152,3 +152,25 @@ def test_a_full_disk_is_enospc_not_an_oom_kill(tmp_path: Path) -> None:
         assert (Path(sb.workdir) / "big").stat().st_size > 64 * 1024 * 1024
     finally:
         backend.terminate(sb)
+
+
+@root_only
+def test_groups_gone_since_creation_are_made_again(tmp_path: Path) -> None:
+    """As after a reboot: the sandbox's directory is still there, its cgroups are not."""
+    from agentswarm.sandbox import cgroups
+
+    backend = make(tmp_path / "sb")
+    if "pids" not in backend.cgroups.bases:
+        pytest.skip(backend.cgroups.reason)
+    sb = backend.create(run_id="r", task_id="t", attempt=1, env={})
+    try:
+        groups = json.loads((Path(sb.meta["dir"]) / "meta.json").read_text())["cgroups"]
+        cgroups.release(groups)
+        assert not any(Path(g).exists() for g in groups)
+        res = backend.exec(sb, ["cat", "/proc/self/cgroup"], timeout_s=60)
+        assert res.exit_code == 0 and "r@t-a1" in res.stdout, res
+        pids = backend.cgroups.bases["pids"][1] / "r@t-a1"
+        assert (pids / "pids.max").read_text().strip() == "100"
+    finally:
+        backend.terminate(sb)
+    assert not any(g.exists() for g in backend.cgroups.dirs(sb.id))
