@@ -151,8 +151,14 @@ class Settings(BaseSettings):
     sandbox_isolation: SandboxIsolation = Field(
         SandboxIsolation.bwrap, description="bwrap: local sandboxes in their own namespaces, no network; none: unisolated")
     sandbox_uid: int = Field(65534, ge=1, description="uid (and gid) local sandboxes run as when started by root")
-    sandbox_cpu: float = Field(2.0, gt=0)
-    sandbox_memory_mb: int = Field(4096, gt=0)
+    sandbox_cpu: float = Field(2.0, gt=0, description="cores per sandbox (Modal's request; local: its cgroup's "
+                               "CPU quota)")
+    sandbox_memory_mb: int = Field(4096, gt=0, description="MB per sandbox (Modal's request; local: its cgroup's "
+                                   "limit, plus SANDBOX_DISK_MB for its files)")
+    sandbox_pids_max: int = Field(2048, ge=0, description="processes and threads per local sandbox (its cgroup's "
+                                  "pids.max; 0: none, only RLIMIT_NPROC per uid)")
+    sandbox_disk_mb: int = Field(4096, ge=0, description="MB a local sandbox may write (a tmpfs for its work, home "
+                                 "and tmp, in RAM/swap as written; 0: no quota)")
     sandbox_create_concurrency: int | None = Field(
         None, gt=0, description="sandbox creations at once; unset: local max(8, MAX_WORKERS // 4), modal 8")
     sandbox_create_rate: float | None = Field(

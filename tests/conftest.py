@@ -65,7 +65,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Sandboxes left unterminated by a test keep mounts and cgroups outside their directory: release them,
+    then remove this session's own var/."""
     import shutil
 
+    from tests.support.leftovers import release_under
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        release_under(factory.getbasetemp())
+    release_under(SESSION_VAR)
     shutil.rmtree(SESSION_VAR, ignore_errors=True)

@@ -22,7 +22,9 @@ def backend_config(settings: Settings) -> tuple[str, dict[str, Any]]:
     if name == "local":
         return name, {**common, "root": settings.sandbox_root.resolve(),
                       "isolation": settings.sandbox_isolation.value, "uid": settings.sandbox_uid,
-                      "registry": settings.npm_registry}
+                      "registry": settings.npm_registry,
+                      "pids_max": settings.sandbox_pids_max or None, "cgroup_memory_mb": settings.sandbox_memory_mb,
+                      "cgroup_cpus": settings.sandbox_cpu, "disk_mb": settings.sandbox_disk_mb or None}
     return name, {**common, "app_name": settings.modal_app_name, "timeout_s": settings.worker_timeout,
                   "cpu": settings.sandbox_cpu, "memory_mb": settings.sandbox_memory_mb}
 

@@ -20,8 +20,12 @@ def chown_tree(top: Path, uid: int) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:  # e.g. ENOSPC at the sandbox's quota: no partial file left to fill it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_capped(path: Path, cap: int) -> str:

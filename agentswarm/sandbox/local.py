@@ -2,6 +2,9 @@
 
 Layout of a sandbox: `<root>/<run_id>/<task_id>-a<attempt>/` holding `meta.json`, `work/`
 (the handle's workdir: task.json, result.json, repo), `home/`, `tmp/` and `logs/`.
+Where the machine allows it (root), the sandbox also has its own cgroup (pids, memory, CPU;
+sandbox/cgroups.py) that every command joins, and its writable places share one size-limited
+tmpfs (sandbox/disk.py); `limits` says which of these hold here, and why not.
 Every process started in it carries `AGENTSWARM_SANDBOX=<that directory>` in its
 environment, so list() and terminate() find its processes from any process, even
 after the worker that created it crashed.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,11 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 import agentswarm
 from agentswarm.agent.contract import GATE_SOCKET_ENV
 from agentswarm.git.intake import clone_for_sandbox
-from agentswarm.sandbox import isolation, launch, procs
+from agentswarm.sandbox import cgroups, disk, isolation, launch, procs
 from agentswarm.sandbox.admission import AdmissionController
 from agentswarm.sandbox.base import (
     OUTPUT_CAP_BYTES,
     ExecResult,
+    SandboxError,
     SandboxGone,
     SandboxHandle,
     SandboxInfo,
@@ -45,6 +50,7 @@ from agentswarm.sandbox.registry_proxy import RegistryProxy, registry_url
 
 _SID_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,63})/(?P<task>[A-Za-z0-9_.-]{1,63})-a(?P<attempt>\d+)$")
 _PACKAGE_PARENT = str(Path(agentswarm.__file__).resolve().parent.parent)
+log = logging.getLogger(__name__)
 
 
 class LocalSandboxConfig(BaseModel):
@@ -58,7 +64,8 @@ class LocalSandboxConfig(BaseModel):
     cpu_seconds: int | None = Field(3600, description="RLIMIT_CPU of each process, in CPU seconds.")
     memory_mb: int | None = Field(4096, description="RLIMIT_DATA of each process (not RLIMIT_AS: V8 and wasm reserve huge ranges).")
     max_file_mb: int | None = Field(1024, description="RLIMIT_FSIZE: the largest file a process may write.")
-    max_processes: int | None = Field(8192, description="RLIMIT_NPROC: counts every thread of the user, so keep it generous.")
+    max_processes: int | None = Field(8192, description="Processes and threads of all sandboxes together: the "
+                                      "swarm's pids group where per-sandbox groups hold, else RLIMIT_NPROC (per uid).")
     max_open_files: int | None = Field(4096, description="RLIMIT_NOFILE of each process.")
     output_cap_bytes: int = Field(OUTPUT_CAP_BYTES, description="Most bytes of stdout (and of stderr) returned by exec.")
     create_concurrency: int = Field(8, description="Most sandboxes being created at once in this process.")
@@ -67,6 +74,13 @@ class LocalSandboxConfig(BaseModel):
     uid: int = Field(65534, ge=1, description="The unprivileged uid (and gid) sandboxes run as when the orchestrator is root.")
     registry: str = Field("", description="The npm registry a networked command (the install) reaches, through "
                           "the orchestrator's proxy (NPM_REGISTRY); empty: the one the host's npm uses.")
+    pids_max: int | None = Field(2048, ge=16, description="pids.max of each sandbox's cgroup: its processes and "
+                                 "threads together, whatever its uid (SANDBOX_PIDS_MAX).")
+    cgroup_memory_mb: int | None = Field(4096, ge=64, description="Memory limit of each sandbox's cgroup, "
+                                         "plus disk_mb for its tmpfs files (SANDBOX_MEMORY_MB).")
+    cgroup_cpus: float | None = Field(None, gt=0, description="CPU quota of each sandbox's cgroup, in cores (SANDBOX_CPU).")
+    disk_mb: int | None = Field(4096, ge=1, description="Size of the tmpfs holding each sandbox's work, home and tmp "
+                                "(SANDBOX_DISK_MB); None: plain directories, no quota.")
 
 
 class LocalSandboxBackend:
@@ -87,6 +101,22 @@ class LocalSandboxBackend:
         if self.config.isolation == "bwrap":
             isolation.check_bwrap(self.config.uid, self.config.uid)
         launch.compile_package()
+        c = self.config
+        self._disk_why = disk.usable() if c.disk_mb else "SANDBOX_DISK_MB unset"
+        # The tmpfs pages a sandbox writes count in its memory group: its files must not turn into an OOM kill.
+        memory = c.cgroup_memory_mb and c.cgroup_memory_mb + (0 if self._disk_why else c.disk_mb or 0)
+        self._want = cgroups.Want(pids=c.pids_max, memory_mb=memory, cpus=c.cgroup_cpus,
+                                  total_pids=c.max_processes if c.pids_max else None)
+        self.cgroups = (cgroups.detect(self.root) if (c.pids_max, c.cgroup_memory_mb, c.cgroup_cpus) != (None,) * 3
+                        else cgroups.Cgroups(reason="no cgroup limit configured"))
+        log.info("local sandboxes: %s", self.limits)
+
+    @property
+    def limits(self) -> str:
+        """One line: which per-sandbox limits hold on this machine, and why the others do not."""
+        quota = f"disk quota {self.config.disk_mb} MB (tmpfs)" if not self._disk_why else \
+            f"no disk quota ({self._disk_why})"
+        return f"{self.cgroups.describe()}; {quota}"
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -99,15 +129,14 @@ class LocalSandboxBackend:
             # Built aside and renamed into place, so list() never sees a sandbox without its meta.
             staging = sbdir.parent / f".{sbdir.name}.{uuid.uuid4().hex[:8]}.creating"
             staging.mkdir()
-            for sub in ("work", "home", "tmp", "logs"):
-                (staging / sub).mkdir()
-            meta = {"id": sid, "run_id": run_id, "task_id": task_id, "attempt": int(attempt),
-                    "created_at": datetime.now(UTC).isoformat(), "creator_pid": os.getpid()}
-            (staging / "meta.json").write_bytes(json.dumps(meta).encode())
             try:
+                meta = self._populate(staging, sid, run_id, task_id, attempt)
                 os.rename(staging, sbdir)
-            except OSError:  # it exists already: the same attempt was created before
+            except OSError as exc:  # it exists already (the same attempt was created before), or no limits
+                disk.release(staging)
                 shutil.rmtree(staging, ignore_errors=True)
+                if not sbdir.is_dir():
+                    raise SandboxError(f"cannot create sandbox {sid}: {exc}") from exc
                 handle = self._wait_for_meta(sid)
             else:
                 handle = self._handle(sid, meta)
@@ -129,6 +158,8 @@ class LocalSandboxBackend:
             raise ValueError(f"not a local sandbox id: {sid!r}")
         sbdir = self.root / sid
         procs.kill_marked(str(sbdir))
+        cgroups.release((self._read_meta(sid) or {}).get("cgroups") or map(str, self.cgroups.dirs(sid)))
+        disk.release(sbdir)
         for _ in range(5):
             shutil.rmtree(sbdir, onerror=force_remove)
             if not sbdir.exists():
@@ -226,6 +257,7 @@ class LocalSandboxBackend:
         env = {**self._child_env(sb), **extra_env}
         if self.config.isolation == "bwrap":
             cmd, env = self._isolated(sb, cmd, env), {procs.MARKER: env[procs.MARKER], "PATH": os.defpath}
+        cmd = self.cgroups.join(self._groups(sb.id), cmd)
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=sb.workdir, env=env, stdin=subprocess.DEVNULL,
@@ -247,6 +279,25 @@ class LocalSandboxBackend:
         return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_s=duration)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _populate(self, staging: Path, sid: str, run_id: str, task_id: str, attempt: int) -> dict:
+        """The sandbox's directories (on its quota's tmpfs, if any), cgroups and meta.json, in staging."""
+        if self.config.disk_mb and not self._disk_why:
+            disk.make(staging, self.config.disk_mb)
+        for sub in ("work", "home", "tmp", "logs"):
+            (staging / sub).mkdir(exist_ok=True)
+        meta = {"id": sid, "run_id": run_id, "task_id": task_id, "attempt": int(attempt),
+                "created_at": datetime.now(UTC).isoformat(), "creator_pid": os.getpid(),
+                "cgroups": self.cgroups.make(sid, self._want)}
+        (staging / "meta.json").write_bytes(json.dumps(meta).encode())
+        return meta
+
+    def _groups(self, sid: str) -> builtins.list[str]:
+        """The sandbox's cgroups, made again if they are gone (the machine rebooted since its creation)."""
+        groups = (self._read_meta(sid) or {}).get("cgroups") or []
+        if all(os.path.isdir(g) for g in groups):
+            return groups
+        return self.cgroups.make(sid, self._want)
 
     def _child_env(self, sb: SandboxHandle) -> dict[str, str]:
         sbdir = self.root / sb.id
@@ -282,6 +333,8 @@ class LocalSandboxBackend:
         wanted = {"RLIMIT_CPU": c.cpu_seconds, "RLIMIT_DATA": c.memory_mb and c.memory_mb * mib,
                   "RLIMIT_FSIZE": c.max_file_mb and c.max_file_mb * mib, "RLIMIT_NPROC": c.max_processes,
                   "RLIMIT_NOFILE": c.max_open_files, "RLIMIT_CORE": 0}
+        if self.config.pids_max and "pids" in self.cgroups.bases:  # per uid: one sandbox could use up everyone's
+            del wanted["RLIMIT_NPROC"]  # the swarm's pids group bounds them all together instead
         return {name: value for name, value in wanted.items() if value is not None}
 
     def _inside(self, sb: SandboxHandle, path: str) -> Path:

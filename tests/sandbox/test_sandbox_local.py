@@ -175,8 +175,11 @@ def test_list_and_reap_leftovers_of_a_crashed_worker(tmp_path: Path, run_id: str
     assert found[sb.id].alive and not found[idle.id].alive
     assert found[sb.id].task_id == "t1" and found[sb.id].run_id == run_id and found[sb.id].created_at
 
-    # A process whose directory is already gone is still found.
+    # A process whose directory is already gone (its quota's mounts too) is still found.
     import shutil
+
+    from agentswarm.sandbox import disk
+    disk.release(root / sb.id)
     shutil.rmtree(root / sb.id)
     assert [i.id for i in monitor.list(run_id) if i.alive] == [sb.id]
     for info in monitor.list(run_id):

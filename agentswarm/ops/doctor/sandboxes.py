@@ -1,6 +1,7 @@
 """The sandbox backend: one real sandbox that runs `git --version` and the runner's `--version`.
 
-Local: bubblewrap can isolate (unless SANDBOX_ISOLATION=none), then one sandbox of the run's backend.
+Local: bubblewrap can isolate (unless SANDBOX_ISOLATION=none), then one sandbox of the run's backend;
+the line says which per-sandbox limits (cgroup, disk quota) hold here and why the others do not.
 Modal: the SDK, a token, Modal's API in reach, the app, the worker image built, then one sandbox made
 with the run's own backend configuration (its named secrets included). Each Modal step waits on the one
 before; without a token the rest are skipped, saying so. Every cloud call is bounded in time.
@@ -84,7 +85,7 @@ def _local(ladder: Any) -> None:
     except SandboxError as exc:
         ladder.fail("sandbox", str(exc), f"{INSTALL_HINT}, or set SANDBOX_ISOLATION=none to run agents unisolated")
         return
-    ladder.ok("sandbox", f"{how}; inside one: {inside}")
+    ladder.ok("sandbox", f"{how}; {backend.limits}; inside one: {inside}")
 
 
 def _modal(ladder: Any) -> None:
