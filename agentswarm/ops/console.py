@@ -26,6 +26,9 @@ RECORD = re.compile(r"^(\[\d{4}-\d\d-\d\d |\d{4}-\d\d-\d\d \d\d:|\[[DIWEC] \d{6}
 LOUD = re.compile(r"^\[\d{4}-[^\]]*: (WARNING|ERROR|CRITICAL)/|^\d{4}-\d\d-\d\d [\d:,]+ (WARN|WARNING|ERROR|CRIT|CRITICAL) "
                   r"|^\[[WEC] \d{6} |\"level\": \"(WARNING|ERROR|CRITICAL)\"")
 
+# Warnings that say nothing is wrong: Flower asks the workers before they are up.
+ROUTINE = re.compile(r"Inspect method \w+ failed")
+
 
 class Loud:
     """Which lines of one quiet file to print: records at WARNING or above, and the lines that follow them
@@ -36,7 +39,7 @@ class Loud:
 
     def __call__(self, line: str) -> bool:
         if RECORD.match(line):
-            self.showing = bool(LOUD.search(line))
+            self.showing = bool(LOUD.search(line)) and not ROUTINE.search(line)
         elif line.startswith("Traceback (most recent call last)"):
             self.showing = True
         return self.showing

@@ -126,7 +126,7 @@ class Narrator:
 
     def _progress(self, db: Session, now: float) -> list[str]:
         done, total = _features(db)
-        if not self.landed and done == self.done_before:
+        if not self.landed and done == max(self.done_before, 0):  # nothing new (nothing yet, at the start)
             return []
         self.last_progress, self.done_before = now, done
         run = db.get(Run, self.run_id)
