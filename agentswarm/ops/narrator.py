@@ -83,6 +83,7 @@ class Narrator:
     next_poll: float = 0.0
     last_progress: float = field(default_factory=time.monotonic)
     done_before: int = -1
+    landed_before: int = 0
 
     def lines(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
@@ -109,10 +110,10 @@ class Narrator:
         for event_id, kind, message, data in rows:
             self.last_event = event_id
             data = data or {}
-            if kind in LANDINGS:
+            if kind in LANDINGS:  # what landed is counted from the merge records; batches from the gate's
                 n = int(data.get("landed", 1)) if kind == "gate.batch" else 1
                 self.landed += n
-                self.batches += 1 if n else 0
+                self.batches += 1 if n and kind == "gate.batch" else 0
             elif kind in ("reconcile.red", "reconcile.green"):
                 red = kind == "reconcile.red"
                 if red != self.main_red:
@@ -134,9 +135,11 @@ class Narrator:
         hours = _elapsed_s(run) / 3600
         rate = f"{landed_total / hours:,.0f}/h" if hours > 0.01 else "-"
         batches = f" in {self.batches} batch{'es' if self.batches != 1 else ''}" if self.batches else ""
-        line = (f"progress: {done}/{total} features done · {landed_total} landed (+{self.landed}{batches}) · "
+        new = landed_total - self.landed_before
+        line = (f"progress: {done}/{total} features done · {landed_total} landed (+{new}{batches}) · "
                 f"{rate} · main {_main(db, self.run_id)}")
         self.landed = self.batches = 0
+        self.landed_before = landed_total
         return [_clip(line)]
 
     def _final(self, db: Session) -> dict[str, Any]:

@@ -20,6 +20,7 @@ def _land(db, run_id: str, n: int) -> None:
         for task_id in ids:
             s.add(MergeAttempt(task_id=task_id, branch=f"swarm/{task_id}", strategy="rebase",
                                status=MergeStatus.merged, finished_at=datetime.now(UTC)))
+            record_event(s, "merge.merged", f"{task_id} landed", run_id=run_id, task_id=task_id)
         record_event(s, "gate.batch", f"batch b1: {n} landed", run_id=run_id, landed=n, red=False)
 
 
