@@ -45,5 +45,6 @@ bench: install
 bench-gate: install  # the demo swarm with injected faults, gate on and off (about 30 minutes)
 	$(BIN)/python bench/gated_swarm.py --workers 16 --seconds 600 --modes gate-on,gate-off,presubmit-off
 
-clean:
+clean:  # sandboxes a killed worker left hold mounts: release them first
+	@if [ -d var ] && [ -x $(BIN)/python ]; then $(BIN)/python -m agentswarm.sandbox.leftovers var; fi
 	rm -rf var .pytest_cache .ruff_cache
