@@ -7,12 +7,16 @@ the tests are observed flaky (`lifecycle.flaky`) and main counts as green.
 
 Red, with RECONCILE_ON_RED=revert (the default): bisect from the last green ancestor (or the
 run's starting main, checked first) to the red sha with the failing commands, once per break
-(`reconcile.bisect.find_culprits`: failures a revert on its way already accounts for are left
-out), find the task whose landing holds each first bad commit, and hand a revert of each landing
-to the merge queue (`reconcile.revert`); its landing reopens the task with the output. Where that cannot be done
-(no green ancestor, an inconclusive bisection, a commit no task landed, a revert that conflicts or
-failed before), and with RECONCILE_ON_RED=fix: a few urgent fix tasks from the model, deduplicated
-against fix tasks still open, at most RECONCILE_MAX_FIX_TASKS at a time.
+(`reconcile.bisect.find_culprits`: failures a revert on its way already accounts for, and tests
+with a flaky history, are left out), confirm each first bad commit (`reconcile.confirm`: it fails
+every run, its parent none), find the task whose landing holds it, and hand a revert of each
+landing to the merge queue (`reconcile.revert`); its landing reopens the task with the output.
+A failing test that proves flaky on the way (or already had a flaky history) is observed
+(`lifecycle.flaky`), never reverted for; a red made only of such tests asks for nothing more.
+Where a revert cannot be done (no green ancestor, an inconclusive bisection, a blame that did
+not reproduce, a commit no task landed, a revert that conflicts or failed before), and with
+RECONCILE_ON_RED=fix: a few urgent fix tasks from the model, deduplicated against fix tasks
+still open, at most RECONCILE_MAX_FIX_TASKS at a time.
 
 The tick holds the reconcile lock (one reconciler at a time) on a connection of its own and
 commits each step, so no row stays locked while checks run. Safe twice: a check stored for this
@@ -54,7 +58,7 @@ from agentswarm.git.refs import is_ancestor
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
 from agentswarm.lifecycle.feedback import gate_feedback
-from agentswarm.lifecycle.flaky import note_runs, observe, quarantined_names
+from agentswarm.lifecycle.flaky import flaky_names, note_runs, observe, quarantined_names
 from agentswarm.llm import ChatClient
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
@@ -64,8 +68,9 @@ from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.queue.send import tick_after_commit
-from agentswarm.reconcile.bisect import Bisection, find_culprits, narrowed, tsc_error_files
+from agentswarm.reconcile.bisect import Bisection, find_culprits, is_test_mark, narrowed, tsc_error_files
 from agentswarm.reconcile.checks import MainRun, check_main
+from agentswarm.reconcile.confirm import Confirmation, confirm
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
 from agentswarm.reconcile.previews import discard, keep_preview, previews_root
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
@@ -244,7 +249,7 @@ def _summary(run: MainRun) -> list[dict[str, Any]]:
 def _act(settings: Settings, client: ChatClient | None, red: RedMain) -> dict[str, Any]:
     if settings.reconcile_on_red is RedAction.revert:
         reverted = _revert(settings, red)
-        if "revert" in reverted:
+        if "revert" in reverted or reverted.get("action") == "flaky":  # a flaky red asks for no fix task
             return reverted
         return {**_ask_for_fixes(settings, client, red), "revert_skipped": reverted.get("why")}
     return _ask_for_fixes(settings, client, red)
@@ -269,7 +274,9 @@ def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
 
 
 def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
-    """Bisect once per break and hand a revert of each culprit's landing to the merge queue; or say why not."""
+    """Bisect once per break, confirm each blame, and hand a revert of each confirmed culprit's landing to the
+    merge queue; or say why not. Failing tests with a flaky history are not searched for; tests found flaky
+    on the way are observed."""
     marks, waiting = _unexplained(settings, red)
     if red.marks and not marks:  # every failure is one a revert on its way will remove
         with session_scope(settings.database_url) as db:
@@ -277,25 +284,66 @@ def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
             assert check is not None
             check.action, check.revert_task_id = "revert", waiting[0]
             return {"revert": waiting[0], "note": "every failure is explained by a revert on its way"}
+    with session_scope(settings.database_url) as db:
+        known = flaky_names(db)
+    searched = [m for m in marks if m not in known]
+    if marks and not searched:
+        return _flaky_red(settings, red, marks, "only tests with a flaky history fail: nothing to bisect for")
     good, why = _good_bound(settings, red)
-    searches = (find_culprits(settings, good, red.sha, narrowed(red.commands, marks), marks=marks) if good
+    searches = (find_culprits(settings, good, red.sha, narrowed(red.commands, searched), marks=searched) if good
                 else [Bisection(good="", bad=red.sha, reason=why)])
+    blames = [(b, confirm(settings, b, narrowed(red.commands, b.marks))) for b in searches if b.first_bad]
+    flaky = list(dict.fromkeys(m for m in [*(m for m in marks if m in known), *(m for b in searches for m in b.flaky),
+                                           *(m for _, c in blames for m in c.flaky)] if is_test_mark(m)))
     with session_scope(settings.database_url) as db:
         check = db.get(MainCheck, red.check_id)
         assert check is not None
-        outcomes = [_revert_one(db, settings, check, red, bis) for bis in searches if bis.first_bad]
+        if flaky:
+            observe(db, flaky, source="reconciler", tree=tree_of(settings.hub_path, red.sha), run_id=red.run_id,
+                    settings=settings, output=red.output)
+        outcomes = [_revert_one(db, settings, check, red, _confirmed(b, c)) if c.ok else {"why": c.reason}
+                    for b, c in blames]
         done = [o for o in outcomes if "revert" in o]
         check.bisect = {"good": good, "bad": red.sha, "searches": [b.summary() for b in searches],
                         "steps": sum(b.steps for b in searches), "culprits": done,
+                        "confirmations": [c.summary() for _, c in blames], "flaky": flaky,
                         "reason": "" if done else next((o["why"] for o in outcomes), searches[-1].reason)}
+        if not done and marks and set(marks) <= set(flaky):  # every failure is a flaky test: nothing to fix here
+            return _flaky_outcome(db, check, flaky, check.bisect["reason"] or "flaky tests")
         if not done:
-            check.culprit_sha = next((b.first_bad for b in searches if b.first_bad), None)
-            return _no_revert(db, check, check.bisect["reason"])
+            check.culprit_sha = next((c.sha for _, c in blames if c.ok), None)
+            return {**_no_revert(db, check, check.bisect["reason"]), "flaky": flaky}
         check.action = "revert"
         check.culprit_sha, check.culprit_task_id = done[0]["first_bad"], done[0]["culprit"]
         check.revert_task_id = done[0]["revert"]
         return {"revert": done[0]["revert"], "culprit": done[0]["culprit"], "reverts": done,
-                "steps": check.bisect["steps"]}
+                "steps": check.bisect["steps"], "flaky": flaky}
+
+
+def _confirmed(bis: Bisection, conf: Confirmation) -> Bisection:
+    """The bisection as its confirmation saw it: the marks that reproduced, and a run's output that shows them."""
+    bis.marks = conf.marks or bis.marks
+    bis.output = conf.output or bis.output
+    return bis
+
+
+def _flaky_red(settings: Settings, red: RedMain, tests: list[str], why: str) -> dict[str, Any]:
+    """A red made only of tests known to be flaky: observed once more (quarantine comes at the threshold)."""
+    with session_scope(settings.database_url) as db:
+        check = db.get(MainCheck, red.check_id)
+        assert check is not None
+        observe(db, tests, source="reconciler", tree=tree_of(settings.hub_path, red.sha), run_id=red.run_id,
+                settings=settings, output=red.output)
+        check.bisect = {"good": None, "bad": red.sha, "searches": [], "steps": 0, "culprits": [], "flaky": tests,
+                        "reason": why}
+        return _flaky_outcome(db, check, tests, why)
+
+
+def _flaky_outcome(db: Session, check: MainCheck, tests: list[str], why: str) -> dict[str, Any]:
+    check.action = "flaky"
+    record_event(db, "reconcile.flaky", f"main {check.sha[:10]}: {why}; observed flaky: {', '.join(tests)[:300]}",
+                 run_id=check.run_id, check_id=check.id, tests=tests[:20])
+    return {"action": "flaky", "flaky": tests, "why": why}
 
 
 def _unexplained(settings: Settings, red: RedMain) -> tuple[list[str], list[str]]:
