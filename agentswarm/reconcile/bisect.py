@@ -164,7 +164,8 @@ class _Search:
 
     def _walk(self, out: Bisection, lo: int, marks: list[str]) -> bool:
         """Bisect (lo, last]; False when a mark was found flaky and the walk must start again."""
-        hi, skipped, cap = len(self.shas) - 1, set(), self.settings.reconcile_bisect_max_steps
+        hi, cap = len(self.shas) - 1, self.settings.reconcile_bisect_max_steps
+        skipped: set[int] = set()
         while hi - lo > 1:
             idx = _pick(lo, hi, skipped)
             if idx is None:
@@ -196,7 +197,7 @@ class _Search:
 
     def _run(self, idx: int, marks: list[str]) -> list[StepRun]:
         """The commands at one commit: RECONCILE_BISECT_RUNS times when failing tests are looked for."""
-        sha, runs = self.shas[idx], []
+        sha, runs = self.shas[idx], list[StepRun]()
         times = self.settings.reconcile_bisect_runs if any(is_test_mark(m) for m in marks) else 1
         for _ in range(times):
             runs.append(run_step(self.backend, self.hub, sha, self.commands, self.settings.reconcile_timeout_s,

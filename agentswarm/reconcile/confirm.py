@@ -51,7 +51,7 @@ def confirm(settings: Settings, bis: Bisection, commands: list[str]) -> Confirma
     cmds, times = step_commands(settings, commands), settings.reconcile_confirm_runs
 
     def runs_at(commit: str, keep_going: Callable[[list[StepRun]], bool]) -> list[StepRun]:
-        modules, runs = modules_at(backend, settings, hub, commit), []
+        modules, runs = modules_at(backend, settings, hub, commit), list[StepRun]()
         while len(runs) < times and keep_going(runs):
             runs.append(run_step(backend, hub, commit, cmds, settings.reconcile_timeout_s, modules))
             out.runs += 1
