@@ -32,8 +32,9 @@ from agentswarm.queue.send import tick_after_commit
 from agentswarm.reconcile.bisect import Bisection, find_culprits, is_test_mark, narrowed
 from agentswarm.reconcile.checks import check_main
 from agentswarm.reconcile.confirm import Confirmation, confirm
+from agentswarm.reconcile.page import PAGE_COMMAND
 from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
-from agentswarm.reconcile.verdict import GREEN, judge
+from agentswarm.reconcile.verdict import CANNOT_RUN, GREEN, judge
 
 
 @dataclass
@@ -50,8 +51,9 @@ class RedMain:
 
 
 
-def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
-    """The newest sha known green that main descends from (or the run's start, checked now); or why none."""
+def _good_bound(settings: Settings, red: RedMain, marks: list[str]) -> tuple[str | None, str]:
+    """The newest sha known green that main descends from (or the run's start, checked now: good when none of
+    the marks fail there, or with no marks when it is green); or why none."""
     hub = str(settings.hub_path.resolve())
     with session_scope(settings.database_url) as db:
         greens = list(db.scalars(select(MainCheck.sha).where(MainCheck.result == GREEN)
@@ -63,7 +65,11 @@ def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
             return sha, ""
     if not start or start == red.sha or not is_ancestor(hub, start, red.sha):
         return None, "no green main to bisect from"
-    if not judge(check_main(settings, start, red.commands, page=False), set()).green:
+    commands = [c for c in narrowed(red.commands, marks) if c != PAGE_COMMAND]
+    verdict = judge(check_main(settings, start, commands, page=PAGE_COMMAND in red.commands), set())
+    if verdict.result == CANNOT_RUN:
+        return None, f"the checks cannot run at the run's start ({start[:10]}): {verdict.reason}"
+    if any(m in r.output for m in marks for r in verdict.failed) if marks else not verdict.green:
         return None, f"main was already red at the run's start ({start[:10]})"
     return start, ""
 
@@ -84,7 +90,7 @@ def revert_red(settings: Settings, red: RedMain) -> dict[str, Any]:
     searched = [m for m in marks if m not in known]
     if marks and not searched:
         return _flaky_red(settings, red, marks, "only tests with a flaky history fail: nothing to bisect for")
-    good, why = _good_bound(settings, red)
+    good, why = _good_bound(settings, red, searched)
     searches = (find_culprits(settings, good, red.sha, narrowed(red.commands, searched), marks=searched) if good
                 else [Bisection(good="", bad=red.sha, reason=why)])
     blames = [(b, confirm(settings, b, narrowed(red.commands, b.marks))) for b in searches if b.first_bad]
