@@ -199,6 +199,8 @@ class Settings(BaseSettings):
                                        "step (bad if any fails; failing in one and passing in another: flaky)")
     reconcile_confirm_runs: int = Field(3, ge=2, le=8, description="runs on the blamed commit and on its parent "
                                         "before a revert: it must fail on the commit every time, never on the parent")
+    reconcile_parallel_runs: int = Field(2, ge=1, le=8, description="runs of one bisection step or confirmation "
+                                         "at once, each in a sandbox of its own")
     reconcile_screenshots_keep: int = Field(5, ge=0, description="screenshots of green mains kept")
     reconcile_previews_keep: int = Field(5, ge=0, description="built games (dist/) of green mains kept for the "
                                          "dashboard's preview at /preview/<sha>/; 0 keeps none")

@@ -27,7 +27,7 @@ from typing import Any
 from agentswarm.agent.checks import failing_tests
 from agentswarm.config import Settings
 from agentswarm.git.repo import open_repo
-from agentswarm.reconcile.steps import StepRun, deps_by_commit, run_step, step_commands, sweep_steps
+from agentswarm.reconcile.steps import StepRun, deps_by_commit, run_steps, step_commands, sweep_steps
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
 
@@ -197,13 +197,11 @@ class _Search:
 
     def _run(self, idx: int, marks: list[str]) -> list[StepRun]:
         """The commands at one commit: RECONCILE_BISECT_RUNS times when failing tests are looked for."""
-        sha, runs = self.shas[idx], list[StepRun]()
-        times = self.settings.reconcile_bisect_runs if any(is_test_mark(m) for m in marks) else 1
-        for _ in range(times):
-            runs.append(run_step(self.backend, self.hub, sha, self.commands, self.settings.reconcile_timeout_s,
-                                 self.deps[sha]))
-            if runs[-1].cannot_run:
-                break
+        sha, runs, s = self.shas[idx], list[StepRun](), self.settings
+        times = s.reconcile_bisect_runs if any(is_test_mark(m) for m in marks) else 1
+        while len(runs) < times and not any(r.cannot_run for r in runs):
+            runs += run_steps(self.backend, self.hub, sha, self.commands, s.reconcile_timeout_s, self.deps[sha],
+                              min(s.reconcile_parallel_runs, times - len(runs)))
         return runs
 
 

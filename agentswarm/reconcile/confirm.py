@@ -19,7 +19,7 @@ from typing import Any
 from agentswarm.config import Settings
 from agentswarm.git.repo import open_repo
 from agentswarm.reconcile.bisect import LOG_CAP, Bisection, is_test_mark
-from agentswarm.reconcile.steps import StepRun, modules_at, run_step, step_commands, sweep_steps
+from agentswarm.reconcile.steps import StepRun, modules_at, run_steps, step_commands, sweep_steps
 from agentswarm.sandbox.factory import check_backend_for
 
 
@@ -53,8 +53,9 @@ def confirm(settings: Settings, bis: Bisection, commands: list[str]) -> Confirma
     def runs_at(commit: str, keep_going: Callable[[list[StepRun]], bool]) -> list[StepRun]:
         modules, runs = modules_at(backend, settings, hub, commit), list[StepRun]()
         while len(runs) < times and keep_going(runs):
-            runs.append(run_step(backend, hub, commit, cmds, settings.reconcile_timeout_s, modules))
-            out.runs += 1
+            batch = min(settings.reconcile_parallel_runs, times - len(runs))
+            runs += run_steps(backend, hub, commit, cmds, settings.reconcile_timeout_s, modules, batch)
+            out.runs += batch
         return runs
 
     marks = list(bis.marks) or [""]  # "": any failure, for a red without marks (a failed build)

@@ -2,7 +2,8 @@
 
 Each run clones the hub at its sha into a sandbox nothing ran in before (its own `$HOME`,
 `$TMPDIR` and `.git`), binds that commit's dependencies read-only, runs the commands one by one
-with `run_in` and removes the sandbox. The orchestrator keeps nothing of its own in the sandbox
+with `run_in` and removes the sandbox. Runs of one commit may go at once
+(RECONCILE_PARALLEL_RUNS), each in a sandbox of its own. The orchestrator keeps nothing of its own in the sandbox
 (no driver script, no counter, no log file): the verdict comes from the exit codes it observes
 and the output it captured from each exec, so whatever one run's tested code writes reaches no
 other run and no verdict.
@@ -10,6 +11,7 @@ other run and no verdict.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +59,23 @@ class StepRun:
         return bool(self.shows(marks)) if marks else self.failed
 
 
+def run_steps(backend: LocalSandboxBackend, hub: str, sha: str, commands: list[str], timeout_s: float,
+              modules: str, times: int) -> list[StepRun]:
+    """`times` runs at sha, each in its own sandbox, all at once: one thread (and one sandbox) per run."""
+    if times <= 1:
+        return [run_step(backend, hub, sha, commands, timeout_s, modules)]
+    with ThreadPoolExecutor(max_workers=times, thread_name_prefix="bisect-step") as pool:
+        return list(pool.map(lambda slot: run_step(backend, hub, sha, commands, timeout_s, modules, slot=slot),
+                             range(times)))
+
+
 def run_step(backend: LocalSandboxBackend, hub: str, sha: str, commands: list[str], timeout_s: float,
-             modules: str) -> StepRun:
+             modules: str, *, slot: int = 0) -> StepRun:
     """The commands at sha in a fresh sandbox with `modules` (a cache path, NO_DEPS or CANNOT_INSTALL)."""
     if modules == CANNOT_INSTALL:
         return StepRun(sha, cannot_run=True, output=f"the dependencies of {sha} could not be installed")
     out, parts = StepRun(sha), []
-    sb = checkout(backend, hub, sha, f"{STEP_PREFIX}{sha[:12]}", run_id=CHECK_RUN)
+    sb = checkout(backend, hub, sha, f"{STEP_PREFIX}{sha[:12]}-{slot}", run_id=CHECK_RUN)
     try:
         if modules != NO_DEPS:
             attach_deps(backend, sb, Path(modules))

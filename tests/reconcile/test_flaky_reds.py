@@ -111,3 +111,26 @@ def test_flaky_tests_are_quarantined_not_reverted_and_a_genuine_break_alone_is_r
         revert_id = reverts[0].id
     assert merge_task(revert_id, settings) == "merged"
     assert reconcile_tick(settings)["green"] is True  # the flaky tests, quarantined, are tolerated
+
+
+def test_a_red_of_tests_with_a_flaky_history_is_observed_not_bisected_and_asks_for_nothing(db, tmp_path,
+                                                                                            redis_client):
+    hub = make_hub(tmp_path, {"check.py": RUNNER, "README": "a target"})
+    settings = _settings(hub)
+    with session_scope(db) as s:
+        run_id = start_run(s, settings).id
+        s.add(FlakyTest(name="src/shaky.test.ts > works", file="src/shaky.test.ts", status=FlakyStatus.observed,
+                        observations=1, passes_in_row=0, last_source="gate"))
+    assert reconcile_tick(settings)["green"] is True
+    for name, kind in [("a0", "ok"), ("shaky", "BROKEN"), ("a1", "ok")]:  # fails every time, but known flaky
+        _land(db, tmp_path, hub, settings, run_id, name, kind)
+    out = reconcile_tick(settings)
+    assert out["action"] == "flaky" and out["flaky"] == ["src/shaky.test.ts > works"] and "fixes" not in out, out
+    with session_scope(db) as s:
+        check = s.scalars(select(MainCheck).where(MainCheck.result == "red")).one()
+        assert check.action == "flaky" and check.bisect["steps"] == 0 and check.culprit_sha is None
+        row = s.scalars(select(FlakyTest).where(FlakyTest.name == "src/shaky.test.ts > works")).one()
+        assert row.observations == 2
+        assert s.scalars(select(Task).where(Task.kind.in_(["revert", "fix"]))).all() == []
+        assert s.scalars(select(Event).where(Event.kind == "reconcile.flaky")).all()
+    assert "already checked" in reconcile_tick(settings)["skipped"]
