@@ -121,8 +121,7 @@ def find_culprits(settings: Settings, good: str, bad: str, commands: list[str], 
         return [Bisection(good=good, bad=bad, first_bad=shas[0], marks=list(marks or []))]
     backend = check_backend_for(settings)
     sweep_steps(backend)
-    search = _Search(settings, backend, hub, good, shas)
-    search.commands = step_commands(settings, commands)
+    search = _Search(settings, backend, hub, good, shas, step_commands(settings, commands))
     found: list[Bisection] = []
     left, lo = list(marks or []), -1
     while len(found) < most:
@@ -142,10 +141,11 @@ def find_culprits(settings: Settings, good: str, bad: str, commands: list[str], 
 class _Search:
     """The steps of one range, each run once and kept: a later search judges them again for its own marks."""
 
-    def __init__(self, settings: Settings, backend: LocalSandboxBackend, hub: str, good: str, shas: list[str]):
+    def __init__(self, settings: Settings, backend: LocalSandboxBackend, hub: str, good: str, shas: list[str],
+                 commands: list[str]):
         self.settings, self.backend, self.hub, self.good, self.shas = settings, backend, hub, good, shas
+        self.commands = commands
         self.deps = deps_by_commit(backend, settings, hub, good, shas)
-        self.commands: list[str] = []
         self.runs: dict[int, list[StepRun]] = {}
 
     def find(self, lo: int, marks: list[str]) -> Bisection:

@@ -2,11 +2,11 @@
 
 Each run clones the hub at its sha into a sandbox nothing ran in before (its own `$HOME`,
 `$TMPDIR` and `.git`), binds that commit's dependencies read-only, runs the commands one by one
-with `run_in` and removes the sandbox. Runs of one commit may go at once
-(RECONCILE_PARALLEL_RUNS), each in a sandbox of its own. The orchestrator keeps nothing of its own in the sandbox
-(no driver script, no counter, no log file): the verdict comes from the exit codes it observes
-and the output it captured from each exec, so whatever one run's tested code writes reaches no
-other run and no verdict.
+with `run_in` and removes the sandbox. Runs of one commit may go at once (RECONCILE_PARALLEL_RUNS),
+each in a sandbox of its own. The orchestrator keeps nothing of its own in the sandbox (no driver
+script, no counter, no log file; only the page check's script, written just before it runs): the
+verdict comes from the exit codes it observes and the output it captured from each exec, so
+whatever one run's tested code writes reaches no other run and no verdict.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def run_step(backend: LocalSandboxBackend, hub: str, sha: str, commands: list[st
     try:
         if modules != NO_DEPS:
             attach_deps(backend, sb, Path(modules))
-        if any(SCRIPT_PATH in c for c in commands):
-            backend.put_file(sb, SCRIPT_PATH, PAGE_SCRIPT.encode())
         for command in commands:
+            if SCRIPT_PATH in command:  # written just before it runs, after the build: as the main check does
+                backend.put_file(sb, SCRIPT_PATH, PAGE_SCRIPT.encode())
             res = run_in(backend, sb, command, timeout_s)
             parts.append(f"$ {command}\n{res.output}")
             if not res.ok:
