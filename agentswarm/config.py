@@ -218,6 +218,12 @@ class Settings(BaseSettings):
     reconcile_on_red: RedAction = Field(RedAction.revert, description="revert: bisect, revert the culprit, reopen "
                                         "its task; fix: fix tasks from the model")
     reconcile_bisect_max_steps: int = Field(12, gt=0, le=64, description="checks one bisection may run")
+    reconcile_bisect_runs: int = Field(2, ge=1, le=5, description="runs of the failing tests at each bisection "
+                                       "step (bad if any fails; failing in one and passing in another: flaky)")
+    reconcile_confirm_runs: int = Field(3, ge=2, le=8, description="runs on the blamed commit and on its parent "
+                                        "before a revert: it must fail on the commit every time, never on the parent")
+    reconcile_parallel_runs: int = Field(2, ge=1, le=8, description="runs of one bisection step or confirmation "
+                                         "at once, each in a sandbox of its own")
     reconcile_screenshots_keep: int = Field(5, ge=0, description="screenshots of green mains kept")
     reconcile_previews_keep: int = Field(5, ge=0, description="built games (dist/) of green mains kept for the "
                                          "dashboard's preview at /preview/<sha>/; 0 keeps none")

@@ -28,8 +28,8 @@ from agentswarm.db.models import FlakyStatus, FlakyTest, Run, RunStatus, Task, T
 from agentswarm.db.text import stored_text
 from agentswarm.lifecycle.dispatch import dispatch_pending
 
-__all__ = ["QUARANTINED", "observe", "quarantined_tests", "quarantined_names", "exclude_flags", "note_runs",
-           "file_of_test"]
+__all__ = ["QUARANTINED", "observe", "quarantined_tests", "quarantined_names", "flaky_names", "exclude_flags",
+           "note_runs", "file_of_test"]
 FIX_PRIORITY = 4  # below work that breaks main (1) and above new features (5): a quarantined test hides bugs
 
 
@@ -93,6 +93,12 @@ def quarantined_tests(db: Session) -> list[FlakyTest]:
 
 def quarantined_names(db: Session) -> set[str]:
     return {row.name for row in quarantined_tests(db)}
+
+
+def flaky_names(db: Session) -> set[str]:
+    """Tests with a flaky history now (observed or quarantined; not released): a red of theirs proves no break."""
+    return set(db.scalars(select(FlakyTest.name).where(FlakyTest.status.in_([FlakyStatus.observed,
+                                                                            FlakyStatus.quarantined]))))
 
 
 def exclude_flags(files: Iterable[str]) -> str:

@@ -5,14 +5,15 @@ Each sha of main is checked once per run (or again on demand), and the check is 
 tolerated. A red made only of failing tests is checked once more on the same tree; passing then,
 the tests are observed flaky (`lifecycle.flaky`) and main counts as green.
 
-Red, with RECONCILE_ON_RED=revert (the default): bisect from the last green ancestor (or the
-run's starting main, checked first) to the red sha with the failing commands, once per break
-(`reconcile.bisect.find_culprits`: failures a revert on its way already accounts for are left
-out), find the task whose landing holds each first bad commit, and hand a revert of each landing
-to the merge queue (`reconcile.revert`); its landing reopens the task with the output. Where that cannot be done
-(no green ancestor, an inconclusive bisection, a commit no task landed, a revert that conflicts or
-failed before), and with RECONCILE_ON_RED=fix: a few urgent fix tasks from the model, deduplicated
-against fix tasks still open, at most RECONCILE_MAX_FIX_TASKS at a time.
+Red, with RECONCILE_ON_RED=revert (the default): `reconcile.blame` bisects from the last green
+ancestor once per break, confirms each blame (on the commit every run, on its parent never) and
+hands a revert of each confirmed culprit's landing to the merge queue; its landing reopens the
+task with the output. Tests with a flaky history, or found flaky on the way, are observed and
+never reverted for; a red made only of them asks for nothing more. Where a revert cannot be done
+(no green ancestor, an inconclusive bisection, a blame that did not reproduce, a commit no task
+landed, a revert that conflicts or failed before), and with RECONCILE_ON_RED=fix: a few urgent
+fix tasks from the model, deduplicated against fix tasks still open, at most
+RECONCILE_MAX_FIX_TASKS at a time.
 
 The tick holds the reconcile lock (one reconciler at a time) on a connection of its own and
 commits each step, so no row stays locked while checks run. Safe twice: a check stored for this
@@ -23,7 +24,6 @@ on without checking again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,26 +34,14 @@ from agentswarm.agent.checks import failing_tests
 from agentswarm.config import RedAction, Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import try_held_lock
-from agentswarm.db.models import (
-    Feature,
-    MainCheck,
-    MergeAttempt,
-    MergeStatus,
-    Run,
-    RunStatus,
-    Task,
-    TaskKind,
-    TaskStatus,
-)
+from agentswarm.db.models import Feature, MainCheck, Run, RunStatus, Task, TaskKind
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN
 from agentswarm.db.text import stored_text
 from agentswarm.git.hub import main_sha
 from agentswarm.git.landing import tree_of
-from agentswarm.git.refs import is_ancestor
 from agentswarm.lifecycle.budgets import tasks_left
 from agentswarm.lifecycle.dispatch import dispatch_pending, scopes_overlap
-from agentswarm.lifecycle.feedback import gate_feedback
 from agentswarm.lifecycle.flaky import note_runs, observe, quarantined_names
 from agentswarm.llm import ChatClient
 from agentswarm.llm.factory import client_from_settings
@@ -62,13 +50,11 @@ from agentswarm.planning.parsing import UnparseableReply, parse_tasks
 from agentswarm.planning.repo_state import read_main
 from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.prompts import render_messages
-from agentswarm.queue.names import RECONCILE_TICK
-from agentswarm.queue.send import tick_after_commit
-from agentswarm.reconcile.bisect import Bisection, find_culprits, narrowed, tsc_error_files
+from agentswarm.reconcile.bisect import tsc_error_files
+from agentswarm.reconcile.blame import RedMain, revert_red
 from agentswarm.reconcile.checks import MainRun, check_main
 from agentswarm.reconcile.page import PAGE_COMMAND, save_screenshot, screenshots_root
 from agentswarm.reconcile.previews import discard, keep_preview, previews_root
-from agentswarm.reconcile.revert import culprit_of, make_revert, open_revert
 from agentswarm.reconcile.verdict import CANNOT_RUN, GREEN, RED, Verdict, judge
 
 log = logging.getLogger(__name__)
@@ -78,19 +64,6 @@ FIX_PRIORITY = 1
 def failure_report(results: list) -> str:
     """The failing commands' output, capped, for the reconciler prompt."""
     return Verdict(RED, failed=[r for r in results if not r.ok]).report()
-
-
-@dataclass
-class RedMain:
-    """What the action on a red main needs, read back from its stored check."""
-
-    check_id: int
-    run_id: str
-    sha: str
-    commands: list[str]  # the checks that failed
-    output: str
-    test_only: bool
-    marks: list[str]  # what identifies this red in a check's output (see reconcile.bisect.signatures)
 
 
 def reconcile_tick(settings: Settings | None = None, client: ChatClient | None = None, *,
@@ -243,100 +216,11 @@ def _summary(run: MainRun) -> list[dict[str, Any]]:
 
 def _act(settings: Settings, client: ChatClient | None, red: RedMain) -> dict[str, Any]:
     if settings.reconcile_on_red is RedAction.revert:
-        reverted = _revert(settings, red)
-        if "revert" in reverted:
+        reverted = revert_red(settings, red)
+        if "revert" in reverted or reverted.get("action") == "flaky":  # a flaky red asks for no fix task
             return reverted
         return {**_ask_for_fixes(settings, client, red), "revert_skipped": reverted.get("why")}
     return _ask_for_fixes(settings, client, red)
-
-
-def _good_bound(settings: Settings, red: RedMain) -> tuple[str | None, str]:
-    """The newest sha known green that main descends from (or the run's start, checked now); or why none."""
-    hub = str(settings.hub_path.resolve())
-    with session_scope(settings.database_url) as db:
-        greens = list(db.scalars(select(MainCheck.sha).where(MainCheck.result == GREEN)
-                                 .order_by(MainCheck.finished_at.desc()).limit(50)))
-        run = db.get(Run, red.run_id)
-        start = (run.config or {}).get("main_at_start") if run else None
-    for sha in greens:
-        if sha != red.sha and is_ancestor(hub, sha, red.sha):
-            return sha, ""
-    if not start or start == red.sha or not is_ancestor(hub, start, red.sha):
-        return None, "no green main to bisect from"
-    if not judge(check_main(settings, start, red.commands, page=False), set()).green:
-        return None, f"main was already red at the run's start ({start[:10]})"
-    return start, ""
-
-
-def _revert(settings: Settings, red: RedMain) -> dict[str, Any]:
-    """Bisect once per break and hand a revert of each culprit's landing to the merge queue; or say why not."""
-    marks, waiting = _unexplained(settings, red)
-    if red.marks and not marks:  # every failure is one a revert on its way will remove
-        with session_scope(settings.database_url) as db:
-            check = db.get(MainCheck, red.check_id)
-            assert check is not None
-            check.action, check.revert_task_id = "revert", waiting[0]
-            return {"revert": waiting[0], "note": "every failure is explained by a revert on its way"}
-    good, why = _good_bound(settings, red)
-    searches = (find_culprits(settings, good, red.sha, narrowed(red.commands, marks), marks=marks) if good
-                else [Bisection(good="", bad=red.sha, reason=why)])
-    with session_scope(settings.database_url) as db:
-        check = db.get(MainCheck, red.check_id)
-        assert check is not None
-        outcomes = [_revert_one(db, settings, check, red, bis) for bis in searches if bis.first_bad]
-        done = [o for o in outcomes if "revert" in o]
-        check.bisect = {"good": good, "bad": red.sha, "searches": [b.summary() for b in searches],
-                        "steps": sum(b.steps for b in searches), "culprits": done,
-                        "reason": "" if done else next((o["why"] for o in outcomes), searches[-1].reason)}
-        if not done:
-            check.culprit_sha = next((b.first_bad for b in searches if b.first_bad), None)
-            return _no_revert(db, check, check.bisect["reason"])
-        check.action = "revert"
-        check.culprit_sha, check.culprit_task_id = done[0]["first_bad"], done[0]["culprit"]
-        check.revert_task_id = done[0]["revert"]
-        return {"revert": done[0]["revert"], "culprit": done[0]["culprit"], "reverts": done,
-                "steps": check.bisect["steps"]}
-
-
-def _unexplained(settings: Settings, red: RedMain) -> tuple[list[str], list[str]]:
-    """The red's marks no revert on its way accounts for, and those reverts' task ids."""
-    with session_scope(settings.database_url) as db:
-        landed = select(MergeAttempt.task_id).where(MergeAttempt.status == MergeStatus.merged)
-        pending = list(db.scalars(select(Task).where(Task.run_id == red.run_id, Task.kind == TaskKind.revert,
-                                                     Task.status == TaskStatus.complete, Task.id.not_in(landed))))
-        explained = {m for t in pending for m in ((t.context or {}).get("revert") or {}).get("marks") or []}
-        return [m for m in red.marks if m not in explained], [t.id for t in pending]
-
-
-def _revert_one(db: Session, settings: Settings, check: MainCheck, red: RedMain, bis: Bisection) -> dict[str, Any]:
-    """A revert for the landing that holds this search's first bad commit: {"revert": id, ...}, or {"why": ...}."""
-    assert bis.first_bad is not None
-    culprit = culprit_of(db, bis.first_bad)
-    if culprit is None:
-        return {"why": f"no task's landing holds {bis.first_bad[:10]}"}
-    base = {"first_bad": bis.first_bad, "culprit": culprit.task.id}
-    if culprit.landing.status is MergeStatus.reverted:  # its revert landed while this check ran: done already
-        tick_after_commit(db, RECONCILE_TICK)  # the newer main is what to check now
-        return {**base, "revert": None, "note": "already reverted on a newer main"}
-    pending = open_revert(db, culprit.task.id)
-    if pending is not None:
-        return {**base, "revert": pending.id, "note": "a revert is already on its way"}
-    failed_before = db.scalar(select(Task.id).where(Task.kind == TaskKind.revert, Task.origin_id == culprit.task.id,
-                                                    Task.status == TaskStatus.failed).limit(1))
-    if failed_before:
-        return {"why": f"a revert of {culprit.task.branch} failed before ({failed_before})"}
-    feedback = gate_feedback("reconciler", bis.output or red.output, main=red.sha, commands=red.commands)
-    revert = make_revert(db, settings, culprit, red.sha, culprit_sha=bis.first_bad, feedback=feedback,
-                         check_id=check.id, why=", ".join(red.commands)[:200] or "the checks failed", marks=bis.marks)
-    if isinstance(revert, str):
-        return {"why": revert}
-    return {**base, "revert": revert.id}
-
-
-def _no_revert(db: Session, check: MainCheck, why: str) -> dict[str, Any]:
-    record_event(db, "reconcile.no_revert", f"main {check.sha[:10]}: {why}; asking for fix tasks instead",
-                 run_id=check.run_id, check_id=check.id)
-    return {"why": why}
 
 
 def _open_fixes(db: Session, run_id: str) -> list[Task]:

@@ -29,3 +29,21 @@ def hub_from(src: Path, tmp_path: Path, message: str = "init") -> Path:
 def main_of(hub: Path) -> str:
     """The commit the hub's main points at."""
     return git("--git-dir", str(hub), "rev-parse", "main", cwd=hub.parent)
+
+
+def push_commits(tmp_path: Path, hub: Path, contents: list[dict[str, str | None]]) -> list[str]:
+    """One commit on main per dict (path -> text, None deletes), pushed; their shas, oldest first."""
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(hub), str(clone), cwd=tmp_path)
+    shas = []
+    for i, files in enumerate(contents):
+        for path, text in files.items():
+            if text is None:
+                (clone / path).unlink()
+            else:
+                (clone / path).write_text(text)
+        git("add", "-A", ".", cwd=clone)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"c{i}", "--allow-empty", cwd=clone)
+        shas.append(git("rev-parse", "HEAD", cwd=clone))
+    git("push", "-q", "origin", "main", cwd=clone)
+    return shas

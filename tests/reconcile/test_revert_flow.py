@@ -1,4 +1,4 @@
-"""A red main, end to end at the stage level: checks, bisection in a sandbox, a revert through the merge queue.
+"""A red main, end to end at the stage level: checks, bisection in sandboxes, a revert through the merge queue.
 
 Real hub, real Postgres and Redis, real sandboxes (bubblewrap): tasks land through `merge_task`,
 the reconciler finds the landing that broke `check.py`, hands a revert to the queue, and its
@@ -168,8 +168,8 @@ def test_a_reconciler_killed_mid_bisection_leaves_nothing_half_done_and_the_next
     child = subprocess.Popen([sys.executable, "-c", "from agentswarm.reconcile.tick import reconcile_tick; "
                               "reconcile_tick()"], env=env, start_new_session=True)
     try:
-        def bisecting() -> bool:  # the red check is stored and the bisection's sandbox is at work
-            return any((settings.sandbox_root / "reconcile").glob("bisect-*/logs/*"))
+        def bisecting() -> bool:  # the red check is stored and a bisection step's sandbox is at work
+            return any((settings.sandbox_root / "reconcile").glob("bisect-*/logs/exec-*"))
 
         wait_for(bisecting, timeout=60, every=0.1)
         time.sleep(1.0)
