@@ -1,7 +1,7 @@
 """The reconciler's checks of `main`, each in an isolated sandbox: agent-written code never runs on the host.
 
 Dependencies come from the shared cache (`agentswarm.sandbox.deps`): installed once per lock file
-in a networked sandbox with no secret, then bound read-only into each check's sandbox, which has
+in a sandbox with no secret whose only way out is the registry proxy, then bound read-only into each check's sandbox, which has
 no network at all. Checks use the local backend (bubblewrap unless SANDBOX_ISOLATION=none)
 whatever SANDBOX_BACKEND says: they need the cache on this machine.
 

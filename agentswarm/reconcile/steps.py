@@ -111,7 +111,7 @@ def deps_by_commit(backend: LocalSandboxBackend, settings: Settings, hub: str, g
     """For each commit of good..shas[-1]: the node_modules it needs (a cache path), NO_DEPS, or CANNOT_INSTALL.
 
     The lock digest is computed for each commit that changed a manifest; each distinct one is
-    installed once into the shared cache (a networked sandbox, as always).
+    installed once into the shared cache (a sandbox that reaches only the registry).
     """
     install = settings.reconcile_install
     if not install:
