@@ -85,7 +85,7 @@ def _send_failed(session: Session, cb: _Callback, exc: Exception) -> None:
     """Log and record a failed after-commit callback, in a session of its own (this one is done)."""
     error = f"{type(exc).__name__}: {exc}"
     message = f"{cb.what} not sent after commit ({error}); the monitor's recovery sends it again from Postgres"
-    log.error("after commit: %s", message, extra={"task_id": cb.task_id})
+    log.error("%s", message, extra={"task_id": cb.task_id})
     try:
         with Session(session.get_bind()) as other, other.begin():
             record_event(other, "message.send_failed", message, task_id=cb.task_id, what=cb.what, error=error)
