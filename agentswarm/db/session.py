@@ -3,8 +3,8 @@
 After-commit callbacks (`after_commit`) run once the session's outermost transaction has committed and ended
 (a savepoint's commit is not the commit; a rollback drops them). Each runs on its own: one that raises (Redis
 down) is logged with its own error and recorded as a `message.send_failed` event, never raised into the
-committing code, never touches the session, and never stops the others. What it failed to send is pending in
-Postgres, so the monitor's recovery sweep (monitor/recovery.py) sends it again.
+committing code, never touches the session, and never stops the others. A task's message it failed to send is
+pending in Postgres, so the monitor's recovery sweep (monitor/recovery.py) sends it again; a tick, beat sends anyway.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _run_after_commit(session: Session, transaction: SessionTransaction) -> None
 def _send_failed(session: Session, cb: _Callback, exc: Exception) -> None:
     """Log and record a failed after-commit callback, in a session of its own (this one is done)."""
     error = f"{type(exc).__name__}: {exc}"
-    message = f"{cb.what} not sent after commit ({error}); the monitor's recovery sends it again from Postgres"
+    later = "the monitor's recovery sends it again from Postgres" if cb.task_id else "the beat's next tick covers it"
+    message = f"{cb.what} not sent after commit ({error}); {later}"
     log.error("%s", message, extra={"task_id": cb.task_id})
     try:
         with Session(session.get_bind()) as other, other.begin():

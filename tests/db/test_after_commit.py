@@ -68,13 +68,15 @@ def test_a_failing_callback_is_logged_with_its_own_error_and_the_others_still_ru
         after_commit(s, lambda: seen.append("before"))
         after_commit(s, broker_down, what="merge_branch", task_id="t-1")
         after_commit(s, lambda: seen.append("after"))
+        after_commit(s, broker_down, what="agentswarm.tasks.reconcile_tick")
     assert seen == ["before", "after"]
     with session_scope(db) as s:
         assert s.get(Run, "run-r") is not None  # the commit stands
-        failed = s.scalars(select(Event).where(Event.kind == "message.send_failed")).one()
+        failed, tick = s.scalars(select(Event).where(Event.kind == "message.send_failed").order_by(Event.id)).all()
+    assert "the beat's next tick covers it" in tick.message and tick.task_id is None
     assert failed.task_id == "t-1" and failed.data["what"] == "merge_branch"
     assert "ConnectionError: Error 111 connecting to 127.0.0.1:1" in failed.message
     assert "recovery sends it again" in failed.message
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.getMessage() for r in errors] == [failed.message]
+    assert [r.getMessage() for r in errors] == [failed.message, tick.message]
     assert "committed' state" not in caplog.text and "InvalidRequestError" not in caplog.text
