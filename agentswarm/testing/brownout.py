@@ -2,10 +2,11 @@
 
 Put in front of the fake LLM (or any OpenAI-compatible server), each chat request rolls a seeded die: a 429 with
 Retry-After, a 500, a hang past the caller's timeout (then the connection drops), a 200 whose body is cut half way,
-or a clean pass-through. A cut answer is the upstream's real answer broken off: either short of the Content-Length it
-declared (the transport sees it) or, with no length, simply ended by closing the connection (only reading the JSON
-tells). Every roll is kept with its request (`outcomes`, `rolls`), so a test can hold the swarm's records against what
-really happened.
+or a clean pass-through. There is one die per `lane` (e.g. the agents' calls and the orchestrator's), so each lane
+gets the same faults in the same order however its requests interleave with the other lanes'. A cut answer is the
+upstream's real answer broken off: either short of the Content-Length it declares (the transport sees it:
+"cut") or, with no length, ended by closing the connection (only reading the JSON tells: "cut-closed"). Every
+roll is kept with its request (`rolls`), so a test can hold the swarm's records against what really happened.
 Other requests (GET /v1/models, /health) pass untouched.
 """
 
@@ -52,13 +53,15 @@ class BrownoutProxy:
     """`with BrownoutProxy(upstream_url, seed=7, hang_s=30) as proxy:` serves proxy.url; proxy.outcomes holds the rolls."""
 
     def __init__(self, upstream: str, *, rates: Rates | None = None, seed: int = 0, hang_s: float = 30.0,
-                 retry_after_s: float = 1.0, host: str = "127.0.0.1") -> None:
+                 retry_after_s: float = 1.0, lane: Callable[[dict], str] = lambda body: "",
+                 host: str = "127.0.0.1") -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the brownout proxy forwards to a plain-http upstream, not {upstream!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self.rates, self.hang_s, self.retry_after_s = rates or Rates(), hang_s, retry_after_s
-        self._rng = random.Random(seed)
+        self._seed, self._lane = seed, lane
+        self._rngs: dict[str, random.Random] = {}
         self._lock = threading.Lock()
         self._rolls: list[tuple[str, dict]] = []
         self._stopping = threading.Event()
@@ -83,18 +86,24 @@ class BrownoutProxy:
         return [kind for kind, _ in self.rolls]
 
     def counts(self, which: Callable[[dict], bool] = lambda body: True) -> dict[str, int]:
-        """How many chat requests (those whose body `which` picks) got each outcome."""
-        seen = [kind for kind, body in self.rolls if which(body)]
+        """How many chat requests (those whose body `which` picks) got each outcome; "cut" counts both forms."""
+        seen = [kind.removesuffix("-closed") for kind, body in self.rolls if which(body)]
         return {k: seen.count(k) for k in (*KINDS, "ok")}
 
     def _roll(self, body: bytes) -> str | None:
+        """A fault's kind (a cut says how: "cut" with a Content-Length it falls short of, "cut-closed" without)."""
         try:
             request = json.loads(body)
         except ValueError:
             request = {}
+        request = request if isinstance(request, dict) else {}
+        lane = self._lane(request)
         with self._lock:
-            kind = self.rates.roll(self._rng)
-            self._rolls.append((kind or "ok", request if isinstance(request, dict) else {}))
+            rng = self._rngs.setdefault(lane, random.Random(f"{self._seed}:{lane}"))
+            kind = self.rates.roll(rng)
+            if kind == "cut" and rng.random() < 0.5:
+                kind = "cut-closed"
+            self._rolls.append((kind or "ok", request))
             return kind
 
     def __enter__(self) -> BrownoutProxy:
@@ -131,8 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "hang":
             self.proxy._stopping.wait(self.proxy.hang_s)
             self.close_connection = True  # drop without a word
-        elif kind == "cut":
-            self._cut(body)
+        elif kind in ("cut", "cut-closed"):
+            self._cut(body, declared=kind == "cut")
         else:
             self._pass("POST", body)
 
@@ -156,11 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _cut(self, body: bytes) -> None:
-        """The upstream's real answer, broken off half way (declared length or not: the seeded die says)."""
+    def _cut(self, body: bytes, *, declared: bool) -> None:
+        """The upstream's real answer, broken off half way: short of the length it declares, or with none."""
         status, headers, data = self._upstream("POST", body)
-        with self.proxy._lock:
-            declared = self.proxy._rng.random() < 0.5
         self.send_response(status)
         for k, v in headers:
             if k.lower() in ("content-type", "cache-control"):

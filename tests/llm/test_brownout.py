@@ -47,26 +47,29 @@ def test_a_hang_outlasts_the_callers_timeout():
 def test_a_cut_answer_is_the_real_one_broken_off_in_both_forms(stream):
     with FakeLLMServer(lambda body: "a whole answer " * 20) as srv, \
             BrownoutProxy(srv.url, rates=only("cut"), seed=3) as proxy:
-        for _ in range(6):  # both forms (declared length and not) among six rolls
+        for _ in range(8):
             with pytest.raises(LLMProtocolError):
                 LLMClient(proxy.url, max_retries=0).chat(HELLO, stream=stream)
-    assert len(srv.requests) == 6 and proxy.counts()["cut"] == 6
+    assert len(srv.requests) == 8 and proxy.counts()["cut"] == 8
+    assert set(proxy.outcomes) == {"cut", "cut-closed"}  # both forms: short of a declared length, and none
 
 
-def test_the_same_seed_rolls_the_same_outcomes():
+def test_the_same_seed_rolls_the_same_outcomes_in_each_lane_however_they_interleave():
+    rates = Rates(rate_limit=0.3, server_error=0.3, hang=0, cut=0.2)
+    lane = lambda body: body["messages"][0]["content"]  # noqa: E731
     with FakeLLMServer(lambda body: "x") as srv:
         runs = []
-        for _ in range(2):
-            with BrownoutProxy(srv.url, rates=Rates(rate_limit=0.3, server_error=0.3, hang=0, cut=0.2),
-                               seed=11) as proxy:
+        for order in (["a", "b"] * 10, ["a"] * 10 + ["b"] * 10):
+            with BrownoutProxy(srv.url, rates=rates, seed=11, lane=lane) as proxy:
                 client = LLMClient(proxy.url, max_retries=0)
-                for _ in range(20):
+                for which in order:
                     try:
-                        client.chat(HELLO)
+                        client.chat([{"role": "user", "content": which}])
                     except (LLMHTTPError, LLMProtocolError):
                         pass
-                runs.append(proxy.outcomes)
-    assert runs[0] == runs[1] and len(set(runs[0])) == 4
+                runs.append({k: [o for o, body in proxy.rolls if lane(body) == k] for k in "ab"})
+    assert runs[0] == runs[1] and runs[0]["a"] != runs[0]["b"]
+    assert {"rate_limit", "server_error", "ok"} <= set(runs[0]["a"] + runs[0]["b"])
 
 
 def test_rates_are_checked():
