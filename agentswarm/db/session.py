@@ -1,4 +1,11 @@
-"""Engine, sessions, and publishing after commit."""
+"""Engine, sessions, and publishing after commit.
+
+After-commit callbacks (`after_commit`) run once the session's outermost transaction has committed and ended
+(a savepoint's commit is not the commit; a rollback drops them). Each runs on its own: one that raises (Redis
+down) is logged with its own error and recorded as a `message.send_failed` event, never raised into the
+committing code, never touches the session, and never stops the others. A task's message it failed to send is
+pending in Postgres, so the monitor's recovery sweep (monitor/recovery.py) sends it again; a tick, beat sends anyway.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,19 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from agentswarm.db.events import record_event
 from agentswarm.errors import ServiceUnavailable
 
-_AFTER_COMMIT = "agentswarm_after_commit"
+_AFTER_COMMIT = "agentswarm_after_commit"  # session.info: callbacks of the open transaction
+_COMMITTED = "agentswarm_committed"  # session.info: callbacks of the transaction that just committed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -37,20 +47,51 @@ def _factory(url: str | None) -> sessionmaker[Session]:
     return factory
 
 
-def after_commit(session: Session, fn: Callable[[], object]) -> None:
+def after_commit(session: Session, fn: Callable[[], object], *, what: str = "", task_id: str | None = None) -> None:
     """Run `fn` once the session's transaction commits (never if it rolls back).
 
     Celery messages go out this way, so a worker can never receive an id whose row
-    is not yet visible.
+    is not yet visible. `what` (e.g. "merge_branch") and `task_id` name it in a failure's log line and event.
     """
-    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+    session.info.setdefault(_AFTER_COMMIT, []).append(_Callback(fn, what or getattr(fn, "__name__", "?"), task_id))
+
+
+@dataclass(frozen=True)
+class _Callback:
+    fn: Callable[[], object]
+    what: str
+    task_id: str | None
 
 
 @event.listens_for(Session, "after_commit")
-def _run_after_commit(session: Session) -> None:
-    callbacks = session.info.pop(_AFTER_COMMIT, [])
-    for fn in callbacks:
-        fn()
+def _committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: the callbacks wait for the real commit
+    session.info[_COMMITTED] = session.info.pop(_AFTER_COMMIT, [])
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _run_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
+    for cb in session.info.pop(_COMMITTED, []):
+        try:
+            cb.fn()
+        except Exception as exc:  # noqa: BLE001 - any failure: the commit stands and the other sends still go
+            _send_failed(session, cb, exc)
+
+
+def _send_failed(session: Session, cb: _Callback, exc: Exception) -> None:
+    """Log and record a failed after-commit callback, in a session of its own (this one is done)."""
+    error = f"{type(exc).__name__}: {exc}"
+    later = "the monitor's recovery sends it again from Postgres" if cb.task_id else "the beat's next tick covers it"
+    message = f"{cb.what} not sent after commit ({error}); {later}"
+    log.error("%s", message, extra={"task_id": cb.task_id})
+    try:
+        with Session(session.get_bind()) as other, other.begin():
+            record_event(other, "message.send_failed", message, task_id=cb.task_id, what=cb.what, error=error)
+    except Exception as again:  # noqa: BLE001 - the log line above already says it
+        log.warning("after commit: the failure of %s could not be recorded (%s)", cb.what, type(again).__name__)
 
 
 @event.listens_for(Session, "after_rollback")

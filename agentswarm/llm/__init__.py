@@ -14,8 +14,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from agentswarm.agent.scrubbing import scrub
 from agentswarm.llm.replies import (
@@ -46,6 +46,7 @@ __all__ = [
     "LLMTimeout", "ToolCall", "Usage", "estimate_cost_usd", "make_transport", "normalize_base_url", "parse_retry_after",
 ]
 log = logging.getLogger("agentswarm.llm")
+T = TypeVar("T")
 
 def normalize_base_url(url: str) -> str:
     """Strip whitespace, trailing slashes and one trailing '/v1' so that '/v1/...' can be appended."""
@@ -213,22 +214,27 @@ class LLMClient:
         if extra_body:
             body.update(extra_body)
         started = time.monotonic()
-        data = self._send("POST", "/v1/chat/completions", body, stream=stream)
-        if self.__key:  # a server that echoes the key (in any form) must not get it stored
-            dumped = json.dumps(data)
-            scrubbed = self._scrub(dumped)
-            if scrubbed != dumped:
-                data = json.loads(scrubbed)
-        return to_reply(data, time.monotonic() - started, self.model, self._scrub, request=body)
+
+        def reply(data: dict) -> ChatReply:
+            if self.__key:  # a server that echoes the key (in any form) must not get it stored
+                dumped = json.dumps(data)
+                scrubbed = self._scrub(dumped)
+                if scrubbed != dumped:
+                    data = json.loads(scrubbed)
+            return to_reply(data, time.monotonic() - started, self.model, self._scrub, request=body)
+
+        return self._send("POST", "/v1/chat/completions", body, reply, stream=stream)
 
     def models(self) -> list[str]:
         """The model ids the endpoint serves (GET /v1/models)."""
-        data = self._send("GET", "/v1/models", None, stream=False)
-        items = data.get("data")
-        if not isinstance(items, list):
-            raise LLMProtocolError("/v1/models: no 'data' list in the answer", status=200,
-                                   body_excerpt=clip(self._scrub(json.dumps(data))))
-        return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+        def ids(data: dict) -> list[str]:
+            items = data.get("data")
+            if not isinstance(items, list):
+                raise LLMProtocolError("/v1/models: no 'data' list in the answer", status=200,
+                                       body_excerpt=clip(self._scrub(json.dumps(data))))
+            return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+        return self._send("GET", "/v1/models", None, ids, stream=False)
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -252,8 +258,9 @@ class LLMClient:
         base = min(self.max_backoff_s, self.backoff_base_s * (2**attempt))
         return min(self.max_backoff_s, base + random.uniform(0, base * 0.25))  # jitter spreads a thundering herd
 
-    def _send(self, method: str, path: str, body: dict | None, *, stream: bool) -> dict:
-        """The answer's JSON (a stream folded into one completion), retrying 429, 5xx, timeouts and lost connections."""
+    def _send(self, method: str, path: str, body: dict | None, parse: Callable[[dict], T], *, stream: bool) -> T:
+        """`parse` of the answer's JSON (a stream folded into one completion), retrying 429, 5xx, timeouts, lost
+        connections, and a 200 that is cut off, not JSON, empty or not what `parse` reads (a protocol error)."""
         url = self.base_url + path
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         headers = self._headers(stream, data is not None)
@@ -270,8 +277,8 @@ class LLMClient:
             else:
                 if resp.status < 400:
                     try:
-                        return self._read_stream(resp, started) if stream else self._read_json(resp)
-                    except LLMTimeout as exc:  # an answer that stalls half way
+                        return parse(self._read_stream(resp, started) if stream else self._read_json(resp))
+                    except (LLMTimeout, LLMProtocolError) as exc:  # stalled half way, cut, garbled: as a 5xx is
                         last = exc
                     finally:
                         resp.close()
@@ -281,6 +288,7 @@ class LLMClient:
                     retry_after = parse_retry_after(resp.header("Retry-After"))
                     resp.close()
                     err = LLMHTTPError(f"{method} {url}: HTTP {status}: {text}", status=status, body_excerpt=text)
+                    err.retry_after = retry_after  # type: ignore[attr-defined]  # the router's circuit honours it
                     if status != 429 and status < 500:
                         raise err
                     last = err
@@ -289,7 +297,8 @@ class LLMClient:
                 break
             delay = self._delay(attempt, retry_after)
             log.warning("LLM %s %s failed (%s); retry %d/%d in %.2fs", method, path,
-                        last.status or type(last).__name__, attempt + 1, self.max_retries, delay)
+                        last.status if isinstance(last, LLMHTTPError) else type(last).__name__, attempt + 1,
+                        self.max_retries, delay)
             time.sleep(delay)
         assert last is not None
         last.args = (f"{last.args[0]} (gave up after {self.max_retries + 1} attempts)",)

@@ -1,7 +1,10 @@
 """Routing calls over LLM_ENDPOINTS: fill the first endpoint up to its concurrency, overflow to the next.
 
-An endpoint that fails (connection error, 5xx, 429, timeout) has its circuit opened for a backoff and the
-call goes to the next one; after the backoff one caller probes it (half-open) and a success closes it. A
+An endpoint that fails (connection error, 5xx, 429, timeout, or a 200 that is not a usable answer: cut, not
+JSON, empty) has its circuit opened for a backoff (at least its Retry-After) and the call goes to the next
+one; after the backoff one caller probes it (half-open) and a success closes it. Every outcome of a probe
+frees it, and a probe nobody ends (its process died) expires after the endpoint's backoff: no path leaves an
+endpoint unusable for longer than its backoff. A
 cold endpoint (cold_start_s set, no answer within warm_for_s) gets cold_start_s as its limit, and a 502/503/
 504 while it starts is asked again there until that limit. Slots and circuits live in a RoutingState (Redis
 for a swarm) so the limits hold across every thread and process. Keys are read at call time, never kept.
@@ -79,7 +82,8 @@ class Router:
             if not self.state.take_slot(ep.state_key, ep.max_concurrency, token, timeout + SLOT_MARGIN_S):
                 continue
             probe = circuit == "half-open"
-            if probe and not self.state.take_probe(ep.state_key, token, timeout + SLOT_MARGIN_S):
+            # A probe outliving the backoff gives way to another caller's: a dead prober never stalls the endpoint.
+            if probe and not self.state.take_probe(ep.state_key, token, min(timeout + SLOT_MARGIN_S, ep.backoff_s)):
                 self.state.free_slot(ep.state_key, token)
                 continue
             return Lease(ep, token, timeout, cold, probe, time.time())
@@ -100,15 +104,18 @@ class Router:
                                              for s in self.snapshot(role)))
             time.sleep(self.poll_s)
 
-    def done(self, lease: Lease, ok: bool | None) -> None:
-        """Free the slot; ok True closes the circuit, False opens it, None (the request's own fault) neither."""
+    def done(self, lease: Lease, ok: bool | None, *, retry_after_s: float | None = None) -> None:
+        """Free the slot (and the probe); ok True closes the circuit, False opens it (for at least the endpoint's
+        Retry-After), None (the request's own fault) neither."""
         ep = lease.endpoint
         self.state.free_slot(ep.state_key, lease.token)
         if ok:
             self.state.succeeded(ep.state_key, ep.warm_for_s)
         elif ok is False:
-            seconds = self.state.failed(ep.state_key, ep.backoff_s)
+            seconds = self.state.failed(ep.state_key, ep.backoff_s, retry_after_s or 0.0)
             log.warning("LLM endpoint %s failed: circuit open for %.1fs", ep.name, seconds)
+        elif lease.probe:
+            self.state.release_probe(ep.state_key, lease.token)
 
     def snapshot(self, role: str | None = None) -> list[dict[str, Any]]:
         """Each endpoint's slots in use, limit, circuit and warmth (for status and doctor)."""
@@ -122,10 +129,14 @@ class Router:
 
 
 def outcome_of(exc: BaseException) -> bool | None:
-    """For Router.done: False when the endpoint failed (open its circuit), None when the request did."""
+    """For Router.done: False when the endpoint failed (open its circuit), None when the request did.
+
+    A protocol error (a 200 cut off, not JSON, or not a completion) is the endpoint's failure: a server that
+    answers so is dying or overloaded, and asking it again at once would get the same.
+    """
     if isinstance(exc, LLMHTTPError):
         return False if exc.status == 429 or (exc.status or 0) >= 500 else None
-    if isinstance(exc, LLMTimeout | LLMConnectionError):
+    if isinstance(exc, LLMTimeout | LLMConnectionError | LLMProtocolError):
         return False
     return None
 
@@ -189,18 +200,18 @@ class RoutedClient:
                 reply = self._on(lease, messages, kwargs)
             except LLMError as exc:
                 verdict = outcome_of(exc)
-                self.router.done(lease, verdict)
+                self.router.done(lease, verdict, retry_after_s=getattr(exc, "retry_after", None))
                 if last is not None:
                     failovers.append(last.failed_attempt)  # type: ignore[attr-defined]
                     last = None
                 exc.endpoint, exc.started_at = lease.endpoint.name, lease.started_at  # type: ignore[attr-defined]
                 exc.failovers = failovers  # type: ignore[attr-defined]
-                if verdict is None and not isinstance(exc, LLMProtocolError):
+                if verdict is None:
                     raise
                 exc.failed_attempt = {  # type: ignore[attr-defined]
                     "endpoint": lease.endpoint.name, "model": lease.endpoint.model, "started_at": lease.started_at,
                     "latency_ms": int((time.time() - lease.started_at) * 1000), "error": f"{type(exc).__name__}: {exc}"}
-                last = exc  # failed over (a protocol error, such as a stream cut by a dying server, too)
+                last = exc  # asked again after the backoff, on the next endpoint with a closed circuit
                 continue
             except BaseException:
                 self.router.done(lease, None)

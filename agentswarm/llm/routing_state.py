@@ -3,7 +3,11 @@
 Slots: a sorted set per endpoint whose members are leases scored by their expiry (Redis server time), so a
 worker killed mid-call leaks its slot only until the lease expires. A circuit per endpoint: `open` (a key
 that expires after the backoff), then half-open (failures recorded, `open` gone: one caller wins the probe
-key and tries), then closed (a success clears all three). `warm` marks an endpoint that answered lately.
+key and tries), then closed (a success clears all three). A probe ends in one of three ways, each of which
+frees the probe key at once: success (closed), failure (open again, for longer) or neither (released: the
+next caller probes). Its key also expires by itself (the router gives it no more than the endpoint's backoff),
+so a prober that dies never leaves the endpoint unusable longer than that. `warm` marks an endpoint that
+answered lately.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import redis
 
 PREFIX = "agentswarm:llm:"
 MAX_DOUBLINGS = 5  # a circuit's backoff grows to at most 32 times the endpoint's backoff_s
+MAX_RETRY_AFTER_S = 300.0  # the longest an endpoint's own Retry-After may keep its circuit open
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -25,6 +30,13 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000)
   return 1
+end
+return 0
+"""
+
+_RELEASE_PROBE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -45,13 +57,15 @@ class RoutingState(Protocol):
     def in_use(self, name: str) -> int: ...
     def circuit(self, name: str) -> str: ...  # "closed" | "open" | "half-open"
     def take_probe(self, name: str, token: str, ttl_s: float) -> bool: ...
-    def failed(self, name: str, backoff_s: float) -> float: ...  # seconds the circuit is now open for
+    def release_probe(self, name: str, token: str) -> None: ...
+    def failed(self, name: str, backoff_s: float, at_least_s: float = 0.0) -> float: ...  # seconds now open for
     def succeeded(self, name: str, warm_for_s: float) -> None: ...
     def is_warm(self, name: str) -> bool: ...
 
 
-def _open_for(backoff_s: float, fails: int) -> float:
-    return backoff_s * 2 ** min(MAX_DOUBLINGS, max(0, fails - 1))
+def _open_for(backoff_s: float, fails: int, at_least_s: float = 0.0) -> float:
+    """The backoff doubled for each failure in a row, or the endpoint's own Retry-After (capped) if longer."""
+    return max(backoff_s * 2 ** min(MAX_DOUBLINGS, max(0, fails - 1)), min(at_least_s, MAX_RETRY_AFTER_S))
 
 
 class RedisRoutingState:
@@ -61,6 +75,7 @@ class RedisRoutingState:
         self.r, self.prefix = client, prefix
         self._acquire = client.register_script(_ACQUIRE)
         self._in_use = client.register_script(_IN_USE)
+        self._release_probe = client.register_script(_RELEASE_PROBE)
 
     def _k(self, what: str, name: str) -> str:
         return f"{self.prefix}{what}:{name}"
@@ -86,15 +101,19 @@ class RedisRoutingState:
 
     def take_probe(self, name: str, token: str, ttl_s: float) -> bool:
         """One caller at a time may try a half-open endpoint."""
-        return bool(self.r.set(self._k("probe", name), token, nx=True, px=int(ttl_s * 1000)))
+        return bool(self.r.set(self._k("probe", name), token, nx=True, px=max(1, int(ttl_s * 1000))))
 
-    def failed(self, name: str, backoff_s: float) -> float:
-        """Open the circuit for the backoff, doubled for each failure in a row."""
+    def release_probe(self, name: str, token: str) -> None:
+        """The probe ended in neither success nor failure: the next caller may probe (a no-op if not ours)."""
+        self._release_probe(keys=[self._k("probe", name)], args=[token])
+
+    def failed(self, name: str, backoff_s: float, at_least_s: float = 0.0) -> float:
+        """Open the circuit for the backoff, doubled for each failure in a row (or at least `at_least_s`)."""
         pipe = self.r.pipeline()
         pipe.incr(self._k("fails", name))
         pipe.expire(self._k("fails", name), 24 * 3600)
         fails = int(pipe.execute()[0])
-        seconds = _open_for(backoff_s, fails)
+        seconds = _open_for(backoff_s, fails, at_least_s)
         pipe = self.r.pipeline()
         pipe.set(self._k("open", name), fails, px=max(1, int(seconds * 1000)))
         pipe.delete(self._k("probe", name))
@@ -121,7 +140,7 @@ class LocalRoutingState:
         self._slots: dict[str, dict[str, float]] = {}
         self._open: dict[str, float] = {}
         self._fails: dict[str, int] = {}
-        self._probe: dict[str, float] = {}
+        self._probe: dict[str, tuple[float, str]] = {}  # name: (expiry, holder's token)
         self._warm: dict[str, float] = {}
 
     def take_slot(self, name: str, limit: int, token: str, ttl_s: float) -> bool:
@@ -157,16 +176,22 @@ class LocalRoutingState:
         """One caller at a time may try a half-open endpoint."""
         now = time.monotonic()
         with self._lock:
-            if self._probe.get(name, 0) > now:
+            if self._probe.get(name, (0.0, ""))[0] > now:
                 return False
-            self._probe[name] = now + ttl_s
+            self._probe[name] = (now + ttl_s, token)
             return True
 
-    def failed(self, name: str, backoff_s: float) -> float:
-        """Open the circuit for the backoff, doubled for each failure in a row."""
+    def release_probe(self, name: str, token: str) -> None:
+        """The probe ended in neither success nor failure: the next caller may probe (a no-op if not ours)."""
+        with self._lock:
+            if self._probe.get(name, (0.0, ""))[1] == token:
+                del self._probe[name]
+
+    def failed(self, name: str, backoff_s: float, at_least_s: float = 0.0) -> float:
+        """Open the circuit for the backoff, doubled for each failure in a row (or at least `at_least_s`)."""
         with self._lock:
             self._fails[name] = fails = self._fails.get(name, 0) + 1
-            seconds = _open_for(backoff_s, fails)
+            seconds = _open_for(backoff_s, fails, at_least_s)
             self._open[name] = time.monotonic() + seconds
             self._probe.pop(name, None)
             return seconds

@@ -87,7 +87,7 @@ def request_plan_after_commit(session: Session, settings: Settings | None = None
         session.info.pop(_REGISTERED, None)
         request_plan(settings)
 
-    after_commit(session, send)
+    after_commit(session, send, what="plan request")
 
 
 # -- the tick's side --------------------------------------------------------------------------------

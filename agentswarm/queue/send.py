@@ -29,7 +29,7 @@ def send_tick(name: str, *, expires_s: float | None = None, **kwargs: object) ->
 
 def tick_after_commit(session: Session, name: str, *, expires_s: float | None = None) -> None:
     """Send a tick once the session commits."""
-    after_commit(session, lambda: send_tick(name, expires_s=expires_s))
+    after_commit(session, lambda: send_tick(name, expires_s=expires_s), what=name)
 
 
 def send_run_task(task_id: str, priority: int) -> None:
@@ -44,9 +44,9 @@ def send_merge(task_id: str) -> None:
 
 def run_task_after_commit(session: Session, task_id: str, priority: int) -> None:
     """Send run_task once the session commits (never if it rolls back)."""
-    after_commit(session, lambda: send_run_task(task_id, priority))
+    after_commit(session, lambda: send_run_task(task_id, priority), what=RUN_TASK, task_id=task_id)
 
 
 def merge_after_commit(session: Session, task_id: str) -> None:
     """Send merge_branch once the session commits (never if it rolls back)."""
-    after_commit(session, lambda: send_merge(task_id))
+    after_commit(session, lambda: send_merge(task_id), what=MERGE_BRANCH, task_id=task_id)

@@ -227,18 +227,34 @@ def test_timeouts_give_up_after_the_retries():
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("fault", [Fault.malformed_json(), Fault.truncated()], ids=["malformed", "truncated"])
-def test_malformed_and_truncated_answers_are_protocol_errors(fault, stream):
-    with FakeLLMServer(["unused"], faults=[fault]) as srv:
-        with pytest.raises(LLMProtocolError) as info:
-            client(srv).chat(HELLO, stream=stream)
-    assert info.value.status == 200
-    assert len(srv.requests) == 1  # a broken 200 is not retried: the tokens were already spent
+def test_malformed_and_truncated_answers_are_retried_like_a_5xx(fault, stream):
+    with FakeLLMServer(["whole this time"], faults=[fault]) as srv:
+        reply = client(srv, max_retries=2).chat(HELLO, stream=stream)
+    assert reply.content == "whole this time" and len(srv.requests) == 2
 
 
-def test_answer_without_choices_is_a_protocol_error(raw_server):
-    url = raw_server(lambda h, b: (200, {}, {"id": "x", "choices": []}))
-    with pytest.raises(LLMProtocolError, match="no choices"):
-        LLMClient(url).chat(HELLO)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", [Fault.malformed_json(), Fault.truncated()], ids=["malformed", "truncated"])
+def test_broken_answers_give_up_after_the_retries_as_protocol_errors(fault, stream):
+    with FakeLLMServer(["never"], faults=[fault] * 5) as srv:
+        with pytest.raises(LLMProtocolError, match="gave up after 3 attempts") as info:
+            client(srv, max_retries=2).chat(HELLO, stream=stream)
+    assert info.value.status == 200 and len(srv.requests) == 3
+
+
+@pytest.mark.parametrize("answer", [{"id": "x", "choices": []}, b"", b"{}"], ids=["no-choices", "empty", "bare"])
+def test_an_empty_answer_is_a_protocol_error_and_retried(raw_server, answer):
+    asked: list[int] = []
+
+    def respond(h, b):
+        asked.append(1)
+        return (200, {}, answer) if len(asked) == 1 else (200, {}, {"choices": [{"message": {"content": "ok"}}]})
+
+    url = raw_server(respond)
+    assert LLMClient(url, backoff_base_s=0.01).chat(HELLO).content == "ok" and len(asked) == 2
+    asked.clear()
+    with pytest.raises(LLMProtocolError, match="no choices" if answer else "not valid JSON"):
+        LLMClient(raw_server(lambda h, b: (200, {}, answer)), max_retries=0).chat(HELLO)
 
 
 def test_dead_endpoint_fails_fast_with_a_connection_error(closed_port):
@@ -390,15 +406,15 @@ def _raw_http(answer: bytes, *, then_wait_s: float = 0.0) -> tuple[str, list[int
     return f"http://127.0.0.1:{sock.getsockname()[1]}", served, stop
 
 
-def test_a_body_cut_off_mid_read_is_a_protocol_error_and_not_retried():
+def test_a_body_cut_off_mid_read_is_a_protocol_error_and_retried():
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     url, served, stop = _raw_http(head + b'{"choices": [{"message": {"content": "cut')
     try:
-        with pytest.raises(LLMProtocolError, match="cut off while reading") as info:
+        with pytest.raises(LLMProtocolError, match=r"cut off while reading.*gave up after 3 attempts") as info:
             LLMClient(url, max_retries=2, backoff_base_s=0.01, timeout_s=5).chat(HELLO)
     finally:
         stop.set()
-    assert info.value.status == 200 and len(served) == 1
+    assert info.value.status == 200 and len(served) == 3
 
 
 def test_a_body_that_stalls_mid_read_times_out_and_is_retried():
@@ -423,7 +439,7 @@ def test_a_chunked_stream_cut_mid_chunk_is_a_protocol_error():
             LLMClient(url, max_retries=2, backoff_base_s=0.01, timeout_s=5).chat(HELLO, stream=True)
     finally:
         stop.set()
-    assert len(served) == 1
+    assert len(served) == 3
 
 
 def test_a_stream_split_by_bare_carriage_returns_in_odd_chunks_is_read():

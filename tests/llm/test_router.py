@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from agentswarm.llm import LLMHTTPError
+from agentswarm.llm import LLMHTTPError, LLMProtocolError
 from agentswarm.llm.endpoints import Endpoint
 from agentswarm.llm.router import NoEndpoint, RoutedClient, Router
 from agentswarm.llm.routing_state import LocalRoutingState, RedisRoutingState
@@ -82,22 +82,22 @@ def test_slots_are_shared_by_processes_and_expire(redis_client):
 
 
 def test_circuit_opens_half_opens_and_closes(state):
-    a = ep("a", "http://127.0.0.1:1", backoff_s=0.5)
+    a = ep("a", "http://127.0.0.1:1", backoff_s=1.0)
     router = Router([a, ep("b", "http://127.0.0.1:2")], state)
     first = router.lease("worker")
     router.done(first, False)
     assert router.state_of("a")["circuit"] == "open"
     assert router.lease("worker").endpoint.name == "b"  # failed over while open
-    time.sleep(0.6)
+    time.sleep(1.1)
     assert router.state_of("a")["circuit"] == "half-open"
     probe = router.lease("worker")
     assert probe.endpoint.name == "a" and probe.probe
-    assert router.lease("worker").endpoint.name == "b"  # one probe at a time
-    router.done(probe, False)  # the probe failed: open again, for twice as long (1 s)
+    assert router.lease("worker").endpoint.name == "b"  # one probe at a time (for the backoff at most)
+    router.done(probe, False)  # the probe failed: open again, for twice as long (2 s)
     assert router.state_of("a")["circuit"] == "open"
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert router.state_of("a")["circuit"] == "open"
-    time.sleep(0.6)
+    time.sleep(1.1)
     probe = router.lease("worker")
     assert probe.endpoint.name == "a"
     router.done(probe, True)
@@ -175,3 +175,89 @@ def test_roles_choose_endpoints(redis_client):
         solo = Router([ep("w", w.url, roles=("worker",))], RedisRoutingState(redis_client))
         with pytest.raises(ValueError, match="no LLM endpoint serves the planner role"):
             RoutedClient(solo, "planner")
+
+
+def test_a_probe_cut_off_counts_as_a_failure_and_another_process_gets_in_within_the_backoff(redis_client):
+    """Issue 27: the probe of an open circuit got a cut 200 and its key stayed until its TTL (timeout + 30 s)."""
+    with FakeLLMServer(lambda body: "whole", faults=[Fault.truncated()]) as srv:
+        a = ep("a", srv.url, timeout_s=60, backoff_s=2)  # a probe key's TTL used to be 90 s
+        one = Router([a], RedisRoutingState(redis_client), wait_s=0)
+        other = Router([a], RedisRoutingState(redis.Redis.from_url(TEST_REDIS_URL)))  # another process
+        one.done(one.lease("worker"), False)  # the circuit is open
+        time.sleep(2.1)
+        assert other.state_of("a")["circuit"] == "half-open"
+        with pytest.raises(LLMProtocolError):
+            RoutedClient(one, "worker", max_retries=0).chat(HELLO)  # the probe: a 200 cut in half
+        assert len(srv.requests) == 1
+        assert other.state_of("a")["circuit"] == "open"  # a failure, not "nothing happened"
+        started = time.monotonic()
+        reply = RoutedClient(other, "worker", max_retries=0).chat(HELLO)
+        waited = time.monotonic() - started
+    assert reply.content == "whole" and other.state_of("a")["circuit"] == "closed"
+    assert waited < 30, f"admitted after {waited:.1f}s: the probe's TTL, not the backoff (4 s)"
+
+
+def test_a_probe_whose_process_died_gives_way_within_the_backoff(redis_client):
+    a = ep("a", "http://127.0.0.1:1", timeout_s=60, backoff_s=2)
+    dead = Router([a], RedisRoutingState(redis_client))
+    other = Router([a], RedisRoutingState(redis.Redis.from_url(TEST_REDIS_URL)))
+    dead.done(dead.lease("worker"), False)
+    time.sleep(2.1)
+    assert dead.lease("worker").probe  # taken, then its process is killed: done() never comes
+    assert other.try_lease("worker") is None  # one probe at a time
+    started = time.monotonic()
+    lease = other.lease("worker", wait_s=60)
+    assert lease.probe and time.monotonic() - started < 30  # the backoff (2 s), not timeout + 30 s (90 s)
+
+
+def test_a_probe_that_ends_in_neither_frees_it_at_once(state):
+    a = ep("a", "http://127.0.0.1:1", timeout_s=60, backoff_s=30)
+    router = Router([a], state)
+    router.done(router.lease("worker"), False)
+    state.failed(a.state_key, 0.001)  # shorten the wait for half-open to a moment
+    time.sleep(0.05)
+    probe = router.try_lease("worker")
+    assert probe is not None and probe.probe and router.try_lease("worker") is None
+    router.done(probe, None)  # e.g. a 400: the request's own fault says nothing of the endpoint
+    assert router.state_of("a")["circuit"] == "half-open"
+    again = router.try_lease("worker")
+    assert again is not None and again.probe  # the next caller probes at once
+
+
+def test_another_probes_release_leaves_the_current_probe_alone(state):
+    state.failed("x", 0.001)
+    time.sleep(0.05)
+    assert state.take_probe("x", "mine", 30)
+    state.release_probe("x", "stale-holder")
+    assert not state.take_probe("x", "third", 30)
+    state.release_probe("x", "mine")
+    assert state.take_probe("x", "third", 30)
+
+
+def test_a_cut_answer_fails_over_and_is_kept_as_a_failed_attempt(redis_client):
+    with FakeLLMServer(lambda body: "cut", faults=[Fault.truncated()]) as first, \
+            FakeLLMServer(lambda body: "from b") as second:
+        router = Router([ep("a", first.url), ep("b", second.url)], RedisRoutingState(redis_client))
+        reply = RoutedClient(router, "worker", max_retries=0).chat(HELLO)
+    assert (reply.endpoint, reply.content) == ("b", "from b")
+    assert [f["endpoint"] for f in reply.failovers] == ["a"] and "LLMProtocolError" in reply.failovers[0]["error"]
+    assert router.state_of("a")["circuit"] == "open"
+
+
+def test_a_cut_answer_on_the_only_endpoint_is_asked_again_after_its_backoff(redis_client):
+    with FakeLLMServer(lambda body: "whole", faults=[Fault.truncated(), Fault.malformed_json()]) as srv:
+        router = Router([ep("a", srv.url, backoff_s=0.2)], RedisRoutingState(redis_client))
+        started = time.monotonic()
+        reply = RoutedClient(router, "worker", max_retries=2).chat(HELLO)
+    assert reply.content == "whole" and len(srv.requests) == 3
+    assert time.monotonic() - started >= 0.2 + 0.4  # the backoff, doubled for the second failure in a row
+    assert [f["error"].split(":")[0] for f in reply.failovers] == ["LLMProtocolError"] * 2
+
+
+def test_retry_after_keeps_the_circuit_open_at_least_that_long(redis_client):
+    with FakeLLMServer(lambda body: "later", faults=[Fault.rate_limit(retry_after=30)]) as srv:
+        router = Router([ep("a", srv.url, backoff_s=0.1)], RedisRoutingState(redis_client), wait_s=0)
+        with pytest.raises(NoEndpoint):
+            RoutedClient(router, "worker", max_retries=1).chat(HELLO)
+        time.sleep(0.3)  # past the endpoint's own backoff
+        assert router.state_of("a")["circuit"] == "open" and len(srv.requests) == 1
