@@ -86,11 +86,12 @@ def start_run(session: Session, settings: Settings, *, demo: bool | None = None)
     if runs:
         return runs[0]
     now = datetime.now(UTC)
+    demo = settings.demo_mode if demo is None else demo
     run = Run(
-        status=RunStatus.active, demo=settings.demo_mode if demo is None else demo,
+        status=RunStatus.active, demo=demo,
         max_tasks=settings.run_max_tasks, max_tokens=settings.run_max_tokens, max_dollars=settings.run_max_dollars,
         deadline_at=now + timedelta(seconds=settings.run_deadline_s), planner_iterations=0,
-        config={"max_planner_iterations": planner_iteration_cap(session, settings), "model": settings.llm_model,
+        config={"max_planner_iterations": planner_iteration_cap(session, settings), "model": "simulator" if demo else settings.llm_model,
                 "max_workers": settings.max_workers, "planner_batch_size": settings.planner_batch_size,
                 "main_at_start": main_sha(settings.hub_path)},
     )

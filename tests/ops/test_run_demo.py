@@ -25,11 +25,13 @@ def _prepare(tmp_path: Path, **extra: str) -> str:
 def test_a_run_with_a_configured_endpoint_is_not_a_demo(db, redis_client, tmp_path):
     run_id = _prepare(tmp_path, LLM_BASE_URL="http://127.0.0.1:9/v1")
     with session_scope(db) as s:
-        assert s.get(Run, run_id).demo is False
+        run = s.get(Run, run_id)
+        assert run.demo is False and run.config["model"] != "simulator"
 
 
 def test_a_run_without_an_endpoint_is_a_demo(db, redis_client, tmp_path):
     run_id = _prepare(tmp_path)
     with session_scope(db) as s:
-        assert s.get(Run, run_id).demo is True
+        run = s.get(Run, run_id)
+        assert run.demo is True and run.config["model"] == "simulator"  # what the dashboard shows as the model
 
