@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     )
 
     # The model
-    llm_base_url: str = Field("", description="OpenAI-compatible endpoint; empty means demo mode")
-    llm_api_key: str = Field("", description="bearer key for the endpoint (never logged)", repr=False)
+    llm_base_url: str = Field("", description="any OpenAI-compatible endpoint (GLM-5 on SGLang, vLLM, OpenAI, "
+                              "RunPod); a trailing / or /v1 is stripped; empty means demo mode")
+    llm_api_key: str = Field("", description="bearer key for the endpoint (never logged, stored or put in task.json)", repr=False)
     llm_model: str = Field("glm-5", description="model name sent to the endpoint")
     llm_max_tokens: int = Field(8192, gt=0, description="completion tokens per call at most")
     llm_temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature per call")
@@ -126,15 +127,18 @@ class Settings(BaseSettings):
         "or on the same one once its backoff passed)")
     llm_price_in_per_mtok: float = Field(0.0, ge=0, description="dollars per million prompt tokens")
     llm_price_out_per_mtok: float = Field(0.0, ge=0, description="dollars per million completion tokens")
-    llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour")
+    llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour, "
+                                          "charged by wall-clock time in use (overlapping calls share it)")
     llm_endpoints: str = Field("", description="JSON list of endpoints (name, base_url, key_env, model, "
                                "max_concurrency, prices, roles): see agentswarm.llm.endpoints; overrides LLM_BASE_URL")
     llm_endpoints_file: Path | None = Field(None, description="a TOML file of [[endpoints]] tables, as LLM_ENDPOINTS")
-    modal_cpu_price_per_hour: float = Field(0.0, ge=0, description="dollars per CPU core-hour of a Modal sandbox")
+    modal_cpu_price_per_hour: float = Field(0.0, ge=0, description="dollars per CPU core-hour of a Modal "
+                                            "sandbox (SANDBOX_BACKEND=modal: charged at SANDBOX_CPU cores)")
     modal_memory_price_per_gib_hour: float = Field(0.0, ge=0, description="dollars per GiB-hour of Modal memory")
 
     # Git
-    git_repo_url: str = Field("", description="remote hub; empty means a local bare hub")
+    git_repo_url: str = Field("", description="remote hub (the merge queue keeps a mirror at "
+                              "HUB_PATH and pushes main to it); empty means a local bare hub")
     git_token: str = Field("", repr=False,
         description="a git token for a remote hub; no sandbox receives it (work leaves sandboxes as bundles)")
     target_repo_path: Path = Field(Path("./target-repo"),
@@ -201,13 +205,15 @@ class Settings(BaseSettings):
     reconcile_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run",
                                  "node_modules/.bin/vite build"],
-        description="the slow checks of main, in order (a failure stops the rest); [] checks nothing")
+        description="the slow checks of main, in order (a failure stops the rest); [] checks nothing "
+        "(and a run then ends on its features alone)")
     reconcile_page: bool = Field(True, description="after the commands, load the built dist/ in headless "
-                                 "Chromium (in the sandbox) and keep a screenshot of each green main")
+                                 "Chromium (in the sandbox): green when <body data-status=\"ok\"> once it leaves \"booting\" and "
+                                 "still 60 frames later, with no console message; a screenshot of each green main is kept")
     reconcile_timeout_s: int = Field(900, gt=0, description="seconds per reconciler command")
     reconcile_max_fix_tasks: int = Field(3, ge=0, description="model-written fix tasks open at once")
     reconcile_on_red: RedAction = Field(RedAction.revert, description="revert: bisect, revert the culprit, reopen "
-                                        "its task; fix: fix tasks from the model")
+                                        "its task; fix: fix tasks from the model (also the fallback)")
     reconcile_bisect_max_steps: int = Field(12, gt=0, le=64, description="checks one bisection may run")
     reconcile_screenshots_keep: int = Field(5, ge=0, description="screenshots of green mains kept")
     reconcile_previews_keep: int = Field(5, ge=0, description="built games (dist/) of green mains kept for the "
@@ -217,9 +223,10 @@ class Settings(BaseSettings):
     flaky_release_after: int = Field(3, gt=0, description="reconciler runs in a row a quarantined test must pass")
 
     # The gate: what must pass before main moves (run in a sandbox with no secret and no network)
-    gate: GateMode = Field(GateMode.batch, description="off: land what merges; each: test every branch; "
-                           "batch: test batches, bisect a red one")
-    gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's commands in its sandbox")
+    gate: GateMode = Field(GateMode.batch, description="off: land what merges cleanly (the queue before the gate); "
+                           "each: test every branch alone; batch: test batches, bisect a red one")
+    gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's "
+                                 "commands in its sandbox before the work counts as complete (only with GATE on)")
     gate_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
                               description="installs the target's dependencies (once per lock file, networked sandbox)")
     gate_commands: list[str] = Field(
@@ -253,14 +260,15 @@ class Settings(BaseSettings):
         "branches that complete while a batch is in the gate make the next batch, so batches grow with the load "
         "by themselves, and a wait here is paid by every link of the features' dependency chain")
     gate_batch_wait_busy_s: float | None = Field(
-        None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure; the "
+        None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure, else the load average; the "
         "wait grows from GATE_BATCH_WAIT_S with it, while the batch is under half full): a gate run costs as much "
         "for one branch as for sixteen, so when cores are the bottleneck larger batches land more per CPU-second "
         "(default: 10 x GATE_BATCH_WAIT_S)")
     gate_timeout_s: int = Field(600, gt=0, description="seconds for one gate run")
 
     # The simulator (demo mode): faults it puts in branches on purpose
-    sim_faults: str = Field("", description="kind:rate,... with kinds type, test, semantic, flaky, shared")
+    sim_faults: str = Field("", description="demo mode: how often the simulator breaks a branch, kind:rate,... "
+                            "with kinds type, test, semantic, flaky, shared, e.g. type:0.08,test:0.04,flaky:0.02")
     sim_fault_attempts: int = Field(0, ge=0, description="inject faults only up to this attempt (0: every attempt)")
 
     # Ticks (seconds)
@@ -294,7 +302,8 @@ class Settings(BaseSettings):
         (),
         validation_alias=AliasChoices("agentswarm_dashboard_hosts", "dashboard_hosts"),
         description="AGENTSWARM_DASHBOARD_HOSTS: comma-separated host or host:port names the dashboard also "
-        "answers to (in the Host header) when it listens off loopback; loopback names always pass",
+        "answers to (in the Host header) when it listens off loopback (no scheme, path or wildcard); "
+        "loopback names always pass",
     )
 
     @field_validator("llm_base_url")
