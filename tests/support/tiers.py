@@ -20,10 +20,26 @@ WORKER_FIXTURES = frozenset({"celery_worker", "swarm", "gated"})
 # Files that start a swarm's processes without those fixtures (a subprocess runs the worker or supervisord).
 SWARM_FILES = frozenset({"ops/test_doctor_smoke.py"})
 
-# Seconds-long tests (servers, bubblewrap sandboxes, node toolchains, subprocess CLIs), kept out of
-# `make test-fast`: whole files, or `file::test` for one test of a file that is otherwise quick. Chosen from
-# `--durations=0` of the fast tier: files whose tests take 0.8 s or more each on a loaded two-core machine.
+# Seconds-long tests (servers, bubblewrap sandboxes, node toolchains, subprocess CLIs, real timeouts), kept out
+# of `make test-fast`: whole files, or `file::test` for one test of a file that is otherwise quick. Chosen from
+# `--durations=0`: files whose tests take 0.8 s or more each on a loaded two-core machine, then single tests that
+# wait out a real timeout (a second or more each).
 INTEGRATION = frozenset({
+    "agent/test_builtin.py::test_a_timeout_is_retried",
+    "agent/test_checks.py::test_a_slow_command_is_stopped_at_the_timeout",
+    "agent/test_gitwork.py::test_errors_are_scrubbed_of_the_token",
+    "agent/test_tools.py::test_command_that_exits_but_leaves_a_child_holding_the_pipe",
+    "agent/test_tools.py::test_run_that_never_ends_is_killed_with_its_whole_group",
+    "dashboard/test_access.py::test_a_silent_connection_is_closed_by_the_read_timeout",
+    "llm/test_llm_client.py::test_rate_limit_retry_after_is_waited_out",
+    "llm/test_llm_client.py::test_timeouts_are_retried_like_a_5xx",
+    "llm/test_llm_client.py::test_timeouts_give_up_after_the_retries",
+    "llm/test_llm_client.py::test_a_body_that_stalls_mid_read_times_out_and_is_retried",
+    "llm/test_llm_client.py::test_hang_times_out_within_about_the_timeout",
+    "llm/test_llm_client.py::test_a_stream_that_stalls_half_way_times_out",
+    "reconcile/test_checks.py::test_command_killed_at_limit_with_its_children",
+    "sandbox/test_sandbox_local.py::test_timeout_kills_the_whole_group",
+    "sandbox/test_sandbox_local.py::test_concurrent_creates_of_one_attempt_make_one_sandbox",
     "agent/test_external.py", "agent/test_runner.py",
     "foundation/test_config.py::test_a_missing_database_is_one_line_in_every_verb",
     "foundation/test_config.py::test_undecodable_and_infinite_values_stop_the_cli_with_one_line",
