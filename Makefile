@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all lint swarm services migrate doctor bench bench-gate clean
+.PHONY: install test test-fast test-slow test-all lint docs swarm services migrate doctor bench bench-gate clean
 
 install: $(STAMP)
 
@@ -23,18 +23,27 @@ migrate: services
 doctor: install  # the checks before a run, one line each with the fix (`agentswarm doctor --smoke`: one real task too)
 	$(BIN)/agentswarm doctor
 
-test: install
-	$(BIN)/python -m pytest
+# PYTEST_ARGS adds options to every tier, e.g. `make test PYTEST_ARGS=--durations=25` (what .ci/run does).
+PYTEST_ARGS ?=
+
+test: install  # every tier but slow: unit, integration, browser and e2e (tests/support/tiers.py)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install  # the inner loop: no e2e, slow, browser or integration tests
+	$(BIN)/python -m pytest -m 'not e2e and not slow and not browser and not integration' $(PYTEST_ARGS)
 
 test-slow: install  # exit 5 = no test is marked slow right now
-	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-all: install
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check agentswarm tests bench migrations infra
 	$(BIN)/mypy
+
+docs: install  # docs/configuration.md from agentswarm/config.py (a test fails when they drift)
+	$(BIN)/python -m agentswarm.config_doc
 
 swarm: install
 	$(BIN)/agentswarm swarm

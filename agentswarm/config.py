@@ -116,43 +116,58 @@ class Settings(BaseSettings):
     _given_urls: tuple[str, str] = PrivateAttr(("", ""))
 
     # The model
-    llm_base_url: str = Field("", description="OpenAI-compatible endpoint; empty means demo mode")
-    llm_api_key: str = Field("", description="bearer key for the endpoint (never logged)", repr=False)
-    llm_model: str = "glm-5"
-    llm_max_tokens: int = Field(8192, gt=0)
-    llm_temperature: float = Field(0.7, ge=0.0, le=2.0)
-    llm_timeout_s: float = Field(300.0, gt=0)
-    llm_max_retries: int = Field(4, ge=0)
+    llm_base_url: str = Field("", description="any OpenAI-compatible endpoint (GLM-5 on SGLang, vLLM, OpenAI, "
+                              "RunPod); a trailing / or /v1 is stripped; empty means demo mode")
+    llm_api_key: str = Field("", description="bearer key for the endpoint (never logged, stored or put in task.json)", repr=False)
+    llm_model: str = Field("glm-5", description="model name sent to the endpoint")
+    llm_max_tokens: int = Field(8192, gt=0, description="completion tokens per call at most")
+    llm_temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature per call")
+    llm_timeout_s: float = Field(300.0, gt=0,
+        description="seconds per request; a timeout opens the endpoint's circuit and the call is tried again")
+    llm_max_retries: int = Field(4, ge=0,
+        description="tries again after a 429, a 5xx, a timeout or a lost connection (on the next endpoint, "
+        "or on the same one once its backoff passed)")
     llm_price_in_per_mtok: float = Field(0.0, ge=0, description="dollars per million prompt tokens")
     llm_price_out_per_mtok: float = Field(0.0, ge=0, description="dollars per million completion tokens")
-    llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour")
+    llm_gpu_price_per_hour: float = Field(0.0, ge=0, description="self-hosted: dollars per GPU-hour, "
+                                          "charged by wall-clock time in use (overlapping calls share it)")
     llm_endpoints: str = Field("", description="JSON list of endpoints (name, base_url, key_env, model, "
                                "max_concurrency, prices, roles): see agentswarm.llm.endpoints; overrides LLM_BASE_URL")
     llm_endpoints_file: Path | None = Field(None, description="a TOML file of [[endpoints]] tables, as LLM_ENDPOINTS")
-    modal_cpu_price_per_hour: float = Field(0.0, ge=0, description="dollars per CPU core-hour of a Modal sandbox")
+    modal_cpu_price_per_hour: float = Field(0.0, ge=0, description="dollars per CPU core-hour of a Modal "
+                                            "sandbox (SANDBOX_BACKEND=modal: charged at SANDBOX_CPU cores)")
     modal_memory_price_per_gib_hour: float = Field(0.0, ge=0, description="dollars per GiB-hour of Modal memory")
 
     # Git
-    git_repo_url: str = Field("", description="remote hub; empty means a local bare hub")
-    git_token: str = Field("", repr=False)
-    target_repo_path: Path = Path("./target-repo")
-    hub_path: Path = Path("./var/hub.git")
-    merge_strategy: MergeStrategyName = MergeStrategyName.fast_forward
-    merge_delete_branch: bool = True
-    conflict_policy: ConflictPolicy = ConflictPolicy.resolve
-    max_conflict_tasks: int = Field(2, ge=0)
+    git_repo_url: str = Field("", description="remote hub (the merge queue keeps a mirror at "
+                              "HUB_PATH and pushes main to it); empty means a local bare hub")
+    git_token: str = Field("", repr=False,
+        description="a git token for a remote hub; no sandbox receives it (work leaves sandboxes as bundles)")
+    target_repo_path: Path = Field(Path("./target-repo"),
+        description="the product's specification and stub, from which the local hub is made")
+    hub_path: Path = Field(Path("./var/hub.git"),
+        description="the local bare hub (also the merge queue's mirror of a remote hub)")
+    merge_strategy: MergeStrategyName = Field(MergeStrategyName.fast_forward,
+        description="how a branch lands on main")
+    merge_delete_branch: bool = Field(True, description="delete a branch once it landed")
+    conflict_policy: ConflictPolicy = Field(ConflictPolicy.resolve,
+        description="resolve: a textual conflict becomes a conflict-resolution task; skip: it is recorded")
+    max_conflict_tasks: int = Field(2, ge=0,
+        description="conflict-resolution tasks per branch before its feature goes back to the planner")
 
     # Workers and sandboxes
-    max_workers: int = Field(4, gt=0, le=1000)
+    max_workers: int = Field(4, gt=0, le=1000,
+        description="concurrent sandboxes (threads of the work worker)")
     worker_timeout: int = Field(1800, gt=0, description="seconds one task may run")
-    max_attempts: int = Field(3, gt=0)
-    sandbox_backend: SandboxBackendName = SandboxBackendName.local
-    sandbox_root: Path = Path("./var/sandboxes")
+    max_attempts: int = Field(3, gt=0, description="tries per task (and tasks per feature in a run)")
+    sandbox_backend: SandboxBackendName = Field(SandboxBackendName.local,
+        description="local: a directory and bubblewrap on this machine; modal: a Modal Sandbox per attempt")
+    sandbox_root: Path = Field(Path("./var/sandboxes"), description="where local sandboxes live")
     sandbox_isolation: SandboxIsolation = Field(
         SandboxIsolation.bwrap, description="bwrap: local sandboxes in their own namespaces, no network; none: unisolated")
     sandbox_uid: int = Field(65534, ge=1, description="uid (and gid) local sandboxes run as when started by root")
-    sandbox_cpu: float = Field(2.0, gt=0, description="cores per sandbox (Modal's request; local: its cgroup's "
-                               "CPU quota)")
+    sandbox_cpu: float = Field(2.0, gt=0, description="cores per sandbox (Modal's request, and the cores Modal time "
+                               "is charged at; local: its cgroup's CPU quota)")
     sandbox_memory_mb: int = Field(4096, gt=0, description="MB per sandbox (Modal's request; local: its cgroup's "
                                    "limit, plus SANDBOX_DISK_MB for its files)")
     sandbox_pids_max: int = Field(2048, ge=0, description="processes and threads per local sandbox (its cgroup's "
@@ -163,10 +178,10 @@ class Settings(BaseSettings):
         None, gt=0, description="sandbox creations at once; unset: local max(8, MAX_WORKERS // 4), modal 8")
     sandbox_create_rate: float | None = Field(
         None, gt=0, description="sandbox creations per second; unset: local max(5, MAX_WORKERS / 2), modal 5")
-    modal_app_name: str = "agentswarm"
+    modal_app_name: str = Field("agentswarm", description="the Modal app holding the sandboxes")
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
-    agent_max_steps: int = Field(60, gt=0)
-    agent_max_tokens: int = Field(400_000, gt=0)
+    agent_max_steps: int = Field(60, gt=0, description="steps (model calls) one agent attempt may take")
+    agent_max_tokens: int = Field(400_000, gt=0, description="tokens one agent attempt may spend")
     # The model gate (work/gate.py): what one sandbox may ask of the model through it
     llm_max_tokens_per_call: int = Field(
         16384, gt=0, description="max_tokens (and max_completion_tokens) the model gate lets one sandbox call ask "
@@ -190,16 +205,18 @@ class Settings(BaseSettings):
     max_planner_iterations: int | None = Field(
         None, gt=0, description="planner model calls a run may make; unset: max(100, 3 x the features at the run's "
         "start), since event-driven planning makes many small passes (a few tasks each with few slots)")
-    planner_batch_size: int = Field(20, gt=0)
+    planner_batch_size: int = Field(20, gt=0, description="tasks one planning pass stores at most")
     planner_backlog: int | None = Field(
         None, ge=0, description="tasks the planner keeps stored ahead of the free worker slots (pending, unsent: "
         "a slot that frees gets one at once, with no model call between); unset: max(2, MAX_WORKERS // 4); 0: none")
-    subplanner_max_depth: int = Field(2, ge=0)
-    subplanner_max_children: int = Field(5, gt=0)
-    run_max_tasks: int = Field(1000, gt=0)
-    run_max_tokens: int = Field(50_000_000, gt=0)
-    run_max_dollars: float = Field(100.0, gt=0)
-    run_deadline_s: int = Field(6 * 3600, gt=0)
+    subplanner_max_depth: int = Field(2, ge=0, description="how deep a task may be decomposed into children")
+    subplanner_max_children: int = Field(5, gt=0, description="children per decomposed task at most")
+    run_max_tasks: int = Field(1000, gt=0, description="tasks per run: the planner stops when reached")
+    run_max_tokens: int = Field(50_000_000, gt=0,
+        description="tokens per run: the planner stops when reached")
+    run_max_dollars: float = Field(100.0, gt=0, description="dollars per run: the planner stops when reached")
+    run_deadline_s: int = Field(6 * 3600, gt=0,
+        description="seconds a run may last: the planner stops when reached")
     run_stuck_grace_s: int = Field(
         600, ge=0, description="seconds a run with nothing runnable left (features blocked behind ones that failed "
         "for good) waits for a person (`agentswarm retry`, `add-task --feature`) before it stops; 0: stop at once")
@@ -210,13 +227,15 @@ class Settings(BaseSettings):
     reconcile_commands: list[str] = Field(
         default_factory=lambda: ["node_modules/.bin/tsc --noEmit", "node_modules/.bin/vitest run",
                                  "node_modules/.bin/vite build"],
-        description="the slow checks of main, in order (a failure stops the rest); [] checks nothing")
+        description="the slow checks of main, in order (a failure stops the rest); [] checks nothing "
+        "(and a run then ends on its features alone)")
     reconcile_page: bool = Field(True, description="after the commands, load the built dist/ in headless "
-                                 "Chromium (in the sandbox) and keep a screenshot of each green main")
-    reconcile_timeout_s: int = Field(900, gt=0)
-    reconcile_max_fix_tasks: int = Field(3, ge=0)
+                                 "Chromium (in the sandbox): green when <body data-status=\"ok\"> once it leaves \"booting\" and "
+                                 "still 60 frames later, with no console message; a screenshot of each green main is kept")
+    reconcile_timeout_s: int = Field(900, gt=0, description="seconds per reconciler command")
+    reconcile_max_fix_tasks: int = Field(3, ge=0, description="model-written fix tasks open at once")
     reconcile_on_red: RedAction = Field(RedAction.revert, description="revert: bisect, revert the culprit, reopen "
-                                        "its task; fix: fix tasks from the model")
+                                        "its task; fix: fix tasks from the model (also the fallback)")
     reconcile_bisect_max_steps: int = Field(12, gt=0, le=64, description="checks one bisection may run")
     reconcile_bisect_runs: int = Field(2, ge=1, le=5, description="runs of the failing tests at each bisection "
                                        "step (bad if any fails; failing in one and passing in another: flaky)")
@@ -232,9 +251,10 @@ class Settings(BaseSettings):
     flaky_release_after: int = Field(3, gt=0, description="reconciler runs in a row a quarantined test must pass")
 
     # The gate: what must pass before main moves (run in a sandbox with no secret and no network)
-    gate: GateMode = Field(GateMode.batch, description="off: land what merges; each: test every branch; "
-                           "batch: test batches, bisect a red one")
-    gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's commands in its sandbox")
+    gate: GateMode = Field(GateMode.batch, description="off: land what merges cleanly (the queue before the gate); "
+                           "each: test every branch alone; batch: test batches, bisect a red one")
+    gate_presubmit: bool = Field(True, description="the agent's branch must pass the gate's "
+                                 "commands in its sandbox before the work counts as complete (only with GATE on)")
     gate_install: str = Field("npm ci --ignore-scripts --no-audit --no-fund",
                               description="installs the target's dependencies (once per lock file, in a sandbox "
                               "that reaches only NPM_REGISTRY)")
@@ -265,28 +285,33 @@ class Settings(BaseSettings):
     gate_presubmit_concurrency: int = Field(
         0, ge=0, description="presubmit checks running at once per work worker (0: one per CPU core)")
     gate_full_every: int = Field(10, ge=0, description="the full commands every N batches (0: only when needed)")
-    gate_batch_max: int = Field(16, gt=0, le=256)
+    gate_batch_max: int = Field(16, gt=0, le=256, description="branches per gate batch at most")
     gate_batch_wait_s: float = Field(
         1.0, ge=0, le=600, description="seconds the merge stage waits for a batch to fill; short by default: "
         "branches that complete while a batch is in the gate make the next batch, so batches grow with the load "
         "by themselves, and a wait here is paid by every link of the features' dependency chain")
     gate_batch_wait_busy_s: float | None = Field(
-        None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure; the "
+        None, ge=0, le=600, description="the wait while the machine's CPU is saturated (Linux CPU pressure, else the load average; the "
         "wait grows from GATE_BATCH_WAIT_S with it, while the batch is under half full): a gate run costs as much "
         "for one branch as for sixteen, so when cores are the bottleneck larger batches land more per CPU-second "
         "(default: 10 x GATE_BATCH_WAIT_S)")
-    gate_timeout_s: int = Field(600, gt=0)
+    gate_timeout_s: int = Field(600, gt=0, description="seconds for one gate run")
 
     # The simulator (demo mode): faults it puts in branches on purpose
-    sim_faults: str = Field("", description="kind:rate,... with kinds type, test, semantic, flaky, shared")
+    sim_faults: str = Field("", description="demo mode: how often the simulator breaks a branch, kind:rate,... "
+                            "with kinds type, test, semantic, flaky, shared, e.g. type:0.08,test:0.04,flaky:0.02")
     sim_fault_attempts: int = Field(0, ge=0, description="inject faults only up to this attempt (0: every attempt)")
 
     # Ticks (seconds)
-    plan_interval_s: float = Field(10.0, gt=0)
-    reconcile_interval_s: float = Field(300.0, gt=0)
-    monitor_interval_s: float = Field(15.0, gt=0)
-    heartbeat_interval_s: float = Field(10.0, gt=0)
-    stale_heartbeat_s: float = Field(120.0, gt=0)
+    plan_interval_s: float = Field(10.0, gt=0,
+        description="seconds between planner beat ticks (event-driven planning runs between them)")
+    reconcile_interval_s: float = Field(300.0, gt=0, description="seconds between reconciler beat ticks")
+    monitor_interval_s: float = Field(15.0, gt=0, description="seconds between monitor beat ticks")
+    heartbeat_interval_s: float = Field(10.0, gt=0,
+        description="seconds between a running attempt's heartbeats")
+    stale_heartbeat_s: float = Field(120.0, gt=0,
+        description="a running attempt silent this long is taken as lost and run again; "
+        "a message Redis holds unacknowledged this long is re-sent")
 
     # History and logs
     snapshot_retention_hours: float = Field(
@@ -298,8 +323,9 @@ class Settings(BaseSettings):
         "warnings and errors, a summary at the end) or all (every line of every process); the logs keep all")
 
     # Services
-    database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False)
-    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/agentswarm", repr=False,
+        description="Postgres, the truth (a postgresql:// URL; the psycopg driver is added)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False, description="Redis, the transport")
     database_own_role: bool = Field(
         True, description="when DATABASE_URL's user is a superuser, `prepare` makes a role for the swarm "
         "(LOGIN, not a superuser, no CREATEROLE/CREATEDB, owner of the swarm's database, a generated password "
@@ -308,14 +334,18 @@ class Settings(BaseSettings):
     service_secrets_dir: Path = Field(
         Path("./var/secrets"), description="the generated service passwords (the swarm's Postgres role, the Redis "
         "`make swarm` starts with requirepass), one file each, mode 0600; never printed or logged")
-    visibility_timeout_s: int = Field(4 * 3600, gt=0)
-    flower_port: int = Field(5555, gt=0, lt=65536)
-    dashboard_port: int = Field(8080, gt=0, lt=65536)
+    visibility_timeout_s: int = Field(4 * 3600, gt=0,
+        description="seconds before Redis re-delivers an unacknowledged message; "
+        "must stay above twice WORKER_TIMEOUT")
+    flower_port: int = Field(5555, gt=0, lt=65536, description="Flower's port (make swarm)")
+    dashboard_port: int = Field(8080, gt=0, lt=65536,
+        description="the dashboard's port (agentswarm dashboard, make swarm)")
     dashboard_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         validation_alias=AliasChoices("agentswarm_dashboard_hosts", "dashboard_hosts"),
         description="AGENTSWARM_DASHBOARD_HOSTS: comma-separated host or host:port names the dashboard also "
-        "answers to (in the Host header) when it listens off loopback; loopback names always pass",
+        "answers to (in the Host header) when it listens off loopback (no scheme, path or wildcard); "
+        "loopback names always pass",
     )
 
     @field_validator("llm_base_url")

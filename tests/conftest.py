@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.env import REQUIRE, ROOT, TEST_DB_URL, TEST_REDIS_URL
+from tests.support.tiers import mark_tiers
 
 pytest_plugins = ["tests.support.services", "tests.support.runs"]
 
@@ -57,7 +58,9 @@ if BWRAP_MISSING and not REQUIRE:
     os.environ["SANDBOX_ISOLATION"] = "none"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the tier markers must be on the items by then
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mark_tiers(items)
     if BWRAP_MISSING and not REQUIRE:
         skip = pytest.mark.skip(reason=f"sandbox isolation unavailable: {BWRAP_MISSING}")
         for item in items:
