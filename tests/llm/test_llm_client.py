@@ -25,9 +25,9 @@ from agentswarm.llm import (
     estimate_cost_usd,
     normalize_base_url,
     parse_retry_after,
-    sse_lines,
 )
 from agentswarm.llm import make_transport as ORIGINAL_MAKE_TRANSPORT  # before any fixture patches it
+from agentswarm.llm.client import sse_lines
 
 pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 
