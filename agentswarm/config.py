@@ -19,12 +19,11 @@ from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 from agentswarm.credentials import swarm_database_url, swarm_redis_url
 from agentswarm.errors import ConfigError
 from agentswarm.llm import normalize_base_url
 from agentswarm.llm.endpoints import load_endpoints
-from agentswarm.testing.sim_faults import parse_sim_faults
+from agentswarm.scrubbing import SECRET_ENV_NAMES, URL_ENV_NAMES, secret_values
 
 
 class MergeStrategyName(str, Enum):
@@ -182,7 +181,7 @@ class Settings(BaseSettings):
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
     agent_max_steps: int = Field(60, gt=0, description="steps (model calls) one agent attempt may take")
     agent_max_tokens: int = Field(400_000, gt=0, description="tokens one agent attempt may spend")
-    # The model gate (work/gate.py): what one sandbox may ask of the model through it
+    # The model gate (work/model_gate.py): what one sandbox may ask of the model through it
     llm_max_tokens_per_call: int = Field(
         16384, gt=0, description="max_tokens (and max_completion_tokens) the model gate lets one sandbox call ask "
         "for; a larger or missing value is set to this (keep it >= LLM_MAX_TOKENS)")
@@ -356,12 +355,6 @@ class Settings(BaseSettings):
         value = normalize_base_url(value)
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value
-
-    @field_validator("sim_faults")
-    @classmethod
-    def _sim_faults(cls, value: str) -> str:
-        parse_sim_faults(value)  # ValueError names what is wrong
         return value
 
     @field_validator("dashboard_hosts", mode="before")

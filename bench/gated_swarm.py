@@ -47,12 +47,12 @@ sys.path.insert(0, str(ROOT))
 from agentswarm.agent.checks import failing_tests  # noqa: E402
 from agentswarm.config import load_settings  # noqa: E402
 from agentswarm.db.session import session_scope  # noqa: E402
+from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER  # noqa: E402
 from agentswarm.ops.swarm import free_port  # noqa: E402
 from agentswarm.reconcile.checks import run_checks  # noqa: E402
 from agentswarm.reconcile.health import health  # noqa: E402
 from agentswarm.sandbox.deps import deps_root  # noqa: E402
 from agentswarm.sandbox.factory import check_backend_for  # noqa: E402
-from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER  # noqa: E402
 from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
 
 FAULTS = "type:0.08,test:0.04,semantic:0.03,flaky:0.02,shared:0.05"

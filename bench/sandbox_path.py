@@ -74,7 +74,7 @@ def _mark(what: str) -> None:
 def _model(port: int, tmp: Path) -> subprocess.Popen:
     """The simulator behind the fake LLM, in a process of its own so its CPU is not the sandbox path's."""
     log = open(tmp / "model.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.testing.fake_llm", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "agentswarm.demo.fake_llm", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SIM_FAULTS": ""})
     import socket
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from agentswarm.agent.contract import GitMeasure
-from agentswarm.agent.scrubbing import scrub, secrets_from_env
+from agentswarm.scrubbing import scrub, secrets_from_env
 
 COMMITTER_NAME = "AgentSwarm Worker"
 COMMITTER_EMAIL = "worker@agentswarm.local"

@@ -25,10 +25,10 @@ from urllib.parse import unquote
 import requests
 
 from agentswarm.agent.contract import LLMCallRecord
-from agentswarm.agent.scrubbing import StreamScrub, scrub
 from agentswarm.llm import normalize_base_url
 from agentswarm.llm.replies import usage_of_bodies
 from agentswarm.llm.usage import Usage
+from agentswarm.scrubbing import StreamScrub, scrub
 
 _SCAN_CAP = 4 * 1024 * 1024  # bytes of a reply kept to find its usage; the rest is only passed through
 _PASSED = {"content-type", "accept", "user-agent"}  # the only request headers that go upstream

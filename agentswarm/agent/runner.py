@@ -37,9 +37,9 @@ from agentswarm.agent.contract import (
 )
 from agentswarm.agent.gitwork import Git, GitError
 from agentswarm.agent.registry import get_agent
-from agentswarm.agent.scrubbing import scrub, scrub_data, secrets_from_env
 from agentswarm.agent.shell import clean_env
 from agentswarm.agent.transcript import Transcript
+from agentswarm.scrubbing import scrub, scrub_data, secrets_from_env
 
 log = logging.getLogger("agentswarm.runner")
 EXIT_CODES = {"complete": 0, "failed": 1, "blocked": 2}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentswarm.agent.scrubbing import SECRET_ENV_NAMES, clean_text, scrub, scrub_data, secrets_from_env
+from agentswarm.scrubbing import SECRET_ENV_NAMES, clean_text, scrub, scrub_data, secrets_from_env
 
 __all__ = ["SECRET_ENV_NAMES", "Transcript", "scrub", "secrets_from_env"]
 

@@ -8,9 +8,9 @@ import redis
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
+from agentswarm.control import steering
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.web import ApiError, text_field
-from agentswarm.ops import steering
 
 
 def stop_run(app: DashboardApp, db: Session, body: dict[str, Any], run_id: str) -> tuple[int, dict]:

@@ -8,12 +8,12 @@ import re
 import redis
 from sqlalchemy.orm import Session
 
+from agentswarm.control import status
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.transcript import parse_transcript
 from agentswarm.dashboard.web import ApiError, RawReply, int_param, list_param
 from agentswarm.db.models import MergeStatus, Run, Task, TaskStatus
 from agentswarm.lifecycle.progress import handoff_status, transcript_of
-from agentswarm.ops import status
 from agentswarm.queue.broker import queue_lengths
 from agentswarm.reconcile.page import PNG_SIGNATURE, screenshots_root
 

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agentswarm.control import status
 from agentswarm.dashboard.app import DashboardApp
 from agentswarm.dashboard.web import ApiError, int_param
 from agentswarm.db.models import MetricSnapshot
-from agentswarm.ops import status
 
 DEFAULT_HOURS = 6
 MIN_WINDOW_S = 60.0

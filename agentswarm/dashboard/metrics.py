@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agentswarm.control import status
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.web import ApiError, RawReply
 from agentswarm.db.models import (
@@ -31,7 +32,6 @@ from agentswarm.db.models import (
     Task,
     TaskStatus,
 )
-from agentswarm.ops import status
 from agentswarm.queue.broker import queue_lengths
 from agentswarm.queue.names import QUEUES
 

@@ -17,13 +17,13 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import OperationalError
 
 from agentswarm.config import Settings
+from agentswarm.control import steering
 from agentswarm.dashboard.app import HOSTS_ENV, TOKEN_ENV, DashboardApp, log
 from agentswarm.dashboard.preview import is_preview_path, serve_file
 from agentswarm.dashboard.routes import match
 from agentswarm.dashboard.web import MAX_BODY, ApiError, RawReply, parse_body, query_params
 from agentswarm.db.session import session_scope
 from agentswarm.errors import IllegalTransition, SwarmError
-from agentswarm.ops import steering
 from agentswarm.planning.parsing import InvalidTask
 
 STATIC = Path(__file__).parent / "static"

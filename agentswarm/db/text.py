@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, overload
 
-from agentswarm.agent.scrubbing import clean_data, clean_text, scrub_clip, scrub_data, secrets_from_env
 from agentswarm.errors import ConfigError
+from agentswarm.scrubbing import clean_data, clean_text, scrub_clip, scrub_data, secrets_from_env
 
 if TYPE_CHECKING:
     from agentswarm.config import Settings

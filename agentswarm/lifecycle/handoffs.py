@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from agentswarm.agent.contract import Handoff
-from agentswarm.agent.scrubbing import clean_data, scrub_clip
+from agentswarm.chaos import strike
 from agentswarm.config import Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.lookup import load_task, missing_is_done
@@ -33,7 +33,7 @@ from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.progress import drop_live_steps, live_transcript
 from agentswarm.queue.plan_requests import request_plan_after_commit
 from agentswarm.queue.send import merge_after_commit
-from agentswarm.testing.chaos import strike
+from agentswarm.scrubbing import clean_data, scrub_clip
 
 TRANSCRIPT_CAP = 512 * 1024
 

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentswarm.chaos import strike
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
@@ -65,7 +66,6 @@ from agentswarm.merge.records import (
     recorded_head,
     remote_push_main,
 )
-from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from agentswarm.chaos import strike
 from agentswarm.config import GateMode, Settings, get_settings
 from agentswarm.db.locks import held_lock, xact_lock
 from agentswarm.db.lookup import load_task, missing_is_done
@@ -35,7 +36,6 @@ from agentswarm.merge.records import (
     remote_push_main,
     settle_landings,
 )
-from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
 

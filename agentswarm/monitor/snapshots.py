@@ -15,8 +15,8 @@ import redis
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
+from agentswarm.control.status import run_summary
 from agentswarm.db.models import Event, MainCheck, MetricSnapshot, Run, TaskStatus
-from agentswarm.ops.status import run_summary
 from agentswarm.queue.broker import queue_lengths
 
 FIELDS = ("landed_last_hour", "in_flight", "pending", "queues", "tokens", "cost_usd", "main", "gate_seconds")

@@ -122,6 +122,15 @@ def launch(settings: Settings) -> None:
     from agentswarm.ops.supervision import Supervisor
 
     demo = settings.demo_mode  # what the user configured, before the simulator's URL is set below
+    if demo:  # the simulator validates its own settings: a bad SIM_FAULTS stops here, in one line
+        from agentswarm.demo.sim_faults import faults_from_env
+        from agentswarm.errors import ConfigError
+
+        try:
+            faults_from_env({"SIM_FAULTS": settings.sim_faults,
+                             "SIM_FAULT_ATTEMPTS": str(settings.sim_fault_attempts)})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     demo_port = free_port() if demo else None
     env = dict(os.environ)
     if demo_port is not None:

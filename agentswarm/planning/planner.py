@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from agentswarm.chaos import strike
 from agentswarm.config import Settings, get_settings
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import lock_key, try_xact_lock, xact_lock
@@ -51,7 +52,6 @@ from agentswarm.planning.store import record_rejections, store_task
 from agentswarm.planning.stuck import settle_stuck
 from agentswarm.prompts import render_messages
 from agentswarm.queue import plan_requests
-from agentswarm.testing.chaos import strike
 
 log = logging.getLogger(__name__)
 PLAN_LOCK_WAIT_S = 5.0  # another tick's bookkeeping under the lock takes milliseconds

@@ -86,7 +86,7 @@ def celery_config(settings: Settings) -> dict:
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (and its logging: LOG_FORMAT, task and run ids, `agentswarm.logs`)."""
     settings = settings or get_settings()
-    app = Celery("agentswarm", include=["agentswarm.queue.tasks"], task_cls=CheckedTask)
+    app = Celery("agentswarm", include=["agentswarm.tasks"], task_cls=CheckedTask)
     app.conf.update(celery_config(settings))
     connect_celery(settings.log_format.value)
     return app

@@ -41,8 +41,8 @@ from agentswarm.llm.factory import router_from_settings
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
 from agentswarm.sandbox.deps import attach_deps, deps_root, ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend
-from agentswarm.work.gate import LLMGate, check_slots
-from agentswarm.work.gate_limits import GateLimits
+from agentswarm.work.model_gate import LLMGate, check_slots
+from agentswarm.work.model_gate_limits import GateLimits
 
 RUNNER_ARGV = ["-m", "agentswarm.agent.runner", "task.json", "result.json", "--workdir", "repo"]
 RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox's deadline

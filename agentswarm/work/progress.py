@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from agentswarm.agent.scrubbing import scrub_clip
 from agentswarm.config import Settings
 from agentswarm.db.session import session_scope
 from agentswarm.db.text import orchestrator_secrets
 from agentswarm.lifecycle.progress import add_live_step
 from agentswarm.sandbox import SandboxBackend, SandboxHandle
-from agentswarm.work.gate import LLMGate
+from agentswarm.scrubbing import scrub_clip
+from agentswarm.work.model_gate import LLMGate
 
 log = logging.getLogger(__name__)
 

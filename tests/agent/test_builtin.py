@@ -12,9 +12,9 @@ from agentswarm.agent.base import AgentContext
 from agentswarm.agent.builtin import CUT_NOTE, NUDGE, BuiltinAgent, system_prompt
 from agentswarm.agent.contract import TaskSpec
 from agentswarm.agent.transcript import Transcript
-from agentswarm.testing.completions import NO_USAGE
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
+from agentswarm.demo.completions import NO_USAGE
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from tests.agent.conftest import git, write_task
 
 

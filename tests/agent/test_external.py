@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentswarm.agent.external import external_agent, install_mini_swe_agent
-from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.demo.fake_llm import FakeLLMServer
 from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, write_task
 
 # A tiny "agent CLI": asks the model (through the env the driver sets) what to write, writes it, exits.
@@ -52,7 +52,7 @@ def test_cmd_agent_runs_with_llm_env_and_its_work_is_harvested(tmp_path: Path, h
 
 def test_a_reply_without_usage_is_counted_by_estimate_through_the_proxy(tmp_path: Path, hub) -> None:
     """A server that reports no usage: the proxy estimates the tokens from the texts, so budgets still hold."""
-    from agentswarm.testing.completions import NO_USAGE
+    from agentswarm.demo.completions import NO_USAGE
 
     script = tmp_path / "tiny_agent.py"
     script.write_text(TINY_AGENT)

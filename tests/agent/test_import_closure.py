@@ -22,7 +22,7 @@ def test_runner_imports_only_stdlib_requests_and_its_own_modules() -> None:
     loaded = json.loads(out)
     # cython_runtime is the interpreter-level module Cython-compiled wheels (charset_normalizer) register.
     allowed_third_party = ("requests", "urllib3", "charset_normalizer", "idna", "certifi", "cython_runtime")
-    allowed_own = ("agentswarm.agent", "agentswarm.llm", "agentswarm.prompts")
+    allowed_own = ("agentswarm.agent", "agentswarm.llm", "agentswarm.prompts", "agentswarm.scrubbing")
     stdlib = set(sys.stdlib_module_names)
     bad = [m for m in loaded if m.split(".")[0] not in stdlib and not m.startswith("_cython_")
            and m.split(".")[0] not in allowed_third_party

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.demo.fake_llm import FakeLLMServer
 from tests.agent.conftest import (
     SECRET_KEY,
     assert_no_secrets,

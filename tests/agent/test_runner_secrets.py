@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from agentswarm.testing.fake_llm import FakeLLMServer
+from agentswarm.demo.fake_llm import FakeLLMServer
 from tests.agent.conftest import SECRET_KEY, SECRET_TOKEN, run_runner, write_task
 
 MODAL_SECRET = "as-modal/secret+value=42!"  # characters that make the percent-encoded form differ

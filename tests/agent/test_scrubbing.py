@@ -1,4 +1,4 @@
-"""The one secret scrubber (agentswarm.agent.scrubbing): every form of a secret, before any cut."""
+"""The one secret scrubber (agentswarm.scrubbing): every form of a secret, before any cut."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from agentswarm.agent.scrubbing import (
+from agentswarm.scrubbing import (
     MASK,
     clean_data,
     clean_text,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from agentswarm.control.status import cost_lines, costs
 from agentswarm.db.models import Run
 from agentswarm.db.session import session_scope
-from agentswarm.ops.status import cost_lines, costs
 
 
 def test_summary_carries_costs_that_add_up(dash, sample):

@@ -9,8 +9,8 @@ import json
 import pytest
 from kombu.exceptions import OperationalError
 
+from agentswarm.control import steering
 from agentswarm.dashboard.app import TOKEN_ENV
-from agentswarm.ops import steering
 from agentswarm.queue.broker import queue_keys
 from agentswarm.queue.names import RECONCILE_TICK
 from agentswarm.reconcile.page import screenshots_root

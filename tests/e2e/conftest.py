@@ -13,12 +13,12 @@ import pytest
 
 from agentswarm.config import get_settings
 from agentswarm.db import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.sim_faults import parse_sim_faults
+from agentswarm.demo.simulator import simulate
 from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.sim_faults import parse_sim_faults
-from agentswarm.testing.simulator import simulate
 from tests.e2e.voxelcraft import TARGET
 from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the e2e tests)
 

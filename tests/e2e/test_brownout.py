@@ -1,5 +1,5 @@
 """A small run against a model endpoint in a brownout: 10% 429 with Retry-After, 10% 500, 3% hangs past the
-timeout, 2% answers cut half way (agentswarm/testing/brownout.py, in front of the fake LLM).
+timeout, 2% answers cut half way (agentswarm/demo/brownout.py, in front of the fake LLM).
 
 Real Celery workers (threads pool for work, one merge worker), local sandboxes reaching the model only through the
 orchestrator's gate, the planner and monitor ticked here as beat would. Every feature must land once, no attempt may
@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 
 from agentswarm.config import get_settings
 from agentswarm.db import Feature, HandoffRecord, LLMCall, MergeAttempt, Run, Task, session_scope
+from agentswarm.demo.brownout import KINDS, BrownoutProxy
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.reconcile.tick import reconcile_tick
-from agentswarm.testing.brownout import KINDS, BrownoutProxy
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.e2e.conftest import FEATURES, tiny_target
 from tests.e2e.test_swarm import _features_done
 from tests.support.waiting import wait_for

@@ -8,9 +8,9 @@ import time
 from sqlalchemy import func, select
 
 from agentswarm.db import Event, Feature, MergeAttempt, Task, session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.support.waiting import wait_for
 
 

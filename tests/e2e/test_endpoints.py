@@ -17,6 +17,8 @@ from sqlalchemy import func, select
 
 from agentswarm.config import get_settings
 from agentswarm.db import Event, HandoffRecord, LLMCall, MergeAttempt, Run, Task, session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.simulator import simulate
 from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.accounting import run_spend
 from agentswarm.lifecycle.costs import cost_report
@@ -26,8 +28,6 @@ from agentswarm.llm.costs import union_seconds
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
 from agentswarm.reconcile.tick import reconcile_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.simulator import simulate
 from tests.e2e.conftest import FEATURES, Swarm, tiny_target
 from tests.e2e.test_swarm import _features_done
 from tests.support.waiting import wait_for

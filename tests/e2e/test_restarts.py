@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from agentswarm.chaos import POINTS
 from agentswarm.config import get_settings
 from agentswarm.db import Feature, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.migrate import upgrade
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.git.hub import prepare_hub
 from agentswarm.lifecycle.features import sync_features
 from agentswarm.lifecycle.runs import start_run
-from agentswarm.testing.chaos import POINTS
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.e2e.conftest import FEATURES, tiny_target
 from tests.support.env import ROOT
 from tests.support.private_pg import private_pg  # noqa: F401  (the fixture)

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from agentswarm.db import Event, MergeAttempt, session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.queue.names import MERGE_BRANCH
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.e2e.conftest import tiny_target
 from tests.e2e.test_restarts import WORKERS, _assert_landed_once, _env, _free_port, _start_swarm, _state
 from tests.support.waiting import wait_for

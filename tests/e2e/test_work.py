@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from agentswarm.config import get_settings
 from agentswarm.db import Feature, HandoffRecord, MergeAttempt, Task, session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.simulator import simulate
 from agentswarm.monitor.tick import monitor_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.simulator import simulate
 from tests.support.tasks import add_tasks, statuses
 from tests.support.waiting import wait_for
 

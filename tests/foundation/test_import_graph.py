@@ -94,11 +94,37 @@ def test_the_checker_sees_function_local_and_from_package_imports(tmp_path):
     assert find_circles(graph) == [["agentswarm.a", "agentswarm.b", "agentswarm.c"]]
     real = import_graph()
     # function-local: the Celery entry points import their stages inside the task functions
-    assert "agentswarm.work.stage" in real["agentswarm.queue.tasks"]
+    assert "agentswarm.work.stage" in real["agentswarm.tasks"]
     # `from agentswarm.ops import steering` names the module steering
-    assert "agentswarm.ops.steering" in real["agentswarm.dashboard.actions"]
+    assert "agentswarm.control.steering" in real["agentswarm.dashboard.actions"]
 
 
 def test_nothing_imports_the_celery_entry_points():
-    importers = sorted(m for m, deps in import_graph().items() if "agentswarm.queue.tasks" in deps)
-    assert importers == [], f"{importers} import agentswarm.queue.tasks: send by name (agentswarm.queue.send)"
+    importers = sorted(m for m, deps in import_graph().items() if "agentswarm.tasks" in deps)
+    assert importers == [], f"{importers} import agentswarm.tasks: send by name (agentswarm.queue.send)"
+
+
+STAGES = ("planning", "work", "merge", "reconcile", "lifecycle", "queue", "db", "git", "sandbox", "agent", "llm")
+ABOVE_THE_STAGES = ("agentswarm.control", "agentswarm.ops", "agentswarm.dashboard", "agentswarm.tasks")
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_no_stage_imports_the_surfaces_above_it():
+    """The stages are below the CLI, the dashboard, the read views and the Celery entry points: an import
+    of one of those from a stage runs back up the house (and soon into a circle)."""
+    bad = sorted(f"{m} -> {d}" for m, deps in import_graph().items()
+                 if any(_inside(m, f"agentswarm.{s}") for s in STAGES)
+                 for d in deps if any(_inside(d, top) for top in ABOVE_THE_STAGES))
+    assert bad == [], bad
+
+
+def test_no_stage_imports_the_demo():
+    """The simulator and the fake model are demo mode's, started as a process of their own; production code
+    reaches them only by URL (and the chaos failpoints stand on the ground floor, agentswarm/chaos.py)."""
+    bad = sorted(f"{m} -> {d}" for m, deps in import_graph().items()
+                 if any(_inside(m, f"agentswarm.{s}") for s in (*STAGES, "monitor", "config"))
+                 for d in deps if _inside(d, "agentswarm.demo"))
+    assert bad == [], bad

@@ -10,12 +10,12 @@ from sqlalchemy import select, update
 
 from agentswarm.db.models import Event, Feature, LLMCall, MainCheck, Run, Task
 from agentswarm.db.session import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.accounting import record_llm_call, run_spend
 from agentswarm.lifecycle.runs import end_run, start_run
 from agentswarm.planning.planner import plan_tick
 from agentswarm.queue.broker import queue_keys
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.support.runs import start
 
 IN, OUT = 3.0, 15.0  # dollars per million tokens

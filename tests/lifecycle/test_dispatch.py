@@ -10,9 +10,9 @@ from sqlalchemy import select
 from agentswarm.db.models import Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.lifecycle.dispatch import scopes_overlap
 from agentswarm.planning.planner import plan_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.support.runs import start, work_queue_len
 
 

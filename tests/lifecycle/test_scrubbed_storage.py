@@ -11,12 +11,12 @@ from urllib.parse import quote
 from sqlalchemy import select, text
 
 from agentswarm.agent.contract import Handoff, LLMCallRecord
+from agentswarm.control.steering import add_task
 from agentswarm.db.events import record_event
 from agentswarm.db.models import Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.lifecycle.accounting import ERROR_CHARS, record_llm_call
 from agentswarm.lifecycle.handoffs import finish_task
-from agentswarm.ops.steering import add_task
 from agentswarm.planning.parsing import TaskDraft
 from agentswarm.planning.store import store_task
 from tests.support.runs import start

@@ -59,10 +59,10 @@ def closed_port() -> int:
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every LLMClient made in the test, whatever its URL, moves its bytes with this transport: the client's
     cases are proven on requests (real endpoints) and on http.client (what loopback URLs get by default)."""
-    import agentswarm.llm
+    import agentswarm.llm.client
     from agentswarm.llm import make_transport
 
     chosen = request.param
-    monkeypatch.setattr(agentswarm.llm, "make_transport",
+    monkeypatch.setattr(agentswarm.llm.client, "make_transport",
                         lambda name, url: make_transport(chosen if name == "auto" else name, url))
     return chosen

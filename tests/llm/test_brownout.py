@@ -1,12 +1,12 @@
-"""The brownout proxy (agentswarm/testing/brownout.py) in front of the fake LLM, each fault on its own."""
+"""The brownout proxy (agentswarm/demo/brownout.py) in front of the fake LLM, each fault on its own."""
 
 from __future__ import annotations
 
 import pytest
 
+from agentswarm.demo.brownout import BrownoutProxy, Rates
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.llm import LLMClient, LLMHTTPError, LLMProtocolError, LLMTimeout
-from agentswarm.testing.brownout import BrownoutProxy, Rates
-from agentswarm.testing.fake_llm import FakeLLMServer
 
 HELLO = [{"role": "user", "content": "hello"}]
 NONE = {"rate_limit": 0.0, "server_error": 0.0, "hang": 0.0, "cut": 0.0}

@@ -9,11 +9,11 @@ from sqlalchemy import select
 
 from agentswarm.db.models import Event, LLMCall
 from agentswarm.db.session import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from agentswarm.lifecycle.accounting import record_llm_call
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.calls import ask, record
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
 from tests.support.runs import start
 
 KEY = "sk-endpoint-secret-5f4e3d2c1b0a"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from agentswarm.demo import FakeLLMServer, Fault
 from agentswarm.llm import LLMClient, LLMHTTPError, Usage
-from agentswarm.testing import FakeLLMServer, Fault
 
 pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 
@@ -151,7 +151,7 @@ def test_stop_releases_the_port_and_wakes_a_hanging_request():
 def test_command_line_entry_serves_the_simulator(closed_port):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentswarm.testing.fake_llm", "--port", str(closed_port), "--latency", "0.01"],
+        [sys.executable, "-m", "agentswarm.demo.fake_llm", "--port", str(closed_port), "--latency", "0.01"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )
     try:

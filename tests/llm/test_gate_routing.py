@@ -7,11 +7,11 @@ import json
 import socket
 import threading
 
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.llm.endpoints import Endpoint
 from agentswarm.llm.router import Router
 from agentswarm.llm.routing_state import RedisRoutingState
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.work.gate import LLMGate
+from agentswarm.work.model_gate import LLMGate
 
 
 class _UnixConnection(http.client.HTTPConnection):

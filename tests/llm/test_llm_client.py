@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-import agentswarm.llm
+import agentswarm.llm.client
+from agentswarm.demo import FakeLLMServer, Fault
 from agentswarm.llm import (
     ChatReply,
     LLMClient,
@@ -24,10 +25,9 @@ from agentswarm.llm import (
     estimate_cost_usd,
     normalize_base_url,
     parse_retry_after,
-    sse_lines,
 )
 from agentswarm.llm import make_transport as ORIGINAL_MAKE_TRANSPORT  # before any fixture patches it
-from agentswarm.testing import FakeLLMServer, Fault
+from agentswarm.llm.client import sse_lines
 
 pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 
@@ -354,7 +354,7 @@ def test_the_transport_in_use_is_the_one_the_test_asked_for(transport):
 
 
 def test_loopback_http_gets_the_stdlib_transport_and_the_rest_requests(monkeypatch):
-    monkeypatch.setattr(agentswarm.llm, "make_transport", ORIGINAL_MAKE_TRANSPORT)  # undo the fixture's choice
+    monkeypatch.setattr(agentswarm.llm.client, "make_transport", ORIGINAL_MAKE_TRANSPORT)  # undo the fixture's choice
     for url in ("http://127.0.0.1:9", "http://localhost:8000/v1", "http://[::1]:8000", "http://127.0.0.2:1"):
         assert type(LLMClient(url)._transport).__name__ == "StdlibTransport", url
     for url in ("https://127.0.0.1:9", "http://10.0.0.5:8000", "https://api.example.com/v1", "http://localhost.x"):

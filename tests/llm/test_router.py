@@ -8,12 +8,12 @@ import time
 import pytest
 import redis
 
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from agentswarm.llm import LLMHTTPError, LLMProtocolError
 from agentswarm.llm.endpoints import Endpoint
 from agentswarm.llm.router import NoEndpoint, RoutedClient, Router
 from agentswarm.llm.routing_state import LocalRoutingState, RedisRoutingState
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
 from tests.support.env import TEST_REDIS_URL
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from agentswarm.demo import FakeLLMServer
+from agentswarm.demo.completions import NO_USAGE
 from agentswarm.llm import LLMClient, ToolCall, Usage
 from agentswarm.llm.replies import ChatReply, history_arguments, usage_of_bodies
 from agentswarm.llm.text_calls import calls_in_text
-from agentswarm.testing import FakeLLMServer
-from agentswarm.testing.completions import NO_USAGE
 
 pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 

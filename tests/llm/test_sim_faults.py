@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agentswarm.ops.cli import cli
-from agentswarm.prompts import render_prompt, render_worker_task_message
-from agentswarm.testing import FakeLLMServer
-from agentswarm.testing import fake_llm as fake_llm_module
-from agentswarm.testing.sim_faults import (
+from agentswarm.demo import FakeLLMServer
+from agentswarm.demo import fake_llm as fake_llm_module
+from agentswarm.demo.sim_faults import (
     FAULT_KINDS,
     FIXED_TRAILER,
     PRESUBMIT_FAILED,
@@ -26,8 +24,10 @@ from agentswarm.testing.sim_faults import (
     parse_sim_faults,
     roll,
 )
-from agentswarm.testing.sim_files import SHARED_PATH, shared_line
-from agentswarm.testing.simulator import simulate, worker_fault
+from agentswarm.demo.sim_files import SHARED_PATH, shared_line
+from agentswarm.demo.simulator import simulate, worker_fault
+from agentswarm.ops.cli import cli
+from agentswarm.prompts import render_prompt, render_worker_task_message
 from tests.target.test_stub_app import TARGET, _copy_target, _node_env
 
 SYSTEM = {"role": "system", "content": render_prompt("worker", agents_md="Strict TypeScript.")}

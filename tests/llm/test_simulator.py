@@ -8,11 +8,11 @@ import subprocess
 import jsonschema
 import pytest
 
+from agentswarm.demo import FakeLLMServer
+from agentswarm.demo.sim_files import file_content
+from agentswarm.demo.simulator import simulate
 from agentswarm.llm import LLMClient
 from agentswarm.prompts import render_messages, render_prompt, render_worker_task_message
-from agentswarm.testing import FakeLLMServer
-from agentswarm.testing.sim_files import file_content
-from agentswarm.testing.simulator import simulate
 from tests.llm.test_sim_faults import execute
 
 TASKS_SCHEMA = {

@@ -2,7 +2,7 @@
 and the commit of its record, before the branch is deleted), gated and ungated; the retry, or the monitor, settles
 what was left from git, and every task is recorded merged exactly once with its feature done.
 
-The crash is a real OperationalError raised at the stage's chaos points (`agentswarm.testing.chaos.strike`), in
+The crash is a real OperationalError raised at the stage's chaos points (`agentswarm.chaos.strike`), in
 process, over a real hub and real Postgres; tests/e2e/test_restarts.py restarts a real Postgres at the same points.
 """
 

@@ -17,9 +17,9 @@ import pytest
 
 from agentswarm.config import load_settings
 from agentswarm.db.migrate import upgrade
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.git.hub import create_hub
 from agentswarm.ops.doctor import Ladder, endpoints, hub, services
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.support.env import PG_ADMIN, ROOT, TEST_DB
 from tests.support.private_pg import private_pg  # noqa: F401  (the fixture)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.simulator import role_of, simulate
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.simulator import role_of, simulate
 from tests.support.env import PG_ADMIN, ROOT
 
 

@@ -2,9 +2,9 @@ import os
 import subprocess
 import sys
 
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.llm import LLMClient
 from agentswarm.ops.llm_check import check_endpoint
-from agentswarm.testing.fake_llm import FakeLLMServer
 
 
 def test_a_tool_calling_endpoint_passes():

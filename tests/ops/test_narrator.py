@@ -83,8 +83,8 @@ def test_a_failed_task_whose_features_landed_is_superseded_not_failed(active_run
     """A conflict task that failed after another resolution landed its branch is not a failure of the run."""
     from sqlalchemy import select, update
 
+    from agentswarm.control.status import run_summary
     from agentswarm.db.models import Feature, FeatureStatus, Run, Task, TaskStatus
-    from agentswarm.ops.status import run_summary
 
     done_one, other = "world-001", "ui-002"
     ids = add_tasks(db, active_run, [["src/a.ts"], ["src/b.ts"], ["src/c.ts"]])

@@ -78,7 +78,7 @@ def test_supervisord_config_comes_from_the_procfile(tmp_path):
 
 def test_every_task_has_a_route():
     app = create_app()
-    import agentswarm.queue.tasks  # noqa: F401
+    import agentswarm.tasks  # noqa: F401
 
     ours = {n for n in app.tasks if n.startswith("agentswarm.")}
     assert ours == set(TASK_ROUTES)

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from agentswarm.config import get_settings, load_settings
+from agentswarm.control.status import gate_state, gate_why, merge_feed
 from agentswarm.db.models import Event, HandoffRecord, MergeAttempt, Run, Task
 from agentswarm.db.session import session_scope
 from agentswarm.ops.cli import cli
-from agentswarm.ops.status import gate_state, gate_why, merge_feed
 
 NOW = datetime.now(UTC)  # the year the seeded events carry; their ages are taken from the clock at seeding
 RUN, OTHER = "rungate01", "runother1"

@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from agentswarm.config import get_settings, load_settings
+from agentswarm.control.status import main_state
 from agentswarm.db.models import FlakyStatus, FlakyTest, MainCheck, MergeAttempt, Run, Task
 from agentswarm.db.session import session_scope
-from agentswarm.ops.cli import _main_lines, cli
-from agentswarm.ops.status import main_state
+from agentswarm.ops.cli import cli
+from agentswarm.ops.cli.watch import _main_lines
 from agentswarm.reconcile.page import screenshots_root
 from tests.dashboard.sample import write_screenshots
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from agentswarm.config import get_settings
+from agentswarm.control.status import recent_events
 from agentswarm.db import Event, session_scope
 from agentswarm.lifecycle.runs import start_run
 from agentswarm.ops.console import Follow
 from agentswarm.ops.handback import hand_back, queues_of
 from agentswarm.ops.process_events import Recorder, Restarts, serve
-from agentswarm.ops.status import recent_events
 from agentswarm.ops.supervision import rpc
 from agentswarm.ops.swarm import free_port
 from agentswarm.queue.app import transport_options

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from agentswarm.control.steering import add_task, add_task_request, retry_task, stop_run
 from agentswarm.db.models import Event, Feature, FeatureStatus, Run, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
 from agentswarm.lifecycle.features import mark_features_done, mark_features_failed, sync_features
-from agentswarm.ops.steering import add_task, add_task_request, retry_task, stop_run
 from agentswarm.planning.blocked import refresh_run
 from agentswarm.planning.parsing import InvalidTask
 from agentswarm.planning.state import Board

@@ -16,6 +16,7 @@ from agentswarm.agent.contract import Handoff
 from agentswarm.db.models import Feature, HandoffRecord, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.features import mark_features_in_progress
 from agentswarm.lifecycle.handoffs import finish_task
@@ -23,7 +24,6 @@ from agentswarm.planning.planner import plan_tick
 from agentswarm.queue.broker import queue_keys
 from agentswarm.queue.names import PLAN_TICK
 from agentswarm.queue.plan_requests import planner_busy, request_plan
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.git.hubkit import commit, set_ref
 from tests.planning.test_planner import task, tasks_of
 from tests.support.runs import start, work_queue_len
@@ -189,7 +189,7 @@ def test_a_request_that_cannot_be_made_is_a_warning_not_an_error(loaded, make_se
 
 
 def test_paused_runs_plan_nothing_when_asked(loaded, make_settings, redis_client):
-    from agentswarm.ops.steering import pause_run
+    from agentswarm.control.steering import pause_run
 
     with FakeLLMServer() as fake:
         s = make_settings(llm_base_url=fake.url)

@@ -9,10 +9,10 @@ from sqlalchemy import select
 
 from agentswarm.db.models import Event, LLMCall, Run, Task
 from agentswarm.db.session import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from agentswarm.planning.planner import plan_tick
 from agentswarm.planning.reading import MAX_REPLY_CHARS
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
 from tests.support import replies
 from tests.support.runs import start
 

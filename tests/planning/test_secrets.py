@@ -8,11 +8,11 @@ import logging
 from sqlalchemy import text
 
 from agentswarm.db.session import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.planner import plan_tick
 from agentswarm.planning.subplanner import maybe_decompose
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
 from tests.support.runs import start
 
 KEY = "sk-test-9f8e7d6c5b4a-SECRET"

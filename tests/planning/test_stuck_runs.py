@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from agentswarm.agent.contract import Handoff
+from agentswarm.control.steering import pause_run, retry_task
 from agentswarm.db.models import Event, Feature, MainCheck, MergeAttempt, Run, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import OPEN, transition
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.lifecycle.features import mark_features_done, sync_features
 from agentswarm.lifecycle.handoffs import finish_task
-from agentswarm.ops.steering import pause_run, retry_task
 from agentswarm.planning.planner import plan_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.planning.test_blocked import CHAIN
 from tests.support.runs import start
 

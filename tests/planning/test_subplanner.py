@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from agentswarm.db.models import Event, LLMCall, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import transition
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.llm.factory import client_from_settings
 from agentswarm.planning.subplanner import maybe_decompose, too_large
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.support import replies
 from tests.support.runs import start, work_queue_len
 
@@ -140,7 +140,7 @@ def test_a_second_delivery_returns_the_same_children(loaded, make_settings):
 
 
 def test_llm_failure_runs_the_task_whole_and_is_recorded(loaded, make_settings):
-    from agentswarm.testing.faults import Fault
+    from agentswarm.demo.faults import Fault
 
     with FakeLLMServer(script=[], faults=[Fault.server_error(500)]) as fake:
         s = make_settings(llm_base_url=fake.url)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from agentswarm import tasks
 from agentswarm.db.models import Task
 from agentswarm.db.session import session_scope
 from agentswarm.errors import BadCall
-from agentswarm.queue import tasks
 from agentswarm.queue.app import app
 from agentswarm.queue.names import ADD_TASK, QUEUE_OF
 

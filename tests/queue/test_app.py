@@ -18,7 +18,7 @@ def test_config_has_the_transport_settings():
     assert vt == conf.result_backend_transport_options["visibility_timeout"] >= 3 * 1800
     assert conf.worker_prefetch_multiplier == 1 and conf.accept_content == ["json"]
     assert set(conf.beat_schedule) == {"plan-tick", "reconcile-tick", "monitor-tick"}
-    from agentswarm.queue import tasks
+    from agentswarm import tasks
 
     assert tasks.run_task.acks_late and tasks.run_task.reject_on_worker_lost
     assert tasks.merge_branch.acks_late and tasks.merge_branch.reject_on_worker_lost

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from agentswarm.config import load_settings
 from agentswarm.db import Event, LLMCall, Run, Task, session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
 from agentswarm.reconcile.tick import reconcile_tick
-from agentswarm.testing.fake_llm import FakeLLMServer
 from tests.reconcile.hubs import make_hub
 from tests.support import replies
 

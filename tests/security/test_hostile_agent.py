@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 import agentswarm
 from agentswarm.db import HandoffRecord, LLMCall, Task, session_scope
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.simulator import simulate
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.simulator import simulate
 from tests.support.tasks import add_tasks, statuses
 from tests.support.waiting import wait_for
 

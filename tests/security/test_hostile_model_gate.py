@@ -22,8 +22,8 @@ import pytest
 from agentswarm.llm.endpoints import Endpoint
 from agentswarm.llm.router import Router
 from agentswarm.llm.routing_state import RedisRoutingState
-from agentswarm.work.gate import LLMGate
-from agentswarm.work.gate_limits import GateLimits
+from agentswarm.work.model_gate import LLMGate
+from agentswarm.work.model_gate_limits import GateLimits
 
 KEY = "sk-real-upstream-key-0123456789abcdef"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentswarm.testing.completions import NO_USAGE
+from agentswarm.demo.completions import NO_USAGE
 
 
 def cut_inside(tasks: list[dict], n_complete: int) -> dict:

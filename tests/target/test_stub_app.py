@@ -254,12 +254,12 @@ def test_the_world_fills_in_as_features_land(build, tmp_path):
     """What a demo run's preview shows: the page of an early main and of a late one differ, block by block.
 
     The modules are those the demo's simulated worker writes for the first few features and for most of
-    them (FEATURES.json's files, agentswarm.testing.sim_files), built with the stub's own toolchain."""
+    them (FEATURES.json's files, agentswarm.demo.sim_files), built with the stub's own toolchain."""
     if not build.ok:
         pytest.fail("the stub did not build:\n" + build.report())
     import json
 
-    from agentswarm.testing.sim_files import ENTRY_PATHS, file_content
+    from agentswarm.demo.sim_files import ENTRY_PATHS, file_content
 
     features = json.loads((TARGET / "FEATURES.json").read_text())["features"]
     seen = {}

@@ -6,7 +6,7 @@ import threading
 import time
 
 from agentswarm.agent.checks import gate_slot
-from agentswarm.work.gate import LLMGate
+from agentswarm.work.model_gate import LLMGate
 
 
 def test_a_slot_is_held_while_the_sandbox_keeps_its_connection_and_freed_when_it_closes():

@@ -8,13 +8,13 @@ import threading
 
 from sqlalchemy import func, select
 
+from agentswarm.control.taskview import follow_transcript
 from agentswarm.db.models import HandoffRecord, LiveStep, Task, TaskStatus
 from agentswarm.db.session import session_scope
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.simulator import simulate
 from agentswarm.git.hub import main_sha
 from agentswarm.lifecycle.progress import live_transcript, transcript_of
-from agentswarm.ops.taskview import follow_transcript
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.simulator import simulate
 from agentswarm.work.stage import work_on
 from tests.support.runs import start
 from tests.support.waiting import wait_for

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from agentswarm.demo.fake_llm import FakeLLMServer
+from agentswarm.demo.faults import Fault
 from agentswarm.llm.endpoints import Endpoint
 from agentswarm.llm.router import Router
 from agentswarm.llm.routing_state import RedisRoutingState
-from agentswarm.testing.fake_llm import FakeLLMServer
-from agentswarm.testing.faults import Fault
-from agentswarm.work.gate import LLMGate
+from agentswarm.work.model_gate import LLMGate
 
 
 class _Unix(http.client.HTTPConnection):

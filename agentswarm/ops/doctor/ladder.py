@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from agentswarm.agent.scrubbing import scrub, secrets_from_env
+from agentswarm.scrubbing import scrub, secrets_from_env
 
 if TYPE_CHECKING:
     from agentswarm.config import Settings

@@ -19,7 +19,7 @@ from typing import Any
 
 from agentswarm.agent.llmproxy import Refusal
 
-log = logging.getLogger("agentswarm.work.gate")
+log = logging.getLogger("agentswarm.work.model_gate")
 
 
 @dataclass(frozen=True)

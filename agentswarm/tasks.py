@@ -73,8 +73,8 @@ def add_task(self: Task, **request: Any) -> str:
     acknowledged) still makes one task.
     """
     from agentswarm.config import get_settings
+    from agentswarm.control.steering import add_task_request, record_rejection
     from agentswarm.db.session import session_scope
-    from agentswarm.ops.steering import add_task_request, record_rejection
 
     if request.get("key") is None and self.request.id:
         request["key"] = f"celery:{self.request.id}"

@@ -1,6 +1,6 @@
 """An OpenAI-compatible chat server on loopback: scripted replies, injected faults, or the swarm simulator.
 
-Run it alone with `python -m agentswarm.testing.fake_llm --port 8999` (the simulator answers; SIM_FAULTS and
+Run it alone with `python -m agentswarm.demo.fake_llm --port 8999` (the simulator answers; SIM_FAULTS and
 SIM_FAULT_ATTEMPTS in the environment make its worker break branches on purpose, see sim_faults).
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agentswarm.demo.completions import ScriptError, completion, normalize_reply, stream_chunks
+from agentswarm.demo.faults import Fault
 from agentswarm.llm import Usage
-from agentswarm.testing.completions import ScriptError, completion, normalize_reply, stream_chunks
-from agentswarm.testing.faults import Fault
 
 log = logging.getLogger("agentswarm.fake_llm")
 
@@ -52,7 +52,7 @@ class FakeLLMServer:
         if sim_faults and (simulator is not None or script is not None):
             raise ValueError("sim_faults only applies to the built-in simulator (no script, no simulator)")
         if simulator is None and script is None:
-            from agentswarm.testing.simulator import simulate
+            from agentswarm.demo.simulator import simulate
 
             simulator = functools.partial(simulate, faults=dict(sim_faults), fault_attempts=sim_fault_attempts) \
                 if sim_faults else simulate
@@ -300,7 +300,7 @@ def serve_forever(port: int, host: str = "127.0.0.1", latency_s: float = 0.0,
     The worker's faults come from the arguments, or else from SIM_FAULTS and SIM_FAULT_ATTEMPTS in the
     environment (a bad value exits with one line naming the variable).
     """
-    from agentswarm.testing.sim_faults import describe, faults_from_env
+    from agentswarm.demo.sim_faults import describe, faults_from_env
 
     if sim_faults is None or sim_fault_attempts is None:
         try:
@@ -324,8 +324,8 @@ def serve_forever(port: int, host: str = "127.0.0.1", latency_s: float = 0.0,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry: python -m agentswarm.testing.fake_llm --port N (faults from SIM_FAULTS)."""
-    parser = argparse.ArgumentParser(prog="python -m agentswarm.testing.fake_llm", description=__doc__)
+    """Command-line entry: python -m agentswarm.demo.fake_llm --port N (faults from SIM_FAULTS)."""
+    parser = argparse.ArgumentParser(prog="python -m agentswarm.demo.fake_llm", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="TCP port (0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")

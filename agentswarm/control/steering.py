@@ -11,6 +11,7 @@ from sqlalchemy import CursorResult, Update, select, update
 from sqlalchemy.orm import Session
 
 from agentswarm.config import Settings
+from agentswarm.control.status import latest_run
 from agentswarm.db.events import record_event
 from agentswarm.db.locks import xact_lock
 from agentswarm.db.models import Feature, FeatureStatus, Run, RunStatus, Task, TaskKind, TaskStatus
@@ -22,7 +23,6 @@ from agentswarm.lifecycle.dispatch import dispatch_pending
 from agentswarm.lifecycle.features import set_feature_status
 from agentswarm.lifecycle.parents import settle_parent
 from agentswarm.lifecycle.runs import end_run
-from agentswarm.ops.status import latest_run
 from agentswarm.planning.blocked import refresh_run
 from agentswarm.planning.parsing import InvalidTask, check_scope_path
 

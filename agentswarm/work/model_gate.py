@@ -31,14 +31,14 @@ import requests
 
 from agentswarm.agent.contract import GATE_SLOT_PATH, SLOT_HEADER, LLMCallRecord
 from agentswarm.agent.llmproxy import LLMProxy, ProxyHandler, Refusal
-from agentswarm.agent.scrubbing import StreamScrub, scrub
 from agentswarm.llm.costs import gpu_cost, token_cost
 from agentswarm.llm.endpoints import Settings
 from agentswarm.llm.replies import usage_of_bodies
 from agentswarm.llm.router import Lease, Router
 from agentswarm.llm.usage import Usage
-from agentswarm.work.gate_limits import Budget, GateLimits, Spent, capped_body
-from agentswarm.work.gate_upstream import Answer, GateUpstreamError, Upstream
+from agentswarm.scrubbing import StreamScrub, scrub
+from agentswarm.work.model_gate_limits import Budget, GateLimits, Spent, capped_body
+from agentswarm.work.model_gate_upstream import Answer, GateUpstreamError, Upstream
 
 _slot_lock = threading.Lock()
 _slot_pools: dict[int, threading.BoundedSemaphore] = {}

@@ -8,17 +8,17 @@ __all__ = ["Fault", "FakeLLMServer", "serve_forever", "simulate"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that `python -m agentswarm.testing.fake_llm` does not import the module twice.
+    # Lazy, so that `python -m agentswarm.demo.fake_llm` does not import the module twice.
     if name == "Fault":
-        from agentswarm.testing.faults import Fault
+        from agentswarm.demo.faults import Fault
 
         return Fault
     if name in ("FakeLLMServer", "serve_forever"):
-        from agentswarm.testing import fake_llm
+        from agentswarm.demo import fake_llm
 
         return getattr(fake_llm, name)
     if name == "simulate":
-        from agentswarm.testing.simulator import simulate
+        from agentswarm.demo.simulator import simulate
 
         return simulate
-    raise AttributeError(f"module 'agentswarm.testing' has no attribute {name!r}")
+    raise AttributeError(f"module 'agentswarm.demo' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from agentswarm.testing.faults import Fault
+from agentswarm.demo.faults import Fault
 
 REPLY_KEYS = {"content", "tool_calls", "reasoning", "usage", "finish_reason"}
 NO_USAGE = "absent"  # a scripted reply's usage: send no usage at all, as some servers do

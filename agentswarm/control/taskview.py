@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentswarm.control.status import gate_why, task_detail
+from agentswarm.control.steering import NotFound
 from agentswarm.db.models import Event, MergeAttempt, Task
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import IN_FLIGHT, TERMINAL
 from agentswarm.lifecycle.progress import parse_step, parse_steps, transcript_of
-from agentswarm.ops.status import gate_why, task_detail
-from agentswarm.ops.steering import NotFound
 from agentswarm.planning.parsing import InvalidTask
 
 _REF_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")

@@ -12,8 +12,8 @@ import json
 import re
 from typing import Any
 
-from agentswarm.testing.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
-from agentswarm.testing.sim_files import (
+from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
+from agentswarm.demo.sim_files import (
     ENTRY_PATHS,
     entry_add_command,
     fault_snippet,
