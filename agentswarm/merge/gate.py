@@ -163,13 +163,14 @@ def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: li
 
 
 def _sweep_once(backend: LocalSandboxBackend) -> None:
-    """Remove the gate sandboxes of merge processes that died mid-run (once per process and sandbox root)."""
+    """Remove the run sandboxes of gate processes that died mid-run (once per process and sandbox root), and the
+    workspace the gate once reused. (Install and snapshot sandboxes have fixed names: their next use removes them.)"""
     if backend.root in _swept:
         return
     _swept.add(backend.root)
     for info in backend.list(GATE_RUN):
         pid = info.task_id.split("-", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if info.task_id == "workspace" or (pid.isdigit() and not _alive(int(pid))):
             backend.terminate(info.id)
 
 

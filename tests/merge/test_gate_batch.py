@@ -7,6 +7,8 @@ one per run; the gate's commands are small shell checks of the tree so that ever
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 
@@ -18,7 +20,9 @@ from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.models import FlakyTest
 from agentswarm.db.states import MAX_MERGE_FAILURES, transition
 from agentswarm.merge import batch as batch_mod
+from agentswarm.merge.gate import GATE_RUN, run_gate
 from agentswarm.merge.queue import merge_task
+from agentswarm.sandbox.factory import check_backend_for
 from tests.git.hubkit import branch, git, new_hub
 from tests.merge.coin import Coin
 from tests.merge.test_merge_queue import _complete_task, _hand_off
@@ -324,3 +328,16 @@ def test_a_branch_whose_merge_keeps_failing_is_not_taken_into_every_batch(gate_h
     rows = attempts(db)
     assert [(r.task_id, r.status) for r in rows[MAX_MERGE_FAILURES:]] == [(ok, "merged")]
     assert git(hub, "show", "main:ok.txt") == "ok"
+
+
+def test_each_gate_run_is_a_sandbox_of_its_own_and_leftovers_of_dead_processes_are_swept(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure(["test ! -e ../left && touch ../left $HOME/left $TMPDIR/left && echo $HOME"])
+    backend = check_backend_for(settings)
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    for name in (f"{dead}-abc-1", "workspace", f"{os.getpid()}-abc-2", "deps-abc"):
+        backend.create(run_id=GATE_RUN, task_id=name, attempt=1, env={})
+    head = branch(hub, "swarm/s", root, {"s.txt": "s\n"})[-1]
+    first, second = run_gate(settings, head, root), run_gate(settings, head, root)
+    assert first.passed and second.passed  # the second run saw nothing of the first's
+    assert sorted(i.task_id for i in backend.list(GATE_RUN)) == sorted([f"{os.getpid()}-abc-2", "deps-abc"])
