@@ -294,7 +294,12 @@ class Settings(BaseSettings):
         "wait grows from GATE_BATCH_WAIT_S with it, while the batch is under half full): a gate run costs as much "
         "for one branch as for sixteen, so when cores are the bottleneck larger batches land more per CPU-second "
         "(default: 10 x GATE_BATCH_WAIT_S)")
-    gate_timeout_s: int = Field(600, gt=0, description="seconds for one gate run")
+    gate_timeout_s: int = Field(600, gt=0, description="the most one gate run's commands may take (the full "
+                                "commands always get this much)")
+    gate_timeout_base_s: int = Field(120, gt=0, description="a gate run's time budget for its commands: this, plus "
+                                     "GATE_TIMEOUT_PER_BRANCH_S per branch of the stack it tests, at most GATE_TIMEOUT_S")
+    gate_timeout_per_branch_s: int = Field(30, ge=0, description="what each branch of a tested stack adds to the "
+                                           "run's time budget (see GATE_TIMEOUT_BASE_S)")
 
     # The simulator (demo mode): faults it puts in branches on purpose
     sim_faults: str = Field("", description="demo mode: how often the simulator breaks a branch, kind:rate,... "

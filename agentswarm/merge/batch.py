@@ -10,7 +10,13 @@ when tests failed, once for a type error), and either blamed (it goes back to it
 output) or, if the tree now passes, landed, and its failing tests observed flaky
 (`lifecycle.flaky`): once quarantined, their files are left out of the gate's vitest commands, and
 a run whose only failures are quarantined tests counts as green. What is left is stacked again on
-the new main and tested in turn.
+the new main and tested in turn. A stack whose tests hung (a command past the run's budget) is
+first probed branch by branch with the command that hung and each branch's own files: the first
+branch whose probe hangs too is blamed without another run, so a hang costs about two budgets,
+not one per bisection step.
+
+Every gate run is a sandbox of its own (`merge.gate.run_gate`): nothing one run's tree leaves
+behind is seen by the next.
 
 Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are
 not tested one by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
@@ -58,7 +64,7 @@ from agentswarm.git.landing import (
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.flaky import exclude_flags, file_of_test, observe, quarantined_names
-from agentswarm.merge.gate import GateRun, GateWorkspace
+from agentswarm.merge.gate import GateOptions, GateRun, hung_command, run_gate
 from agentswarm.merge.records import (
     finish_landing,
     record_intent,
@@ -70,7 +76,6 @@ from agentswarm.merge.records import (
 log = logging.getLogger(__name__)
 POLL_S = 0.25
 MAX_ROUNDS = 64  # stack-and-test rounds in one batch: each lands or blames at least one branch, or restacks
-_workspaces: dict[str, GateWorkspace] = {}
 _batches: dict[str, int] = {}  # batches tested per hub in this process, for GATE_FULL_EVERY
 
 
@@ -99,15 +104,6 @@ class Batch:
 
     def gate_seconds(self) -> float:
         return round(sum(r.seconds for r in self.runs), 2)
-
-
-def workspace(settings: Settings) -> GateWorkspace:
-    """The merge process's gate workspace for this hub (made on first use)."""
-    key = str(settings.hub_path.resolve())
-    ws = _workspaces.get(key)
-    if ws is None or ws.settings is not settings:
-        ws = _workspaces[key] = GateWorkspace(settings)
-    return ws
 
 
 def candidates(db: Session, first: Task, limit: int) -> list[Task]:
@@ -196,7 +192,6 @@ class GatedMerge:
         self.batch = Batch(id=uuid.uuid4().hex[:12], main_before=main)
         self.run_id = tasks[0].run_id
         self.entries = [Entry(t, heads[t.id], i) for i, t in enumerate(tasks)]
-        self.ws = workspace(settings)
         n = _batches.get(self.hub, 0) + 1
         _batches[self.hub] = n
         self.full = bool(settings.gate_full_every) and n % settings.gate_full_every == 0
@@ -223,10 +218,12 @@ class GatedMerge:
                 self._settle_plain(e, out.status, out)
         return kept
 
-    def test(self, sha: str, base: str, size: int, stage: str) -> GateRun:
+    def test(self, sha: str, base: str, size: int, stage: str, only: str | None = None) -> GateRun:
+        """One gate run (a sandbox of its own) on sha; `size` branches stacked on base; `only`: that one command."""
         _live_event("gate.testing", f"batch {self.batch.id}: {stage} ({size} branch(es)) at {sha[:10]}",
                     self.run_id, batch_id=self.batch.id, sha=sha, size=size, stage=stage)
-        run = self.ws.run(sha, base, full=self.full, quarantined=self.exclude)
+        run = run_gate(self.settings, sha, base, GateOptions(full=self.full and only is None, quarantined=self.exclude,
+                                                             branches=size, only=only))
         run.quarantine(self.known_flaky)
         self.batch.runs.append(run)
         _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({stage})",
@@ -290,13 +287,34 @@ class GatedMerge:
                     pending = self.stack(pending, self._reread_main())
                     continue
                 break
-            pending = self._bisect(pending, first)
+            pending = self._after_red(pending, first)
         self._finish()
         return self.batch
 
-    def _bisect(self, pending: list[Entry], red: GateRun) -> list[Entry]:
-        """Find the first branch whose prefix is red; land the green prefix; blame or pass it; restack the rest."""
-        lo, hi, hi_run = 0, len(pending), red
+    def _after_red(self, pending: list[Entry], red: GateRun) -> list[Entry]:
+        """A red stack is bisected; one whose tests hung is first probed branch by branch, in order (the command
+        that hung, with each branch's own files, on its prefix), so that a hang costs one more run's budget rather
+        than one per bisection step: the first probe that fails or hangs bounds the bisection."""
+        command = hung_command(self.settings, red)
+        if command is None or len(pending) < 2:
+            return self._bisect(pending, red)
+        base = self.main
+        for i, e in enumerate(pending):
+            assert e.tip is not None
+            probe = self.test(e.tip, base, 1, f"probe {i + 1}/{len(pending)}", only=command)
+            base = e.tip
+            if probe.cannot_run:
+                self._hold(pending, probe)
+                return []
+            if not probe.ok:
+                return self._bisect(pending, probe, hi=i + 1, proof=probe if probe.timed_out else None)
+        return self._bisect(pending, red)
+
+    def _bisect(self, pending: list[Entry], red: GateRun, hi: int | None = None,
+                proof: GateRun | None = None) -> list[Entry]:
+        """Find the first branch whose prefix is red (within the first `hi`); land the green prefix; blame or pass
+        it; restack the rest. `proof`: the hung run of branch `hi` alone, which a second run need not repeat."""
+        lo, hi, hi_run = 0, hi or len(pending), red
         while hi - lo > 1:
             mid = (lo + hi) // 2
             tip = pending[mid - 1].tip
@@ -308,13 +326,13 @@ class GatedMerge:
             if run.ok:
                 lo = mid
             else:
-                hi, hi_run = mid, run
+                hi, hi_run, proof = mid, run, None
         if lo and not self.land(pending[:lo], self._green_run(pending[lo - 1])):
             return self.stack(pending, self._reread_main())
         suspect = pending[hi - 1]
         assert suspect.tip is not None
-        again = self.test(suspect.tip, self.main, 1, "confirm")
-        if not again.ok and not again.cannot_run and again.failing_tests():
+        again = proof or self.test(suspect.tip, self.main, 1, "confirm")
+        if not again.ok and not again.cannot_run and not again.timed_out and again.failing_tests():
             # A failing test (unlike a type error) may be flaky: blame only a red that reproduces twice.
             again = self.test(suspect.tip, self.main, 1, "confirm again")
         if again.cannot_run:
@@ -341,7 +359,7 @@ class GatedMerge:
     def _blame(self, culprit: Entry, run: GateRun, ahead: list[Entry]) -> None:
         """The culprit goes back to its author; with branches ahead of it, check whether it fails alone."""
         clash: dict[str, str] | None = None
-        if ahead:
+        if ahead and not run.timed_out:  # a hang is blamed on the branch whose tests hung
             alone = stack_on(self.hub, self.batch.main_before, culprit.head, self.strategy, branch=culprit.task.branch)
             if alone.status is Landing.MERGED and alone.tip:
                 solo = self.test(alone.tip, self.batch.main_before, 1, "alone")

@@ -1,33 +1,43 @@
-"""The gate: the target's checks run on a commit the merge queue is about to land, in a sandbox.
+"""The gate: the target's checks run on a commit the merge queue is about to land, in a fresh sandbox.
 
-One persistent workspace per merge process: a local sandbox (bubblewrap, no network, no secret)
-whose checkout is moved to each commit under test and cleaned, inside the sandbox, and whose
-`node_modules` links into the shared dependency cache of the commit's lock file (installed once per
-lock file). The orchestrator never runs git in the workspace after it is made: what a tested
-branch leaves there (hooks, config, files) is only ever seen by later commands in the same sandbox,
-and the reset before each run removes it.
+A gate run is a function of (settings, sha, base, options) alone, so that any process may run it:
+a new local sandbox (bubblewrap, no network, no secret) whose repo/ is a fresh clone of the hub
+(borrowing its objects, read-only) checked out at sha by the orchestrator before anything of the
+tree runs, with its own empty $HOME and $TMPDIR, and a `node_modules` of links into the shared
+read-only dependency cache of the commit's lock file (installed once per lock file). The sandbox
+is removed when the run ends: nothing a tested tree writes (a git hook, git config or
+info/attributes, a file in `..`, $HOME or $TMPDIR, a tool's cache, a process) is there for any
+later run. The verdict is the exit codes the orchestrator's exec observes from outside; nothing
+the tested code writes is read back but the output tail shown to people.
+
+Each run has a time budget that grows with what it tests (GATE_TIMEOUT_BASE_S plus
+GATE_TIMEOUT_PER_BRANCH_S per branch of the stack, at most GATE_TIMEOUT_S; the full commands get
+GATE_TIMEOUT_S), counted from its first command.
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentswarm.agent.checks import CHECK_ENV, NOT_FOUND, failing_tests, plan_commands
+from agentswarm.agent.checks import FILES, NOT_FOUND, failing_tests, plan_commands
 from agentswarm.config import Settings
 from agentswarm.git.landing import changed_between, tree_of
-from agentswarm.sandbox import SandboxError, SandboxHandle
-from agentswarm.sandbox.deps import deps_mount, deps_root, ensure_deps, run_in
+from agentswarm.git.repo import GitError
+from agentswarm.sandbox import SandboxError
+from agentswarm.sandbox.deps import attach_deps, checkout, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
 
 log = logging.getLogger(__name__)
 GATE_RUN = "gate"  # the pseudo run id of the gate's sandboxes
 OUTPUT_CAP = 8000
+_swept: set[Path] = set()  # sandbox roots whose leftover gate sandboxes this process removed
 
 
 @dataclass
@@ -44,6 +54,7 @@ class GateRun:
     cannot_run: str | None = None
     planned: int = 0  # how many commands were to run (a failure stops the rest)
     quarantined: list[str] = field(default_factory=list)  # known-flaky tests that were the only failures
+    timeout_s: float = 0.0  # the run's budget for its commands
 
     @property
     def passed(self) -> bool:
@@ -52,6 +63,10 @@ class GateRun:
     @property
     def ok(self) -> bool:
         return self.passed or bool(self.quarantined)
+
+    @property
+    def timed_out(self) -> bool:
+        return any(c["timed_out"] for c in self.commands)
 
     @property
     def result(self) -> str:
@@ -69,78 +84,70 @@ class GateRun:
 
     def summary(self) -> dict[str, Any]:
         return {"sha": self.sha, "tree": self.tree, "full": self.full, "files": self.files, "result": self.result,
-                "seconds": self.seconds, "commands": self.commands, "quarantined": self.quarantined}
+                "seconds": self.seconds, "commands": self.commands, "quarantined": self.quarantined,
+                "timeout_s": self.timeout_s}
 
 
-class GateWorkspace:
-    """Runs the gate's commands on commits of the hub, one at a time, in one reused sandbox."""
+@dataclass(frozen=True)
+class GateOptions:
+    """What a run checks besides (sha, base): the full commands, quarantine flags, its budget, one command only."""
 
-    def __init__(self, settings: Settings, backend: LocalSandboxBackend | None = None) -> None:
-        self.settings = settings
-        self.hub = str(settings.hub_path.resolve())
-        self.deps_root = deps_root(settings.hub_path)
-        self.backend = backend or check_backend_for(settings)
-        self.sb: SandboxHandle | None = None
-        self.bound: set[str] = set()
+    full: bool = False  # the full commands, whatever changed
+    quarantined: str = ""  # what `{quarantined}` becomes (flags leaving quarantined flaky tests out)
+    branches: int = 1  # how many branches the stack under test holds (the budget grows with it)
+    only: str | None = None  # run this one command (a GATE_COMMANDS entry) instead of the planned ones
 
-    def _sandbox(self) -> SandboxHandle:
-        if self.sb is not None and Path(self.sb.workdir).is_dir():
-            return self.sb
-        name = "workspace"
-        try:
-            self.backend.terminate(f"{GATE_RUN}/{name}-a1")  # left by a merge process that died mid-run
-        except (SandboxError, ValueError):
-            pass
-        sb = self.backend.create(run_id=GATE_RUN, task_id=name, attempt=1, env=dict(CHECK_ENV))
-        self.backend.prepare_repo(sb, self.hub)
-        self.sb, self.bound = sb, set()
-        return sb
 
-    def close(self) -> None:
-        if self.sb is not None:
-            self.backend.terminate(self.sb)
-            self.sb = None
+def budget_s(settings: Settings, branches: int, full: bool) -> float:
+    """A run's time for its commands: GATE_TIMEOUT_BASE_S + GATE_TIMEOUT_PER_BRANCH_S per branch, capped at
+    GATE_TIMEOUT_S (which the full commands always get)."""
+    if full:
+        return float(settings.gate_timeout_s)
+    grown = settings.gate_timeout_base_s + settings.gate_timeout_per_branch_s * max(1, branches)
+    return float(min(settings.gate_timeout_s, grown))
 
-    def run(self, sha: str, base: str, *, full: bool = False, quarantined: str = "") -> GateRun:
-        """The checks on sha; `base` is the commit it is compared with to find the changed files.
 
-        `quarantined`: what `{quarantined}` becomes in the commands (flags leaving flaky tests out).
-        """
-        s = self.settings
-        files = changed_between(self.hub, base, sha)
-        commands, full = plan_commands(s.gate_commands, s.gate_full_commands, s.gate_full_paths, files,
-                                       force_full=full, quarantined=quarantined)
-        run = GateRun(sha=sha, tree=tree_of(self.hub, sha), full=full, files=len(files), planned=len(commands))
+def run_gate(settings: Settings, sha: str, base: str, options: GateOptions | None = None, *,
+             backend: LocalSandboxBackend | None = None) -> GateRun:
+    """The checks on sha in a sandbox made for this run and removed after it; `base` is the commit it is compared
+    with to find the changed files."""
+    options = options or GateOptions()
+    hub = str(settings.hub_path.resolve())
+    files = changed_between(hub, base, sha)
+    if options.only is not None:
+        commands, full = plan_commands([options.only], [], [], files, quarantined=options.quarantined)
+    else:
+        commands, full = plan_commands(settings.gate_commands, settings.gate_full_commands, settings.gate_full_paths,
+                                       files, force_full=options.full, quarantined=options.quarantined)
+    run = GateRun(sha=sha, tree=tree_of(hub, sha), full=full, files=len(files), planned=len(commands),
+                  timeout_s=budget_s(settings, options.branches, full))
+    started = time.monotonic()
+    try:
+        _check(settings, backend or check_backend_for(settings), run, commands)
+    except (SandboxError, GitError) as exc:  # the sandbox broke: not the branch's fault, the batch waits
+        log.warning("gate sandbox failed on %s", sha[:12], exc_info=True)
+        run.cannot_run = f"the gate's sandbox failed: {exc}"
+    run.seconds = round(time.monotonic() - started, 2)
+    return run
+
+
+def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: list[str]) -> None:
+    hub = str(s.hub_path.resolve())
+    modules, installed = ensure_deps(backend, hub, run.sha, s.gate_install, deps_root(s.hub_path),
+                                     s.gate_timeout_s, run_id=GATE_RUN, tsc_snapshot=s.tsc_snapshot)
+    if installed is not None and not installed.ok:
+        run.cannot_run = f"installing the dependencies failed (exit {installed.exit_code})"
+        run.output = installed.output[-OUTPUT_CAP:]
+        return
+    _sweep_once(backend)
+    sb = checkout(backend, hub, run.sha, f"{os.getpid()}-{run.sha[:12]}-{uuid.uuid4().hex[:8]}", run_id=GATE_RUN)
+    try:
+        if modules is not None:
+            attach_deps(backend, sb, modules)
         started = time.monotonic()
-        try:
-            self._check(run, sha, commands, started)
-        except SandboxError as exc:  # the sandbox broke: not the branch's fault, the batch waits
-            log.warning("gate sandbox failed on %s", sha[:12], exc_info=True)
-            run.cannot_run = f"the gate's sandbox failed: {exc}"
-            self.close()
-        run.seconds = round(time.monotonic() - started, 2)
-        return run
-
-    def _check(self, run: GateRun, sha: str, commands: list[str], started: float) -> None:
-        s = self.settings
-        modules, installed = ensure_deps(self.backend, self.hub, sha, s.gate_install, self.deps_root,
-                                         s.gate_timeout_s, run_id=GATE_RUN, tsc_snapshot=s.tsc_snapshot)
-        if installed is not None and not installed.ok:
-            run.cannot_run = f"installing the dependencies failed (exit {installed.exit_code})"
-            run.output = installed.output[-OUTPUT_CAP:]
-            return
-        sb = self._sandbox()
-        if modules is not None and deps_mount(modules) not in self.bound:
-            self.backend.add_readonly(sb, deps_mount(modules))
-            self.bound.add(deps_mount(modules))
-        reset = run_in(self.backend, sb, _reset_script(sha, modules), 120)
-        if not reset.ok:
-            self.close()
-            run.cannot_run = f"the gate's workspace could not check out {sha[:12]}: {reset.output[-500:]}"
-            return
         for command in commands:
-            left = s.gate_timeout_s - (time.monotonic() - started)
-            res = run_in(self.backend, sb, command, max(1.0, left))
+            left = run.timeout_s - (time.monotonic() - started)
+            res = run_in(backend, sb, command, max(1.0, left))
             run.commands.append({"command": command, "exit_code": res.exit_code, "duration_s": res.duration_s,
                                  "timed_out": res.timed_out})
             if res.exit_code == NOT_FOUND:
@@ -148,15 +155,42 @@ class GateWorkspace:
             if not res.ok:
                 run.output = f"$ {command}\n{res.output.strip()}"[-OUTPUT_CAP:]
                 if res.timed_out:
-                    run.output += f"\n[timed out: GATE_TIMEOUT_S={s.gate_timeout_s}]"
+                    run.output += (f"\n[timed out: the run's budget of {run.timeout_s:.0f}s (GATE_TIMEOUT_BASE_S + "
+                                   "GATE_TIMEOUT_PER_BRANCH_S per branch tested, at most GATE_TIMEOUT_S)]")
                 return
+    finally:
+        backend.terminate(sb)
 
 
-def _reset_script(sha: str, modules: Path | None) -> str:
-    """Inside the sandbox: the checkout at sha, nothing else left, node_modules relinked to the cache."""
-    steps = [f"git checkout --quiet --force --detach {shlex.quote(sha)}", "git clean -ffdxq"]
-    if modules is not None:
-        m = shlex.quote(str(modules))
-        steps += ["mkdir node_modules",
-                  f'for e in {m}/* {m}/.[!.]*; do [ -e "$e" ] && ln -s "$e" node_modules/; done; true']
-    return " && ".join(steps)
+def _sweep_once(backend: LocalSandboxBackend) -> None:
+    """Remove the run sandboxes of gate processes that died mid-run (once per process and sandbox root), and the
+    workspace the gate once reused. (Install and snapshot sandboxes have fixed names: their next use removes them.)"""
+    if backend.root in _swept:
+        return
+    _swept.add(backend.root)
+    for info in backend.list(GATE_RUN):
+        pid = info.task_id.split("-", 1)[0]
+        if info.task_id == "workspace" or (pid.isdigit() and not _alive(int(pid))):
+            backend.terminate(info.id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def hung_command(settings: Settings, run: GateRun) -> str | None:
+    """The GATE_COMMANDS entry whose command timed out in run, if it names the changed files (`{files}`): run
+    alone with one branch's files, it shows which branch's tests hang."""
+    if not run.timed_out or run.full or run.cannot_run:
+        return None
+    index = len(run.commands) - 1
+    if index >= len(settings.gate_commands):
+        return None
+    command = settings.gate_commands[index]
+    return command if FILES in command else None

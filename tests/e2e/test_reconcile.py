@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from agentswarm.db.models import FlakyTest, MainCheck
 from agentswarm.reconcile.health import health
 from agentswarm.reconcile.page import latest_screenshots, screenshots_root
 from tests.e2e.voxelcraft import GATE_INSTALL, beat, feature, git, start_workers
+from tests.merge.coin import Coin, toss_command
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.skipif(shutil.which("npm") is None, reason="needs node and npm (nodejs, npm)"),
@@ -93,19 +95,22 @@ def test_a_break_only_the_full_suite_sees_is_reverted_through_the_queue_and_its_
     assert sum("counts the letters" in p for p in prompts) >= 2
 
 
-# Fails once per tree tested, unless its test file is quarantined (the gate's {quarantined} leaves it out).
-WOBBLY = ('case "x{quarantined}" in *src/gate/alpha.test.ts*) echo "alpha.test.ts left out"; exit 0;; esac; '
-          't=$(git rev-parse HEAD^{tree}); if [ -e ../wobbled-$t ]; then exit 0; fi; touch ../wobbled-$t; '
-          "echo ' FAIL  src/gate/alpha.test.ts > The alpha module > sometimes fails'; exit 1")
+def wobbly(hub: Path) -> str:
+    """Fails once per tree tested (a coin outside the tree: each gate run is a fresh sandbox), unless its test
+    file is quarantined (the gate's {quarantined} leaves it out)."""
+    return ('case "x{quarantined}" in *src/gate/alpha.test.ts*) echo "alpha.test.ts left out"; exit 0;; esac; '
+            + toss_command(hub, "git rev-parse HEAD^{tree}",
+                           "echo ' FAIL  src/gate/alpha.test.ts > The alpha module > sometimes fails'"))
 
 
 def test_a_flaky_test_is_quarantined_after_two_observations_left_out_by_the_gate_and_released_by_the_reconciler(
-        gated, db, celery_worker):
+        gated, db, celery_worker, tmp_path, request):
     env, hub, _ = gated([feature("q-001", "alpha"), feature("q-002", "beta"), feature("q-003", "gamma")],
                         GATE="each", GATE_PRESUBMIT="off", GATE_FULL_COMMANDS="[]", MAX_WORKERS="1",
-                        GATE_COMMANDS=json.dumps(["node_modules/.bin/tsc --noEmit", WOBBLY]),
+                        GATE_COMMANDS=json.dumps(["node_modules/.bin/tsc --noEmit", wobbly(tmp_path / "hub.git")]),
                         FLAKY_QUARANTINE_AFTER="2", FLAKY_RELEASE_AFTER="1", RECONCILE_INSTALL=GATE_INSTALL,
                         RECONCILE_TIMEOUT_S="300")
+    request.addfinalizer(Coin(hub).close)
     start_workers(celery_worker, env)
     celery_worker(queues="reconcile", pool="solo", env=env)
     wait_for(lambda: run_of(db).status != "active", timeout=600, every=1.0, tick=beat)

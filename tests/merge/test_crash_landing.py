@@ -15,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 from agentswarm.config import get_settings
 from agentswarm.db import Event, Feature, MergeAttempt, Run, Task, session_scope
 from agentswarm.git.landing import MergeStrategy, land_branch
-from agentswarm.merge import batch as batch_mod
 from agentswarm.merge.queue import merge_task
 from agentswarm.monitor.tick import settle_landings_now
 from tests.git.hubkit import branch, git, new_hub, read
@@ -46,7 +45,6 @@ def hub_run(tmp_path, monkeypatch, db):
         for k, v in base.items():
             monkeypatch.setenv(k, v)
         get_settings.cache_clear()
-        batch_mod._workspaces.clear()
 
     with session_scope(db) as s:
         run = Run(max_tasks=100, max_tokens=10**9, max_dollars=10.0)
@@ -57,9 +55,6 @@ def hub_run(tmp_path, monkeypatch, db):
     monkeypatch.setattr("agentswarm.queue.send.send_run_task", lambda *a: None)
     monkeypatch.setattr("agentswarm.queue.send.send_merge", lambda *a: None)
     yield hub, root, run_id, configure
-    for ws in batch_mod._workspaces.values():
-        ws.close()
-    batch_mod._workspaces.clear()
     get_settings.cache_clear()
 
 

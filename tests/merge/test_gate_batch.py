@@ -1,12 +1,14 @@
 """The gated merge queue at the merge-stage level: batches, bisection, culprits, clashes, flaky reds, holds.
 
-Real Postgres, a real bare hub and the gate's real sandbox workspace (bubblewrap when available);
-the gate's commands are small shell checks of the tree so that every outcome is exact.
+Real Postgres, a real bare hub and the gate's real sandboxes (bubblewrap when available), a fresh
+one per run; the gate's commands are small shell checks of the tree so that every outcome is exact.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 
@@ -18,8 +20,11 @@ from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
 from agentswarm.db.models import FlakyTest
 from agentswarm.db.states import MAX_MERGE_FAILURES, transition
 from agentswarm.merge import batch as batch_mod
+from agentswarm.merge.gate import GATE_RUN, run_gate
 from agentswarm.merge.queue import merge_task
+from agentswarm.sandbox.factory import check_backend_for
 from tests.git.hubkit import branch, git, new_hub
+from tests.merge.coin import Coin
 from tests.merge.test_merge_queue import _complete_task, _hand_off
 
 NO_BROKEN = "! ls | grep -q '^BROKEN'"  # red when the tree has a file named BROKEN*
@@ -37,7 +42,6 @@ def gate_hub(tmp_path, monkeypatch, db):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         get_settings.cache_clear()
-        batch_mod._workspaces.clear()
         return get_settings()
 
     with session_scope(db) as s:
@@ -46,10 +50,14 @@ def gate_hub(tmp_path, monkeypatch, db):
         s.flush()
         run_id = run.id
     yield hub, root, run_id, configure
-    for ws in batch_mod._workspaces.values():
-        ws.close()
-    batch_mod._workspaces.clear()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def coin(gate_hub):
+    tossed = Coin(gate_hub[0])
+    yield tossed
+    tossed.close()
 
 
 def complete(db, hub, root, run_id: str, name: str, files: dict[str, str], **kw) -> str:
@@ -137,12 +145,9 @@ def test_two_branches_that_only_fail_together_blame_the_later_and_name_the_earli
         assert s.get(Task, ids[3]).context["gate"]["clashes_with"]["branch"] == "swarm/pa"
 
 
-FLAKY = "if [ -e ../flaky-seen ]; then exit 0; fi; touch ../flaky-seen; echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1"
-
-
-def test_a_red_that_passes_on_the_same_tree_is_flaky_and_lands(gate_hub, db):
+def test_a_red_that_passes_on_the_same_tree_is_flaky_and_lands(gate_hub, db, coin):
     hub, root, run_id, configure = gate_hub
-    settings = configure([FLAKY])
+    settings = configure([coin.command()])
     ids = [complete(db, hub, root, run_id, "f", {"f.txt": "f\n"})]
     assert merge_task(ids[0], settings) == "merged"
     (row,) = attempts(db)
@@ -151,10 +156,9 @@ def test_a_red_that_passes_on_the_same_tree_is_flaky_and_lands(gate_hub, db):
         assert s.scalars(select(Event).where(Event.kind == "gate.flaky")).one().task_id == ids[0]
 
 
-def test_flaky_observations_quarantine_the_test_and_its_file_leaves_the_gates_commands(gate_hub, db, tmp_path):
+def test_flaky_observations_quarantine_the_test_and_its_file_leaves_the_gates_commands(gate_hub, db, coin):
     hub, root, run_id, configure = gate_hub
-    flaky_once_per_tree = ("t=$(git rev-parse HEAD^{tree}); if [ -e ../seen-$t ]; then exit 0; fi; "
-                           "touch ../seen-$t; echo ' FAIL  src/x.test.ts > it > wobbles'; exit 1")
+    flaky_once_per_tree = coin.command("git rev-parse HEAD^{tree}")
     excluded = 'test "x{quarantined}" = "x--exclude=src/x.test.ts"'
     settings = configure([flaky_once_per_tree], FLAKY_QUARANTINE_AFTER="2")
     first = complete(db, hub, root, run_id, "fl1", {"fl1.txt": "1\n"})
@@ -324,3 +328,16 @@ def test_a_branch_whose_merge_keeps_failing_is_not_taken_into_every_batch(gate_h
     rows = attempts(db)
     assert [(r.task_id, r.status) for r in rows[MAX_MERGE_FAILURES:]] == [(ok, "merged")]
     assert git(hub, "show", "main:ok.txt") == "ok"
+
+
+def test_each_gate_run_is_a_sandbox_of_its_own_and_leftovers_of_dead_processes_are_swept(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    settings = configure(["test ! -e ../left && touch ../left $HOME/left $TMPDIR/left && echo $HOME"])
+    backend = check_backend_for(settings)
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    for name in (f"{dead}-abc-1", "workspace", f"{os.getpid()}-abc-2", "deps-abc"):
+        backend.create(run_id=GATE_RUN, task_id=name, attempt=1, env={})
+    head = branch(hub, "swarm/s", root, {"s.txt": "s\n"})[-1]
+    first, second = run_gate(settings, head, root), run_gate(settings, head, root)
+    assert first.passed and second.passed  # the second run saw nothing of the first's
+    assert sorted(i.task_id for i in backend.list(GATE_RUN)) == sorted([f"{os.getpid()}-abc-2", "deps-abc"])
