@@ -30,7 +30,7 @@ from agentswarm.config import Settings
 from agentswarm.git.landing import changed_between, tree_of
 from agentswarm.git.repo import GitError
 from agentswarm.sandbox import SandboxError
-from agentswarm.sandbox.deps import attach_deps, checkout, deps_root, ensure_deps, run_in
+from agentswarm.sandbox.deps import REFUSED, attach_deps, checkout, deps_root, ensure_deps, run_in
 from agentswarm.sandbox.factory import check_backend_for
 from agentswarm.sandbox.local import LocalSandboxBackend
 
@@ -135,6 +135,11 @@ def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: li
     hub = str(s.hub_path.resolve())
     modules, installed = ensure_deps(backend, hub, run.sha, s.gate_install, deps_root(s.hub_path),
                                      s.gate_timeout_s, run_id=GATE_RUN, tsc_snapshot=s.tsc_snapshot)
+    if installed is not None and installed.exit_code == REFUSED:  # the tree's own manifests: its red, not ours
+        run.commands.append({"command": "dependency policy (git, file, link and URL dependencies are refused)",
+                             "exit_code": REFUSED, "duration_s": 0.0, "timed_out": False})
+        run.output = installed.output[-OUTPUT_CAP:]
+        return
     if installed is not None and not installed.ok:
         run.cannot_run = f"installing the dependencies failed (exit {installed.exit_code})"
         run.output = installed.output[-OUTPUT_CAP:]

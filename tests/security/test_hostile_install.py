@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agentswarm.config import load_settings
-from agentswarm.merge.gate import GateWorkspace
+from agentswarm.merge.gate import run_gate
 from agentswarm.reconcile.checks import run_checks
 from agentswarm.sandbox.deps import ensure_deps
 from agentswarm.sandbox.local import LocalSandboxBackend, LocalSandboxConfig
@@ -113,12 +113,10 @@ def test_a_git_dependency_with_a_project_npmrc_is_refused_and_runs_nothing(tmp_p
     assert result.command == INSTALL and not result.ok and result.output.strip() == reason
     settings = load_settings(hub_path=hub, gate_install=INSTALL, gate_commands=["true"], gate_full_commands=["true"],
                              tsc_snapshot=False, npm_registry=registry.url)
-    gate = GateWorkspace(settings, backend)
-    try:
-        run = gate.run(main_of(hub), main_of(hub))
-    finally:
-        gate.close()
-    assert run.result == "cannot-run" and run.output.strip() == reason and run.commands == []
+    run = run_gate(settings, main_of(hub), main_of(hub), backend=backend)
+    # The refusal is the tree's own doing: the gate's run is red (its branch is the culprit and is told why),
+    # not "cannot run", which would hold the queue and try the same tree again and again.
+    assert run.result == "red" and run.output.strip() == reason and [c["exit_code"] for c in run.commands] == [126]
     assert listener.heard == [] and backend.list() == []
 
 
