@@ -11,8 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +18,10 @@ from pathlib import Path
 
 from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt, load_agents_md
 from agentswarm.agent.contract import LLMCallRecord, TaskSpec
+from agentswarm.agent.install import mini_bin, pi_bin, tools_dir
 from agentswarm.agent.llmproxy import LLMProxy
 from agentswarm.agent.shell import HeadTail, clean_env, run_capped
 
-TOOLS_HOME = Path(os.environ.get("AGENTSWARM_TOOLS_DIR") or Path.home() / ".cache" / "agentswarm" / "tools")
-# litellm (mini's model layer) imports `mcp` whenever tools are passed, but does not depend on it.
-MINI_PACKAGES = ("mini-swe-agent>=2,<3", "mcp")
 OUTPUT_CAP = 64 * 1024
 
 
@@ -151,31 +147,21 @@ def cmd_preset(template: str) -> Preset:
     return Preset("cmd", argv)
 
 
-def find_mini() -> str:
-    """The `mini` executable: $AGENTSWARM_MINI_BIN, the PATH, or the cached install."""
-    for candidate in (os.environ.get("AGENTSWARM_MINI_BIN"), shutil.which("mini"),
-                      str(TOOLS_HOME / "mini-swe-agent" / "bin" / "mini")):
+def _find(env_name: str, program: str, cached: Path, hint: str) -> str:
+    for candidate in (os.environ.get(env_name), str(cached), shutil.which(program)):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise FileNotFoundError("mini-swe-agent is not installed: `pip install 'mini-swe-agent>=2,<3' mcp` or call "
-                            "agentswarm.agent.external.install_mini_swe_agent()")
+    raise FileNotFoundError(f"{program} is not installed (looked in ${env_name}, {cached}, PATH): {hint}")
 
 
-def install_mini_swe_agent(dest: Path | None = None, python: str = sys.executable) -> Path:
-    """Install mini-swe-agent into its own virtualenv (default under the tools cache); returns `mini`'s path."""
-    dest = dest or TOOLS_HOME / "mini-swe-agent"
-    mini, py = dest / "bin" / "mini", dest / "bin" / "python"
-    if mini.is_file() and subprocess.run([str(py), "-c", "import minisweagent, mcp"], env=_mini_env_quiet(),
-                                         capture_output=True).returncode == 0:
-        return mini
-    if not py.is_file():
-        subprocess.run([python, "-m", "venv", str(dest)], check=True, capture_output=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", *MINI_PACKAGES], check=True, capture_output=True)
-    return mini
+def find_mini() -> str:
+    """The `mini` executable: $AGENTSWARM_MINI_BIN, the tools cache, or the PATH."""
+    return _find("AGENTSWARM_MINI_BIN", "mini", mini_bin(tools_dir()), "`agentswarm agents install`")
 
 
-def _mini_env_quiet() -> dict[str, str]:
-    return dict(os.environ, MSWEA_SILENT_STARTUP="1", MSWEA_CONFIGURED="true")
+def find_pi() -> str:
+    """The `pi` executable: $AGENTSWARM_PI_BIN, the tools cache, or the PATH."""
+    return _find("AGENTSWARM_PI_BIN", "pi", pi_bin(tools_dir()), "`agentswarm agents install`")
 
 
 def _mini_argv(launch: Launch) -> list[str]:
@@ -225,8 +211,10 @@ def _pi_env(launch: Launch) -> dict[str, str]:
 
 
 def _pi_argv(launch: Launch) -> list[str]:
-    pi = os.environ.get("AGENTSWARM_PI_BIN") or shutil.which("pi") or "pi"
-    return [pi, "--print", "--no-session", "--provider", "agentswarm", "--model", launch.ctx.spec.llm.model,
+    # Offline and without discovery: no update check, extensions, skills or themes from the sandbox's home.
+    return [find_pi(), "--print", "--mode", "json", "--no-session", "--offline", "--no-extensions", "--no-skills",
+            "--no-prompt-templates", "--no-themes", "--no-context-files", "--tools", "read,bash,edit,write",
+            "--provider", "agentswarm", "--model", launch.ctx.spec.llm.model,
             f"@{launch.prompt_file}", "Do the task described above, then stop."]
 
 

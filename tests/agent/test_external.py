@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentswarm.agent.external import external_agent, install_mini_swe_agent
+from agentswarm.agent.external import external_agent
+from agentswarm.agent.install import install_mini, tools_dir
 from agentswarm.demo.fake_llm import FakeLLMServer
 from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, write_task
 
@@ -90,7 +91,7 @@ def test_unknown_agent_name_is_refused() -> None:
 @pytest.fixture(scope="session")
 def mini_bin() -> Path:
     try:
-        return install_mini_swe_agent()
+        return install_mini(tools_dir())
     except Exception as exc:  # no registry access here: say so rather than pass
         pytest.skip(f"mini-swe-agent could not be installed: {exc}")
 
