@@ -218,9 +218,32 @@ def _pi_argv(launch: Launch) -> list[str]:
             f"@{launch.prompt_file}", "Do the task described above, then stop."]
 
 
+def _pi_outcome(launch: Launch, code: int | None, output: str) -> AgentOutcome | None:
+    """From Pi's JSON event stream (--mode json): its last assistant message is the summary, or the error."""
+    for line in reversed(output.splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        messages = event.get("messages") if isinstance(event, dict) else None
+        last = next((m for m in reversed(messages or []) if isinstance(m, dict) and m.get("role") == "assistant"),
+                    None)
+        if last is None:
+            continue
+        if last.get("stopReason") in ("error", "aborted"):
+            return AgentOutcome("failed", error=f"pi stopped: {str(last.get('errorMessage') or last['stopReason'])[:1500]}",
+                                steps=len(launch.ctx.llm_calls))
+        text = "\n".join(str(p.get("text", "")) for p in last.get("content") or []
+                         if isinstance(p, dict) and p.get("type") == "text").strip()
+        if code == 0:
+            return AgentOutcome("complete", summary=(text or "pi finished")[:4000], steps=len(launch.ctx.llm_calls))
+        return None
+    return None
+
+
 PRESETS: dict[str, Preset] = {
     "mini-swe-agent": Preset("mini-swe-agent", _mini_argv, _mini_env, _mini_outcome),
-    "pi": Preset("pi", _pi_argv, _pi_env),
+    "pi": Preset("pi", _pi_argv, _pi_env, _pi_outcome),
 }
 
 

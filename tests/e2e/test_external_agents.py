@@ -70,5 +70,6 @@ def test_external_agent_lands_tasks_through_the_gate(agent, installed, swarm, db
             lines = [json.loads(line) for line in h.transcript.splitlines() if line.strip()]
             starts = [e for e in lines if e.get("event") == "external_start"]
             assert starts and starts[0]["agent"] == agent, lines[:3]
+            assert h.summary.startswith("Implemented '"), h.summary[:300]  # the agent's last words, not its log
             calls = s.scalar(select(func.count()).where(LLMCall.task_id == h.task_id, LLMCall.role == "worker"))
             assert calls >= 3 and h.llm_calls == calls  # every call went through the model gate and was recorded
