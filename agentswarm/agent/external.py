@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt, load_agents_md
+from agentswarm.agent.builtin import presubmit_failure
 from agentswarm.agent.contract import LLMCallRecord, TaskSpec
 from agentswarm.agent.install import mini_bin, pi_bin, tools_dir
 from agentswarm.agent.llmproxy import LLMProxy
@@ -70,7 +71,8 @@ class ExternalAgent:
         self.preset = preset
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
-        """Start the CLI behind an LLM proxy, wait for it (or the deadline) and report."""
+        """Start the CLI behind an LLM proxy, wait for it (or the deadline) and report; a "complete" whose
+        branch fails presubmit starts it again with the failure in its prompt (up to the spec's rounds)."""
         scratch = Path(tempfile.mkdtemp(prefix=f"agent-{self.preset.name}-", dir=ctx.work_dir))
         prompt = render_external_prompt(ctx.spec, load_agents_md(ctx.repo))
         prompt_file, task_file, status_file = scratch / "prompt.md", scratch / "task.json", scratch / "status.json"
@@ -85,27 +87,40 @@ class ExternalAgent:
 
         with LLMProxy(ctx.spec.llm.base_url, ctx.api_key, on_call=record, timeout_s=ctx.spec.llm.timeout_s) as proxy:
             launch = Launch(ctx, prompt_file, task_file, scratch, proxy.base_url, status_file)
-            env = clean_env({
-                "OPENAI_API_BASE": proxy.base_url, "OPENAI_BASE_URL": proxy.base_url, "OPENAI_API_KEY": proxy.token,
-                "OPENAI_MODEL": ctx.spec.llm.model, "AGENTSWARM_MODEL": ctx.spec.llm.model,
-                "AGENTSWARM_PROMPT_FILE": str(prompt_file), "AGENTSWARM_TASK_FILE": str(task_file),
-                "AGENTSWARM_STATUS_FILE": str(status_file), "AGENTSWARM_MAX_STEPS": str(ctx.spec.limits.max_steps),
-                "AGENTSWARM_TIMEOUT_S": str(int(ctx.remaining_s())), "GIT_TERMINAL_PROMPT": "0", "CI": "1",
-            } | self.preset.env(launch))
-            argv = self.preset.argv(launch)
-            ctx.transcript.add("note", event="external_start", agent=self.preset.name, argv=argv[:1])
-            buf = HeadTail(OUTPUT_CAP)
-            try:
-                res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf)
-            except RunnerInterrupt as stop:
-                ctx.transcript.add("tool", name=self.preset.name, interrupted=str(stop), result=buf.text())
-                raise
+            outcome = self._once(launch, proxy.token)
+            rounds = ctx.presubmit.spec.max_rounds if ctx.presubmit else 0  # an unchanged tree is not re-counted
+            while outcome.status == "complete" and rounds > 0 and (failed := presubmit_failure(ctx)):
+                rounds -= 1
+                prompt_file.write_text(prompt + presubmit_section(failed))
+                status_file.unlink(missing_ok=True)
+                ctx.transcript.add("user", content=failed, agent=self.preset.name, presubmit_feedback=True)
+                outcome = self._once(launch, proxy.token)
+        return outcome
+
+    def _once(self, launch: Launch, token: str) -> AgentOutcome:
+        """One start of the CLI on the current prompt file, and what its ending says."""
+        ctx = launch.ctx
+        env = clean_env({
+            "OPENAI_API_BASE": launch.base_url, "OPENAI_BASE_URL": launch.base_url, "OPENAI_API_KEY": token,
+            "OPENAI_MODEL": ctx.spec.llm.model, "AGENTSWARM_MODEL": ctx.spec.llm.model,
+            "AGENTSWARM_PROMPT_FILE": str(launch.prompt_file), "AGENTSWARM_TASK_FILE": str(launch.task_file),
+            "AGENTSWARM_STATUS_FILE": str(launch.status_file), "AGENTSWARM_MAX_STEPS": str(ctx.spec.limits.max_steps),
+            "AGENTSWARM_TIMEOUT_S": str(int(ctx.remaining_s())), "GIT_TERMINAL_PROMPT": "0", "CI": "1",
+        } | self.preset.env(launch))
+        argv = self.preset.argv(launch)
+        ctx.transcript.add("note", event="external_start", agent=self.preset.name, argv=argv[:1])
+        buf = HeadTail(OUTPUT_CAP)
+        try:
+            res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf)
+        except RunnerInterrupt as stop:
+            ctx.transcript.add("tool", name=self.preset.name, interrupted=str(stop), result=buf.text())
+            raise
         ctx.transcript.add("tool", name=self.preset.name, exit_code=res.exit_code, timed_out=res.timed_out,
                            duration_s=res.duration_s, result=res.output)
         if res.timed_out:
             return AgentOutcome("failed", error=f"{self.preset.name} did not end within its time limit",
                                 steps=len(ctx.llm_calls))
-        told = _status_file(status_file)
+        told = _status_file(launch.status_file)
         if told is not None:
             return told
         said = self.preset.outcome(launch, res.exit_code, res.output)
@@ -115,6 +130,13 @@ class ExternalAgent:
             return AgentOutcome("failed", error=f"{self.preset.name} exited {res.exit_code}: {res.output[-1500:]}",
                                 steps=len(ctx.llm_calls))
         return AgentOutcome("complete", summary=res.output.strip()[-2000:], steps=len(ctx.llm_calls))
+
+
+def presubmit_section(feedback: str) -> str:
+    """What the prompt gains when the agent's branch failed the gate's checks: the failure, and what to do."""
+    return ("\n<presubmit_failure>\n" + feedback + "\n</presubmit_failure>\n\n"
+            "You already worked on this task, and your changes are in the repository, but the branch fails the "
+            "gate's checks shown above. Fix the cause (do not weaken types or delete tests), then stop.\n")
 
 
 def _status_file(path: Path) -> AgentOutcome | None:
