@@ -350,6 +350,6 @@ def simulate(body: dict, faults: dict[str, float] | None = None, fault_attempts:
     if role == "reconciler":
         return reconcile(body)
     if is_external_worker(body):  # mini-swe-agent or Pi: their own system prompt, our <task>
-        return work_external(body)
+        return work_external(body, faults, fault_attempts)
     return {"content": "fake LLM simulator: the system message does not start with an AgentSwarm role line "
                        f"({', '.join(ROLES)}), so there is nothing to simulate.", "tool_calls": []}

@@ -73,3 +73,31 @@ def test_external_agent_lands_tasks_through_the_gate(agent, installed, swarm, db
             assert h.summary.startswith("Implemented '"), h.summary[:300]  # the agent's last words, not its log
             calls = s.scalar(select(func.count()).where(LLMCall.task_id == h.task_id, LLMCall.role == "worker"))
             assert calls >= 3 and h.llm_calls == calls  # every call went through the model gate and was recorded
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="the gate's tests need node and npm (nodejs, npm)")
+@pytest.mark.parametrize("agent", ["mini-swe-agent", "pi"])
+def test_external_agent_fixes_its_type_error_from_the_presubmit_feedback(agent, installed, gated, db, celery_worker):
+    """VoxelCraft with tsc as presubmit: the first start writes a type error, the failure comes back in the
+    agent's prompt, the second start fixes it, and the branch lands within the attempt."""
+    from agentswarm.db import MergeAttempt as Merge
+    from tests.e2e.voxelcraft import all_done, beat, feature, git, start_workers
+
+    if installed[agent].startswith("skip: "):
+        pytest.skip(installed[agent][6:])
+    env, hub, _ = gated([feature("g-001", "alpha")], faults="type:1.0", AGENT=agent,
+                        AGENT_TOOLS_DIR=str(tools_dir()))
+    start_workers(celery_worker, env)
+    wait_for(lambda: all_done(db), timeout=280, every=1.0, tick=beat)
+    with session_scope(db) as s:
+        tasks = s.scalars(select(Task)).all()
+        assert tasks and all(t.attempts == 1 for t in tasks), [(t.id, t.attempts) for t in tasks]
+        for h in s.scalars(select(HandoffRecord)):
+            runs = [(r["ok"], r["unavailable"]) for r in h.presubmit]
+            assert runs[0] == (False, False) and runs[-1] == (True, False), runs
+            assert "TS2322" in h.presubmit[0]["output"]
+            message = git(hub, "log", "-1", "--format=%B", h.head_sha)
+            assert "Sim-Fixed: type" in message and "Sim-Fault:" not in message
+            starts = [e for e in map(json.loads, h.transcript.splitlines()) if e.get("event") == "external_start"]
+            assert len(starts) == 2 and starts[0]["agent"] == agent
+        assert not s.scalars(select(Merge).where(Merge.status == "rejected")).all()
