@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast test-slow test-all lint docs swarm services migrate doctor bench bench-gate clean
+.PHONY: install agents test test-fast test-slow test-all lint docs swarm services migrate doctor bench bench-gate clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ lint: install
 
 docs: install  # docs/configuration.md from agentswarm/config.py (a test fails when they drift)
 	$(BIN)/python -m agentswarm.config_doc
+
+agents: install  # the external agent AGENT names (mini-swe-agent, pi), pinned, into AGENT_TOOLS_DIR
+	$(BIN)/agentswarm agents install
 
 swarm: install
 	$(BIN)/agentswarm swarm

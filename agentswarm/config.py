@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     agent: str = Field("builtin", description="builtin | mini-swe-agent | pi | cmd:<template>")
     agent_max_steps: int = Field(60, gt=0, description="steps (model calls) one agent attempt may take")
     agent_max_tokens: int = Field(400_000, gt=0, description="tokens one agent attempt may spend")
+    agent_tools_dir: Path | None = Field(
+        None, description="where `agentswarm agents install` puts the external agents (pinned mini-swe-agent, Pi), "
+        "bound read-only into local sandboxes; unset: $AGENTSWARM_TOOLS_DIR, else ~/.cache/agentswarm/tools")
     # The model gate (work/model_gate.py): what one sandbox may ask of the model through it
     llm_max_tokens_per_call: int = Field(
         16384, gt=0, description="max_tokens (and max_completion_tokens) the model gate lets one sandbox call ask "

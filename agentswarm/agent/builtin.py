@@ -111,7 +111,7 @@ class BuiltinAgent:
                         if result.status == "complete" and not pushed_back and not has_changes(ctx.repo, spec.base_sha):
                             pushed_back = True
                             result = "Error: " + NO_CHANGES
-                        elif result.status == "complete" and (failed := _presubmit_failure(ctx)):
+                        elif result.status == "complete" and (failed := presubmit_failure(ctx)):
                             result = failed
                         else:
                             tr.add("tool", id=call.id, name=call.name, status=result.status, summary=result.summary)
@@ -171,7 +171,7 @@ class BuiltinAgent:
             return f"Error: {type(exc).__name__}: {exc}"
 
 
-def _presubmit_failure(ctx: AgentContext) -> str | None:
+def presubmit_failure(ctx: AgentContext) -> str | None:
     """The checks' failure to show the agent before its "complete" stands, or None (passed, unavailable, or
     the agent has been shown `max_rounds` failures already: the runner's own check then decides)."""
     pre = ctx.presubmit

@@ -11,21 +11,18 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt, load_agents_md
+from agentswarm.agent.builtin import presubmit_failure
 from agentswarm.agent.contract import LLMCallRecord, TaskSpec
+from agentswarm.agent.install import mini_bin, pi_bin, tools_dir
 from agentswarm.agent.llmproxy import LLMProxy
 from agentswarm.agent.shell import HeadTail, clean_env, run_capped
 
-TOOLS_HOME = Path(os.environ.get("AGENTSWARM_TOOLS_DIR") or Path.home() / ".cache" / "agentswarm" / "tools")
-# litellm (mini's model layer) imports `mcp` whenever tools are passed, but does not depend on it.
-MINI_PACKAGES = ("mini-swe-agent>=2,<3", "mcp")
 OUTPUT_CAP = 64 * 1024
 
 
@@ -74,7 +71,8 @@ class ExternalAgent:
         self.preset = preset
 
     def run(self, ctx: AgentContext) -> AgentOutcome:
-        """Start the CLI behind an LLM proxy, wait for it (or the deadline) and report."""
+        """Start the CLI behind an LLM proxy, wait for it (or the deadline) and report; a "complete" whose
+        branch fails presubmit starts it again with the failure in its prompt (up to the spec's rounds)."""
         scratch = Path(tempfile.mkdtemp(prefix=f"agent-{self.preset.name}-", dir=ctx.work_dir))
         prompt = render_external_prompt(ctx.spec, load_agents_md(ctx.repo))
         prompt_file, task_file, status_file = scratch / "prompt.md", scratch / "task.json", scratch / "status.json"
@@ -89,27 +87,40 @@ class ExternalAgent:
 
         with LLMProxy(ctx.spec.llm.base_url, ctx.api_key, on_call=record, timeout_s=ctx.spec.llm.timeout_s) as proxy:
             launch = Launch(ctx, prompt_file, task_file, scratch, proxy.base_url, status_file)
-            env = clean_env({
-                "OPENAI_API_BASE": proxy.base_url, "OPENAI_BASE_URL": proxy.base_url, "OPENAI_API_KEY": proxy.token,
-                "OPENAI_MODEL": ctx.spec.llm.model, "AGENTSWARM_MODEL": ctx.spec.llm.model,
-                "AGENTSWARM_PROMPT_FILE": str(prompt_file), "AGENTSWARM_TASK_FILE": str(task_file),
-                "AGENTSWARM_STATUS_FILE": str(status_file), "AGENTSWARM_MAX_STEPS": str(ctx.spec.limits.max_steps),
-                "AGENTSWARM_TIMEOUT_S": str(int(ctx.remaining_s())), "GIT_TERMINAL_PROMPT": "0", "CI": "1",
-            } | self.preset.env(launch))
-            argv = self.preset.argv(launch)
-            ctx.transcript.add("note", event="external_start", agent=self.preset.name, argv=argv[:1])
-            buf = HeadTail(OUTPUT_CAP)
-            try:
-                res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf)
-            except RunnerInterrupt as stop:
-                ctx.transcript.add("tool", name=self.preset.name, interrupted=str(stop), result=buf.text())
-                raise
+            outcome = self._once(launch, proxy.token)
+            rounds = ctx.presubmit.spec.max_rounds if ctx.presubmit else 0  # an unchanged tree is not re-counted
+            while outcome.status == "complete" and rounds > 0 and (failed := presubmit_failure(ctx)):
+                rounds -= 1
+                prompt_file.write_text(prompt + presubmit_section(failed))
+                status_file.unlink(missing_ok=True)
+                ctx.transcript.add("user", content=failed, agent=self.preset.name, presubmit_feedback=True)
+                outcome = self._once(launch, proxy.token)
+        return outcome
+
+    def _once(self, launch: Launch, token: str) -> AgentOutcome:
+        """One start of the CLI on the current prompt file, and what its ending says."""
+        ctx = launch.ctx
+        env = clean_env({
+            "OPENAI_API_BASE": launch.base_url, "OPENAI_BASE_URL": launch.base_url, "OPENAI_API_KEY": token,
+            "OPENAI_MODEL": ctx.spec.llm.model, "AGENTSWARM_MODEL": ctx.spec.llm.model,
+            "AGENTSWARM_PROMPT_FILE": str(launch.prompt_file), "AGENTSWARM_TASK_FILE": str(launch.task_file),
+            "AGENTSWARM_STATUS_FILE": str(launch.status_file), "AGENTSWARM_MAX_STEPS": str(ctx.spec.limits.max_steps),
+            "AGENTSWARM_TIMEOUT_S": str(int(ctx.remaining_s())), "GIT_TERMINAL_PROMPT": "0", "CI": "1",
+        } | self.preset.env(launch))
+        argv = self.preset.argv(launch)
+        ctx.transcript.add("note", event="external_start", agent=self.preset.name, argv=argv[:1])
+        buf = HeadTail(OUTPUT_CAP)
+        try:
+            res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf)
+        except RunnerInterrupt as stop:
+            ctx.transcript.add("tool", name=self.preset.name, interrupted=str(stop), result=buf.text())
+            raise
         ctx.transcript.add("tool", name=self.preset.name, exit_code=res.exit_code, timed_out=res.timed_out,
                            duration_s=res.duration_s, result=res.output)
         if res.timed_out:
             return AgentOutcome("failed", error=f"{self.preset.name} did not end within its time limit",
                                 steps=len(ctx.llm_calls))
-        told = _status_file(status_file)
+        told = _status_file(launch.status_file)
         if told is not None:
             return told
         said = self.preset.outcome(launch, res.exit_code, res.output)
@@ -119,6 +130,13 @@ class ExternalAgent:
             return AgentOutcome("failed", error=f"{self.preset.name} exited {res.exit_code}: {res.output[-1500:]}",
                                 steps=len(ctx.llm_calls))
         return AgentOutcome("complete", summary=res.output.strip()[-2000:], steps=len(ctx.llm_calls))
+
+
+def presubmit_section(feedback: str) -> str:
+    """What the prompt gains when the agent's branch failed the gate's checks: the failure, and what to do."""
+    return ("\n<presubmit_failure>\n" + feedback + "\n</presubmit_failure>\n\n"
+            "You already worked on this task, and your changes are in the repository, but the branch fails the "
+            "gate's checks shown above. Fix the cause (do not weaken types or delete tests), then stop.\n")
 
 
 def _status_file(path: Path) -> AgentOutcome | None:
@@ -151,31 +169,21 @@ def cmd_preset(template: str) -> Preset:
     return Preset("cmd", argv)
 
 
-def find_mini() -> str:
-    """The `mini` executable: $AGENTSWARM_MINI_BIN, the PATH, or the cached install."""
-    for candidate in (os.environ.get("AGENTSWARM_MINI_BIN"), shutil.which("mini"),
-                      str(TOOLS_HOME / "mini-swe-agent" / "bin" / "mini")):
+def _find(env_name: str, program: str, cached: Path, hint: str) -> str:
+    for candidate in (os.environ.get(env_name), str(cached), shutil.which(program)):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise FileNotFoundError("mini-swe-agent is not installed: `pip install 'mini-swe-agent>=2,<3' mcp` or call "
-                            "agentswarm.agent.external.install_mini_swe_agent()")
+    raise FileNotFoundError(f"{program} is not installed (looked in ${env_name}, {cached}, PATH): {hint}")
 
 
-def install_mini_swe_agent(dest: Path | None = None, python: str = sys.executable) -> Path:
-    """Install mini-swe-agent into its own virtualenv (default under the tools cache); returns `mini`'s path."""
-    dest = dest or TOOLS_HOME / "mini-swe-agent"
-    mini, py = dest / "bin" / "mini", dest / "bin" / "python"
-    if mini.is_file() and subprocess.run([str(py), "-c", "import minisweagent, mcp"], env=_mini_env_quiet(),
-                                         capture_output=True).returncode == 0:
-        return mini
-    if not py.is_file():
-        subprocess.run([python, "-m", "venv", str(dest)], check=True, capture_output=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", *MINI_PACKAGES], check=True, capture_output=True)
-    return mini
+def find_mini() -> str:
+    """The `mini` executable: $AGENTSWARM_MINI_BIN, the tools cache, or the PATH."""
+    return _find("AGENTSWARM_MINI_BIN", "mini", mini_bin(tools_dir()), "`agentswarm agents install`")
 
 
-def _mini_env_quiet() -> dict[str, str]:
-    return dict(os.environ, MSWEA_SILENT_STARTUP="1", MSWEA_CONFIGURED="true")
+def find_pi() -> str:
+    """The `pi` executable: $AGENTSWARM_PI_BIN, the tools cache, or the PATH."""
+    return _find("AGENTSWARM_PI_BIN", "pi", pi_bin(tools_dir()), "`agentswarm agents install`")
 
 
 def _mini_argv(launch: Launch) -> list[str]:
@@ -225,14 +233,39 @@ def _pi_env(launch: Launch) -> dict[str, str]:
 
 
 def _pi_argv(launch: Launch) -> list[str]:
-    pi = os.environ.get("AGENTSWARM_PI_BIN") or shutil.which("pi") or "pi"
-    return [pi, "--print", "--no-session", "--provider", "agentswarm", "--model", launch.ctx.spec.llm.model,
+    # Offline and without discovery: no update check, extensions, skills or themes from the sandbox's home.
+    return [find_pi(), "--print", "--mode", "json", "--no-session", "--offline", "--no-extensions", "--no-skills",
+            "--no-prompt-templates", "--no-themes", "--no-context-files", "--tools", "read,bash,edit,write",
+            "--provider", "agentswarm", "--model", launch.ctx.spec.llm.model,
             f"@{launch.prompt_file}", "Do the task described above, then stop."]
+
+
+def _pi_outcome(launch: Launch, code: int | None, output: str) -> AgentOutcome | None:
+    """From Pi's JSON event stream (--mode json): its last assistant message is the summary, or the error."""
+    for line in reversed(output.splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        messages = event.get("messages") if isinstance(event, dict) else None
+        last = next((m for m in reversed(messages or []) if isinstance(m, dict) and m.get("role") == "assistant"),
+                    None)
+        if last is None:
+            continue
+        if last.get("stopReason") in ("error", "aborted"):
+            return AgentOutcome("failed", error=f"pi stopped: {str(last.get('errorMessage') or last['stopReason'])[:1500]}",
+                                steps=len(launch.ctx.llm_calls))
+        text = "\n".join(str(p.get("text", "")) for p in last.get("content") or []
+                         if isinstance(p, dict) and p.get("type") == "text").strip()
+        if code == 0:
+            return AgentOutcome("complete", summary=(text or "pi finished")[:4000], steps=len(launch.ctx.llm_calls))
+        return None
+    return None
 
 
 PRESETS: dict[str, Preset] = {
     "mini-swe-agent": Preset("mini-swe-agent", _mini_argv, _mini_env, _mini_outcome),
-    "pi": Preset("pi", _pi_argv, _pi_env),
+    "pi": Preset("pi", _pi_argv, _pi_env, _pi_outcome),
 }
 
 

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from agentswarm.demo.sim_external import is_external_worker, work_external
 from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
 from agentswarm.demo.sim_files import (
     ENTRY_PATHS,
@@ -348,5 +349,7 @@ def simulate(body: dict, faults: dict[str, float] | None = None, fault_attempts:
         return work(body, faults, fault_attempts)
     if role == "reconciler":
         return reconcile(body)
+    if is_external_worker(body):  # mini-swe-agent or Pi: their own system prompt, our <task>
+        return work_external(body, faults, fault_attempts)
     return {"content": "fake LLM simulator: the system message does not start with an AgentSwarm role line "
                        f"({', '.join(ROLES)}), so there is nothing to simulate.", "tool_calls": []}

@@ -30,6 +30,7 @@ from agentswarm.agent.contract import (
     PresubmitSpec,
     TaskSpec,
 )
+from agentswarm.agent.install import EXTERNAL, tools_dir
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.models import Task
 from agentswarm.db.text import stored_text
@@ -51,11 +52,16 @@ RUNNER_MARGIN_S = 60  # the runner stops its agent this long before the sandbox'
 def sandbox_env(settings: Settings, gate: LLMGate | None = None, delivery: str = "push") -> dict[str, str]:
     """What the agent may see: the gate's socket and token; else the LLM key (and, to push, the git token)."""
     if gate is not None:
-        return {GATE_SOCKET_ENV: gate.socket_path, GATE_TOKEN_ENV: gate.token}
+        return {GATE_SOCKET_ENV: gate.socket_path, GATE_TOKEN_ENV: gate.token} | _tools_env(settings)
     env = {"LLM_API_KEY": settings.llm_api_key} if settings.llm_api_key else {}
     if delivery == "push" and settings.git_repo_url and settings.git_token:
         env["GIT_TOKEN"] = settings.git_token
     return env
+
+
+def _tools_env(settings: Settings) -> dict[str, str]:
+    """Where an external agent's CLI is, for the runner to find it (bound read-only by drive)."""
+    return {"AGENTSWARM_TOOLS_DIR": str(tools_dir(settings.agent_tools_dir))} if settings.agent in EXTERNAL else {}
 
 
 def open_gate(backend: SandboxBackend, settings: Settings) -> LLMGate | None:
@@ -128,6 +134,9 @@ def drive(backend: SandboxBackend, sb: SandboxHandle, spec: TaskSpec, settings: 
         backend.prepare_repo(sb, hub)
         if spec.presubmit is not None and isinstance(backend, LocalSandboxBackend):
             _link_deps(backend, sb, hub, spec, settings)
+        tools = tools_dir(settings.agent_tools_dir)
+        if spec.agent in EXTERNAL and isinstance(backend, LocalSandboxBackend) and tools.is_dir():
+            backend.add_readonly(sb, str(tools))  # the agent's CLI, installed once; else the runner says it is missing
     backend.put_file(sb, "task.json", json.dumps(spec.to_dict(), indent=2).encode())
     res = backend.exec(sb, ["python", *RUNNER_ARGV], timeout_s=settings.worker_timeout)
     raw = backend.get_file(sb, "result.json")

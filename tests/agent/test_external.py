@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentswarm.agent.external import external_agent, install_mini_swe_agent
+from agentswarm.agent.external import external_agent
+from agentswarm.agent.install import install_mini, tools_dir
 from agentswarm.demo.fake_llm import FakeLLMServer
 from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, write_task
 
@@ -82,6 +83,38 @@ def test_agent_can_report_blocked_through_the_status_file(tmp_path: Path, hub) -
     assert code == 2 and result["status"] == "blocked" and result["summary"] == "needs src/world.ts"
 
 
+PRESUBMIT = {"commands": ["! grep -q broken src/index.ts"], "full_commands": [], "full_paths": [], "install": "",
+             "timeout_s": 30, "max_rounds": 2}
+# Breaks the file on its first start; fixes it once its prompt carries the gate's failure.
+BREAK_THEN_FIX = ("cmd:if grep -q '<presubmit_failure>' {prompt_file}; then "
+                  "grep -o 'grep -q broken' {prompt_file} | head -n1 > SEEN.txt; "
+                  "sed -i 's/answer = broken/answer = 42/' src/index.ts; "
+                  "else sed -i 's/answer = 41/answer = broken/' src/index.ts; fi")
+
+
+def test_presubmit_failure_reaches_the_external_agents_prompt_and_it_fixes_the_branch(tmp_path: Path, hub) -> None:
+    with FakeLLMServer([]) as llm:
+        code, result, err = run_runner(write_task(tmp_path / "sb", hub, llm.url, agent=BREAK_THEN_FIX,
+                                                  presubmit=PRESUBMIT))
+    assert code == 0 and result["status"] == "complete", (result, err)
+    assert [r["ok"] for r in result["presubmit"]] == [False, True]
+    assert git(hub.path, "show", f"{result['head_sha']}:src/index.ts") == "export const answer = 42;"
+    assert git(hub.path, "show", f"{result['head_sha']}:SEEN.txt") == "grep -q broken"  # the output was shown
+    events = [json.loads(line) for line in result["transcript"].splitlines()]
+    assert sum(1 for e in events if e.get("event") == "external_start") == 2
+    assert any(e.get("presubmit_feedback") for e in events if e["kind"] == "user")
+
+
+def test_a_branch_that_keeps_failing_presubmit_is_handed_back_failed(tmp_path: Path, hub) -> None:
+    always_broken = "cmd:sed -i 's/answer = 41/answer = broken/' src/index.ts"
+    with FakeLLMServer([]) as llm:
+        code, result, _ = run_runner(write_task(tmp_path / "sb", hub, llm.url, agent=always_broken,
+                                                presubmit=PRESUBMIT))
+    assert result["status"] == "failed" and "presubmit failed" in result["error"], result
+    events = [json.loads(line) for line in result["transcript"].splitlines()]
+    assert sum(1 for e in events if e.get("event") == "external_start") == 3  # the first start and two rounds
+
+
 def test_unknown_agent_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown agent"):
         external_agent("claude-in-a-box")
@@ -90,7 +123,7 @@ def test_unknown_agent_name_is_refused() -> None:
 @pytest.fixture(scope="session")
 def mini_bin() -> Path:
     try:
-        return install_mini_swe_agent()
+        return install_mini(tools_dir())
     except Exception as exc:  # no registry access here: say so rather than pass
         pytest.skip(f"mini-swe-agent could not be installed: {exc}")
 

@@ -147,6 +147,26 @@ def dashboard(host: str, port: int | None, token_file: Path | None) -> None:
     serve(host, port or s.dashboard_port, s)  # prints where it listens; refuses off loopback without a token
 
 
+@cli.group()
+def agents() -> None:
+    """The external agents (AGENT=mini-swe-agent or pi): pinned CLIs in AGENT_TOOLS_DIR."""
+
+
+@agents.command("install")
+@click.argument("names", nargs=-1, type=click.Choice(["mini-swe-agent", "pi"]))
+def agents_install(names: tuple[str, ...]) -> None:
+    """Install the named agents (default: the configured AGENT's, if external) from their registries; idempotent."""
+    from agentswarm.agent.install import EXTERNAL, install_agent, tools_dir
+
+    s = _settings()
+    wanted = names or ((s.agent,) if s.agent in EXTERNAL else ())
+    home = tools_dir(s.agent_tools_dir)
+    if not wanted:
+        click.echo(f"AGENT={s.agent} needs nothing installed (name mini-swe-agent or pi to install one anyway)")
+    for name in wanted:
+        click.echo(f"{name}: {install_agent(name, home)}")
+
+
 @cli.command()
 def prepare() -> None:
     """What `swarm` does before it starts the processes: services checked, schema migrated, hub made, features

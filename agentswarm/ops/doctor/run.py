@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentswarm.ops.doctor import endpoints, exposure, hub, node, sandboxes, services
+from agentswarm.ops.doctor import agent, endpoints, exposure, hub, node, sandboxes, services
 from agentswarm.ops.doctor.ladder import Ladder
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: C
         hub.check_hub(ladder)
         node.check_node(ladder)
         sandboxes.check_backend(ladder)
+        agent.check_agent(ladder)
         node.check_install(ladder)
         endpoints.check_endpoints(ladder)
         if smoke:
