@@ -32,7 +32,7 @@ test: install  # every tier but slow: unit, integration, browser and e2e (tests/
 test-fast: install  # the inner loop: no e2e, slow, browser or integration tests
 	$(BIN)/python -m pytest -m 'not e2e and not slow and not browser and not integration' $(PYTEST_ARGS)
 
-test-slow: install  # exit 5 = no test is marked slow right now
+test-slow: install  # the suites tests/support/tiers.py marks slow (about five minutes)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-all: install

@@ -1,6 +1,6 @@
 """The test tiers: which tests `make test-fast` leaves out, decided in one place.
 
-`e2e`: everything under tests/e2e and every test that starts Celery workers or a swarm (it asks for one of
+`slow`: the SLOW suites, run by `make test-slow` only. `e2e`: everything under tests/e2e and every test that starts Celery workers or a swarm (it asks for one of
 WORKER_FIXTURES, or its file is in SWARM_FILES). `integration`: files whose tests each start servers,
 sandboxes or toolchains and take seconds apiece (INTEGRATION, chosen from `--durations`). Both run
 in `make test`; `make test-fast` runs `-m 'not e2e and not slow and not browser and not integration'`.
@@ -63,6 +63,21 @@ INTEGRATION = frozenset({
 })
 
 
+# The longest suites that repeat what a default test already shows (restarts and chaos at every step, a
+# second worker killed, the full toolchain under every fault): `make test-slow` runs them, so that
+# `make test` stays under fifteen minutes on two cores. Chosen from CI's `--durations=25`.
+SLOW = frozenset({
+    "e2e/test_chaos.py", "e2e/test_restarts.py",
+    "e2e/test_make_swarm.py::test_swarm_restarts_sigkilled_workers_and_still_finishes",
+    "e2e/test_reconcile.py",
+    "e2e/test_gate.py::test_a_semantic_pair_lands_the_first_and_blames_the_later_naming_the_first",
+    "e2e/test_gate.py::test_without_presubmit_the_queue_sends_a_type_error_back_to_its_author_who_lands_it_next",
+    "llm/test_sim_faults.py::test_simulated_features_and_faults_against_the_real_toolchain",
+    "merge/test_merge_queue.py::test_two_merge_workers_lose_nothing_and_main_only_moves_forward",
+    "reconcile/test_revert_flow.py::test_a_reconciler_killed_mid_bisection_leaves_nothing_half_done_and_the_next_tick_finishes",
+})
+
+
 def _where(item: pytest.Item) -> str:
     return Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
 
@@ -74,8 +89,11 @@ def tier_markers(item: pytest.Item) -> list[pytest.MarkDecorator]:
     marks = []
     if where.startswith("e2e/") or where in SWARM_FILES or fixtures & WORKER_FIXTURES:
         marks.append(pytest.mark.e2e)
-    if where in INTEGRATION or f"{where}::{getattr(item, 'originalname', item.name)}" in INTEGRATION:
+    named = f"{where}::{getattr(item, 'originalname', item.name)}"
+    if where in INTEGRATION or named in INTEGRATION:
         marks.append(pytest.mark.integration)
+    if where in SLOW or named in SLOW:
+        marks.append(pytest.mark.slow)
     return marks
 
 
