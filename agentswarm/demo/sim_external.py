@@ -15,7 +15,7 @@ import json
 import shlex
 from pathlib import PurePosixPath
 
-from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER
+from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, TRAILER, worker_fault
 from agentswarm.demo.sim_files import (
     ENTRY_PATHS,
     entry_add_command,
@@ -88,8 +88,6 @@ def _bash(command: str, content: str) -> dict:
 
 def work_external(body: dict, faults: dict[str, float] | None = None, fault_attempts: int = 0) -> dict:
     """The next turn of a simulated external agent (see the module's docstring)."""
-    from agentswarm.demo.simulator import worker_fault  # the built-in worker's roll, shared
-
     task = task_of(body) or {}
     title = str(task.get("title") or task.get("description") or "task")[:100]
     scope = [str(p) for p in task.get("scope") or []][:MAX_FILES]

@@ -11,6 +11,8 @@ import hashlib
 import os
 from collections.abc import Mapping
 
+from agentswarm.demo.sim_files import fault_target
+
 FAULT_KINDS = ("type", "test", "semantic", "flaky", "shared")
 TRAILER = "Sim-Fault"  # the commit trailer naming the fault a branch still carries
 FIXED_TRAILER = "Sim-Fixed"  # a fault the worker put in and fixed within the same attempt
@@ -86,3 +88,13 @@ def describe(rates: dict[str, float], attempts: int = 0) -> str:
         return "no simulated faults"
     text = ",".join(f"{kind}:{rates[kind]:g}" for kind in FAULT_KINDS if kind in rates)
     return f"simulated faults {text}" + (f" on attempts <= {attempts}" if attempts else " on every attempt")
+
+
+def worker_fault(faults: dict[str, float] | None, task_id: str, attempt: int, scope: list[str],
+                 fault_attempts: int = 0) -> str | None:
+    """The fault this attempt puts in its branch: rolled per (task id, attempt), None past `fault_attempts`
+    (when > 0) or when the kind has no file to go into in this scope."""
+    if not faults or (fault_attempts > 0 and attempt > fault_attempts):
+        return None
+    kind = roll(faults, task_id, attempt)
+    return kind if kind is not None and fault_target(kind, scope) is not None else None

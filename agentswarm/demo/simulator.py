@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from agentswarm.demo.sim_external import is_external_worker, work_external
-from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, roll
+from agentswarm.demo.sim_faults import FIXED_TRAILER, PAIR_TRAILER, PRESUBMIT_FAILED, TRAILER, worker_fault
 from agentswarm.demo.sim_files import (
     ENTRY_PATHS,
     entry_add_command,
@@ -247,16 +247,6 @@ def _attempt(task: dict) -> int:
         return max(1, int(value)) if not isinstance(value, bool) else 1
     except (TypeError, ValueError):
         return 1
-
-
-def worker_fault(faults: dict[str, float] | None, task_id: str, attempt: int, scope: list[str],
-                 fault_attempts: int = 0) -> str | None:
-    """The fault this attempt puts in its branch: rolled per (task id, attempt), None past `fault_attempts`
-    (when > 0) or when the kind has no file to go into in this scope."""
-    if not faults or (fault_attempts > 0 and attempt > fault_attempts):
-        return None
-    kind = roll(faults, task_id, attempt)
-    return kind if kind is not None and fault_target(kind, scope) is not None else None
 
 
 def _write_calls(scope: list[str], title: str, task_id: str, fault: str | None, pair: str | None = None) -> list[dict]:

@@ -75,6 +75,18 @@ SLOW = frozenset({
     "llm/test_sim_faults.py::test_simulated_features_and_faults_against_the_real_toolchain",
     "merge/test_merge_queue.py::test_two_merge_workers_lose_nothing_and_main_only_moves_forward",
     "reconcile/test_revert_flow.py::test_a_reconciler_killed_mid_bisection_leaves_nothing_half_done_and_the_next_tick_finishes",
+    "sandbox/test_tsc_fast.py::test_the_snapshot_tsc_says_what_the_plain_tsc_says",
+    "e2e/test_preview.py",
+    "e2e/test_gate.py::test_presubmit_shows_the_agent_its_type_error_and_it_fixes_it_within_the_attempt",
+    "e2e/test_gate.py::test_a_merge_worker_killed_mid_gate_never_moves_main_to_an_untested_tree",
+    "e2e/test_gate.py::test_a_red_that_does_not_reproduce_is_recorded_flaky_and_does_not_block",
+    "e2e/test_steering.py::test_bad_calls_fail_in_one_line_and_unknown_ids_warn",
+    "e2e/test_work.py::test_killed_worker_task_runs_again_once_with_one_branch",
+    "e2e/test_endpoints.py",
+    "e2e/test_history_run.py",
+    "e2e/test_external_agents.py::test_external_agent_fixes_its_type_error_from_the_presubmit_feedback",
+    "reconcile/test_page.py::test_a_page_whose_script_never_boots_is_red_soon_after_it_loaded_not_at_the_limit",
+    "merge/test_concurrent_merges.py::test_two_unlocked_workers_lose_nothing_and_main_only_moves_forward",
 })
 
 
