@@ -15,7 +15,7 @@ import threading
 CHUNK = 64 * 1024
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def pump(src: socket.socket, dst: socket.socket) -> None:
     try:
         while data := src.recv(CHUNK):
             dst.sendall(data)
@@ -38,9 +38,9 @@ class _Pipe(socketserver.BaseRequestHandler):
         except OSError:
             upstream.close()
             return  # the client sees the connection close: the gate is gone
-        back = threading.Thread(target=_pump, args=(upstream, self.request), daemon=True)
+        back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
         back.start()
-        _pump(self.request, upstream)
+        pump(self.request, upstream)
         back.join()
         upstream.close()
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import agentswarm
+from agentswarm.agent.bridge import pump
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org/"
 SOCKET_ENV = "AGENTSWARM_REGISTRY_SOCKET"
@@ -168,7 +169,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 upstream = self._connect(client, host, port)
                 upstream.sendall(_origin_request(method, target, headers, host, port))
                 client.settimeout(None)
-                _pump(upstream, client)
+                pump(upstream, client)
             else:
                 _reply(client, 403, f"only the registry {self.server.registry} is reachable from the install")
         except (OSError, ValueError):
@@ -251,23 +252,12 @@ def _reply(sock: socket.socket, status: int, why: str) -> None:
 def _relay(a: socket.socket, b: socket.socket) -> None:
     """Bytes both ways until both sides are done."""
     a.settimeout(None)
-    back = threading.Thread(target=_pump, args=(b, a), daemon=True)
+    back = threading.Thread(target=pump, args=(b, a), daemon=True)
     back.start()
-    _pump(a, b)
+    pump(a, b)
     back.join()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(CHUNK):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 def _close(sock: socket.socket) -> None:
