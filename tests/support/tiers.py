@@ -60,6 +60,11 @@ INTEGRATION = frozenset({
     "target/test_stub_app.py",
     "test_json_logs.py",
     "work/test_live_steps_running.py",
+    # Each starts a private Postgres or Redis, a whole `prepare`, or fresh sandboxes per run and per step.
+    "merge/test_gate_hang.py", "ops/test_secured_swarm.py", "ops/test_secured_services.py", "ops/test_run_demo.py",
+    "reconcile/test_flaky_reds.py", "reconcile/test_confirm.py", "reconcile/test_checks.py",
+    "security/test_hostile_gate.py", "security/test_hostile_bisect.py", "security/test_hostile_model_gate.py",
+    "security/test_hostile_install.py", "dashboard/test_preview.py",
 })
 
 
