@@ -14,6 +14,7 @@ import requests
 
 from agentswarm.demo import FakeLLMServer, Fault
 from agentswarm.llm import LLMClient, LLMHTTPError, Usage
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("transport")  # every case over requests and http.client
 
@@ -77,7 +78,8 @@ def test_usage_total_counts_only_successful_replies():
         with pytest.raises(LLMHTTPError):
             c.chat(HELLO)
         c.chat(HELLO, stream=True)
-        assert srv.usage_total == Usage(30, 10)
+        # The server adds a streamed reply's usage after its last byte went out: the client may be done first.
+        wait_for(lambda: srv.usage_total == Usage(30, 10), timeout=10, every=0.02)
 
 
 def test_concurrent_requests_are_all_recorded_and_answered_once_each():
