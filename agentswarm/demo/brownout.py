@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from agentswarm.demo.fake_llm import send_json
+
 KINDS = ("rate_limit", "server_error", "hang", "cut")
 
 
@@ -181,11 +183,4 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps({"error": {"message": message, "type": "brownout", "code": status}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        send_json(self, status, {"error": {"message": message, "type": "brownout", "code": status}}, headers)

@@ -181,14 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        send_json(self, status, payload, headers)
 
     def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
         self._send_json(status, {"error": {"message": message, "type": kind, "code": status}})
@@ -335,5 +328,19 @@ def main(argv: list[str] | None = None) -> None:
     serve_forever(args.port, args.host, args.latency)
 
 
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    """One whole JSON response (bytes are sent as they are), with its length and any extra headers."""
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 if __name__ == "__main__":
     main()
+
