@@ -48,6 +48,11 @@ class GateMode(str, Enum):
     batch = "batch"
 
 
+class GateRunner(str, Enum):
+    queue = "queue"  # gate runs go to the `gate` Celery queue (gate workers, anywhere)
+    inline = "inline"  # the merge worker runs them in threads of its own
+
+
 class RedAction(str, Enum):
     revert = "revert"  # find the commit that broke main, land a revert of it, reopen its task
     fix = "fix"  # ask the model for fix tasks from the failing output
@@ -303,6 +308,22 @@ class Settings(BaseSettings):
                                      "GATE_TIMEOUT_PER_BRANCH_S per branch of the stack it tests, at most GATE_TIMEOUT_S")
     gate_timeout_per_branch_s: int = Field(30, ge=0, description="what each branch of a tested stack adds to the "
                                            "run's time budget (see GATE_TIMEOUT_BASE_S)")
+    gate_parallel: int = Field(
+        4, ge=1, le=64, description="gate runs in flight at once: while batch k is tested, batch k+1 is tested "
+        "on top of k's tip, and so on (speculation); a red batch cancels the runs stacked on it. Bisection tests "
+        "this many prefixes at once. 1: the serial gate")
+    gate_runner: GateRunner = Field(
+        GateRunner.queue, description="queue: gate runs are messages on the `gate` Celery queue, taken by gate "
+        "workers (the Procfile's `gate` process, or on other machines); inline: the merge worker runs them itself, "
+        "one thread each (one machine, no gate process)")
+    gate_workers: int = Field(2, ge=1, le=256, description="gate runs one gate worker process takes at once "
+                              "(its Celery concurrency)")
+    gate_lease_s: float = Field(60.0, ge=1, description="a gate worker renews its run's lease this often (a quarter "
+                                "of it); a run whose lease ran out (its worker died) is given to another worker")
+    gate_queue_wait_s: float = Field(900.0, gt=0, description="a gate run no gate worker took in this long cannot "
+                                     "run (no gate worker is up): the batch is held and tried again later")
+    gate_delay_s: float = Field(0.0, ge=0, le=3600, description="benchmarks: a CPU-free sleep added to every gate "
+                                "run, to measure a slow CI on a small machine")
 
     # The simulator (demo mode): faults it puts in branches on purpose
     sim_faults: str = Field("", description="demo mode: how often the simulator breaks a branch, kind:rate,... "

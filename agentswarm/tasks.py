@@ -19,7 +19,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from agentswarm.errors import BadCall, BadRequest, ServiceUnavailable
 from agentswarm.queue.app import app
-from agentswarm.queue.names import ADD_TASK, MERGE_BRANCH, MONITOR_TICK, PLAN_TICK, RECONCILE_TICK, RUN_TASK
+from agentswarm.queue.names import (
+    ADD_TASK,
+    GATE_RUN,
+    MERGE_BRANCH,
+    MONITOR_TICK,
+    PLAN_TICK,
+    RECONCILE_TICK,
+    RUN_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,14 @@ def merge_branch(task_id: str) -> str:
     from agentswarm.merge.queue import merge_task
 
     return merge_task(task_id)
+
+
+@app.task(name=GATE_RUN, acks_late=True, reject_on_worker_lost=True, **DB_RETRY)
+def gate_run(run_id: str) -> str:
+    """Gate: run the merge queue's checks on one tree, in a fresh sandbox, under a lease (`merge.runs`)."""
+    from agentswarm.merge.runs import take
+
+    return take(run_id)
 
 
 @app.task(name=RECONCILE_TICK)

@@ -28,8 +28,10 @@ SESSION_VAR = Path(tempfile.mkdtemp(prefix="agentswarm-test-var-"))
 # The existing suites run the queue as it was before the gate (GATE=off); the gate's own tests turn it on.
 # They connect as the shared server's superuser: a role per `prepare` would outlive the session's database
 # (roles belong to the whole server); tests/ops/test_secured_services.py makes the swarm's role on a private one.
+# Gate runs happen in the merge worker's own threads (GATE_RUNNER=inline) unless a test starts gate workers.
 os.environ.update(
     GATE="off",
+    GATE_RUNNER="inline",
     HUB_PATH=str(SESSION_VAR / "hub.git"),
     SANDBOX_ROOT=str(SESSION_VAR / "sandboxes"),
     SERVICE_SECRETS_DIR=str(SESSION_VAR / "secrets"),

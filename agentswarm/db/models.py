@@ -329,6 +329,41 @@ class MainCheck(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class GateRunRow(Base):
+    """One gate run asked for by the merge queue and taken by a gate worker (`merge.runs`).
+
+    The merge queue writes it (`queued`) and reads its result; a gate worker claims it (`running`, with a lease it
+    renews), and writes the result (`done`) only while it still holds it. `cancelled`: the merge queue no longer
+    wants it (an earlier batch was red). `spec` holds what a batch run stacked (tasks, heads, tips), so a merge
+    worker that takes over can adopt the runs its predecessor left in flight.
+    """
+
+    __tablename__ = "gate_runs"
+    __table_args__ = (Index("ix_gate_runs_state", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    batch_id: Mapped[str] = mapped_column(String(32), default="")
+    stage: Mapped[str] = mapped_column(String(32), default="batch")  # batch, rest, bisect, confirm, ...
+    lane: Mapped[int | None] = mapped_column(Integer)  # its place in the speculative pipeline, from 0 (batch runs)
+    sha: Mapped[str] = mapped_column(String(64))
+    base: Mapped[str] = mapped_column(String(64))
+    tree: Mapped[str] = mapped_column(String(64))  # the tree of sha as the merge queue sees it
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done, cancelled
+    worker: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # GateRun.to_dict() of the worker's run
+    tested_tree: Mapped[str | None] = mapped_column(String(64))  # the tree the worker tested (checked on use)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # what the merge queue made of it: landed, red, ...
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class FlakyStatus(StrEnum):
     observed = "observed"  # seen failing then passing on the same tree, fewer than FLAKY_QUARANTINE_AFTER times
     quarantined = "quarantined"  # the gate excludes it; the reconciler runs it and reports it

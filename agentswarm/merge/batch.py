@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from agentswarm.chaos import strike
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
-from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
+from agentswarm.db.models import GateRunRow, MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED, merges_given_up
 from agentswarm.db.text import stored_text
@@ -60,11 +60,13 @@ from agentswarm.git.landing import (
     delete_branch,
     move_main,
     stack_on,
+    tree_of,
 )
 from agentswarm.git.repo import GitError
 from agentswarm.lifecycle.feedback import gate_feedback, send_back
 from agentswarm.lifecycle.flaky import exclude_flags, file_of_test, observe, quarantined_names
-from agentswarm.merge.gate import GateOptions, GateRun, hung_command, run_gate
+from agentswarm.merge import runs
+from agentswarm.merge.gate import GateOptions, GateRun, hung_command
 from agentswarm.merge.records import (
     finish_landing,
     record_intent,
@@ -172,6 +174,18 @@ def gather(db: Session, first: Task, settings: Settings) -> list[Task]:
         time.sleep(POLL_S)
 
 
+def spread(lo: int, hi: int, parallel: int) -> list[int]:
+    """Up to `parallel` prefix lengths strictly between lo (green) and hi (red), evenly spaced: one is the
+    classic midpoint; two test both halves' ends at once."""
+    k = min(parallel, hi - lo - 1)
+    return sorted({lo + max(1, min(hi - lo - 1, round((hi - lo) * i / (k + 1)))) for i in range(1, k + 1)})
+
+
+def _tip(entry: Entry) -> str:
+    assert entry.tip is not None
+    return entry.tip
+
+
 def _live_event(kind: str, message: str, run_id: str, **data: Any) -> None:
     """An event committed now (the batch's own transaction commits only at its end): the gate seen live."""
     with session_scope() as db:
@@ -181,15 +195,18 @@ def _live_event(kind: str, message: str, run_id: str, **data: Any) -> None:
 class GatedMerge:
     """One batch through the gate, inside the merge lock's transaction."""
 
-    def __init__(self, db: Session, settings: Settings, tasks: list[Task], heads: dict[str, str]) -> None:
+    def __init__(self, db: Session, settings: Settings, tasks: list[Task], heads: dict[str, str], *,
+                 base: str | None = None, batch_id: str | None = None) -> None:
+        """`base`: what the batch is stacked on, main by default; a speculative batch is stacked on the tip of the
+        batch ahead of it, and becomes main's successor only once that batch landed."""
         self.db, self.settings = db, settings
         self.hub = str(settings.hub_path.resolve())
         self.strategy = MergeStrategy(settings.merge_strategy.value)
-        main = main_sha(settings.hub_path)
+        main = base or main_sha(settings.hub_path)
         if main is None:
             raise GitError(f"the hub at {self.hub} has no main")
         self.main = main
-        self.batch = Batch(id=uuid.uuid4().hex[:12], main_before=main)
+        self.batch = Batch(id=batch_id or uuid.uuid4().hex[:12], main_before=main)
         self.run_id = tasks[0].run_id
         self.entries = [Entry(t, heads[t.id], i) for i, t in enumerate(tasks)]
         n = _batches.get(self.hub, 0) + 1
@@ -218,17 +235,43 @@ class GatedMerge:
                 self._settle_plain(e, out.status, out)
         return kept
 
-    def test(self, sha: str, base: str, size: int, stage: str, only: str | None = None) -> GateRun:
-        """One gate run (a sandbox of its own) on sha; `size` branches stacked on base; `only`: that one command."""
+    def ask(self, sha: str, base: str, size: int, stage: str, only: str | None = None, *,
+            lane: int | None = None, spec: dict[str, Any] | None = None) -> str:
+        """Hand one gate run to a gate worker (a sandbox of its own) on sha; `size` branches stacked on base;
+        `only`: that one command. Its id."""
         _live_event("gate.testing", f"batch {self.batch.id}: {stage} ({size} branch(es)) at {sha[:10]}",
                     self.run_id, batch_id=self.batch.id, sha=sha, size=size, stage=stage)
-        run = run_gate(self.settings, sha, base, GateOptions(full=self.full and only is None, quarantined=self.exclude,
-                                                             branches=size, only=only))
+        options = GateOptions(full=self.full and only is None, quarantined=self.exclude, branches=size, only=only)
+        return runs.submit(self.settings, runs.Request(
+            sha=sha, base=base, tree=tree_of(self.hub, sha), options=options, stage=stage, batch_id=self.batch.id,
+            run_id=self.run_id, lane=lane, spec=spec))
+
+    def took(self, row: GateRunRow) -> GateRun:
+        """A finished run's result, as this batch counts it (quarantined flaky tests tolerated)."""
+        run = runs.result_of(row)
+        assert run is not None, f"gate run {row.id} has no result for tree {row.tree}"
         run.quarantine(self.known_flaky)
         self.batch.runs.append(run)
-        _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({stage})",
-                    self.run_id, batch_id=self.batch.id, stage=stage, size=size, **run.summary())
+        _live_event("gate.run", f"batch {self.batch.id}: {run.result} in {run.seconds:.1f}s ({row.stage})",
+                    self.run_id, batch_id=self.batch.id, stage=row.stage, size=int(row.options.get("branches") or 1),
+                    gate_run=row.id, worker=row.worker, **run.summary())
         return run
+
+    def test_many(self, asks: list[tuple[str, str, int, str]], only: str | None = None) -> list[GateRun]:
+        """Several gate runs at once (sha, base, size, stage each), their results in the same order."""
+        ids = [self.ask(sha, base, size, stage, only) for sha, base, size, stage in asks]
+        done: dict[str, GateRun] = {}
+        while len(done) < len(ids):
+            rows = runs.wait_any(self.settings, [i for i in ids if i not in done])
+            for i, row in rows.items():
+                if row.state == "done" and runs.result_of(row) is not None:
+                    done[i] = self.took(row)
+        runs.mark(ids, "used")
+        return [done[i] for i in ids]
+
+    def test(self, sha: str, base: str, size: int, stage: str, only: str | None = None) -> GateRun:
+        """One gate run on sha, waited for."""
+        return self.test_many([(sha, base, size, stage)], only=only)[0]
 
     def land(self, entries: list[Entry], run: GateRun, extra: dict[str, Any] | None = None) -> bool:
         """Move main to the last entry's tip (tested green); False if main moved under us.
@@ -315,18 +358,18 @@ class GatedMerge:
         """Find the first branch whose prefix is red (within the first `hi`); land the green prefix; blame or pass
         it; restack the rest. `proof`: the hung run of branch `hi` alone, which a second run need not repeat."""
         lo, hi, hi_run = 0, hi or len(pending), red
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            tip = pending[mid - 1].tip
-            assert tip is not None
-            run = self.test(tip, self.main, mid, f"bisect {mid}/{len(pending)}")
-            if run.cannot_run:
-                self._hold(pending, run)
-                return []
-            if run.ok:
-                lo = mid
-            else:
-                hi, hi_run, proof = mid, run, None
+        while hi - lo > 1:  # GATE_PARALLEL prefixes at once: both halves, or more, per round
+            points = spread(lo, hi, self.settings.gate_parallel)
+            tested = self.test_many([(_tip(pending[m - 1]), self.main, m, f"bisect {m}/{len(pending)}")
+                                     for m in points])
+            for m, run in zip(points, tested, strict=True):
+                if run.cannot_run:
+                    self._hold(pending, run)
+                    return []
+                if not run.ok:
+                    hi, hi_run, proof = m, run, None
+                    break
+                lo = m  # green, and every prefix tested before it too
         if lo and not self.land(pending[:lo], self._green_run(pending[lo - 1])):
             return self.stack(pending, self._reread_main())
         suspect = pending[hi - 1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -82,6 +83,18 @@ class GateRun:
     def failing_tests(self) -> list[str]:
         return failing_tests(self.output)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything a gate worker reports (JSON), `from_dict`'s input."""
+        return {**self.summary(), "output": self.output, "cannot_run": self.cannot_run, "planned": self.planned}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateRun:
+        return cls(sha=str(d["sha"]), tree=str(d["tree"]), full=bool(d.get("full")), files=int(d.get("files") or 0),
+                   commands=list(d.get("commands") or []), output=str(d.get("output") or ""),
+                   seconds=float(d.get("seconds") or 0.0), cannot_run=d.get("cannot_run"),
+                   planned=int(d.get("planned") or 0), quarantined=list(d.get("quarantined") or []),
+                   timeout_s=float(d.get("timeout_s") or 0.0))
+
     def summary(self) -> dict[str, Any]:
         return {"sha": self.sha, "tree": self.tree, "full": self.full, "files": self.files, "result": self.result,
                 "seconds": self.seconds, "commands": self.commands, "quarantined": self.quarantined,
@@ -98,6 +111,29 @@ class GateOptions:
     only: str | None = None  # run this one command (a GATE_COMMANDS entry) instead of the planned ones
 
 
+class Watch:
+    """Lets another thread stop a gate run: its sandbox is killed, and the run reports nothing."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._sandbox: tuple[LocalSandboxBackend, Any] | None = None
+
+    def attach(self, backend: LocalSandboxBackend, sb: Any) -> None:
+        with self._lock:
+            self._sandbox = (backend, sb) if sb is not None else None
+            stopped = self.stopped.is_set()
+        if stopped and sb is not None:
+            backend.terminate(sb)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped.set()
+            sandbox = self._sandbox
+        if sandbox is not None:
+            sandbox[0].terminate(sandbox[1])
+
+
 def budget_s(settings: Settings, branches: int, full: bool) -> float:
     """A run's time for its commands: GATE_TIMEOUT_BASE_S + GATE_TIMEOUT_PER_BRANCH_S per branch, capped at
     GATE_TIMEOUT_S (which the full commands always get)."""
@@ -108,9 +144,9 @@ def budget_s(settings: Settings, branches: int, full: bool) -> float:
 
 
 def run_gate(settings: Settings, sha: str, base: str, options: GateOptions | None = None, *,
-             backend: LocalSandboxBackend | None = None) -> GateRun:
+             backend: LocalSandboxBackend | None = None, watch: Watch | None = None) -> GateRun:
     """The checks on sha in a sandbox made for this run and removed after it; `base` is the commit it is compared
-    with to find the changed files."""
+    with to find the changed files. `watch`: stopped from another thread, the run's sandbox is killed."""
     options = options or GateOptions()
     hub = str(settings.hub_path.resolve())
     files = changed_between(hub, base, sha)
@@ -123,7 +159,7 @@ def run_gate(settings: Settings, sha: str, base: str, options: GateOptions | Non
                   timeout_s=budget_s(settings, options.branches, full))
     started = time.monotonic()
     try:
-        _check(settings, backend or check_backend_for(settings), run, commands)
+        _check(settings, backend or check_backend_for(settings), run, commands, watch or Watch())
     except (SandboxError, GitError) as exc:  # the sandbox broke: not the branch's fault, the batch waits
         log.warning("gate sandbox failed on %s", sha[:12], exc_info=True)
         run.cannot_run = f"the gate's sandbox failed: {exc}"
@@ -131,7 +167,7 @@ def run_gate(settings: Settings, sha: str, base: str, options: GateOptions | Non
     return run
 
 
-def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: list[str]) -> None:
+def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: list[str], watch: Watch) -> None:
     hub = str(s.hub_path.resolve())
     modules, installed = ensure_deps(backend, hub, run.sha, s.gate_install, deps_root(s.hub_path),
                                      s.gate_timeout_s, run_id=GATE_RUN, tsc_snapshot=s.tsc_snapshot)
@@ -145,7 +181,11 @@ def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: li
         run.output = installed.output[-OUTPUT_CAP:]
         return
     _sweep_once(backend)
+    if watch.stopped.is_set():
+        run.cannot_run = "stopped"
+        return
     sb = checkout(backend, hub, run.sha, f"{os.getpid()}-{run.sha[:12]}-{uuid.uuid4().hex[:8]}", run_id=GATE_RUN)
+    watch.attach(backend, sb)
     try:
         if modules is not None:
             attach_deps(backend, sb, modules)
@@ -155,6 +195,9 @@ def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: li
             res = run_in(backend, sb, command, max(1.0, left))
             run.commands.append({"command": command, "exit_code": res.exit_code, "duration_s": res.duration_s,
                                  "timed_out": res.timed_out})
+            if watch.stopped.is_set():  # killed from outside: this run reports nothing of its tree
+                run.cannot_run = "stopped"
+                return
             if res.exit_code == NOT_FOUND:
                 run.cannot_run = f"command not found: {command}"
             if not res.ok:
@@ -164,6 +207,7 @@ def _check(s: Settings, backend: LocalSandboxBackend, run: GateRun, commands: li
                                    "GATE_TIMEOUT_PER_BRANCH_S per branch tested, at most GATE_TIMEOUT_S)]")
                 return
     finally:
+        watch.attach(backend, None)
         backend.terminate(sb)
 
 

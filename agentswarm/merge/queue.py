@@ -24,7 +24,6 @@ from agentswarm.db.models import MergeAttempt, MergeStatus, Task, TaskStatus
 from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED
 from agentswarm.git.landing import Landing, MergeResult, MergeStrategy, delete_branch, land_branch
-from agentswarm.merge.batch import merge_batch
 from agentswarm.merge.records import (
     LANDED,
     MissingHead,
@@ -36,6 +35,7 @@ from agentswarm.merge.records import (
     remote_push_main,
     settle_landings,
 )
+from agentswarm.merge.speculation import merge_line
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def merge_task(task_id: str, settings: Settings | None = None) -> str:
         with held_lock("merge"), session_scope() as db:  # the lock outlives the batch's many commits
             _settle(db, settings, task_id)
             task = load_task(db, task_id)
-            return _not_mergeable(db, task) or merge_batch(db, task, settings)
+            return _not_mergeable(db, task) or merge_line(db, task, settings)
     landed: tuple[str, str] | None = None
     with session_scope() as db:
         xact_lock(db, "merge")  # held until this transaction ends: one merge at a time

@@ -15,16 +15,18 @@ RUN_TASK = "agentswarm.tasks.run_task"
 MERGE_BRANCH = "agentswarm.tasks.merge_branch"
 RECONCILE_TICK = "agentswarm.tasks.reconcile_tick"
 MONITOR_TICK = "agentswarm.tasks.monitor_tick"
+GATE_RUN = "agentswarm.tasks.gate_run"
 # For people: `celery -A agentswarm.celery_app call agentswarm.add_task --kwargs '{"description": ...}'`.
 ADD_TASK = "agentswarm.add_task"
 
-QUEUES = ("plan", "work", "merge", "reconcile", "monitor")
+QUEUES = ("plan", "work", "merge", "gate", "reconcile", "monitor")
 CONTROL_QUEUES = ("plan", "reconcile", "monitor")  # fed by beat's ticks
 # The reconciler gets a process of its own: its checks and bisections take minutes, never planning's turn.
-PROCESS_QUEUES = (("plan", "monitor"), ("reconcile",), ("work",), ("merge",))
+# Gate runs get a process (or machines) of their own: the merge queue hands them out and waits for their results.
+PROCESS_QUEUES = (("plan", "monitor"), ("reconcile",), ("work",), ("merge",), ("gate",))
 # A person's add_task goes to the control worker's `plan` queue: handled in seconds however deep `work` is.
 QUEUE_OF = {PLAN_TICK: "plan", RUN_TASK: "work", MERGE_BRANCH: "merge", RECONCILE_TICK: "reconcile",
-            MONITOR_TICK: "monitor", ADD_TASK: "plan"}
+            MONITOR_TICK: "monitor", ADD_TASK: "plan", GATE_RUN: "gate"}
 
 PRIORITY_MOST_URGENT = 1
 PRIORITY_LEAST_URGENT = 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from agentswarm.db.session import after_commit
-from agentswarm.queue.names import MERGE_BRANCH, QUEUE_OF, RUN_TASK, celery_priority
+from agentswarm.queue.names import GATE_RUN, MERGE_BRANCH, QUEUE_OF, RUN_TASK, celery_priority
 
 
 def send(name: str, task_id: str, *, priority: int | None = None) -> None:
@@ -40,6 +40,11 @@ def send_run_task(task_id: str, priority: int) -> None:
 def send_merge(task_id: str) -> None:
     """Publish merge_branch(task_id) on the merge queue (call after commit)."""
     send(MERGE_BRANCH, task_id)
+
+
+def send_gate_run(run_id: str) -> None:
+    """Publish gate_run(run_id) on the gate queue (its row is committed)."""
+    send(GATE_RUN, run_id)
 
 
 def run_task_after_commit(session: Session, task_id: str, priority: int) -> None:

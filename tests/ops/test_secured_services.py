@@ -101,7 +101,7 @@ def test_the_swarms_role_is_no_superuser_yet_migrates_and_writes_but_cannot_run_
         assert row == ("swarm_own", False, False, False)
         conn.execute("insert into events (kind, message, data, created_at) values ('probe', 'x', '{}', now())")
         assert conn.execute("select count(*) from events").fetchone() == (1,)
-        assert conn.execute("select version_num from alembic_version").fetchone() == ("0007",)
+        assert conn.execute("select version_num from alembic_version").fetchone() == ("0008",)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(COPY_TO_PROGRAM)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
