@@ -10,7 +10,9 @@ import gzip
 import http.client
 import logging
 import os
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tests.git.hubkit import commit, git, new_hub, read
 
 TOKEN = "hub-serve-token-0123456789abcdef"
 WRONG = "not-the-token-fedcba9876543210"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -210,3 +213,31 @@ def test_serve_hub_refuses_without_a_token_or_a_hub(tmp_path):
     with pytest.raises(ConfigError, match="HUB_SERVE_ADDR"):
         serve_hub(hub, "8471", TOKEN)
 
+
+def _cli(tmp_path: Path, hub: Path, *args: str, token: str = "") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "GATE_"))}
+    env.update(HUB_PATH=str(hub), HUB_SERVE_TOKEN=token, PYTHONUNBUFFERED="1", LOG_FORMAT="text")
+    return subprocess.Popen([sys.executable, "-m", "agentswarm.ops.cli", "hub-serve", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_hub_serve_command(tmp_path):
+    hub, main = new_hub(tmp_path / "hub.git", {"a": "1\n"})
+    refused = _cli(tmp_path, hub, "--addr", "127.0.0.1:0")
+    out, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and "HUB_SERVE_TOKEN" in err and "Traceback" not in err, err
+    proc = _cli(tmp_path, hub, "--addr", "127.0.0.1:0", token=TOKEN)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "served read-only at http://127.0.0.1:" in line, line + (proc.stderr.read() if proc.stderr else "")
+        url = line.split(" at ", 1)[1].split()[0]
+        fetch_shas(url, TOKEN, tmp_path / "mirror.git", [main])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert TOKEN not in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
