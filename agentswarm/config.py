@@ -325,6 +325,21 @@ class Settings(BaseSettings):
     gate_delay_s: float = Field(0.0, ge=0, le=3600, description="benchmarks: a CPU-free sleep added to every gate "
                                 "run, to measure a slow CI on a small machine")
 
+    # Remote gate workers: the hub served read-only over git's smart HTTP (docs/gate-workers.md)
+    hub_serve_addr: str = Field(
+        "", description="host:port where `agentswarm hub-serve` serves HUB_PATH read-only (fetch by any sha, "
+        "no push) to gate workers on other machines, e.g. 127.0.0.1:8471; `make swarm` runs it when set; "
+        "empty: not served")
+    hub_serve_token: str = Field(
+        "", repr=False, description="the bearer token every request to `hub-serve` must carry (at least 16 "
+        "characters); it refuses to start without one")
+    gate_hub_url: str = Field(
+        "", description="on a gate worker's machine: the served hub, http(s)://HOST:PORT/hub.git, fetched into "
+        "a local mirror by sha; empty: read HUB_PATH directly (same machine)")
+    gate_hub_token: str = Field(
+        "", repr=False, description="on a gate worker's machine: the served hub's HUB_SERVE_TOKEN (sent as a "
+        "header through git's environment, never in a command line or a config file)")
+
     # The simulator (demo mode): faults it puts in branches on purpose
     sim_faults: str = Field("", description="demo mode: how often the simulator breaks a branch, kind:rate,... "
                             "with kinds type, test, semantic, flaky, shared, e.g. type:0.08,test:0.04,flaky:0.02")
@@ -386,6 +401,32 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("hub_serve_addr")
+    @classmethod
+    def _listen_addr(cls, value: str) -> str:
+        value = value.strip()
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8471")
+        return value
+
+    @field_validator("gate_hub_url")
+    @classmethod
+    def _hub_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        try:
+            parts = urlsplit(value)
+            host, _ = parts.hostname, parts.port
+        except ValueError:
+            host = None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("must be http(s)://HOST[:PORT]/hub.git")
+        if "@" in parts.netloc:
+            raise ValueError("must not hold credentials (the token goes in GATE_HUB_TOKEN)")
+        return value
+
     @field_validator("dashboard_hosts", mode="before")
     @classmethod
     def _host_names(cls, value: Any) -> tuple[str, ...]:
@@ -439,12 +480,12 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret to scrub from stored or logged text: this object's and the environment's.
 
-        The LLM key, the git token, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL (as given and
+        The LLM key, the git token, the hub-serve and gate-hub tokens, the passwords (and whole URLs) of DATABASE_URL and REDIS_URL (as given and
         as connected: the swarm's role, the Redis `make swarm` started),
         AGENTSWARM_DASHBOARD_TOKEN, MODAL_TOKEN_SECRET and MODAL_TOKEN_ID, and every LLM_ENDPOINTS key.
         """
         env = os.environ
-        plain = [self.llm_api_key, self.git_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
+        plain = [self.llm_api_key, self.git_token, self.hub_serve_token, self.gate_hub_token] + [env.get(n) for n in SECRET_ENV_NAMES if n not in URL_ENV_NAMES]
         try:  # each endpoint's key (a file that went bad since start-up must not stop the scrubbing)
             plain += [env.get(ep.key_env) for ep in load_endpoints(self) if ep.key_env]
         except ValueError:
@@ -488,6 +529,11 @@ def _describe(field_name: str, error: ErrorDetails) -> str:
     return msg[0].lower() + msg[1:] if msg else "invalid"
 
 
+# Settings whose bad value is not repeated in the error: secrets, and URLs that may hold one.
+_NOT_ECHOED = frozenset({"LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL", "LLM_ENDPOINTS", "HUB_SERVE_TOKEN",
+                         "GATE_HUB_URL", "GATE_HUB_TOKEN"})
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per bad variable: `NAME: what it accepts (got 'value')`."""
     lines = []
@@ -495,7 +541,7 @@ def format_validation_error(exc: ValidationError) -> str:
         loc = err.get("loc") or ()
         name = str(loc[0]).upper() if loc else "SETTINGS"
         got = err.get("input")
-        shown = "" if name in {"LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL", "LLM_ENDPOINTS"} else f" (got {got!r})"
+        shown = "" if name in _NOT_ECHOED else f" (got {got!r})"
         if not loc:
             lines.append(f"configuration: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
         else:

@@ -38,7 +38,7 @@ MASK = "***"
 # Every environment variable that may hold a secret, in the sandbox or in the orchestrator.
 SECRET_ENV_NAMES = (
     "LLM_API_KEY", "GIT_TOKEN", "DATABASE_URL", "REDIS_URL", "AGENTSWARM_DASHBOARD_TOKEN",
-    "MODAL_TOKEN_SECRET", "MODAL_TOKEN_ID",
+    "MODAL_TOKEN_SECRET", "MODAL_TOKEN_ID", "HUB_SERVE_TOKEN", "GATE_HUB_TOKEN",
 )
 URL_ENV_NAMES = ("DATABASE_URL", "REDIS_URL")
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 SECRET_ENV = ("LLM_API_KEY", "GIT_TOKEN", "OPENAI_API_KEY", "GIT_ASKPASS", "AGENTSWARM_DASHBOARD_TOKEN",
-              "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
+              "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "HUB_SERVE_TOKEN", "GATE_HUB_TOKEN")
 DEFAULT_CAP = 32 * 1024
 _CHUNK = 64 * 1024
 _EXIT_GRACE_S = 1.0  # after the command exits, how long a background child may keep the pipe open

@@ -77,12 +77,20 @@ class GitResult(NamedTuple):
     stderr: str
 
 
-def git_env(extra: Mapping[str, str] | None = None, location: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of one git call: allow-listed variables, caller extras, then the fixed safety settings."""
+def git_env(extra: Mapping[str, str] | None = None, location: Mapping[str, str] | None = None,
+            config: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one git call: allow-listed variables, caller extras, then the fixed safety settings.
+
+    `config`: settings at command-line precedence after `core.hooksPath` (GIT_CONFIG_KEY_1...), for values
+    that must stay out of argv and the repository's config file (a token's header).
+    """
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     if extra:
         env.update(extra)
     env.update(_FIXED_ENV)
+    for i, (key, value) in enumerate((config or {}).items(), start=1):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+        env["GIT_CONFIG_COUNT"] = str(i + 1)
     if location:
         env.update(location)
     return env
@@ -136,13 +144,14 @@ class SafeGit(Git):
         return stdout_value
 
     def call(self, argv: list[str], *, input: bytes | None = None, env: Mapping[str, str] | None = None,
-             timeout: float | None = None, with_stdout: bool = True, strip_newline: bool = False) -> GitResult:
+             timeout: float | None = None, with_stdout: bool = True, strip_newline: bool = False,
+             config: Mapping[str, str] | None = None) -> GitResult:
         """Run one git argument list here with the layer's environment; never raises for a non-zero exit."""
         try:
             done = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
                                   stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, env=git_env(env, self._location), cwd=self._cwd,
-                                  timeout=timeout)
+                                  stderr=subprocess.PIPE, env=git_env(env, self._location, config),
+                                  cwd=self._cwd, timeout=timeout)
             status, out, err = done.returncode, done.stdout or b"", done.stderr
         except FileNotFoundError as exc:
             raise GitVersionError(f"cannot run {argv[0]!r} in {self._cwd}: {exc}") from exc
@@ -152,6 +161,16 @@ class SafeGit(Git):
         if strip_newline and out.endswith(b"\n"):
             out = out[:-1]
         return GitResult(status, out, err.decode("utf-8", "replace").removesuffix("\n"))
+
+    def popen(self, argv: list[str], *, env: Mapping[str, str] | None = None,
+              config: Mapping[str, str] | None = None, stderr: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        """Start one git argument list here with the layer's environment, stdin and stdout piped (a server's
+        streaming child, e.g. upload-pack); the caller writes, reads and waits."""
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                    env=git_env(env, self._location, config), cwd=self._cwd)
+        except FileNotFoundError as exc:
+            raise GitVersionError(f"cannot run {argv[0]!r} in {self._cwd}: {exc}") from exc
 
 
 class SwarmRepo(Repo):
@@ -176,9 +195,10 @@ class SwarmRepo(Repo):
         self.git = self.safe_git
         self.odb = GitCmdObjectDB(os.path.join(self.common_dir, "objects"), self.git)
 
-    def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> GitResult:
+    def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None,
+            config: Mapping[str, str] | None = None, timeout: float | None = None) -> GitResult:
         """Run one git command (an argument list, no kwargs transforms); the caller reads the status."""
-        return self.safe_git.call(["git", *args], input=input, env=env)
+        return self.safe_git.call(["git", *args], input=input, env=env, config=config, timeout=timeout)
 
     def out(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         """Run one git command that must succeed; its stripped stdout."""

@@ -23,14 +23,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def processes(demo_port: int | None) -> dict[str, str]:
-    """The repository's Procfile, plus the demo model when no endpoint is configured."""
+HUB_SERVE = ("hubserve", "agentswarm hub-serve")  # the Procfile's commented-out optional line
+
+
+def processes(demo_port: int | None, hub_serve: bool = False) -> dict[str, str]:
+    """The repository's Procfile, plus the demo model when no endpoint is configured, plus the served hub for
+    remote gate workers when HUB_SERVE_ADDR is set (`hub_serve`)."""
     from agentswarm.ops.supervision import read_procfile
 
     found = read_procfile(ROOT / "Procfile")
     if demo_port is not None:
         found["llm"] = f"agentswarm fake-llm --port {demo_port}"
+    if hub_serve:
+        found[HUB_SERVE[0]] = HUB_SERVE[1]
     return found
+
+
+def check_hub_serve(settings: Settings) -> None:
+    """With HUB_SERVE_ADDR set, a usable HUB_SERVE_TOKEN is required before anything starts (ConfigError)."""
+    from agentswarm.errors import ConfigError
+    from agentswarm.git.serve import MIN_TOKEN_LEN
+
+    if settings.hub_serve_addr and len(settings.hub_serve_token.strip()) < MIN_TOKEN_LEN:
+        raise ConfigError(f"HUB_SERVE_ADDR is set but HUB_SERVE_TOKEN is not (at least {MIN_TOKEN_LEN} characters): "
+                          "the served hub needs a token (or unset HUB_SERVE_ADDR)")
 
 
 KEEP_STATE_DIRS = 10
@@ -131,6 +147,7 @@ def launch(settings: Settings) -> None:
                              "SIM_FAULT_ATTEMPTS": str(settings.sim_fault_attempts)})
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    check_hub_serve(settings)
     demo_port = free_port() if demo else None
     env = dict(os.environ)
     if demo_port is not None:
@@ -147,7 +164,9 @@ def launch(settings: Settings) -> None:
 
     send_tick(RECONCILE_TICK)  # main is checked as soon as the reconcile worker starts, then every interval
     state = state_dir(settings)
-    supervisor = Supervisor(processes(demo_port), state, cwd=ROOT, run_id=run_id)
+    supervisor = Supervisor(processes(demo_port, bool(settings.hub_serve_addr)), state, cwd=ROOT, run_id=run_id)
+    if settings.hub_serve_addr:
+        click.echo(f"hub served read-only to gate workers at http://{settings.hub_serve_addr}/hub.git")
     click.echo(f"run {run_id} active; dashboard at http://127.0.0.1:{settings.dashboard_port}/, Flower at "
                f"http://127.0.0.1:{settings.flower_port}; `agentswarm status` in another shell; "
                "Ctrl-C stops everything")

@@ -130,3 +130,27 @@ def test_a_missing_database_is_one_line_in_every_verb(args):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
     assert lines[0].startswith("agentswarm: DATABASE_URL:") and "agentswarm_nosuchdb_for_tests" in lines[0]
+
+
+@pytest.mark.parametrize("var,value", [
+    ("HUB_SERVE_ADDR", "8471"), ("HUB_SERVE_ADDR", "127.0.0.1:"), ("HUB_SERVE_ADDR", "127.0.0.1:99999"),
+    ("HUB_SERVE_ADDR", ":8471"), ("GATE_HUB_URL", "ftp://hub/hub.git"), ("GATE_HUB_URL", "hub:8471"),
+    ("GATE_HUB_URL", "http://gate:s3cret-pass@hub:8471/hub.git"),
+])
+def test_served_hub_settings_are_checked(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert var in str(err.value) and "s3cret-pass" not in str(err.value)
+
+
+def test_served_hub_tokens_are_secrets(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUB_SERVE_ADDR", "[::1]:8471")
+    monkeypatch.setenv("HUB_SERVE_TOKEN", "serve-token-0123456789")
+    monkeypatch.setenv("GATE_HUB_URL", " http://10.0.0.5:8471/hub.git ")
+    monkeypatch.setenv("GATE_HUB_TOKEN", "gate-token-0123456789")
+    s = load_settings()
+    assert s.hub_serve_addr == "[::1]:8471" and s.gate_hub_url == "http://10.0.0.5:8471/hub.git"
+    assert {"serve-token-0123456789", "gate-token-0123456789"} <= set(s.secrets())
+    assert "token-0123456789" not in repr(s)

@@ -5,6 +5,8 @@ import configparser
 import shlex
 from pathlib import Path
 
+import pytest
+
 from agentswarm.ops.supervision import CRITICAL, GROUP, Policy, Supervisor, read_procfile
 from agentswarm.queue.app import TASK_ROUTES, create_app
 from agentswarm.queue.names import CONTROL_QUEUES, PROCESS_QUEUES, QUEUES
@@ -44,13 +46,15 @@ def _check_process_set(commands: dict[str, list[str]]):
 
 
 def test_procfile_dashboard_stays_on_loopback():
-    lines = dict(ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip())
+    lines = dict(ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines()
+                 if ln.strip() and not ln.startswith("#"))
     argv = shlex.split(lines["dashboard"])
     assert argv[:2] == ["agentswarm", "dashboard"] and _opt(argv, "--host") in (None, "127.0.0.1", "localhost")
 
 
 def test_procfile_agrees_with_celery_app():
-    lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines() if ln.strip()]
+    lines = [ln.split(":", 1) for ln in (ROOT / "Procfile").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
     commands = {name.strip(): shlex.split(cmd) for name, cmd in lines}
     _check_process_set({n: a for n, a in commands.items() if a[0] == "celery"})
 
@@ -90,3 +94,23 @@ def test_every_beat_entry_names_a_registered_task_on_a_control_queue():
     for entry in app.conf.beat_schedule.values():
         assert entry["task"] in app.tasks, entry
         assert TASK_ROUTES[entry["task"]]["queue"] in CONTROL_QUEUES
+
+
+def test_the_served_hub_is_optional_and_started_only_when_asked(monkeypatch, tmp_path):
+    """`hubserve` is a commented line of the Procfile (compose and supervisord skip it); `make swarm` adds it
+    when HUB_SERVE_ADDR is set, and refuses to start at all without a token for it."""
+    from agentswarm.config import load_settings
+    from agentswarm.errors import ConfigError
+    from agentswarm.ops.swarm import HUB_SERVE, check_hub_serve, processes
+
+    name, command = HUB_SERVE
+    assert f"# {name}: {command}" in (ROOT / "Procfile").read_text().splitlines()
+    assert name not in read_procfile(ROOT / "Procfile") and name not in processes(None)
+    assert processes(None, hub_serve=True)[name] == command
+    monkeypatch.chdir(tmp_path)
+    check_hub_serve(load_settings())  # off: nothing needed
+    monkeypatch.setenv("HUB_SERVE_ADDR", "127.0.0.1:8471")
+    with pytest.raises(ConfigError, match="HUB_SERVE_TOKEN"):
+        check_hub_serve(load_settings())
+    monkeypatch.setenv("HUB_SERVE_TOKEN", "a-token-of-enough-length")
+    check_hub_serve(load_settings())

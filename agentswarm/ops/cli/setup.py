@@ -1,4 +1,5 @@
-"""Setting up and running: services, the schema, doctor, the demo model, prepare, swarm, the dashboard."""
+"""Setting up and running: services, the schema, doctor, the demo model, prepare, swarm, the dashboard, the
+served hub."""
 
 from __future__ import annotations
 
@@ -145,6 +146,38 @@ def dashboard(host: str, port: int | None, token_file: Path | None) -> None:
         click.echo(f"dashboard token: in {token_file} (the page asks for it once per tab)")
     s = _settings()
     serve(host, port or s.dashboard_port, s)  # prints where it listens; refuses off loopback without a token
+
+
+@cli.command("hub-serve")
+@click.option("--addr", default=None, help="host:port to listen on. Default: HUB_SERVE_ADDR.")
+def hub_serve(addr: str | None) -> None:
+    """Serve the hub (HUB_PATH) read-only over git's smart HTTP to remote gate workers, until SIGTERM or Ctrl-C.
+
+    Every request needs HUB_SERVE_TOKEN as a bearer token; any commit can be fetched by sha, nothing pushed.
+    """
+    import signal
+
+    from agentswarm.errors import ConfigError
+    from agentswarm.git.serve import serve_hub
+
+    s = _settings()
+    addr = addr or s.hub_serve_addr
+    if not addr:
+        raise ConfigError("HUB_SERVE_ADDR is not set: say where to listen (e.g. 127.0.0.1:8471) or pass --addr")
+    server = serve_hub(s.hub_path, addr, s.hub_serve_token)  # ConfigError without a token or a hub
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"hub {s.hub_path} served read-only at {server.url} (bearer token: HUB_SERVE_TOKEN; "
+               "SIGTERM or Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @cli.group()
