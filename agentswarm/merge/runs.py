@@ -39,6 +39,7 @@ from agentswarm.git.repo import GitError
 from agentswarm.merge.gate import GateOptions, GateRun, Watch, run_gate
 
 log = logging.getLogger(__name__)
+RENEW_S = 2.0  # how soon a worker sees its run cancelled
 ATTEMPTS = 3  # a run whose worker died this many times cannot run (the tree may be what kills them)
 WAITING = ("queued", "running")
 
@@ -133,7 +134,7 @@ def requeue(settings: Settings, row: GateRunRow, why: str) -> None:
     with session_scope() as db:
         res = db.execute(update(GateRunRow).where(GateRunRow.id == row.id, GateRunRow.state.in_(("done", "running")))
                          .values(state="queued", worker=None, lease_until=None, result={}, tested_tree=None,
-                                 seconds=None, finished_at=None, created_at=_now()))
+                                 seconds=None, finished_at=None, started_at=_now()))  # queued again from now
         if not res.rowcount:
             return
         record_event(db, "gate.requeued", f"gate run {row.id} ({row.stage} at {row.sha[:10]}) asked for again: {why}",
@@ -160,8 +161,8 @@ def watch_over(settings: Settings, rows: dict[str, GateRunRow]) -> None:
                 give_up(row, f"its gate workers died {row.attempts} times")
             else:
                 requeue(settings, row, f"the lease of worker {row.worker} ran out")
-        elif row.state == "queued" and row.created_at is not None and \
-                (now - row.created_at).total_seconds() > settings.gate_queue_wait_s:
+        elif row.state == "queued" and (now - (row.started_at or row.created_at)).total_seconds() > \
+                settings.gate_queue_wait_s:
             give_up(row, f"no gate worker took it in {settings.gate_queue_wait_s:.0f}s (is a `gate` worker up?)")
         elif stale(row):
             requeue(settings, row, f"its result tested tree {str(row.tested_tree)[:10]}, not {row.tree[:10]}")
@@ -216,7 +217,8 @@ def _renew(run_id: str, worker: str, lease_s: float) -> bool:
 
 
 def _keep_lease(run_id: str, worker: str, lease_s: float, watch: Watch, done: threading.Event) -> None:
-    while not done.wait(max(0.5, lease_s / 4)):
+    """Renew the lease (and look for a cancellation) every couple of seconds, at most a quarter of the lease."""
+    while not done.wait(max(0.2, min(RENEW_S, lease_s / 4))):
         try:
             mine = _renew(run_id, worker, lease_s)
         except Exception:  # noqa: BLE001 - Postgres away for a moment: the lease may run out, the queue decides
@@ -239,12 +241,12 @@ def _finish(run_id: str, worker: str, run: GateRun) -> bool:
 
 def hub_for(settings: Settings, shas: list[str]) -> Settings:
     """The settings a run uses: HUB_PATH itself, or (GATE_HUB_URL) a mirror on this machine holding these shas."""
-    if not getattr(settings, "gate_hub_url", ""):
+    if not settings.gate_hub_url:
         return settings
     from agentswarm.git.mirror import fetch_shas
 
     mirror = mirror_path(settings)
-    fetch_shas(settings.gate_hub_url, settings.gate_hub_token.get_secret_value() if settings.gate_hub_token else "",
+    fetch_shas(settings.gate_hub_url, settings.gate_hub_token,
                mirror, shas)
     return settings.model_copy(update={"hub_path": mirror})
 

@@ -241,7 +241,7 @@ class Line:
         rows = list(self.db.scalars(select(GateRunRow).where(
             GateRunRow.run_id == self.run_id, GateRunRow.spec.is_not(None), GateRunRow.lane.is_not(None),
             GateRunRow.outcome.is_(None), GateRunRow.state.in_(("queued", "running", "done")))
-            .order_by(GateRunRow.created_at)))
+            .order_by(GateRunRow.created_at, GateRunRow.lane)))
         if not rows:
             return
         base, adopted = self._main(), []
@@ -253,6 +253,9 @@ class Line:
                 base = lane.tip
         orphans = [r.id for r in rows if r.id not in adopted]
         runs.cancel(orphans, "orphaned")
+        for row in rows:  # its message may be lost with the worker (or, inline, died with it): sent again
+            if row.id in adopted and row.state == "queued":
+                runs.dispatch(self.settings, row.id)
         record_event(self.db, "gate.adopted", f"took over {len(adopted)} run(s) in flight, cancelled "
                      f"{len(orphans)}", run_id=self.run_id, adopted=adopted, cancelled=orphans)
         self.db.commit()

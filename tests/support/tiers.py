@@ -48,7 +48,7 @@ INTEGRATION = frozenset({
     "lifecycle/test_dispatch.py", "lifecycle/test_hub_replaced.py", "lifecycle/test_scrubbed_storage.py",
     "llm/test_router.py", "llm/test_sim_faults.py::test_simulated_features_and_faults_against_the_real_toolchain",
     "merge/test_concurrent_merges.py", "merge/test_crash_landing.py", "merge/test_gate_batch.py",
-    "merge/test_gated_bench_scoring.py", "merge/test_merge_bench.py",
+    "merge/test_gated_bench_scoring.py", "merge/test_merge_bench.py", "merge/test_speculation.py",
     "monitor/test_monitor.py",
     "ops/test_compose.py", "ops/test_doctor.py", "ops/test_doctor_modal.py", "ops/test_status_blocked.py",
     "ops/test_steering_verbs.py", "ops/test_supervision.py",
