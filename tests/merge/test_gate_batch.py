@@ -6,7 +6,6 @@ one per run; the gate's commands are small shell checks of the tree so that ever
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
@@ -15,42 +14,19 @@ import time
 import pytest
 from sqlalchemy import select
 
-from agentswarm.config import get_settings
-from agentswarm.db import Event, MergeAttempt, Run, Task, session_scope
+from agentswarm.db import Event, MergeAttempt, Task, session_scope
 from agentswarm.db.models import FlakyTest, GateRunRow
 from agentswarm.db.states import MAX_MERGE_FAILURES, transition
 from agentswarm.merge import batch as batch_mod
 from agentswarm.merge.gate import GATE_RUN, run_gate
 from agentswarm.merge.queue import merge_task
 from agentswarm.sandbox.factory import check_backend_for
-from tests.git.hubkit import branch, git, new_hub
+from tests.git.hubkit import branch, git
 from tests.merge.coin import Coin
 from tests.merge.test_merge_queue import _complete_task, _hand_off
 
 NO_BROKEN = "! ls | grep -q '^BROKEN'"  # red when the tree has a file named BROKEN*
 NO_PAIR = "! { test -e PAIR-A && test -e PAIR-B; }"  # red only when both halves of a pair are present
-
-
-@pytest.fixture
-def gate_hub(tmp_path, monkeypatch, db):
-    hub, root = new_hub(tmp_path / "hub.git", {"README.md": "seed\n"})
-
-    def configure(commands: list[str], **extra: str):
-        env = {"HUB_PATH": str(hub), "SANDBOX_ROOT": str(tmp_path / "sandboxes"), "GATE": "batch",
-               "GATE_INSTALL": "", "GATE_COMMANDS": json.dumps(commands), "GATE_FULL_COMMANDS": "[]",
-               "GATE_BATCH_WAIT_S": "0", "GATE_FULL_EVERY": "0", "MERGE_DELETE_BRANCH": "false", **extra}
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        get_settings.cache_clear()
-        return get_settings()
-
-    with session_scope(db) as s:
-        run = Run(max_tasks=100, max_tokens=10**9, max_dollars=10.0)
-        s.add(run)
-        s.flush()
-        run_id = run.id
-    yield hub, root, run_id, configure
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from agentswarm.db.models import GateRunRow
 from agentswarm.merge import runs
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import git
-from tests.merge.test_gate_batch import NO_BROKEN, attempts, complete, gate_hub  # noqa: F401 - the fixture
+from tests.merge.test_gate_batch import NO_BROKEN, attempts, complete
 
 SLEEP = "sleep 1"
 
