@@ -16,7 +16,7 @@ from agentswarm.db import Event, session_scope
 from agentswarm.merge.gate import budget_s
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import git
-from tests.merge.test_gate_batch import NO_BROKEN, attempts, complete, gate_hub  # noqa: F401  (the fixture)
+from tests.merge.test_gate_batch import NO_BROKEN, attempts, complete
 
 RELATED = "for f in {files}; do case $f in *.hang) echo \"running $f\"; sleep 3600;; esac; done"
 BUDGET = {"GATE_TIMEOUT_S": "60", "GATE_TIMEOUT_BASE_S": "6", "GATE_TIMEOUT_PER_BRANCH_S": "2"}

@@ -14,7 +14,7 @@ import pytest
 
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import git
-from tests.merge.test_gate_batch import attempts, complete, gate_hub  # noqa: F401  (the fixture)
+from tests.merge.test_gate_batch import attempts, complete
 
 pytestmark = pytest.mark.bwrap
 
