@@ -172,11 +172,20 @@ def _health(url: str, run_id: str) -> dict:
         return health(db, run_id)
 
 
+def spread(shas: list[str], sample: int | None) -> list[str]:
+    """At most `sample` of the shas, evenly spread with the first and the last (one: the last, which holds every
+    landing); all of them without a sample."""
+    if not sample or len(shas) <= sample:
+        return shas
+    if sample == 1:
+        return shas[-1:]
+    step = (len(shas) - 1) / (sample - 1)
+    return [shas[round(i * step)] for i in range(sample)]
+
+
 def recheck(env: dict[str, str], shas: list[str], sample: int | None) -> dict:
     """tsc and the full vitest suite on each sha, in sandboxes, from a clean checkout."""
-    if sample and len(shas) > sample:
-        step = (len(shas) - 1) / (sample - 1)
-        shas = [shas[round(i * step)] for i in range(sample)]
+    shas = spread(shas, sample)
     settings = load_settings(**{k.lower(): v for k, v in env.items() if k in ("HUB_PATH", "SANDBOX_ROOT")})
     backend, hub = check_backend_for(settings), str(settings.hub_path.resolve())
     red, flaky_red, flaky_only, seconds, failures = 0, 0, 0, 0.0, []

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from agentswarm.db import Event, Feature, HandoffRecord, MergeAttempt, Run, Task, session_scope
-from bench.gated_score import Git, finish_line, score_run, speculation_wasted
+from bench.gated_score import Git, finish_line, score_run, speculation_wasted, spread
 from bench.gated_swarm import gate_env, parse_args
 from tests.git.hubkit import branch, new_hub
 
@@ -140,3 +140,10 @@ def test_time_to_done_only_once_every_feature_landed(db):
                            finished_at=start + timedelta(seconds=45)))
     line = finish_line(db, start)
     assert line["all_done"] is True and line["time_to_done_s"] == 45.0
+
+
+def test_the_recheck_sample_spreads_over_main():
+    shas = [f"s{i}" for i in range(10)]
+    assert spread(shas, None) == shas and spread(shas, 0) == shas and spread(shas, 12) == shas
+    assert spread(shas, 1) == ["s9"]  # the newest main: every landing in it
+    assert spread(shas, 3) == ["s0", "s4", "s9"]
