@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,26 +41,9 @@ sys.path.insert(0, str(ROOT))
 from agentswarm.ops.swarm import free_port  # noqa: E402
 from agentswarm.queue.broker import queue_lengths  # noqa: E402
 from bench.cgroup_cpu import CpuGroup  # noqa: E402
-from bench.swarm_run import fresh_db, run_swarm  # noqa: E402
+from bench.swarm_run import critical_path, done, flat_target, fresh_db, pg, run_swarm  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def flat_target(dest: Path, n: int) -> Path:
-    """VoxelCraft's repository with `n` features that depend on nothing, one new file each."""
-    shutil.copytree(ROOT / "target-repo", dest, ignore=shutil.ignore_patterns("node_modules", "dist", ".vite"))
-    features = [{"id": f"flat-{i:04d}", "category": "flat", "title": f"Constant module {i}",
-                 "description": f"Export a constant named value{i}.", "priority": 1 + i % 10, "status": "pending",
-                 "files": [f"src/flat/m{i:04d}.ts"], "dependencies": [], "acceptance": ["tsc passes"]}
-                for i in range(n)]
-    doc = json.loads((dest / "FEATURES.json").read_text())
-    doc["features"] = features
-    (dest / "FEATURES.json").write_text(json.dumps(doc, indent=1))
-    return dest
-
-
-def _pg(url: str) -> psycopg.Connection:
-    return psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
 
 
 class Sampler(threading.Thread):
@@ -78,7 +59,7 @@ class Sampler(threading.Thread):
         db = self.url.rsplit("/", 1)[1]
         while not self.stop.wait(self.every):
             try:
-                with _pg(self.url) as conn:
+                with pg(self.url) as conn:
                     tasks = dict(conn.execute("select status, count(*) from tasks group by status").fetchall())
                     connections = conn.execute("select count(*) from pg_stat_activity where datname = %s",
                                                (db,)).fetchone()[0]
@@ -86,44 +67,6 @@ class Sampler(threading.Thread):
                                      "pg_connections": connections})
             except Exception as exc:  # a sample lost is not the run lost
                 self.samples.append({"t": time.time(), "error": str(exc)[:200]})
-
-
-def done(url: str, stall_s: float = 0.0) -> bool:
-    """Every feature done, or the run ended, or (with `stall_s`) nothing landed for that long since the last landing."""
-    with _pg(url) as conn:
-        row = conn.execute("select count(*), count(*) filter (where status = 'done') from features").fetchone()
-        finished = conn.execute("select count(*) from runs where status <> 'active'").fetchone()[0]
-        idle = conn.execute("select extract(epoch from now() - max(finished_at)) from merge_attempts "
-                            "where status = 'merged'").fetchone()[0]
-    stalled = bool(stall_s) and idle is not None and float(idle) > stall_s
-    return bool(row[0]) and (row[0] == row[1] or finished > 0 or stalled)
-
-
-def critical_path(url: str, started: datetime) -> dict:
-    """Links of the longest dependency chain, and each feature's ready-to-landed time."""
-    with _pg(url) as conn:
-        deps = {fid: list(d or []) for fid, d in conn.execute("select id, dependencies from features").fetchall()}
-        landed: dict[str, datetime] = {}
-        for fids, at in conn.execute("select t.feature_ids, m.finished_at from merge_attempts m join tasks t "
-                                     "on t.id = m.task_id where m.status = 'merged'").fetchall():
-            for fid in fids or []:
-                landed[fid] = min(at, landed.get(fid, at))
-    depth: dict[str, int] = {}
-
-    def links(fid: str, seen: frozenset[str] = frozenset()) -> int:
-        if fid not in depth:
-            depth[fid] = 1 + max((links(d, seen | {fid}) for d in deps.get(fid, []) if d in deps and d not in seen),
-                                 default=0)
-        return depth[fid]
-
-    longest = max((links(f) for f in deps), default=0)
-    link_times = []
-    for fid, at in landed.items():
-        ready = max([landed.get(d, started) for d in deps.get(fid, []) if d in deps] or [started])
-        link_times.append(max(0.0, (at - ready).total_seconds()))
-    median = statistics.median(link_times) if link_times else 0.0
-    return {"links": longest, "median_link_s": round(median, 2), "critical_path_s": round(longest * median, 1),
-            "features_landed": len(landed), "features": len(deps)}
 
 
 def process_cpu(state: Path) -> dict[str, float]:
@@ -213,7 +156,7 @@ def main() -> None:
         cpu.update(process_cpu(state[0]))
     sampler.stop.set()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with _pg(url) as conn:
+    with pg(url) as conn:
         merged, first, last = conn.execute("select count(*), min(finished_at), max(finished_at) from merge_attempts "
                                            "where status = 'merged'").fetchone()
         calls = conn.execute("select count(*) from llm_calls").fetchone()[0]
