@@ -13,6 +13,7 @@ from agentswarm.db.models import (
     Event,
     Feature,
     FeatureStatus,
+    GateRunRow,
     HandoffRecord,
     LLMCall,
     MainCheck,
@@ -350,6 +351,34 @@ def _culprit_row(m: MergeAttempt, title: str | None) -> dict:
             "why": gate_why(m.gate)}
 
 
+IN_FLIGHT_CAP = 32  # gate runs listed
+
+
+def gate_runs_state(db: Session, run_id: str, settings: Settings, now: datetime | None = None) -> dict:
+    """The gate runs of a run in flight (lane, stage, base, batch, worker, age), the speculation wasted (runs
+    cancelled because a batch ahead of them was red), and the gate's capacity: the landings an hour it could
+    sustain at its recent run time and batch size with GATE_PARALLEL lanes."""
+    now = now or datetime.now(UTC)
+    rows = db.scalars(select(GateRunRow).where(GateRunRow.run_id == run_id, GateRunRow.state.in_(("queued", "running")))
+                      .order_by(GateRunRow.lane.nulls_last(), GateRunRow.created_at).limit(IN_FLIGHT_CAP)).all()
+    in_flight = [{"id": r.id, "lane": r.lane, "stage": r.stage, "state": r.state, "batch": r.batch_id,
+                  "sha": r.sha, "base": r.base, "branches": int((r.options or {}).get("branches") or 1),
+                  "worker": r.worker, "attempts": r.attempts,
+                  "age_s": round(max(0.0, (now - r.created_at).total_seconds()), 1)} for r in rows]
+    wasted = db.scalar(select(func.count()).where(GateRunRow.run_id == run_id, GateRunRow.outcome == "cancelled"))
+    recent = db.execute(select(GateRunRow.seconds, GateRunRow.spec, GateRunRow.outcome).where(
+        GateRunRow.run_id == run_id, GateRunRow.lane.is_not(None), GateRunRow.state == "done",
+        GateRunRow.seconds.is_not(None)).order_by(GateRunRow.finished_at.desc()).limit(50)).all()
+    capacity = None
+    if recent:
+        seconds = sorted(float(r.seconds) for r in recent)[len(recent) // 2]
+        sizes = [len((r.spec or {}).get("entries") or []) for r in recent if r.outcome == "landed"]
+        size = sum(sizes) / len(sizes) if sizes else 0.0
+        capacity = round(settings.gate_parallel * size * 3600 / seconds) if seconds > 0 and size else None
+    return {"parallel": settings.gate_parallel, "runner": settings.gate_runner.value, "in_flight": in_flight,
+            "speculation_wasted": wasted or 0, "capacity_per_hour": capacity}
+
+
 def gate_state(db: Session, run: Run, settings: Settings, culprits: int = 10) -> dict:
     """The gate of a run: its mode, the batch in test, main's last green commit, counts, the newest culprits."""
     kind, seconds = Event.kind, Event.data["seconds"].as_float()
@@ -376,6 +405,7 @@ def gate_state(db: Session, run: Run, settings: Settings, culprits: int = 10) ->
         "batches": batches, "red_batches": red, "runs": runs, "run_seconds": round(float(run_s), 1),
         "landed": landed, "culprits": rejected, "flaky": flaky, "presubmit_caught": caught or 0,
         "recent_culprits": [_culprit_row(m, title) for m, title in newest],
+        **gate_runs_state(db, run.id, settings),
     }
 
 

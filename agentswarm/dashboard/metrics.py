@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agentswarm.config import get_settings
 from agentswarm.control import status
 from agentswarm.dashboard.app import DashboardApp, log
 from agentswarm.dashboard.web import ApiError, RawReply
@@ -144,6 +145,22 @@ def _gate(db: Session, run: Run) -> Iterable[Metric]:
                                      labels=["run"])
     gate_flaky.add_metric([run.id], flaky)
     yield from (gate_runs, gate_seconds, gate_batches, gate_culprits, gate_flaky)
+    yield from _gate_lanes(db, run)
+
+
+def _gate_lanes(db: Session, run: Run) -> Iterable[Metric]:
+    """The speculative gate: runs in flight by state, runs cancelled behind a red batch, and its capacity."""
+    state = status.gate_runs_state(db, run.id, get_settings())
+    flight = GaugeMetricFamily(P + "gate_runs_in_flight", "gate runs queued or running", labels=["run", "state"])
+    for name in ("queued", "running"):
+        flight.add_metric([run.id, name], sum(1 for r in state["in_flight"] if r["state"] == name))
+    wasted = CounterMetricFamily(P + "gate_speculation_wasted", "speculative gate runs cancelled because a batch "
+                                 "ahead of them was red", labels=["run"])
+    wasted.add_metric([run.id], state["speculation_wasted"])
+    capacity = GaugeMetricFamily(P + "gate_capacity_per_hour", "landings an hour the gate could sustain at its "
+                                 "recent run time and batch size", labels=["run"])
+    capacity.add_metric([run.id], float(state["capacity_per_hour"] or 0))
+    yield from (flight, wasted, capacity)
 
 
 def _main(db: Session, run: Run) -> Iterable[Metric]:

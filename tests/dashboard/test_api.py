@@ -16,7 +16,7 @@ def test_summary_without_a_run(dash):
     assert r.status_code == 200
     body = r.json()
     assert body["run"] is None and body["features"] == {}
-    assert body["queues"] == {"plan": 0, "work": 0, "merge": 0, "reconcile": 0, "monitor": 0}
+    assert body["queues"] == {"plan": 0, "work": 0, "merge": 0, "gate": 0, "reconcile": 0, "monitor": 0}
 
 
 def test_summary_of_the_sample_run(dash, sample, redis_client):

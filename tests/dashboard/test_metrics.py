@@ -77,7 +77,7 @@ def test_metrics_describe_the_run(start_dashboard, sample, db, redis_client):
     assert _by(m, "agentswarm_llm_cost_dollars_total", **run)[("glm-a",)] == 0.5
     assert _by(m, "agentswarm_llm_latency_seconds_total", **run)[("glm-a",)] == 1.5
     assert _by(m, "agentswarm_queue_messages") == {("merge",): 0.0, ("monitor",): 0.0, ("plan",): 0.0,
-                                                   ("reconcile",): 0.0, ("work",): 2.0}
+                                                   ("gate",): 0.0, ("reconcile",): 0.0, ("work",): 2.0}
     assert _by(m, "agentswarm_redis_up") == {(): 1.0}
     held = _by(m, "agentswarm_sandboxes", **run)
     assert held[("running",)] == float(states.get(TaskStatus.running, 0)) > 0  # every running sample task has one

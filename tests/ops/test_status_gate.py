@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from agentswarm.config import get_settings, load_settings
 from agentswarm.control.status import gate_state, gate_why, merge_feed
-from agentswarm.db.models import Event, HandoffRecord, MergeAttempt, Run, Task
+from agentswarm.db.models import Event, GateRunRow, HandoffRecord, MergeAttempt, Run, Task
 from agentswarm.db.session import session_scope
 from agentswarm.ops.cli import cli
 
@@ -138,7 +138,8 @@ def test_a_run_without_the_gate(db):
     g = _state(db, gate="off")
     assert g == {"mode": "off", "presubmit": False, "in_test": None, "last_green": None, "batches": 0,
                  "red_batches": 0, "runs": 0, "run_seconds": 0.0, "landed": 0, "culprits": 0, "flaky": 0,
-                 "presubmit_caught": 0, "recent_culprits": []}
+                 "presubmit_caught": 0, "recent_culprits": [], "parallel": 4, "runner": "inline", "in_flight": [],
+                 "speculation_wasted": 0, "capacity_per_hour": None}
 
 
 def test_the_batch_in_test_until_it_is_decided(seeded):
@@ -237,3 +238,40 @@ def test_status_with_the_gate_off(seeded, gate_env):
     assert "gate:   off (main moves to whatever merges cleanly)" in out.output.splitlines()
     assert "  culprit " not in out.output
     assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["gate"]["mode"] == "off"
+
+
+def _gate_run(run_id: str, lane: int | None, state: str, *, age: float, seconds: float | None = None,
+              outcome: str | None = None, entries: int = 0, worker: str | None = None, attempts: int = 0,
+              stage: str = "batch") -> GateRunRow:
+    return GateRunRow(run_id=run_id, lane=lane, stage=stage, state=state, sha=f"{lane or 0}c" * 20, base="ba" * 20,
+                      tree="t" * 40, batch_id="batch" + str(lane), options={"branches": entries or 1},
+                      spec={"entries": [{"task_id": f"t{i}"} for i in range(entries)]}, worker=worker,
+                      attempts=attempts, seconds=seconds, outcome=outcome, created_at=_at(age))
+
+
+def test_status_shows_the_runs_in_flight_the_speculation_wasted_and_the_capacity(seeded, gate_env, monkeypatch):
+    monkeypatch.setenv("GATE_PARALLEL", "4")
+    gate_env("batch")
+    with session_scope(seeded) as s:
+        # Done: three landed lanes of 8 branches in 300, 310 and 320 s; one cancelled behind a red one.
+        for i, secs in enumerate((300.0, 310.0, 320.0)):
+            s.add(_gate_run(RUN, i, "done", age=900, seconds=secs, outcome="landed", entries=8))
+        s.add(_gate_run(RUN, 3, "cancelled", age=600, outcome="cancelled", entries=8))
+        s.add(_gate_run(RUN, 0, "running", age=42, entries=6, worker="gatebox/71/ab12cd", attempts=2))
+        s.add(_gate_run(RUN, 1, "queued", age=12, entries=5))
+        s.add(_gate_run(OTHER, 0, "running", age=5, entries=3, worker="elsewhere/1/x"))  # another run's
+    g = _state(seeded)
+    assert [(r["lane"], r["state"], r["branches"], r["worker"]) for r in g["in_flight"]] == [
+        (0, "running", 6, "gatebox/71/ab12cd"), (1, "queued", 5, None)]
+    assert g["in_flight"][0]["age_s"] >= 42 and g["speculation_wasted"] == 1
+    # 4 lanes x 8 branches a batch x 3600 s / 310 s (the median run) = 372 landings an hour.
+    assert g["capacity_per_hour"] == 372 and g["parallel"] == 4
+    out = CliRunner().invoke(cli, ["status"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    summary = next(ln for ln in lines if ln.startswith("  in flight "))
+    assert summary.startswith("  in flight 2 run(s), up to 4 lanes (inline) · speculation wasted 1 run(s) · ")
+    assert summary.endswith("capacity ~372 landings/h at today's run time and batch size")
+    lane0 = next(ln for ln in lines if ln.startswith("  lane 0 "))
+    assert "running" in lane0 and "6 branch(es)" in lane0 and "gatebox/71/ab12cd" in lane0 and "attempt 2" in lane0
+    assert any(ln.startswith("  lane 1 ") and "no worker yet" in ln for ln in lines)

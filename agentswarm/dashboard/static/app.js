@@ -177,10 +177,14 @@ function gateCard(g) {
   const counts = `${num(g.red_batches)}/${num(g.batches)} red batches · ${num(g.culprits)} culprits`;
   const detail = [`presubmit ${g.presubmit ? "on" : "off"}`, `${num(g.runs)} gate runs in ${dur(g.run_seconds)}`,
     `${num(g.landed)} landed through the gate`, `${num(g.flaky)} flaky`, `${num(g.presubmit_caught)} caught by presubmit`].join("\n");
+  const flight = g.in_flight || [];
+  const lanes = flight.map((r) => `${r.lane != null ? "lane " + r.lane : r.stage} · ${r.state} · ${r.branches} branches · ${short(r.sha)} on ${short(r.base)} · batch ${String(r.batch).slice(0, 6)} · ${r.worker || "no worker yet"} · ${dur(r.age_s)}`);
+  const spec = `${num(flight.length)}/${num(g.parallel)} in flight · ${num(g.speculation_wasted)} wasted · capacity ${g.capacity_per_hour ? "~" + num(g.capacity_per_hour) + "/h" : "—"}`;
   return h("div", { class: "card gate", id: "gate-card", title: detail },
     h("div", { class: "label" }, "Gate"),
     h("div", { class: "value" }, g.mode, t ? h("span", { class: "pulse", id: "gate-testing" }, " testing") : null),
     h("div", { class: "sub", title: testing }, testing),
+    h("div", { class: "sub", id: "gate-lanes", title: lanes.join("\n") || "no gate run in flight" }, spec),
     h("div", { class: "sub", title: counts }, "green ", h("span", { class: "mono", id: "gate-green" }, short(g.last_green)), ` · ${counts}`));
 }
 

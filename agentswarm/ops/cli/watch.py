@@ -84,8 +84,8 @@ def _blocked_lines(blocked: dict, grace_s: int) -> list[str]:
     return lines
 
 
-def _gate_lines(gate: dict, culprits: int = 3) -> list[str]:
-    """The gate block of `agentswarm status`: one summary line, then the newest culprits."""
+def _gate_lines(gate: dict, culprits: int = 3, in_flight: int = 8) -> list[str]:
+    """The gate block of `agentswarm status`: one summary line, the runs in flight, then the newest culprits."""
     if gate["mode"] == "off":
         return ["gate:   off (main moves to whatever merges cleanly)"]
     t = gate["in_test"]
@@ -96,6 +96,17 @@ def _gate_lines(gate: dict, culprits: int = 3) -> list[str]:
              f"{gate['batches']} batches ({gate['red_batches']} red), {gate['runs']} gate runs in "
              f"{gate['run_seconds']:.0f}s · {gate['culprits']} culprits, {gate['flaky']} flaky, "
              f"{gate['presubmit_caught']} caught by presubmit"]
+    flight = gate.get("in_flight") or []
+    if flight or gate.get("speculation_wasted") or gate.get("capacity_per_hour"):
+        cap = gate.get("capacity_per_hour")
+        lines.append(f"  in flight {len(flight)} run(s), up to {gate['parallel']} lanes ({gate['runner']}) · "
+                     f"speculation wasted {gate['speculation_wasted']} run(s) · capacity "
+                     + (f"~{cap:,} landings/h at today's run time and batch size" if cap else "not measured yet"))
+    for r in flight[:in_flight]:
+        where = f"lane {r['lane']}" if r["lane"] is not None else r["stage"]
+        lines.append(f"  {where:<8} {r['state']:<8} {r['branches']} branch(es) {r['sha'][:8]} on {r['base'][:8]} "
+                     f"batch {r['batch'][:6]} · {r['worker'] or 'no worker yet'} · {r['age_s']:.0f}s"
+                     + (f" · attempt {r['attempts']}" if r["attempts"] > 1 else ""))
     for c in gate["recent_culprits"][:culprits]:
         at = c["at"][11:19] if c["at"] else "?"
         lines.append(f"  culprit {at} {c['task']} {c['branch']}: {c['why'][:90]}"
