@@ -1,7 +1,9 @@
 """External agent drivers: run any agent CLI on the task, with the LLM settings in its environment.
 
 TaskSpec.agent selects one: "mini-swe-agent", "pi", or "cmd:<shell command template>". The runner then
-harvests the commits and changes the agent left, exactly as for the built-in agent.
+harvests the commits and changes the agent left, exactly as for the built-in agent. While a preset's CLI
+runs, its own record (Pi's event stream, mini-swe-agent's trajectory) is turned into the built-in agent's
+transcript steps as it grows (agent/external_steps), so the live view shows its steps as they happen.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from agentswarm.agent.base import AgentContext, AgentOutcome, RunnerInterrupt, load_agents_md
 from agentswarm.agent.builtin import presubmit_failure
 from agentswarm.agent.contract import LLMCallRecord, TaskSpec
+from agentswarm.agent.external_steps import MiniSteps, PiSteps, StepSource, StepWatch
 from agentswarm.agent.install import mini_bin, pi_bin, tools_dir
 from agentswarm.agent.llmproxy import LLMProxy
 from agentswarm.agent.shell import HeadTail, clean_env, run_capped
@@ -40,12 +43,13 @@ class Launch:
 
 @dataclass
 class Preset:
-    """A ready driver for one agent CLI: how to start it, extra environment, how to read its ending."""
+    """A ready driver for one agent CLI: how to start it, extra environment, how to read its ending and its steps."""
 
     name: str
     argv: Callable[[Launch], list[str]]
     env: Callable[[Launch], dict[str, str]] = lambda _launch: {}
     outcome: Callable[[Launch, int | None, str], AgentOutcome | None] = lambda _l, _c, _o: None
+    steps: Callable[[Launch], StepSource] | None = None  # made before each start of the CLI
 
 
 def render_external_prompt(spec: TaskSpec, agents_md: str) -> str:
@@ -110,11 +114,14 @@ class ExternalAgent:
         argv = self.preset.argv(launch)
         ctx.transcript.add("note", event="external_start", agent=self.preset.name, argv=argv[:1])
         buf = HeadTail(OUTPUT_CAP)
+        watch = StepWatch(self.preset.steps(launch) if self.preset.steps else None, ctx.transcript, self.preset.name)
         try:
-            res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf)
+            res = run_capped(argv, cwd=str(ctx.repo), timeout_s=ctx.remaining_s(), env=env, buf=buf, watch=watch)
         except RunnerInterrupt as stop:
+            watch.finish()
             ctx.transcript.add("tool", name=self.preset.name, interrupted=str(stop), result=buf.text())
             raise
+        watch.finish()
         ctx.transcript.add("tool", name=self.preset.name, exit_code=res.exit_code, timed_out=res.timed_out,
                            duration_s=res.duration_s, result=res.output)
         if res.timed_out:
@@ -210,6 +217,13 @@ def _mini_env(launch: Launch) -> dict[str, str]:
             "NO_COLOR": "1", "TERM": "dumb"}
 
 
+def _mini_steps(launch: Launch) -> StepSource:
+    """The trajectory's steps; a trajectory left by an earlier start is removed first (it is not this one's)."""
+    path = launch.scratch / "trajectory.json"
+    path.unlink(missing_ok=True)
+    return MiniSteps(path)
+
+
 def _mini_outcome(launch: Launch, code: int | None, output: str) -> AgentOutcome | None:
     try:
         info = json.loads((launch.scratch / "trajectory.json").read_text())["info"]
@@ -264,8 +278,8 @@ def _pi_outcome(launch: Launch, code: int | None, output: str) -> AgentOutcome |
 
 
 PRESETS: dict[str, Preset] = {
-    "mini-swe-agent": Preset("mini-swe-agent", _mini_argv, _mini_env, _mini_outcome),
-    "pi": Preset("pi", _pi_argv, _pi_env, _pi_outcome),
+    "mini-swe-agent": Preset("mini-swe-agent", _mini_argv, _mini_env, _mini_outcome, _mini_steps),
+    "pi": Preset("pi", _pi_argv, _pi_env, _pi_outcome, lambda _launch: PiSteps()),
 }
 
 

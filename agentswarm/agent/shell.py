@@ -10,7 +10,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 SECRET_ENV = ("LLM_API_KEY", "GIT_TOKEN", "OPENAI_API_KEY", "GIT_ASKPASS", "AGENTSWARM_DASHBOARD_TOKEN",
@@ -102,10 +102,13 @@ def run_capped(
     cap_bytes: int = DEFAULT_CAP,
     stdin_data: bytes | None = None,
     buf: HeadTail | None = None,
+    watch: Callable[[bytes], None] | None = None,
 ) -> ShellResult:
     """Run `command` (a shell string or an argv) and return its capped output; the group is killed at the limit.
 
     Pass `buf` to keep the output seen so far when an exception (a deadline, a signal) cuts the wait short.
+    `watch` sees every chunk of output as it comes, uncapped, and b"" whenever a short wait passes without any
+    (so it may poll files the command writes); it should not raise (what it raises kills the command).
     """
     started = time.monotonic()
     deadline = started + max(0.0, timeout_s)
@@ -124,7 +127,7 @@ def run_capped(
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-        timed_out = _pump(proc, buf, deadline)
+        timed_out = _pump(proc, buf, deadline, watch)
     finally:
         if proc.poll() is None or timed_out:
             kill_group(proc)
@@ -138,8 +141,9 @@ def run_capped(
     )
 
 
-def _pump(proc: subprocess.Popen, buf: HeadTail, deadline: float) -> bool:
-    """Copy the pipe into `buf` until EOF; True if the deadline passed first."""
+def _pump(proc: subprocess.Popen, buf: HeadTail, deadline: float,
+          watch: Callable[[bytes], None] | None = None) -> bool:
+    """Copy the pipe into `buf` (and `watch`) until EOF; True if the deadline passed first."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -155,7 +159,10 @@ def _pump(proc: subprocess.Popen, buf: HeadTail, deadline: float) -> bool:
             if exited_at is not None and now - exited_at > _EXIT_GRACE_S:
                 return False  # a background child holds the pipe open; the group is reaped by the caller
             wait = min(deadline - now, 0.2)
-            for _key, _ev in sel.select(wait):
+            ready = sel.select(wait)
+            if not ready and watch is not None:
+                watch(b"")
+            for _key, _ev in ready:
                 try:
                     chunk = os.read(fd, _CHUNK)
                 except BlockingIOError:
@@ -167,6 +174,8 @@ def _pump(proc: subprocess.Popen, buf: HeadTail, deadline: float) -> bool:
                         return True
                     return False
                 buf.feed(chunk)
+                if watch is not None:
+                    watch(chunk)
 
 
 def _reap_group(proc: subprocess.Popen) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ def _cap_strings(value: Any, cap: int) -> Any:
 
 
 class Transcript:
-    """Appends events to a JSONL file until it reaches `cap_bytes`; after that only a truncation marker."""
+    """Appends events to a JSONL file until it reaches `cap_bytes`; after that only a truncation marker.
+
+    Safe from several threads (an external agent's steps and its proxy's call records): lines never interleave.
+    """
 
     def __init__(self, path: str | Path | None, *, cap_bytes: int = FILE_CAP, secrets: list[str] | None = None,
                  field_cap: int = FIELD_CAP) -> None:
@@ -38,10 +42,15 @@ class Transcript:
         self.size = 0
         self.truncated = False
         self.events = 0
+        self._lock = threading.Lock()
         self._fh = open(self.path, "w", encoding="utf-8") if self.path else None  # noqa: SIM115 - closed in close()
 
     def add(self, kind: str, **data: Any) -> None:
         """Record one event (kind: system, user, assistant, tool, llm_error, note, outcome, ...)."""
+        with self._lock:
+            self._add(kind, data)
+
+    def _add(self, kind: str, data: dict[str, Any]) -> None:
         if self.truncated:
             return
         # Scrubbed before the fields are capped (a secret cut in two could not be found), and the line again after.
@@ -63,16 +72,18 @@ class Transcript:
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
     def inline(self, cap_bytes: int = INLINE_CAP) -> tuple[str, bool]:
         """The transcript text for result.json: whole lines up to `cap_bytes`, and whether anything was left out."""
         if self.path is None or not self.path.exists():
             return "", self.truncated
-        if self._fh is not None:
-            self._fh.flush()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
         out: list[str] = []
         size = 0
         cut = self.truncated

@@ -181,12 +181,8 @@ class StreamAccumulator:
         return data
 
 
-def usage_of_bodies(request: bytes, reply: bytes, content_type: str) -> Usage:
-    """The usage of one proxied call from its raw bodies (JSON or SSE), estimated when the reply has none."""
-    try:
-        body = json.loads(request or b"{}")
-    except ValueError:
-        body = {}
+def completion_of_body(reply: bytes, content_type: str) -> dict:
+    """A raw answer (JSON, or SSE folded into one completion) as a dict; {} when it is neither."""
     data: Any = {}
     if "text/event-stream" in content_type:
         acc = StreamAccumulator()
@@ -203,7 +199,16 @@ def usage_of_bodies(request: bytes, reply: bytes, content_type: str) -> Usage:
             data = json.loads(reply or b"{}")
         except ValueError:
             data = {}
-    data = data if isinstance(data, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def usage_of_bodies(request: bytes, reply: bytes, content_type: str) -> Usage:
+    """The usage of one proxied call from its raw bodies (JSON or SSE), estimated when the reply has none."""
+    try:
+        body = json.loads(request or b"{}")
+    except ValueError:
+        body = {}
+    data = completion_of_body(reply, content_type)
     choices = data.get("choices") if isinstance(data.get("choices"), list) else []
     message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
     out = completion_chars(message) if isinstance(message, dict) else 0

@@ -1,18 +1,21 @@
-"""External agent drivers: a shell-template agent and mini-swe-agent (from PyPI) against the fake LLM."""
+"""External agent drivers: a shell-template agent, mini-swe-agent (from PyPI) and Pi (from npm) against the fake LLM."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from agentswarm.agent.external import external_agent
-from agentswarm.agent.install import install_mini, tools_dir
+from agentswarm.agent.install import install_mini, install_pi, tools_dir
 from agentswarm.demo.fake_llm import FakeLLMServer
-from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, write_task
+from tests.agent.conftest import SECRET_KEY, assert_no_secrets, git, run_runner, start_runner, write_task
+from tests.support.waiting import wait_for
 
 # A tiny "agent CLI": asks the model (through the env the driver sets) what to write, writes it, exits.
 TINY_AGENT = r"""
@@ -153,4 +156,69 @@ def test_mini_swe_agent_from_pypi_commits_through_the_driver(tmp_path: Path, hub
     assert (result["insertions"], result["deletions"]) == (3, 1)
     assert hub.branch_sha("swarm/t1") == result["head_sha"]
     assert len(result["llm_calls"]) == 3 and result["tokens"]["prompt"] > 0
+    assert_no_secrets(json.dumps(result))
+    # Its trajectory became the built-in agent's steps: each bash call, its output, the model's tokens.
+    events = [json.loads(line) for line in result["transcript"].splitlines()]
+    said = [e for e in events if e["kind"] == "assistant"]
+    assert [json.loads(e["tool_calls"][0]["arguments"])["command"] for e in said] == [
+        s["tool_calls"][0]["arguments"]["command"] for s in script]
+    assert all(e["tool_calls"][0]["name"] == "bash" and e["prompt_tokens"] > 0 for e in said)
+    ran = [e for e in events if e["kind"] == "tool" and e["name"] == "bash"]
+    assert len(ran) == 2 and ran[1]["result"] == " M src/index.ts\n?? NOTES.md\n" and ran[1]["exit_code"] == 0
+    assert any(e.get("event") == "agent_exit" and e["exit_status"] == "Submitted" for e in events)  # the submit
+
+
+@pytest.fixture(scope="session")
+def pi_bin() -> Path:
+    if not shutil.which("npm"):
+        pytest.skip("npm is not on PATH")
+    try:
+        return install_pi(tools_dir())
+    except Exception as exc:  # no registry access here: say so rather than pass
+        pytest.skip(f"pi could not be installed: {exc}")
+
+
+def _events(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError):
+        return []
+
+
+def test_pis_steps_reach_the_transcript_while_it_runs(tmp_path: Path, hub, pi_bin: Path) -> None:
+    """Pi's JSON events become steps as it prints them: its first command and output are in transcript.jsonl
+    while its next model call is still waiting."""
+    release = threading.Event()
+
+    def pi_model(body: dict) -> dict:
+        turns = sum(1 for m in body["messages"] if m.get("role") == "assistant")
+        if turns == 0:
+            return bash("echo live-step-one")
+        if turns == 1:
+            release.wait(60)
+            return bash("sed -i 's/answer = 41/answer = 42/' src/index.ts")
+        return {"content": "Done: the answer is 42.", "tool_calls": []}
+
+    with FakeLLMServer(pi_model) as llm:
+        task = write_task(tmp_path / "sb", hub, llm.url, agent="pi")
+        proc = start_runner(task, AGENTSWARM_PI_BIN=str(pi_bin))
+        try:
+            live = wait_for(lambda: [e for e in _events(tmp_path / "sb" / "transcript.jsonl")
+                                     if e["kind"] == "tool" and "live-step-one" in e.get("result", "")],
+                            timeout=60, every=0.1)
+            assert proc.poll() is None  # the attempt is still running
+        finally:
+            release.set()
+        _out, err = proc.communicate(timeout=120)
+    result = json.loads((tmp_path / "sb" / "result.json").read_text())
+    assert proc.returncode == 0 and result["status"] == "complete", (result["error"], err[-2000:])
+    assert result["summary"] == "Done: the answer is 42."
+    assert live[0]["name"] == "bash" and live[0]["result"] == "live-step-one"
+    events = [json.loads(line) for line in result["transcript"].splitlines()]
+    said = [e for e in events if e["kind"] == "assistant"]
+    assert [[c["name"] for c in e["tool_calls"]] for e in said] == [["bash"], ["bash"], []]
+    assert all(e["prompt_tokens"] > 0 and e["completion_tokens"] > 0 for e in said)
+    assert said[-1]["content"] == "Done: the answer is 42." and said[-1]["finish_reason"] == "stop"
+    assert [e["kind"] for e in events if e["kind"] in ("assistant", "tool") and e.get("name") != "pi"] == [
+        "assistant", "tool", "assistant", "tool", "assistant"]
     assert_no_secrets(json.dumps(result))

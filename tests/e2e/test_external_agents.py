@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from agentswarm.agent.install import install_agent, tools_dir
 from agentswarm.config import get_settings
+from agentswarm.control.taskview import render_step, show_task
 from agentswarm.db import Feature, HandoffRecord, LLMCall, MergeAttempt, Task, session_scope
 from agentswarm.monitor.tick import monitor_tick
 from agentswarm.planning.planner import plan_tick
@@ -73,6 +74,15 @@ def test_external_agent_lands_tasks_through_the_gate(agent, installed, swarm, db
             assert h.summary.startswith("Implemented '"), h.summary[:300]  # the agent's last words, not its log
             calls = s.scalar(select(func.count()).where(LLMCall.task_id == h.task_id, LLMCall.role == "worker"))
             assert calls >= 3 and h.llm_calls == calls  # every call went through the model gate and was recorded
+            # The agent's own record became steps, shown as the built-in agent's are: its bash calls, their output.
+            said = [e for e in lines if e["kind"] == "assistant"]
+            assert len(said) >= 3 and all(e["prompt_tokens"] > 0 for e in said), said
+            assert [c["name"] for c in said[0]["tool_calls"]] == ["bash"], said[0]
+            assert any(e["kind"] == "tool" and e["name"] == "bash" and e["id"] == said[0]["tool_calls"][0]["id"]
+                       for e in lines)
+            view = show_task(s, s.get(Task, h.task_id))["transcript"]
+            assert view["kinds"]["assistant"] == len(said) and view["kinds"]["tool"] >= 3, view
+            assert any(" bash(" in render_step(e) for e in said)  # as `agentswarm logs` prints them
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="the gate's tests need node and npm (nodejs, npm)")

@@ -59,7 +59,7 @@ INTEGRATION = frozenset({
     "security/test_isolation.py",
     "target/test_stub_app.py",
     "test_json_logs.py",
-    "work/test_live_steps_running.py",
+    "work/test_live_steps_running.py", "work/test_live_steps_external.py",
     # Each starts a private Postgres or Redis, a whole `prepare`, or fresh sandboxes per run and per step.
     "merge/test_gate_hang.py", "ops/test_secured_swarm.py", "ops/test_secured_services.py", "ops/test_run_demo.py",
     "reconcile/test_flaky_reds.py", "reconcile/test_confirm.py", "reconcile/test_checks.py",

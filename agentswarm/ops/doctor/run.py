@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentswarm.ops.doctor import agent, endpoints, exposure, hub, node, sandboxes, services
+from agentswarm.ops.doctor import agent, agent_call, endpoints, exposure, hub, node, sandboxes, services
 from agentswarm.ops.doctor.ladder import Ladder
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def run_doctor(settings: Settings | None = None, *, smoke: bool = False, echo: C
         agent.check_agent(ladder)
         node.check_install(ladder)
         endpoints.check_endpoints(ladder)
+        agent_call.check_agent_call(ladder)
         if smoke:
             from agentswarm.ops.doctor.smoke import check_smoke
 
