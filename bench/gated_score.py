@@ -145,12 +145,13 @@ def score_run(url: str, git: Git, seconds: float) -> dict:
 
 
 def speculation_wasted(conn: psycopg.Connection, run_id: str) -> int | None:
-    """Gate runs of this swarm run cancelled because a batch below them was red; None where there is no `gate_runs`."""
+    """Gate runs of this swarm run cancelled because a batch below them was red (stopped, or done for nothing);
+    None where there is no `gate_runs`."""
     if conn.execute("select to_regclass('gate_runs')").fetchone()[0] is None:
         return None
     try:
         with conn.transaction():  # a savepoint: a table of another shape leaves the connection usable
-            return conn.execute("select count(*) from gate_runs where run_id::text = %s and state = 'cancelled'",
+            return conn.execute("select count(*) from gate_runs where run_id::text = %s and outcome = 'cancelled'",
                                 (run_id,)).fetchone()[0]
     except psycopg.errors.UndefinedColumn:
         return None

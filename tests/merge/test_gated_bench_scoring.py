@@ -96,11 +96,14 @@ def test_gate_env_sets_only_what_was_asked():
 def test_speculation_wasted_counts_the_runs_cancelled_in_this_run(db):
     with psycopg.connect(db.replace("+psycopg", "")) as conn:
         # a temporary table goes first on the search path: the swarm's own gate_runs, if any, is not touched
-        conn.execute("create temporary table gate_runs (run_id text, state text, stage text, seconds float)")
-        rows = [("r1", "cancelled", "batch", None), ("r1", "cancelled", "rest", None), ("r1", "done", "batch", 4.0),
-                ("r1", "running", "bisect", None), ("r2", "cancelled", "batch", None)]
+        conn.execute("create temporary table gate_runs (run_id text, state text, stage text, seconds float, "
+                     "outcome text)")
+        # Cancelled while waiting or running, or done but behind a red batch all the same: wasted.
+        rows = [("r1", "cancelled", "lane 1", None, "cancelled"), ("r1", "cancelled", "lane 2", None, "orphaned"),
+                ("r1", "done", "lane 3", 4.0, "cancelled"), ("r1", "done", "batch", 4.0, "landed"),
+                ("r1", "running", "bisect", None, None), ("r2", "cancelled", "batch", None, "cancelled")]
         with conn.cursor() as cur:
-            cur.executemany("insert into gate_runs values (%s, %s, %s, %s)", rows)
+            cur.executemany("insert into gate_runs values (%s, %s, %s, %s, %s)", rows)
         assert speculation_wasted(conn, "r1") == 2
         assert speculation_wasted(conn, "r3") == 0
 
