@@ -72,7 +72,7 @@ MODES = {
                    "GATE_PRESUBMIT_COMMANDS": json.dumps([f"{TSC} -p {{tsconfig}}"])},
 }
 
-LABELS = (("-Q work", "work"), ("-Q merge", "merge"), ("-Q plan", "control"), (" beat", "beat"),
+LABELS = (("-Q work", "work"), ("-Q merge", "merge"), ("-Q gate", "gate"), ("-Q plan", "control"), (" beat", "beat"),
           ("fake-llm", "llm"), ("flower", "flower"), ("dashboard", "dashboard"), ("postgres", "postgres"),
           ("redis-server", "redis"))
 
