@@ -1,35 +1,31 @@
-"""The gated merge queue: batches of complete branches are stacked on main and tested before main moves.
+"""A gated batch: complete branches stacked on a base and tested before main moves (`merge.speculation` keeps a
+line of them in the gate at once).
 
-The merge worker (holding the merge lock) takes up to GATE_BATCH_MAX complete, unlanded tasks
-(waiting for the batch to fill while other tasks are under way: GATE_BATCH_WAIT_S on an idle machine,
-up to GATE_BATCH_WAIT_BUSY_S on a saturated one), stacks their recorded heads on main
-with the configured strategy, and runs the gate on the stack's tip. Green: main moves to the tip
-in one compare-and-swap. Red: the stack is bisected, the first half on main first; every green
-prefix lands at once; the branch whose prefix turns red is tested again on the same tree (twice
-when tests failed, once for a type error), and either blamed (it goes back to its author with the
-output) or, if the tree now passes, landed, and its failing tests observed flaky
-(`lifecycle.flaky`): once quarantined, their files are left out of the gate's vitest commands, and
-a run whose only failures are quarantined tests counts as green. What is left is stacked again on
-the new main and tested in turn. A stack whose tests hung (a command past the run's budget) is
-first probed branch by branch with the command that hung and each branch's own files: the first
-branch whose probe hangs too is blamed without another run, so a hang costs about two budgets,
-not one per bisection step.
+A batch takes up to GATE_BATCH_MAX complete, unlanded tasks (`gather`: waiting for the batch to fill while other
+tasks are under way: GATE_BATCH_WAIT_S on an idle machine, up to GATE_BATCH_WAIT_BUSY_S on a saturated one),
+stacks their recorded heads on its base with the configured strategy (`GatedMerge.stack`), and its tip is one
+gate run. Green: main moves to the tip in one compare-and-swap (`land`). Red (`_after_red`): the stack is
+bisected on main, GATE_PARALLEL prefixes at once; every green prefix lands at once; the branch whose prefix
+turns red is tested again on the same tree (twice when tests failed, once for a type error), and either blamed
+(it goes back to its author with the output) or, if the tree now passes, landed, and its failing tests observed
+flaky (`lifecycle.flaky`): once quarantined, their files are left out of the gate's vitest commands, and a run
+whose only failures are quarantined tests counts as green. A stack whose tests hung (a command past the run's
+budget) is first probed branch by branch with the command that hung and each branch's own files: the first
+branch whose probe hangs too is blamed without another run, so a hang costs about two budgets, not one per
+bisection step.
 
-Every gate run is a sandbox of its own (`merge.gate.run_gate`): nothing one run's tree leaves
-behind is seen by the next.
+Every gate run is a sandbox of its own, run by a gate worker (`merge.runs`, `merge.gate.run_gate`): nothing one
+run's tree leaves behind is seen by the next.
 
-Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are
-not tested one by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
+Main only ever points at a commit whose tree the gate passed. Commits inside a landed stack are not tested one
+by one: each is an ancestor of a tested tip, and nothing more is claimed for it.
 
-Locking and crash safety: the merge lock is a session-level advisory lock on a connection of its
-own (`db.locks.held_lock`), held for the whole batch, while each decision (a landing, a culprit
-sent back, a conflict) is committed as soon as it is made, so no task or feature row stays locked
-while the gate runs. Main moves only to tested tips, before the landing is recorded: a merge
-worker killed mid-gate leaves main where it was (or on a tested prefix), its connection's death
-frees the lock, and the batch is formed again by the next message: branches already on main are
-found already merged, the rest are tested again.
+Locking and crash safety: the merge lock is a session-level advisory lock on a connection of its own
+(`db.locks.held_lock`), held while the line has work, while each decision (a landing, a culprit sent back, a
+conflict) is committed as soon as it is made, so no task or feature row stays locked while the gate runs. Main
+moves only to tested tips, before the landing is recorded: a merge worker killed mid-gate leaves main where it
+was (or on a tested prefix), its connection's death frees the lock, and its successor takes over the line.
 """
-
 from __future__ import annotations
 
 import logging
@@ -71,13 +67,11 @@ from agentswarm.merge.records import (
     finish_landing,
     record_intent,
     record_landing,
-    recorded_head,
     remote_push_main,
 )
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
-MAX_ROUNDS = 64  # stack-and-test rounds in one batch: each lands or blames at least one branch, or restacks
 _batches: dict[str, int] = {}  # batches tested per hub in this process, for GATE_FULL_EVERY
 
 
@@ -308,31 +302,7 @@ class GatedMerge:
         log.debug("batch %s landed %d branch(es): main %s -> %s", self.batch.id, len(entries), before[:10], tip[:10])
         return True
 
-    # -- the batch -------------------------------------------------------------------------------
-
-    def run(self) -> Batch:
-        pending = self.stack(self.entries, self.main)
-        rounds = 0
-        while pending:
-            rounds += 1
-            if rounds > MAX_ROUNDS:  # main keeps moving under the queue (someone else writes it): stop here
-                self._hold(pending, GateRun(sha="", tree="", full=False, files=0,
-                                            cannot_run=f"main moved under the queue {MAX_ROUNDS} times"))
-                break
-            tip = pending[-1].tip
-            assert tip is not None
-            first = self.test(tip, self.main, len(pending), "batch" if len(pending) == len(self.entries) else "rest")
-            if first.cannot_run:
-                self._hold(pending, first)
-                break
-            if first.ok:
-                if not self.land(pending, first):
-                    pending = self.stack(pending, self._reread_main())
-                    continue
-                break
-            pending = self._after_red(pending, first)
-        self._finish()
-        return self.batch
+    # -- a red stack ------------------------------------------------------------------------------
 
     def _after_red(self, pending: list[Entry], red: GateRun) -> list[Entry]:
         """A red stack is bisected; one whose tests hung is first probed branch by branch, in order (the command
@@ -498,34 +468,3 @@ class GatedMerge:
                 if e.task.id in b.merged:
                     strike("merge.before_delete")
                     delete_branch(self.hub, e.task.branch, expected_sha=e.head)
-
-
-def merge_batch(db: Session, first: Task, settings: Settings) -> str:
-    """Gather a batch around `first` (a complete, unlanded task) and take it through the gate.
-
-    Called by the merge queue inside the transaction that holds the merge lock. Returns what
-    became of `first`: merged, rejected, conflict, failed or held.
-    """
-    tasks = gather(db, first, settings)
-    heads: dict[str, str] = {}
-    started = datetime.now(UTC)
-    for t in tasks:
-        head = recorded_head(db, t)
-        if head is None:
-            record_landing(db, t, settings.merge_strategy.value, MergeResult(
-                status=Landing.FAILED, branch=t.branch, main_before="", main_after=None,
-                error=f"task {t.id} has no complete handoff with a head commit to land"), started, settings)
-        else:
-            heads[t.id] = head
-    tasks = [t for t in tasks if t.id in heads]
-    if not tasks:
-        return Landing.FAILED.value
-    batch = GatedMerge(db, settings, tasks, heads).run()
-    if first.id in batch.merged:
-        return "merged"
-    if first.id in batch.culprits:
-        return "rejected"
-    if batch.held:
-        return "held"
-    return db.scalar(select(MergeAttempt.status).where(MergeAttempt.task_id == first.id)
-                     .order_by(MergeAttempt.id.desc()).limit(1)) or "failed"

@@ -46,6 +46,7 @@ from agentswarm.merge.records import recorded_head
 
 log = logging.getLogger(__name__)
 WAIT_S = 0.5  # how long the line waits for a result before it looks at the pool again
+MAX_LOST = 64  # compare-and-swaps lost in a row (someone else writes main) before the line stops
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Line:
         self.held: str | None = None
         self.held_tasks: list[str] = []
         self.wasted = 0
+        self.lost = 0  # landings lost in a row because main moved under the line
 
     # -- the pool ---------------------------------------------------------------------------------------------
 
@@ -219,9 +221,13 @@ class Line:
         elif run.ok:
             if merge.land(head.entries, run):
                 runs.mark([head.gate_id], "landed")
+                self.lost = 0
             else:  # main moved under the line (someone else wrote it): everything is stacked again
                 runs.mark([head.gate_id], "stale")
                 self.cancel(list(self.lanes), "main moved under the line")
+                self.lost += 1
+                if self.lost >= MAX_LOST:
+                    self.held = f"main moved under the line {self.lost} times in a row"
         else:
             runs.mark([head.gate_id], "red")
             self.cancel(list(self.lanes), f"batch {merge.batch.id} ahead of them is red")
