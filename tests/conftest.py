@@ -15,7 +15,7 @@ import pytest
 from tests.support.env import REQUIRE, ROOT, TEST_DB_URL, TEST_REDIS_URL
 from tests.support.tiers import mark_tiers
 
-pytest_plugins = ["tests.support.services", "tests.support.runs"]
+pytest_plugins = ["tests.support.services", "tests.support.runs", "tests.support.gate_hub"]
 
 # Settings are read from the environment: point every child process at the test services too.
 for key in list(os.environ):

@@ -29,7 +29,7 @@ def test_the_budget_grows_with_the_branches_tested_up_to_gate_timeout_s():
     assert budget_s(Settings(gate_timeout_s=60), 1, False) == 60  # an older GATE_TIMEOUT_S still caps it
 
 
-def test_a_hanging_branch_is_blamed_within_two_budgets_and_the_others_land(gate_hub, db):  # noqa: F811
+def test_a_hanging_branch_is_blamed_within_two_budgets_and_the_others_land(gate_hub, db):
     hub, root, run_id, configure = gate_hub
     settings = configure([NO_BROKEN, RELATED], **BUDGET)
     ids = [complete(db, hub, root, run_id, "a", {"a.txt": "a\n"}),

@@ -34,10 +34,10 @@ COMPOSE = ROOT / "docker-compose.yml"
 # compose's service for each Procfile process; the options that only say where a server listens (and where
 # the off-loopback dashboard keeps its token) may differ
 COMPOSE_NAME = {"beat": "beat", "control": "control-worker", "reconcile": "reconcile-worker", "work": "sandbox-worker",
-                "merge": "merge-worker", "flower": "flower", "dashboard": "dashboard"}
+                "merge": "merge-worker", "gate": "gate-worker", "flower": "flower", "dashboard": "dashboard"}
 ONLY_COMPOSE = {"redis", "postgres", "init", "llm"}
 WHERE = ("--port", "--address", "--host", "--token-file")
-SANDBOXING = {"init", "sandbox-worker", "merge-worker", "reconcile-worker"}  # bubblewrap: agents, gate, reconciler
+SANDBOXING = {"init", "sandbox-worker", "merge-worker", "gate-worker", "reconcile-worker"}  # bubblewrap: agents, gate, reconciler
 
 
 def _services() -> dict:

@@ -207,7 +207,7 @@ def test_what_a_killed_worker_had_taken_goes_back_to_its_queue(redis_client):
     assert taker.stdout.readline().split() == ["took", "True", "True"]
     taker.kill()  # SIGKILL: nothing acknowledged, nothing restored
     taker.wait()
-    assert queue_lengths(redis_client) == {"plan": 0, "work": 0, "merge": 0, "reconcile": 0, "monitor": 0}
+    assert queue_lengths(redis_client) == {"plan": 0, "work": 0, "merge": 0, "gate": 0, "reconcile": 0, "monitor": 0}
     assert queued_task_ids(redis_client, "merge", MERGE_BRANCH) == {"merge-me"}  # held, as far as the monitor sees
 
     settings = get_settings()

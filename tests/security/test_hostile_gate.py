@@ -49,7 +49,7 @@ PLANTS = {
 
 
 @pytest.mark.parametrize("plant", sorted(PLANTS))
-def test_what_a_landed_branch_plants_never_reaches_the_next_gate_run(gate_hub, db, plant):  # noqa: F811
+def test_what_a_landed_branch_plants_never_reaches_the_next_gate_run(gate_hub, db, plant):
     hub, root, run_id, configure = gate_hub
     settings = configure(COMMANDS)
     seeded = complete(db, hub, root, run_id, "seed", {"check.sh": CHECK, "src/ok.ts": "export const ok = 1\n",

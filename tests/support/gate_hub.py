@@ -1,4 +1,4 @@
-"""The merge stage's fixtures: a real bare hub with a run, and the gate configured on it."""
+"""The gate_hub fixture (a plugin of every test): a real bare hub with a run, and the gate configured on it."""
 
 from __future__ import annotations
 
