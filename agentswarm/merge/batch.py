@@ -208,6 +208,9 @@ class GatedMerge:
         self.full = bool(settings.gate_full_every) and n % settings.gate_full_every == 0
         self.started_at = datetime.now(UTC)
         self.landed: list[Entry] = []  # entries main moved over in this batch, in order
+        # Bisected aside (while the line lands other batches): find and blame the culprit on this base, land nothing;
+        # the innocent go back to the pool and are tested again on the main of their next batch.
+        self.aside = False
         self.known_flaky = quarantined_names(db)  # tolerated if they still run (a command without {quarantined})
         self.exclude = exclude_flags(file_of_test(t) for t in self.known_flaky)
 
@@ -340,7 +343,7 @@ class GatedMerge:
                     hi, hi_run, proof = m, run, None
                     break
                 lo = m  # green, and every prefix tested before it too
-        if lo and not self.land(pending[:lo], self._green_run(pending[lo - 1])):
+        if lo and not self.aside and not self.land(pending[:lo], self._green_run(pending[lo - 1])):
             return self.stack(pending, self._reread_main())
         suspect = pending[hi - 1]
         assert suspect.tip is not None
@@ -359,11 +362,13 @@ class GatedMerge:
             record_event(self.db, "gate.flaky", f"{suspect.task.branch}: red, then green on the same tree"
                          + (f" ({', '.join(tests[:3])})" if tests else ""), run_id=self.run_id,
                          task_id=suspect.task.id, batch_id=self.batch.id, tests=tests, tree=again.tree)
+            if self.aside:
+                return []
             if not self.land([suspect], again, {"flaky": True, "flaky_tests": tests}):
                 return self.stack(pending[hi - 1:], self._reread_main())
         else:
-            self._blame(suspect, again, ahead=list(self.landed))
-        return self.stack(pending[hi:], self.main)
+            self._blame(suspect, again, ahead=pending[:hi - 1] if self.aside else list(self.landed))
+        return [] if self.aside else self.stack(pending[hi:], self.main)
 
     def _green_run(self, entry: Entry) -> GateRun:
         """The green run of this entry's tip (bisection tested it)."""

@@ -27,9 +27,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from agentswarm.config import GateRunner, Settings, get_settings
 from agentswarm.db.events import record_event
@@ -57,6 +58,11 @@ class Request:
     run_id: str | None = None
     lane: int | None = None
     spec: dict[str, Any] | None = None
+
+
+def _updated(db: Session, stmt: Any) -> CursorResult:
+    """Run an UPDATE; its result (which has rowcount)."""
+    return cast(CursorResult, db.execute(stmt))
 
 
 def _now() -> datetime:
@@ -93,7 +99,7 @@ def cancel(ids: list[str], outcome: str = "cancelled") -> int:
     if not ids:
         return 0
     with session_scope() as db:
-        res = db.execute(update(GateRunRow).where(GateRunRow.id.in_(ids), GateRunRow.state.in_(WAITING))
+        res = _updated(db, update(GateRunRow).where(GateRunRow.id.in_(ids), GateRunRow.state.in_(WAITING))
                          .values(state="cancelled", outcome=outcome, finished_at=_now(), lease_until=None))
         db.execute(update(GateRunRow).where(GateRunRow.id.in_(ids), GateRunRow.outcome.is_(None))
                    .values(outcome=outcome))
@@ -132,7 +138,7 @@ def stale(row: GateRunRow) -> bool:
 def requeue(settings: Settings, row: GateRunRow, why: str) -> None:
     """Ask for the run again (a stale result, a lost worker): queued afresh and sent again."""
     with session_scope() as db:
-        res = db.execute(update(GateRunRow).where(GateRunRow.id == row.id, GateRunRow.state.in_(("done", "running")))
+        res = _updated(db, update(GateRunRow).where(GateRunRow.id == row.id, GateRunRow.state.in_(("done", "running")))
                          .values(state="queued", worker=None, lease_until=None, result={}, tested_tree=None,
                                  seconds=None, finished_at=None, started_at=_now()))  # queued again from now
         if not res.rowcount:
@@ -210,7 +216,7 @@ def claim(run_id: str, worker: str, lease_s: float) -> GateRunRow | None:
 def _renew(run_id: str, worker: str, lease_s: float) -> bool:
     """Extend the lease; False once the run is not this worker's any more (cancelled, or given to another)."""
     with session_scope() as db:
-        res = db.execute(update(GateRunRow).where(GateRunRow.id == run_id, GateRunRow.worker == worker,
+        res = _updated(db, update(GateRunRow).where(GateRunRow.id == run_id, GateRunRow.worker == worker,
                                                   GateRunRow.state == "running")
                          .values(lease_until=_now() + timedelta(seconds=lease_s)))
         return bool(res.rowcount)
@@ -232,7 +238,7 @@ def _keep_lease(run_id: str, worker: str, lease_s: float, watch: Watch, done: th
 
 def _finish(run_id: str, worker: str, run: GateRun) -> bool:
     with session_scope() as db:
-        res = db.execute(update(GateRunRow).where(GateRunRow.id == run_id, GateRunRow.worker == worker,
+        res = _updated(db, update(GateRunRow).where(GateRunRow.id == run_id, GateRunRow.worker == worker,
                                                   GateRunRow.state == "running")
                          .values(state="done", result=run.to_dict(), tested_tree=run.tree or None,
                                  seconds=run.seconds, finished_at=_now(), lease_until=None))

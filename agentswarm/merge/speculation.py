@@ -26,6 +26,7 @@ results (or has them run again if their worker died), and cancels the rest.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,11 +38,13 @@ from sqlalchemy.orm import Session
 from agentswarm.config import GateMode, Settings
 from agentswarm.db.events import record_event
 from agentswarm.db.models import GateRunRow, MergeAttempt, Task, TaskStatus
+from agentswarm.db.session import session_scope
 from agentswarm.db.states import MERGE_SETTLED, merges_given_up
 from agentswarm.git.hub import main_sha
 from agentswarm.git.repo import GitError
 from agentswarm.merge import runs
 from agentswarm.merge.batch import Batch, Entry, GatedMerge, gather
+from agentswarm.merge.gate import GateRun
 from agentswarm.merge.records import recorded_head
 
 log = logging.getLogger(__name__)
@@ -91,11 +94,16 @@ class Line:
         self.held_tasks: list[str] = []
         self.wasted = 0
         self.lost = 0  # landings lost in a row because main moved under the line
+        self.aside: dict[threading.Thread, set[str]] = {}  # red batches bisected while the line goes on
+        self.aside_lock = threading.Lock()
 
     # -- the pool ---------------------------------------------------------------------------------------------
 
     def in_line(self) -> set[str]:
-        return {t for lane in self.lanes for t in lane.task_ids()}
+        """The tasks in a lane, or in a red batch being bisected aside."""
+        with self.aside_lock:
+            aside = set().union(*self.aside.values()) if self.aside else set()
+        return {t for lane in self.lanes for t in lane.task_ids()} | aside
 
     def pool(self, limit: int) -> list[Task]:
         """Complete, unlanded tasks of the run not in a lane, most urgent first (`first` first while it waits)."""
@@ -191,8 +199,13 @@ class Line:
                 tasks = self._next_batch()
                 if not tasks or not self.start_lane(tasks):
                     break
-            if not self.lanes or self.held is not None:
+            if self.held is not None:
                 break
+            if not self.lanes:
+                if not self.bisecting():
+                    break
+                time.sleep(WAIT_S)  # the innocent of a red batch come back to the pool when its bisection ends
+                continue
             head = self.lanes[0]
             self.db.commit()  # nothing read stays open while the line waits
             rows = runs.wait_any(self.settings, [head.gate_id], timeout=WAIT_S,
@@ -206,6 +219,8 @@ class Line:
                 continue
             self.decide(head, row)
         self.cancel(list(self.lanes), "the line is held")
+        for thread in list(self.aside):  # the merge lock covers every decision a bisection makes
+            thread.join()
 
     def decide(self, head: Lane, row: GateRunRow) -> None:
         """The first lane's result is in: land it, or handle its red, or hold."""
@@ -231,6 +246,9 @@ class Line:
         else:
             runs.mark([head.gate_id], "red")
             self.cancel(list(self.lanes), f"batch {merge.batch.id} ahead of them is red")
+            if self.settings.gate_parallel > 1:  # found aside: the line goes on landing the others meanwhile
+                self.bisect_aside(head, run)
+                return
             merge._after_red(head.entries, run)  # what it leaves undecided goes back to the pool
             if merge.batch.held:  # a bisection run could not run: the line stops, the monitor tries again
                 self.held = merge.batch.held
@@ -238,6 +256,39 @@ class Line:
                 self.held_tasks = [t for t in head.task_ids() if t not in decided]
         merge._finish()
         self.batches.append(merge.batch)
+
+    def bisecting(self) -> bool:
+        with self.aside_lock:
+            return bool(self.aside)
+
+    def bisect_aside(self, head: Lane, red: GateRun) -> None:
+        """Bisect a red batch in a thread of its own, on the main it was tested on, GATE_PARALLEL prefixes at once:
+        its culprit is blamed (or its red observed flaky), nothing of it lands; its branches stay out of the pool
+        until then, and the innocent come back to it to be stacked on the main of their next batch."""
+        spec, heads = spec_of(head.entries), {e.task.id: e.head for e in head.entries}
+        thread = threading.Thread(target=self._aside, args=(head.merge.batch.id, head.base, spec, heads, red),
+                                  name=f"bisect-{head.merge.batch.id[:6]}", daemon=True)
+        with self.aside_lock:
+            self.aside[thread] = set(heads)
+        thread.start()
+
+    def _aside(self, batch_id: str, base: str, spec: dict[str, Any], heads: dict[str, str], red: GateRun) -> None:
+        try:
+            with session_scope() as db:
+                tasks = [db.get(Task, e["task_id"]) for e in spec["entries"]]
+                merge = GatedMerge(db, self.settings, [t for t in tasks if t is not None], heads, base=base,
+                                   batch_id=batch_id)
+                for entry, e in zip(merge.entries, spec["entries"], strict=True):
+                    entry.tip, entry.landed, entry.position = e["tip"], list(e.get("landed") or []), int(e["position"])
+                merge.aside = True
+                merge.batch.runs.append(red)
+                merge._after_red(merge.entries, red)
+                merge._finish()
+        except Exception:  # noqa: BLE001 - its branches go back to the pool and make another batch
+            log.exception("bisecting batch %s aside failed", batch_id)
+        finally:
+            with self.aside_lock:
+                self.aside.pop(threading.current_thread(), None)
 
     # -- taking over ------------------------------------------------------------------------------------------
 

@@ -177,3 +177,25 @@ def test_a_killed_merge_workers_runs_in_flight_are_taken_over(gate_hub, db, monk
         adopted = s.scalars(select(Event).where(Event.kind == "gate.adopted")).one()
         assert adopted.data["adopted"] == [r.id for r in left]
         assert s.scalar(select(MergeAttempt.status).where(MergeAttempt.task_id == ids[5])) == "merged"
+
+
+def test_a_red_batch_is_bisected_aside_while_the_line_lands_the_others(gate_hub, db):
+    hub, root, run_id, configure = gate_hub
+    slow_when_broken = "if test -e BROKEN-x; then sleep 4; fi"  # every run holding the culprit takes a while
+    settings = configure([slow_when_broken, NO_BROKEN], GATE_PARALLEL="2", GATE_BATCH_MAX="2")
+    ids = [complete(db, hub, root, run_id, "a", {"a.txt": "a\n"}),
+           complete(db, hub, root, run_id, "broken", {"BROKEN-x": "x\n"}),
+           complete(db, hub, root, run_id, "c", {"c.txt": "c\n"}),
+           complete(db, hub, root, run_id, "d", {"d.txt": "d\n"})]
+    merge_task(ids[0], settings)
+    by_task = {a.task_id: a for a in attempts(db)}
+    assert {t: a.status for t, a in by_task.items()} == {ids[0]: "merged", ids[1]: "rejected", ids[2]: "merged",
+                                                        ids[3]: "merged"}
+    # c and d landed while the red batch was still being bisected; a, its innocent, came back to the pool after.
+    blamed = by_task[ids[1]].finished_at
+    assert by_task[ids[2]].finished_at < blamed and by_task[ids[3]].finished_at < blamed
+    assert by_task[ids[0]].finished_at > blamed
+    assert "BROKEN-x" not in git(hub, "ls-tree", "--name-only", "main")
+    with session_scope(db) as s:
+        culprit = s.scalars(select(Event).where(Event.kind == "gate.culprit")).one()
+    assert culprit.task_id == ids[1]

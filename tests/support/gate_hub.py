@@ -16,9 +16,10 @@ def gate_hub(tmp_path, monkeypatch, db):
     hub, root = new_hub(tmp_path / "hub.git", {"README.md": "seed\n"})
 
     def configure(commands: list[str], **extra: str):
+        """The gate on this hub with these commands; serial (GATE_PARALLEL 1) unless `extra` says otherwise."""
         env = {"HUB_PATH": str(hub), "SANDBOX_ROOT": str(tmp_path / "sandboxes"), "GATE": "batch",
                "GATE_INSTALL": "", "GATE_COMMANDS": json.dumps(commands), "GATE_FULL_COMMANDS": "[]",
-               "GATE_BATCH_WAIT_S": "0", "GATE_FULL_EVERY": "0", "MERGE_DELETE_BRANCH": "false", **extra}
+               "GATE_BATCH_WAIT_S": "0", "GATE_FULL_EVERY": "0", "GATE_PARALLEL": "1", "MERGE_DELETE_BRANCH": "false", **extra}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         get_settings.cache_clear()
