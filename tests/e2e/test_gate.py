@@ -90,9 +90,11 @@ def test_a_semantic_pair_lands_the_first_and_blames_the_later_naming_the_first(g
         rejected = s.scalars(select(MergeAttempt).where(MergeAttempt.status == "rejected")).all()
         assert len(rejected) == 1, [(a.task_id, a.status) for a in s.scalars(select(MergeAttempt))]
         culprit = rejected[0]
-        first = s.scalars(select(MergeAttempt).where(MergeAttempt.batch_id == culprit.batch_id,
+        # The pair was stacked in one batch, the culprit after its partner; the partner lands (in that batch with
+        # the serial gate, in its next one when the red batch was bisected aside) and is named as the clash.
+        first = s.scalars(select(MergeAttempt).where(MergeAttempt.task_id != culprit.task_id,
                                                      MergeAttempt.status == "merged")).one()
-        assert first.position < culprit.position
+        assert culprit.position > 0 and culprit.gate["tested_with"] == [s.get(Task, first.task_id).branch]
         assert culprit.gate["clashes_with"]["task_id"] == first.task_id
         assert "TS2717" in culprit.gate["output"]
         task = s.get(Task, culprit.task_id)
@@ -105,7 +107,9 @@ FLAKY = "echo ' FAIL  src/gate/alpha.test.ts > The alpha module > sometimes fail
 
 def test_a_red_that_does_not_reproduce_is_recorded_flaky_and_does_not_block(gated, db, celery_worker, tmp_path):
     flaky = toss_command(tmp_path / "hub.git", fail=FLAKY)  # red the first time, green after (a fresh sandbox each)
-    env, hub, _ = gated([feature("g-001", "alpha")], GATE_PRESUBMIT="off",
+    # The serial gate lands the branch itself once its red does not reproduce (a speculative one, bisecting aside,
+    # records the flaky test and sends the branch back to the pool to land in its next batch).
+    env, hub, _ = gated([feature("g-001", "alpha")], GATE_PRESUBMIT="off", GATE_PARALLEL="1",
                         GATE_COMMANDS=json.dumps(["node_modules/.bin/tsc --noEmit", flaky]))
     coin = Coin(hub)
     try:
