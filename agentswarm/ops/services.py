@@ -206,5 +206,7 @@ def check_gate(settings: Settings) -> str:
             raise ConfigError(f"GATE={settings.gate.value} runs `{command}`, but {tool!r} is not installed{hint}; "
                               "install it, or set GATE=off to land without checks")
     presubmit = "presubmit on" if settings.gate_presubmit else "presubmit off"
-    return (f"{settings.gate.value} (batches of up to {settings.gate_batch_max}, {presubmit}): "
-            f"{'; '.join(settings.gate_commands)}")
+    lanes = (f"up to {settings.gate_parallel} in the gate at once" if settings.gate_parallel > 1 else "one at a time")
+    runner = "gate workers" if settings.gate_runner.value == "queue" else "the merge worker's threads"
+    return (f"{settings.gate.value} (batches of up to {settings.gate_batch_max}, {lanes}, run by {runner}; "
+            f"{presubmit}): {'; '.join(settings.gate_commands)}")
