@@ -140,7 +140,7 @@ def gate_env(parallel: int | None, delay: float | None) -> dict[str, str]:
     """The swarm's gate settings for one mode: unset ones keep the swarm's defaults."""
     env: dict[str, str] = {}
     if parallel is not None:  # a gate worker per run in flight, two at least (a bisection tests both halves at once)
-        env.update(GATE_PARALLEL=str(parallel), GATE_WORKERS=str(max(parallel, 2)))
+        env.update(GATE_PARALLEL=str(parallel), GATE_WORKERS=str(2 * parallel))  # lanes, and a bisection aside
     if delay is not None:
         env["GATE_DELAY_S"] = repr(delay)
     return env

@@ -121,18 +121,27 @@ class Line:
             Task.run_id == self.run_id,
             Task.status.in_((TaskStatus.pending, TaskStatus.assigned, TaskStatus.running))).limit(1)).all())
 
+    def _run_time(self) -> float:
+        """The gate's run time: the median of the run's recent lane runs (this line's, or an earlier line's), else
+        the age of the first lane in flight (its run takes at least that long)."""
+        if not self.durations:
+            self.durations.extend(float(x or 0.0) for x in self.db.scalars(select(GateRunRow.seconds).where(
+                GateRunRow.run_id == self.run_id, GateRunRow.lane.is_not(None), GateRunRow.seconds.is_not(None),
+                GateRunRow.state == "done").order_by(GateRunRow.finished_at.desc()).limit(8)))
+        if self.durations:
+            return sorted(self.durations)[len(self.durations) // 2]
+        return time.monotonic() - self.lanes[0].started if self.lanes else 0.0
+
     def _spacing(self) -> float:
         """Seconds between batches while others are in flight: the gate's run time spread over its lanes."""
-        if self.durations:
-            est = sorted(self.durations)[len(self.durations) // 2]
-        elif self.lanes:
-            est = time.monotonic() - self.lanes[0].started  # the first run takes at least this long
-        else:
-            est = 0.0
-        return max(self.settings.gate_batch_wait_s, est / self.settings.gate_parallel)
+        return max(self.settings.gate_batch_wait_s, self._run_time() / self.settings.gate_parallel)
 
     def _next_batch(self) -> list[Task]:
-        """The tasks of a new lane now, or [] (not now: the line is full, nothing waits, or it is too soon)."""
+        """The tasks of a new lane now, or [] (not now: the line is full, nothing waits, or it is too soon).
+
+        A lane is a slot of the gate for a whole run: a full batch takes one at once; a batch at least half full
+        once a spacing (run time / GATE_PARALLEL) passed since the last lane started; a smaller one after two, so
+        that a trickle of branches is still tested while the first lanes' results are not in yet."""
         if len(self.lanes) >= self.settings.gate_parallel:
             return []
         if not self.lanes:
@@ -146,7 +155,10 @@ class Line:
             return []
         if len(found) >= self.settings.gate_batch_max or not self._under_way():
             return found
-        return found if time.monotonic() - self.last_start >= self._spacing() else []
+        waited = time.monotonic() - self.last_start
+        spacing = self._spacing()
+        half = len(found) >= (self.settings.gate_batch_max + 1) // 2
+        return found if waited >= 2 * spacing or (half and waited >= spacing) else []
 
     # -- the line ---------------------------------------------------------------------------------------------
 

@@ -88,8 +88,8 @@ def test_bad_arguments_are_refused(argv, capsys):
 
 def test_gate_env_sets_only_what_was_asked():
     assert gate_env(None, None) == {}  # the swarm's defaults
-    assert gate_env(1, None) == {"GATE_PARALLEL": "1", "GATE_WORKERS": "2"}  # bisection halves run at once
-    assert gate_env(8, 300.0) == {"GATE_PARALLEL": "8", "GATE_WORKERS": "8", "GATE_DELAY_S": "300.0"}
+    assert gate_env(1, None) == {"GATE_PARALLEL": "1", "GATE_WORKERS": "2"}  # lanes, and a bisection aside
+    assert gate_env(8, 300.0) == {"GATE_PARALLEL": "8", "GATE_WORKERS": "16", "GATE_DELAY_S": "300.0"}
     assert float(gate_env(None, 0.25)["GATE_DELAY_S"]) == 0.25
 
 
