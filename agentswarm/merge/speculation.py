@@ -129,7 +129,7 @@ class Line:
                 GateRunRow.run_id == self.run_id, GateRunRow.lane.is_not(None), GateRunRow.seconds.is_not(None),
                 GateRunRow.state == "done").order_by(GateRunRow.finished_at.desc()).limit(8)))
         if self.durations:
-            return sorted(self.durations)[len(self.durations) // 2]
+            return max(self.settings.gate_delay_s, sorted(self.durations)[len(self.durations) // 2])
         return time.monotonic() - self.lanes[0].started if self.lanes else 0.0
 
     def _spacing(self) -> float:
@@ -139,9 +139,10 @@ class Line:
     def _next_batch(self) -> list[Task]:
         """The tasks of a new lane now, or [] (not now: the line is full, nothing waits, or it is too soon).
 
-        A lane is a slot of the gate for a whole run: a full batch takes one at once; a batch at least half full
-        once a spacing (run time / GATE_PARALLEL) passed since the last lane started; a smaller one after two, so
-        that a trickle of branches is still tested while the first lanes' results are not in yet."""
+        A lane is a slot of the gate for a whole run: a full batch takes one at once; once the gate's run time is
+        known (a lane run of the run finished), a batch at least half full once a spacing (run time /
+        GATE_PARALLEL) passed since the last lane started, and a smaller one after two. Until then only full
+        batches start beside the first lane: it is running, so the gate never idles waiting for them."""
         if len(self.lanes) >= self.settings.gate_parallel:
             return []
         if not self.lanes:
@@ -155,10 +156,16 @@ class Line:
             return []
         if len(found) >= self.settings.gate_batch_max or not self._under_way():
             return found
+        if not self._run_time_known():  # the first lanes: full batches only, until a run's time is known
+            return []
         waited = time.monotonic() - self.last_start
         spacing = self._spacing()
         half = len(found) >= (self.settings.gate_batch_max + 1) // 2
         return found if waited >= 2 * spacing or (half and waited >= spacing) else []
+
+    def _run_time_known(self) -> bool:
+        self._run_time()
+        return bool(self.durations)
 
     # -- the line ---------------------------------------------------------------------------------------------
 
