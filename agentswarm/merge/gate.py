@@ -38,6 +38,7 @@ from agentswarm.sandbox.local import LocalSandboxBackend
 log = logging.getLogger(__name__)
 GATE_RUN = "gate"  # the pseudo run id of the gate's sandboxes
 OUTPUT_CAP = 8000
+SANDBOX_FAILED = "the gate's sandbox failed"  # how a run whose sandbox broke (not its tree) begins its cannot_run
 _swept: set[Path] = set()  # sandbox roots whose leftover gate sandboxes this process removed
 
 
@@ -162,7 +163,7 @@ def run_gate(settings: Settings, sha: str, base: str, options: GateOptions | Non
         _check(settings, backend or check_backend_for(settings), run, commands, watch or Watch())
     except (SandboxError, GitError) as exc:  # the sandbox broke: not the branch's fault, the batch waits
         log.warning("gate sandbox failed on %s", sha[:12], exc_info=True)
-        run.cannot_run = f"the gate's sandbox failed: {exc}"
+        run.cannot_run = f"{SANDBOX_FAILED}: {exc}"
     run.seconds = round(time.monotonic() - started, 2)
     return run
 

@@ -37,11 +37,12 @@ from agentswarm.db.events import record_event
 from agentswarm.db.models import GateRunRow
 from agentswarm.db.session import session_scope
 from agentswarm.git.repo import GitError
-from agentswarm.merge.gate import GateOptions, GateRun, Watch, run_gate
+from agentswarm.merge.gate import SANDBOX_FAILED, GateOptions, GateRun, Watch, run_gate
 
 log = logging.getLogger(__name__)
 RENEW_S = 2.0  # how soon a worker sees its run cancelled
-ATTEMPTS = 3  # a run whose worker died this many times cannot run (the tree may be what kills them)
+ATTEMPTS = 3
+SANDBOX_RETRIES = 2  # new sandboxes for a run whose sandbox failed to start (bwrap racing other sandboxes' mounts)  # a run whose worker died this many times cannot run (the tree may be what kills them)
 WAITING = ("queued", "running")
 
 
@@ -278,7 +279,13 @@ def take(run_id: str, settings: Settings | None = None) -> str:
                           branches=int(opts.get("branches") or 1), only=opts.get("only"))
     try:
         try:
-            run = run_gate(hub_for(settings, [row.sha, row.base]), row.sha, row.base, options, watch=watch)
+            local = hub_for(settings, [row.sha, row.base])
+            run = run_gate(local, row.sha, row.base, options, watch=watch)
+            for _ in range(SANDBOX_RETRIES):  # a sandbox that failed to start says nothing of the tree: again
+                if not (run.cannot_run or "").startswith(SANDBOX_FAILED) or watch.stopped.wait(1.0):
+                    break
+                log.warning("gate run %s: %s; trying a new sandbox", run_id, run.cannot_run)
+                run = run_gate(local, row.sha, row.base, options, watch=watch)
         except GitError as exc:
             run = GateRun(sha=row.sha, tree="", full=False, files=0, cannot_run=f"fetching the tree failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - reported as the run's result, not left to a lease running out

@@ -19,6 +19,7 @@ from agentswarm.config import get_settings
 from agentswarm.db import Event, MergeAttempt, session_scope
 from agentswarm.db.models import GateRunRow
 from agentswarm.merge import runs
+from agentswarm.merge.gate import SANDBOX_FAILED, GateOptions, GateRun
 from agentswarm.merge.queue import merge_task
 from tests.git.hubkit import git
 from tests.merge.test_gate_batch import NO_BROKEN, attempts, complete
@@ -199,3 +200,23 @@ def test_a_red_batch_is_bisected_aside_while_the_line_lands_the_others(gate_hub,
     with session_scope(db) as s:
         culprit = s.scalars(select(Event).where(Event.kind == "gate.culprit")).one()
     assert culprit.task_id == ids[1]
+
+
+def test_a_sandbox_that_fails_to_start_is_tried_again_not_reported(gate_hub, db, monkeypatch):
+    hub, root, run_id, configure = gate_hub
+    settings = configure([NO_BROKEN], GATE_RUNNER="queue")  # nothing takes the run but this test
+    sha = git(hub, "rev-parse", "main")
+    tree = git(hub, "rev-parse", "main^{tree}")
+    gate_id = runs.submit(settings, runs.Request(sha=sha, base=sha, tree=tree, options=GateOptions(), run_id=run_id))
+    real, calls = runs.run_gate, []
+
+    def flaky_sandbox(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:  # bwrap raced another sandbox's teardown: the sandbox broke, not the tree
+            return GateRun(sha=sha, tree=tree, full=False, files=0,
+                           cannot_run=f"{SANDBOX_FAILED}: bwrap: Can't bind mount /oldroot/")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runs, "run_gate", flaky_sandbox)
+    assert runs.take(gate_id, settings) == "green" and len(calls) == 2
+    assert runs.states([gate_id])[gate_id].result["cannot_run"] is None
